@@ -1,0 +1,1 @@
+"""attnforms: every attention formulation behind one API."""

@@ -1,0 +1,185 @@
+"""`gated_delta_rule` and its named configurations.
+
+One recurrence, two switches: the log-decay `g` (None / per head / per key channel) and
+the delta-rule learning rate `beta` (None / given).
+
+| g            | beta  | name                                 |
+|--------------|-------|--------------------------------------|
+| None         | None  | `linear_attention`                   |
+| `[B, T, H]`  | None  | `simple_gla` (RetNet / Mamba2 decay) |
+| `[B,T,H,K]`  | None  | `gla`                                |
+| None         | given | `delta_rule` (DeltaNet)              |
+| `[B, T, H]`  | given | `gated_deltanet`                     |
+| `[B,T,H,K]`  | given | `kda` (Kimi Delta Attention)         |
+"""
+from __future__ import annotations
+
+import torch
+
+from ...core.constants import DEFAULT_CHUNK_SIZE
+from ...core.dispatch import Family
+from ...core.run import run_op
+from ...core.shapes import (
+    Dims, check_log_gate, check_positive_int, check_same_device, check_same_dtype,
+    check_scale, check_state, check_tensor,
+)
+from ...core.states import AttentionOutput, LinearState
+from ...core.varlen import check_cu_seqlens
+from . import reference
+
+FAMILY = Family(
+    name="gated_delta_rule",
+    reference={
+        "parallel": reference.parallel,
+        "chunk": reference.chunk,
+        "recurrent": reference.recurrent,
+    },
+    auto_form="chunk",
+)
+
+
+def gated_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    g: torch.Tensor | None = None,
+    beta: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: LinearState | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+    form: str = "auto",
+    impl: str = "auto",
+) -> AttentionOutput:
+    """Linear attention with optional decay and delta-rule writes.
+
+    Per head and step: `S ← exp(g_t) ⊙ S` (per head or per key channel), then with beta
+    `S ← S + β_t k_t (v_t − Sᵀk_t)ᵀ`, without it `S ← S + k_t v_tᵀ`; `o_t = Sᵀ(scale·q_t)`.
+    The convention of flash-linear-attention's `chunk_gated_delta_rule` / `chunk_kda`.
+
+    Args:
+        q: `[B, T, H, K]` queries.
+        k: `[B, T, H, K]` keys (L2-normalise them for the delta rule to be stable).
+        v: `[B, T, H, V]` values.
+        g: None, `[B, T, H]` or `[B, T, H, K]` log-decay, every entry <= 0.
+        beta: None or `[B, T, H]` delta-rule learning rate, usually in (0, 1) (or (0, 2)
+            to allow negative eigenvalues).
+        scale: multiplies q; default `K ** -0.5`.
+        initial_state: `LinearState(S [B, H, K, V])` (`[N, ...]` with cu_seqlens) or None
+            for a zero state.
+        output_final_state: return the state after the last token.
+        cu_seqlens: `[N + 1]` int offsets of N packed sequences (then B == 1).
+        chunk_size: tokens per chunk in the chunk form (default 64).
+        form: "parallel" | "chunk" | "recurrent" | "auto" (see `attnforms.core.dispatch`).
+        impl: "reference" | "triton" | "auto".
+
+    Returns:
+        `AttentionOutput(output [B, T, H, V] in q's dtype, LinearState with S
+        [B or N, H, K, V] float32 (float64 for float64 inputs) or None)`.
+    """
+    offsets = _validate(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
+    return run_op(
+        FAMILY, form=form, impl=impl, length=q.shape[1], device=q.device,
+        per_token=dict(q=q, k=k, v=v, g=g, beta=beta),
+        initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
+        options=dict(
+            scale=q.shape[-1] ** -0.5 if scale is None else scale,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+        ),
+    )
+
+
+def _validate(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size):
+    """Check every argument; return the packed-sequence offsets (or None)."""
+    for name, x in dict(q=q, k=k, v=v).items():
+        check_tensor(name, x)
+    dims = Dims()
+    dims.bind("q", q, "B T H K")
+    dims.bind("k", k, "B T H K")
+    dims.bind("v", v, "B T H V")
+    check_same_dtype(q=q, k=k, v=v)
+    if dims["T"] == 0:
+        raise ValueError("q: expected at least one token (T >= 1), got T = 0")
+    if g is not None:
+        check_tensor("g", g)
+        dims.bind("g", g, "B T H K" if g.ndim == 4 else "B T H")
+    if beta is not None:
+        check_tensor("beta", beta)
+        dims.bind("beta", beta, "B T H")
+    check_same_device(q=q, k=k, v=v, g=g, beta=beta)
+    if g is not None:
+        check_log_gate("g", g)
+    check_scale(scale)
+    check_positive_int("chunk_size", chunk_size)
+    offsets = None
+    if cu_seqlens is not None:
+        offsets = check_cu_seqlens(cu_seqlens, batch=dims["B"], total=dims["T"], device=q.device)
+    if initial_state is not None:
+        batch = "N" if offsets is not None else "B"
+        if offsets is not None:
+            dims.sizes["N"], dims.bound_by["N"] = len(offsets) - 1, "cu_seqlens"
+        check_state(initial_state, LinearState, dims, {"S": f"{batch} H K V"})
+        check_same_device(q=q, **{"initial_state.S": initial_state.S})
+    return offsets
+
+
+def _require(name: str, x, layout: str, op: str) -> None:
+    """Named wrappers fix which gate layout they take."""
+    if x is None:
+        raise TypeError(f"{op}: {name} is required ({layout})")
+    check_tensor(name, x)
+    expected_ndim = len(layout.strip("[]").split(","))
+    if x.ndim != expected_ndim:
+        raise ValueError(f"{op}: {name}: expected shape {layout}, got shape {list(x.shape)}")
+
+
+def linear_attention(q, k, v, **kwargs) -> AttentionOutput:
+    """Plain causal linear attention `o_t = Σ_{s<=t} (q_t·k_s) v_s`: `gated_delta_rule`
+    with `g=None, beta=None`. Same keywords and shapes as `gated_delta_rule`."""
+    return gated_delta_rule(q, k, v, **kwargs)
+
+
+def simple_gla(q, k, v, g, **kwargs) -> AttentionOutput:
+    """Linear attention with a scalar decay per head and step (RetNet, Mamba2 style).
+
+    g: `[B, T, H]` log-decay <= 0. Other arguments as in `gated_delta_rule`."""
+    _require("g", g, "[B, T, H]", "simple_gla")
+    return gated_delta_rule(q, k, v, g=g, **kwargs)
+
+
+def gla(q, k, v, g, **kwargs) -> AttentionOutput:
+    """Gated linear attention: a decay per key channel.
+
+    g: `[B, T, H, K]` log-decay <= 0. Other arguments as in `gated_delta_rule`."""
+    _require("g", g, "[B, T, H, K]", "gla")
+    return gated_delta_rule(q, k, v, g=g, **kwargs)
+
+
+def delta_rule(q, k, v, beta, **kwargs) -> AttentionOutput:
+    """DeltaNet: delta-rule writes, no decay.
+
+    beta: `[B, T, H]`. Other arguments as in `gated_delta_rule`."""
+    _require("beta", beta, "[B, T, H]", "delta_rule")
+    return gated_delta_rule(q, k, v, beta=beta, **kwargs)
+
+
+def gated_deltanet(q, k, v, g, beta, **kwargs) -> AttentionOutput:
+    """Gated DeltaNet: a scalar decay per head and step, then a delta-rule write.
+
+    g: `[B, T, H]` log-decay <= 0; beta: `[B, T, H]`. Other arguments as in
+    `gated_delta_rule`."""
+    _require("g", g, "[B, T, H]", "gated_deltanet")
+    _require("beta", beta, "[B, T, H]", "gated_deltanet")
+    return gated_delta_rule(q, k, v, g=g, beta=beta, **kwargs)
+
+
+def kda(q, k, v, g, beta, **kwargs) -> AttentionOutput:
+    """Kimi Delta Attention: a decay per key channel, then a delta-rule write.
+
+    g: `[B, T, H, K]` log-decay <= 0; beta: `[B, T, H]`. Other arguments as in
+    `gated_delta_rule`."""
+    _require("g", g, "[B, T, H, K]", "kda")
+    _require("beta", beta, "[B, T, H]", "kda")
+    return gated_delta_rule(q, k, v, g=g, beta=beta, **kwargs)

@@ -1,0 +1,152 @@
+"""The gated delta rule in pure PyTorch: the correctness oracle, in three exact forms.
+
+Per head, with state `S [K, V]` and per step t (see README.md for the derivations):
+    S ← Diag(exp(g_t)) S                              decay (skipped when g is None)
+    S ← S + β_t k_t (v_t − Sᵀ k_t)ᵀ    with beta      delta-rule write
+    S ← S + k_t v_tᵀ                   without beta   plain write
+    o_t = Sᵀ (scale · q_t)
+
+All three forms take the same arguments:
+    q, k: `[B, T, H, K]`, v: `[B, T, H, V]`, g: None, `[B, T, H]` or `[B, T, H, K]`
+    (log-decay), beta: None or `[B, T, H]`, scale: float, initial_state: LinearState
+    with `S [B, H, K, V]` or None, output_final_state: bool, chunk_size: int.
+They compute in float32 (float64 for float64 inputs) and return
+`AttentionOutput(output [B, T, H, V] in the input dtype, LinearState or None)`.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...core.shapes import compute_dtype
+from ...core.states import AttentionOutput, LinearState
+
+
+def recurrent(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_size):
+    """One token at a time: the recurrence exactly as written above."""
+    dtype = v.dtype
+    q, k, v, g, beta, S = _prepare(q, k, v, g, beta, scale, initial_state)
+    outputs = []
+    for t in range(q.shape[2]):
+        if g is not None:
+            # [B, H, K, 1]: a scalar gate has K = 1 and broadcasts over the key channels.
+            S = S * torch.exp(g[:, :, t]).unsqueeze(-1)
+        k_t = k[:, :, t]
+        if beta is None:
+            write = v[:, :, t]
+        else:
+            # [B, H, V]: the error the delta rule corrects, scaled by the learning rate β.
+            write = beta[:, :, t, None] * (v[:, :, t] - torch.einsum("bhkv,bhk->bhv", S, k_t))
+        S = S + k_t.unsqueeze(-1) * write.unsqueeze(-2)
+        outputs.append(torch.einsum("bhkv,bhk->bhv", S, q[:, :, t]))
+    return _finish(torch.stack(outputs, dim=2), S, output_final_state, dtype)
+
+
+def chunk(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_size):
+    """Chunks of `chunk_size` tokens: parallel inside a chunk, the state passed between."""
+    dtype = v.dtype
+    q, k, v, g, beta, S = _prepare(q, k, v, g, beta, scale, initial_state)
+    outputs = []
+    for start in range(0, q.shape[2], chunk_size):
+        part = slice(start, start + chunk_size)
+        o, S = _chunk_step(
+            q[:, :, part], k[:, :, part], v[:, :, part],
+            None if g is None else g[:, :, part],
+            None if beta is None else beta[:, :, part],
+            S,
+        )
+        outputs.append(o)
+    return _finish(torch.cat(outputs, dim=2), S, output_final_state, dtype)
+
+
+def parallel(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_size):
+    """The whole sequence as one chunk: materialises the `T x T` decay-weighted score
+    matrix (and, with beta, solves one `T x T` triangular system). O(T²) time and memory,
+    O(T²K) memory with a per-channel gate."""
+    dtype = v.dtype
+    q, k, v, g, beta, S = _prepare(q, k, v, g, beta, scale, initial_state)
+    o, S = _chunk_step(q, k, v, g, beta, S)
+    return _finish(o, S, output_final_state, dtype)
+
+
+def _prepare(q, k, v, g, beta, scale, initial_state):
+    """Upcast to the compute dtype and move heads before time: `[B, H, T, D]`.
+
+    A scalar gate becomes `[B, H, T, 1]`, so it broadcasts like a per-channel one.
+    """
+    dtype = compute_dtype(q.dtype)
+    head_major = lambda x: x.to(dtype).transpose(1, 2)
+    B, _, H, K = q.shape
+    V = v.shape[-1]
+    if g is not None:
+        g = head_major(g if g.ndim == 4 else g.unsqueeze(-1))
+    if beta is not None:
+        beta = beta.to(dtype).transpose(1, 2)
+    if initial_state is None:
+        S = q.new_zeros(B, H, K, V, dtype=dtype)
+    else:
+        S = initial_state.S.to(dtype)
+    return head_major(q) * scale, head_major(k), head_major(v), g, beta, S
+
+
+def _finish(o, S, output_final_state, dtype):
+    """`o [B, H, T, V]` back to `[B, T, H, V]` in the input `dtype`; the state only when
+    asked for."""
+    return AttentionOutput(
+        o.transpose(1, 2).to(dtype), LinearState(S) if output_final_state else None
+    )
+
+
+def _chunk_step(q, k, v, g, beta, S):
+    """One chunk of C tokens entering with state S.
+
+    q, k: `[B, H, C, K]`, v: `[B, H, C, V]`, g: None or `[B, H, C, K or 1]`,
+    beta: None or `[B, H, C]`, S: `[B, H, K, V]`.
+    Returns the outputs `[B, H, C, V]` and the state after the chunk `[B, H, K, V]`.
+    """
+    # G_r: cumulative log-decay from the chunk start to token r, inclusive.
+    G = None if g is None else torch.cumsum(g, dim=2)
+    decayed = lambda x: x if G is None else x * torch.exp(G)
+    if beta is None:
+        new_values = v
+    else:
+        # Pseudo-values Ũ: the writes β_r (v_r − S_{r-1}ᵀ k_r) of every token at once, from
+        # (I + Diag(β) StrictTril(A)) Ũ = Diag(β) (V − (γ ⊙ K) S), the UT transform of the
+        # WY representation. [B, H, C, C] unit-lower-triangular system, [B, H, C, V] sides.
+        A = _decay_weighted_scores(k, k, G, strict=True)
+        system = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device) + beta.unsqueeze(-1) * A
+        rhs = beta.unsqueeze(-1) * (v - decayed(k) @ S)
+        new_values = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
+    # [B, H, C, K] @ [B, H, K, V] + [B, H, C, C] @ [B, H, C, V] -> [B, H, C, V]
+    o = decayed(q) @ S + _decay_weighted_scores(q, k, G, strict=False) @ new_values
+    if G is not None:
+        # Decay of the entering state over the chunk, and of each write to the chunk end;
+        # both exponents are <= 0, so nothing here can overflow.
+        G_last = G[:, :, -1:]
+        S = S * torch.exp(G_last).transpose(-1, -2)
+        k = k * torch.exp(G_last - G)
+    # [B, H, K, C] @ [B, H, C, V] -> [B, H, K, V]
+    S = S + k.transpose(-1, -2) @ new_values
+    return o, S
+
+
+def _decay_weighted_scores(a, b, G, *, strict):
+    """`Σ_c a_rc b_sc exp(G_rc − G_sc)` for `s <= r` (`s < r` when strict), else 0.
+
+    a, b: `[B, H, C, K]`, G: None, `[B, H, C, 1]` or `[B, H, C, K]`. Returns `[B, H, C, C]`.
+    Only differences `G_r − G_s` with `s <= r` are exponentiated (they are <= 0); the
+    masked pairs are set to -inf first, so no intermediate overflows and none of them
+    sends a NaN into the gradient.
+    """
+    C = a.shape[2]
+    keep = torch.ones(C, C, dtype=torch.bool, device=a.device).tril(-1 if strict else 0)
+    if G is None:
+        return (a @ b.transpose(-1, -2)).masked_fill(~keep, 0.0)
+    if G.shape[-1] == 1:
+        # [B, H, C, 1] - [B, H, 1, C] -> [B, H, C, C]
+        log_decay = G - G.transpose(-1, -2)
+        decay = torch.exp(log_decay.masked_fill(~keep, float("-inf")))
+        return (a @ b.transpose(-1, -2)) * decay
+    # [B, H, C, 1, K] - [B, H, 1, C, K] -> [B, H, C, C, K]
+    log_decay = G.unsqueeze(3) - G.unsqueeze(2)
+    decay = torch.exp(log_decay.masked_fill(~keep[:, :, None], float("-inf")))
+    return torch.einsum("bhrk,bhsk,bhrsk->bhrs", a, b, decay)
