@@ -5,6 +5,11 @@
 # matrix products to dominate, small enough that the in-chunk triangular solve stays cheap.
 DEFAULT_CHUNK_SIZE = 64
 
+# Sub-block length for per-channel decays inside a chunk ("secondary chunking"): decay
+# factors are formed pairwise only inside a sub-block and factor through its boundary
+# across sub-blocks, which bounds memory and keeps every exponent <= 0.
+SUBCHUNK = 16
+
 # `form="auto"` picks the recurrent form for inputs this short (single-token decoding):
 # there is nothing to parallelise over and the recurrent form carries the least overhead.
 AUTO_RECURRENT_MAX_T = 1

@@ -40,12 +40,14 @@ class Family:
     triton:       form name -> Triton-backed function with the same signature; filled in
                   as kernels land, so `list` and `impl="auto"` see them.
     auto_form:    the form `form="auto"` picks for inputs longer than one step.
+    variants:     the named configurations that are thin wrappers of this op.
     """
 
     name: str
     reference: dict[str, Callable]
     triton: dict[str, Callable] = field(default_factory=dict)
     auto_form: str = "chunk"
+    variants: tuple[str, ...] = ()
 
 
 def resolve_form(family: Family, form: str, length: int) -> str:

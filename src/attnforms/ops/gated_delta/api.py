@@ -35,6 +35,7 @@ FAMILY = Family(
         "recurrent": reference.recurrent,
     },
     auto_form="chunk",
+    variants=("linear_attention", "simple_gla", "gla", "delta_rule", "gated_deltanet", "kda"),
 )
 
 

@@ -16,7 +16,9 @@ They compute in float32 (float64 for float64 inputs) and return
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from ...core.constants import SUBCHUNK
 from ...core.shapes import compute_dtype
 from ...core.states import AttentionOutput, LinearState
 
@@ -146,7 +148,50 @@ def _decay_weighted_scores(a, b, G, *, strict):
         log_decay = G - G.transpose(-1, -2)
         decay = torch.exp(log_decay.masked_fill(~keep, float("-inf")))
         return (a @ b.transpose(-1, -2)) * decay
-    # [B, H, C, 1, K] - [B, H, 1, C, K] -> [B, H, C, C, K]
-    log_decay = G.unsqueeze(3) - G.unsqueeze(2)
-    decay = torch.exp(log_decay.masked_fill(~keep[:, :, None], float("-inf")))
-    return torch.einsum("bhrk,bhsk,bhrsk->bhrs", a, b, decay)
+    return _channel_decay_weighted_scores(a, b, G, strict=strict)
+
+
+def _channel_decay_weighted_scores(a, b, G, *, strict):
+    """The per-channel case of `_decay_weighted_scores`, by secondary chunking.
+
+    The chunk is cut into sub-blocks of `SUBCHUNK` tokens. Inside a sub-block the decay
+    is formed pairwise (`[c, c, K]`, exact). Between a later query block and an earlier
+    key block the decay factors through the key block's last step e:
+    `exp(G_r − G_s) = exp(G_r − G_e) · exp(G_e − G_s)`, both exponents <= 0, so each
+    factor is in (0, 1] and the pair becomes one matrix product. This keeps memory at
+    `O(C²K / c)` instead of `O(C²K)`, and a factor can only underflow where the true
+    product is smaller still.
+
+    a, b: `[B, H, C, K]`, G: `[B, H, C, K]`. Returns `[B, H, C, C]`.
+    """
+    B, H, C, K = a.shape
+    c = SUBCHUNK
+    n = -(-C // c)
+    pad = n * c - C
+    if pad:
+        # Zero rows contribute nothing; repeating the last G keeps every exponent <= 0.
+        a, b = (F.pad(x, (0, 0, 0, pad)) for x in (a, b))
+        G = torch.cat([G, G[:, :, -1:].expand(B, H, pad, K)], dim=2)
+    a_blocks, b_blocks, G_blocks = (x.unflatten(2, (n, c)) for x in (a, b, G))  # [B, H, n, c, K]
+
+    # Inside each sub-block: [B, H, n, c, 1, K] - [B, H, n, 1, c, K] -> [B, H, n, c, c, K]
+    inner_keep = torch.ones(c, c, dtype=torch.bool, device=a.device).tril(-1 if strict else 0)[:, :, None]
+    log_decay = G_blocks.unsqueeze(4) - G_blocks.unsqueeze(3)
+    decay = torch.exp(log_decay.masked_fill(~inner_keep, float("-inf")))
+    inner = torch.einsum("bhnrk,bhnsk,bhnrsk->bhnrs", a_blocks, b_blocks, decay)
+
+    # Between blocks, through the key block's last step e: [B, H, n(key block), 1, K].
+    G_end = G_blocks[:, :, :, -1:]
+    query_block = torch.arange(n * c, device=a.device) // c
+    later = query_block[None, :] > torch.arange(n, device=a.device)[:, None]  # [n, n·c]
+    # [B, H, 1, n·c, K] - [B, H, n, 1, K] -> [B, H, n, n·c, K], kept only for later rows.
+    query_decay = torch.exp((G.unsqueeze(2) - G_end).masked_fill(~later[..., None], float("-inf")))
+    key_decay = torch.exp(G_end - G_blocks)  # [B, H, n, c, K]
+    # [B, H, n, n·c, K] @ [B, H, n, K, c] -> [B, H, n(key block), n·c, c]
+    across = (a.unsqueeze(2) * query_decay) @ (b_blocks * key_decay).transpose(-1, -2)
+    scores = across.permute(0, 1, 3, 2, 4).reshape(B, H, n * c, n * c)
+
+    # Put the inner blocks on the block diagonal: [B, H, n, c, 1, c] * [n, 1, n, 1].
+    eye = torch.eye(n, dtype=a.dtype, device=a.device)[:, None, :, None]
+    scores = scores + (inner.unsqueeze(4) * eye).reshape(B, H, n * c, n * c)
+    return scores[:, :, :C, :C]

@@ -1,0 +1,142 @@
+"""`mlstm`: the matrix-memory LSTM of xLSTM, with the exponential (mLSTMexp) or the
+sigmoid (mLSTMsig) input gate, as computed by TFLA (Beck et al., arXiv 2503.14376).
+
+The same function as mlstm_kernels' parallel PyTorch reference (`mlstm_parallel_fw`, and
+its sigmoid-gate twin with normalisation) when there is no initial state.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...core.constants import DEFAULT_CHUNK_SIZE
+from ...core.dispatch import Family
+from ...core.run import run_op
+from ...core.shapes import (
+    Dims, check_positive_int, check_same_device, check_same_dtype, check_scale, check_state,
+    check_tensor,
+)
+from ...core.states import AttentionOutput, MLSTMState
+from ...core.varlen import check_cu_seqlens
+from . import reference
+
+INPUT_GATES = ("exp", "sigmoid")
+
+FAMILY = Family(
+    name="mlstm",
+    reference={
+        "parallel": reference.parallel,
+        "chunk": reference.chunk,
+        "recurrent": reference.recurrent,
+    },
+    auto_form="chunk",
+)
+
+
+def mlstm(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    *,
+    input_gate: str = "exp",
+    scale: float | None = None,
+    initial_state: MLSTMState | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+    form: str = "auto",
+    impl: str = "auto",
+) -> AttentionOutput:
+    """The mLSTM cell: a matrix memory with a sigmoid forget gate and an exponential (or
+    sigmoid) input gate, read through a normaliser.
+
+    Per head and step, with `lf_t = logsigmoid(f_t)`, `li_t = i_t` (exp gate) or
+    `logsigmoid(i_t)` (sigmoid gate) and `q̂_t = scale · q_t`:
+    `m_t = max(lf_t + m_{t-1}, li_t)` (0 for the sigmoid gate),
+    `C_t = exp(lf_t + m_{t-1} - m_t) C_{t-1} + exp(li_t - m_t) k_t v_tᵀ`, `n_t` likewise
+    with `k_t`, and `h_t = C_tᵀq̂_t / (max(|n_tᵀq̂_t|, exp(-m_t)) + 1e-6)`. Without an
+    initial state the recurrence starts from `C = 0, n = 0, m = -inf`.
+
+    Args:
+        q: `[B, T, H, K]` queries.
+        k: `[B, T, H, K]` keys.
+        v: `[B, T, H, V]` values (same dtype as q and k).
+        i: `[B, T, H]` input-gate pre-activations (any float dtype).
+        f: `[B, T, H]` forget-gate pre-activations (any float dtype).
+        input_gate: "exp" (mLSTMexp, max-stabilised) or "sigmoid" (mLSTMsig, no
+            stabiliser: m stays 0, so the normaliser floor is 1).
+        scale: multiplies q; default `K ** -0.5`.
+        initial_state: `MLSTMState(C [B, H, K, V], n [B, H, K], m [B, H])` (`[N, ...]`
+            with cu_seqlens), C and n scaled by `exp(-m)`; or None. For the sigmoid gate
+            `m` must be all zeros (checked), as in every state that gate returns.
+        output_final_state: return the state after the last token.
+        cu_seqlens: `[N + 1]` int offsets of N packed sequences (then B == 1).
+        chunk_size: tokens per chunk in the chunk form (default 64).
+        form: "parallel" | "chunk" | "recurrent" | "auto" (see `attnforms.core.dispatch`).
+        impl: "reference" | "triton" | "auto".
+
+    Returns:
+        `AttentionOutput(output [B, T, H, V] in q's dtype, MLSTMState with C
+        [B or N, H, K, V], n [B or N, H, K], m [B or N, H], float32 (float64 for float64
+        inputs), or None)`.
+    """
+    offsets = _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk_size)
+    return run_op(
+        FAMILY, form=form, impl=impl, length=q.shape[1], device=q.device,
+        per_token=dict(q=q, k=k, v=v, i=i, f=f),
+        initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
+        options=dict(
+            input_gate=input_gate,
+            scale=q.shape[-1] ** -0.5 if scale is None else scale,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+        ),
+    )
+
+
+def _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk_size):
+    """Check every argument; return the packed-sequence offsets (or None)."""
+    for name, x in dict(q=q, k=k, v=v, i=i, f=f).items():
+        check_tensor(name, x)
+    dims = Dims()
+    dims.bind("q", q, "B T H K")
+    dims.bind("k", k, "B T H K")
+    dims.bind("v", v, "B T H V")
+    dims.bind("i", i, "B T H")
+    dims.bind("f", f, "B T H")
+    check_same_dtype(q=q, k=k, v=v)
+    if dims["T"] == 0:
+        raise ValueError("q: expected at least one token (T >= 1), got T = 0")
+    check_same_device(q=q, k=k, v=v, i=i, f=f)
+    if input_gate not in INPUT_GATES:
+        raise ValueError(f"input_gate: expected one of {INPUT_GATES}, got {input_gate!r}")
+    check_scale(scale)
+    check_positive_int("chunk_size", chunk_size)
+    offsets = None
+    if cu_seqlens is not None:
+        offsets = check_cu_seqlens(cu_seqlens, batch=dims["B"], total=dims["T"], device=q.device)
+    if initial_state is not None:
+        _validate_state(initial_state, dims, offsets, input_gate, q)
+    return offsets
+
+
+def _validate_state(state, dims, offsets, input_gate, q):
+    """Shapes and device (that of `q`) of `initial_state`; for the sigmoid gate also
+    `m == 0`."""
+    batch = "B"
+    if offsets is not None:
+        batch = "N"
+        dims.sizes["N"], dims.bound_by["N"] = len(offsets) - 1, "cu_seqlens"
+    check_state(
+        state, MLSTMState, dims,
+        {"C": f"{batch} H K V", "n": f"{batch} H K", "m": f"{batch} H"},
+    )
+    check_same_device(q=q, **{f"initial_state.{name}": x for name, x in state._asdict().items()})
+    # The sigmoid gate keeps no stabiliser: a nonzero m (say, a state of the exp gate)
+    # would silently mean a differently scaled memory, so it is refused.
+    if input_gate == "sigmoid" and not bool((state.m == 0).all()):
+        bad = state.m[state.m != 0].flatten()[0].item()
+        raise ValueError(
+            "initial_state.m: expected all zeros for input_gate='sigmoid' (that gate keeps "
+            f"no stabiliser), got a value of {bad}"
+        )

@@ -1,0 +1,40 @@
+"""The `attnforms` command: `list` and `check` end to end, in-process."""
+import pytest
+
+from attnforms.cli import main
+
+
+def test_list_names_every_family_and_form(capsys):
+    assert main(["list", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for name in ("softmax_attention", "gated_delta_rule", "mlstm", "aaren", "kda", "parallel", "chunk", "recurrent"):
+        assert name in out
+
+
+def test_check_passes_every_row(capsys):
+    assert main(["check", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
+    rows = [line for line in out.splitlines() if line.endswith("  ok")]
+    # 6 softmax + 6 gated delta + 2 mLSTM + 1 Aaren cases, three forms each.
+    assert len(rows) == 15 * 3
+
+
+def test_check_reports_a_wrong_form_as_failed(monkeypatch, capsys):
+    from attnforms.ops import FAMILIES
+
+    family = FAMILIES["aaren"]
+    right = family.reference["chunk"]
+
+    def off_by_a_bit(*args, **kwargs):
+        result = right(*args, **kwargs)
+        return result._replace(output=result.output * 1.001)
+
+    monkeypatch.setitem(family.reference, "chunk", off_by_a_bit)
+    assert main(["check", "--device", "cpu"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_unknown_command_is_an_error():
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])

@@ -1,0 +1,60 @@
+"""The public names and signatures are a contract (DESIGN.md): pin them."""
+import inspect
+
+import attnforms as af
+
+EXPORTED = {
+    "AarenState", "AttentionOutput", "FAMILIES", "ImplUnavailableError", "KVCache",
+    "LinearState", "MLSTMState", "aaren", "delta_rule", "gated_delta_rule", "gated_deltanet",
+    "gla", "kda", "linear_attention", "mlstm", "simple_gla", "sliding_window_attention",
+    "softmax_attention",
+}
+COMMON = ["scale", "initial_state", "output_final_state", "cu_seqlens", "chunk_size", "form", "impl"]
+
+
+def test_exported_names_are_pinned():
+    assert set(af.__all__) == EXPORTED
+    assert all(hasattr(af, name) for name in EXPORTED)
+
+
+def _keywords(fn):
+    return [p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY]
+
+
+def _positional(fn):
+    return [p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
+
+
+def test_softmax_attention_signature():
+    assert _positional(af.softmax_attention) == ["q", "k", "v"]
+    assert _keywords(af.softmax_attention) == ["causal", "window", "score_mod", "mask_mod", "sinks"] + COMMON
+
+
+def test_gated_delta_rule_signature():
+    assert _positional(af.gated_delta_rule) == ["q", "k", "v"]
+    assert _keywords(af.gated_delta_rule) == ["g", "beta"] + COMMON
+
+
+def test_mlstm_signature():
+    assert _positional(af.mlstm) == ["q", "k", "v", "i", "f"]
+    assert _keywords(af.mlstm) == ["input_gate"] + COMMON
+
+
+def test_aaren_signature():
+    assert _positional(af.aaren) == ["q", "k", "v"]
+    assert _keywords(af.aaren) == COMMON
+
+
+def test_every_family_is_registered_with_three_reference_forms():
+    assert set(af.FAMILIES) == {"softmax_attention", "gated_delta_rule", "mlstm", "aaren"}
+    for family in af.FAMILIES.values():
+        assert set(family.reference) == {"parallel", "chunk", "recurrent"}
+
+
+def test_defaults():
+    params = inspect.signature(af.softmax_attention).parameters
+    assert params["causal"].default is True
+    for fn in (af.softmax_attention, af.gated_delta_rule, af.mlstm, af.aaren):
+        params = inspect.signature(fn).parameters
+        assert params["form"].default == "auto" and params["impl"].default == "auto"
+        assert params["output_final_state"].default is False
