@@ -35,7 +35,9 @@ def random_state(B, H, V, seed=1):
 def assert_states_close(actual, expected):
     # assert_close, unlike a difference, accepts the -inf max of an empty row.
     for field in AarenState._fields:
-        torch.testing.assert_close(getattr(actual, field), getattr(expected, field), rtol=0, atol=TIGHT)
+        torch.testing.assert_close(
+            getattr(actual, field), getattr(expected, field), rtol=0, atol=TIGHT
+        )
 
 
 def repeated_query_sdpa(q, k, v, scale=None):
@@ -54,7 +56,7 @@ def test_forms_agree_in_float64(T, K, with_state):
     inputs = aaren_inputs(2, T, 2, K, 12)
     state = random_state(2, 2, 12) if with_state else None
     golden = run(inputs, form="recurrent", initial_state=state)
-    for form, chunk_size in [("parallel", None), ("chunk", 1), ("chunk", 16), ("chunk", 64), ("chunk", 100)]:
+    for form, chunk_size in [("parallel", None)] + [("chunk", c) for c in (1, 16, 64, 100)]:
         result = run(inputs, form=form, chunk_size=chunk_size, initial_state=state)
         assert max_error(result.output, golden.output) < TIGHT, (form, chunk_size)
         assert_states_close(result.final_state, golden.final_state)
@@ -103,7 +105,9 @@ def random_triples(count, shape=(6, 5), V=3, seed=2):
     for _ in range(count):
         m, u, w = 3 * draw(*shape), 1 + draw(*shape).abs(), draw(*shape, V)
         empty = torch.rand(shape, generator=generator) < 0.35
-        triples.append((m.masked_fill(empty, float("-inf")), u.masked_fill(empty, 0.0), w * ~empty[..., None]))
+        triples.append(
+            (m.masked_fill(empty, float("-inf")), u.masked_fill(empty, 0.0), w * ~empty[..., None])
+        )
     return triples
 
 
@@ -129,9 +133,10 @@ def test_combine_of_leaves_is_the_softmax_triple():
     generator = torch.Generator().manual_seed(3)
     s = 50 * torch.randn(7, generator=generator, dtype=torch.float64)
     v = torch.randn(7, 4, generator=generator, dtype=torch.float64)
-    triple = (torch.tensor(float("-inf"), dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    scalar = lambda x: torch.tensor(x, dtype=torch.float64)
+    triple = (scalar(float("-inf")), scalar(0.0), torch.zeros(4, dtype=torch.float64))
     for t in range(7):
-        triple = combine(triple, (s[t], torch.tensor(1.0, dtype=torch.float64), v[t]))
+        triple = combine(triple, (s[t], scalar(1.0), v[t]))
     weights = torch.exp(s - s.max())
     assert_triples_close(triple, (s.max(), weights.sum(), weights @ v))
 
@@ -160,20 +165,20 @@ def test_varlen_equals_loop_over_sequences(form, with_state):
     states = random_state(4, 2, 8) if with_state else None
     packed = run(inputs, form=form, chunk_size=16, cu_seqlens=offsets, initial_state=states)
     for n, (start, end) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
-        one = dict(q=inputs["q"][n : n + 1], k=inputs["k"][:, start:end], v=inputs["v"][:, start:end])
-        state = None if states is None else AarenState(*(x[n : n + 1] for x in states))
-        single = run(one, form="recurrent", initial_state=state)
+        row = lambda state: AarenState(*(x[n : n + 1] for x in state))
+        one = dict(q=inputs["q"][n : n + 1], **{x: inputs[x][:, start:end] for x in "kv"})
+        single = run(one, form="recurrent", initial_state=None if states is None else row(states))
         assert max_error(packed.output[:, start:end], single.output) < TIGHT
-        assert_states_close(AarenState(*(x[n : n + 1] for x in packed.final_state)), single.final_state)
+        assert_states_close(row(packed.final_state), single.final_state)
 
 
 def test_varlen_of_equal_lengths_equals_the_batch():
     inputs = aaren_inputs(3, 40, 2, 16, 8)
     batched = run(inputs, form="chunk", chunk_size=16)
-    packed = run(
-        dict(q=inputs["q"], k=inputs["k"].reshape(1, 120, 2, 16), v=inputs["v"].reshape(1, 120, 2, 8)),
-        form="chunk", chunk_size=16, cu_seqlens=torch.tensor([0, 40, 80, 120]),
-    )
+    # Sequences end to end along time: [3, 40, ...] -> [1, 120, ...].
+    end_to_end = dict(q=inputs["q"], **{x: inputs[x].flatten(0, 1).unsqueeze(0) for x in "kv"})
+    offsets = torch.tensor([0, 40, 80, 120])
+    packed = run(end_to_end, form="chunk", chunk_size=16, cu_seqlens=offsets)
     assert max_error(packed.output.reshape(3, 40, 2, 8), batched.output) < TIGHT
     assert_states_close(packed.final_state, batched.final_state)
 

@@ -3,7 +3,8 @@
 One query per head attends causally over the keys; per head and step t:
     s_t = scale · q·k_t
     o_t = Σ_{j≤t} softmax(s_1..s_t)_j v_j = w_t / u_t
-where `(m_t, u_t, w_t) = (max_{j≤t} s_j, Σ_{j≤t} exp(s_j − m_t), Σ_{j≤t} exp(s_j − m_t) v_j)`.
+with the running max `m_t = max_{j≤t} s_j`, the denominator `u_t = Σ_{j≤t} exp(s_j − m_t)`
+and the numerator `w_t = Σ_{j≤t} exp(s_j − m_t) v_j`.
 Every form builds these triples from the leaves `(s_t, 1, v_t)` with one associative
 operator, `combine`, starting from the initial state (or the identity `(-inf, 0, 0)`).
 See README.md for the derivations.
@@ -122,9 +123,9 @@ def _chunk_triples(s, v) -> Triple:
     (0 above the diagonal): `u_r = Σ_s W_rs`, `w_r = Σ_s W_rs v_s`. Every kept exponent
     is <= 0, so nothing overflows and no row underflows to zero (its max has weight 1).
     """
-    C = s.shape[-1]
+    steps = torch.arange(s.shape[-1], device=s.device)
+    causal = steps.unsqueeze(-1) >= steps  # [C, C]: True where s <= r
     m = torch.cummax(s, dim=-1).values
-    causal = torch.ones(C, C, dtype=torch.bool, device=s.device).tril()
     # [B, H, 1, C] - [B, H, C, 1] -> [B, H, C, C]. Pairs above the diagonal may be
     # positive; they are set to -inf before the exponential so they give exact zeros and
     # no inf (nor 0 · inf = NaN in the gradient).

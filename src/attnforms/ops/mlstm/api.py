@@ -1,8 +1,9 @@
 """`mlstm`: the matrix-memory LSTM of xLSTM, with the exponential (mLSTMexp) or the
 sigmoid (mLSTMsig) input gate, as computed by TFLA (Beck et al., arXiv 2503.14376).
 
-The same function as mlstm_kernels' parallel PyTorch reference (`mlstm_parallel_fw`, and
-its sigmoid-gate twin with normalisation) when there is no initial state.
+Without an initial state, the same function as mlstm_kernels' parallel PyTorch references:
+`mlstm_parallel_fw` (exp gate) and `mlstm_siging_parallel_fw(normalize=True)` (sigmoid
+gate). The maths, chunk decomposition and numerics are in README.md.
 """
 from __future__ import annotations
 

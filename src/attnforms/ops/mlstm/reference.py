@@ -159,6 +159,6 @@ def _normalise(num, den, m):
     the normaliser is `min(1 / (|den| + eps), 1 / (exp(-m) + eps))`, and the second term
     equals `sigmoid(m + log eps) / eps`, which is finite with finite gradients for every m.
     """
-    from_den = 1.0 / (den.abs() + 2e-6)
+    from_den = 1.0 / (den.abs() + MLSTM_EPS)
     from_floor = torch.sigmoid(m + math.log(MLSTM_EPS)) / MLSTM_EPS
     return num * torch.minimum(from_den, from_floor)[..., None]

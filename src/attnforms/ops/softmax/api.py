@@ -29,6 +29,7 @@ FAMILY = Family(
         "recurrent": reference.recurrent,
     },
     auto_form="parallel",
+    variants=("sliding_window_attention",),
 )
 
 

@@ -128,8 +128,7 @@ def parallel(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, init
     problem = _prepare(q, k, v, sinks, scale, initial_state)
     rule = _Rule(causal, window, score_mod, mask_mod, batch_offset)
     keys = _concat(problem.cache, problem.new)
-    running = _read(_start(problem, rows=slice(None), width=v.shape[-1]), rule, problem.q,
-                    problem.q_pos, keys)
+    running = _read(_start(problem, rows=slice(None)), rule, problem.q, problem.q_pos, keys)
     return _finish(_result(running), keys, problem, window, output_final_state, v.dtype)
 
 
@@ -143,7 +142,7 @@ def chunk(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial
     outputs = []
     for q_start in range(0, q.shape[1], chunk_size):
         rows = slice(q_start, q_start + chunk_size)
-        running = _start(problem, rows=rows, width=v.shape[-1])
+        running = _start(problem, rows=rows)
         for kv_start in range(0, keys.positions.shape[1], chunk_size):
             running = _read(running, rule, problem.q[:, :, rows], problem.q_pos[:, rows],
                             keys.slots(slice(kv_start, kv_start + chunk_size)))
@@ -167,7 +166,7 @@ def recurrent(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, ini
         cache = _canonical(cache, problem.q_pos[:, i], window)
         appended = ready
         rows = slice(i, i + 1)
-        running = _read(_start(problem, rows=rows, width=v.shape[-1]), rule, problem.q[:, :, rows],
+        running = _read(_start(problem, rows=rows), rule, problem.q[:, :, rows],
                         problem.q_pos[:, rows], cache)
         outputs.append(_result(running))
     return _finish(torch.cat(outputs, dim=2), cache, problem, window, output_final_state, v.dtype)
@@ -238,13 +237,13 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.transpose(1, 2).repeat_interleave(heads // x.shape[2], dim=1)
 
 
-def _start(problem: _Problem, *, rows: slice, width: int) -> _Running:
+def _start(problem: _Problem, *, rows: slice) -> _Running:
     """The triple before any key is read, for the query rows `rows`: a sink enters as a
     score of value `sink_h` with a zero value vector."""
     B, H, _, _ = problem.q.shape
     T = problem.q_pos[:, rows].shape[1]
     q = problem.q
-    acc = q.new_zeros(B, H, T, width)
+    acc = q.new_zeros(B, H, T, problem.new.v.shape[-1])
     if problem.sinks is None:
         return _Running(q.new_full((B, H, T, 1), float("-inf")), q.new_zeros(B, H, T, 1), acc)
     sink = problem.sinks.view(1, H, 1, 1).expand(B, H, T, 1)
