@@ -109,17 +109,19 @@ def _chunk_step(q, k, v, g, beta, S):
     G = None if g is None else torch.cumsum(g, dim=2)
     decayed = lambda x: x if G is None else x * torch.exp(G)
     if beta is None:
+        scores = _decay_weighted_scores(q, k, G)
         new_values = v
     else:
+        # Queries and keys against the keys in one pass: the decay factors are shared.
+        scores, A = _decay_weighted_scores(torch.stack([q, k]), k, G).unbind(0)
         # Pseudo-values Ũ: the writes β_r (v_r − S_{r-1}ᵀ k_r) of every token at once, from
         # (I + Diag(β) StrictTril(A)) Ũ = Diag(β) (V − (γ ⊙ K) S), the UT transform of the
         # WY representation. [B, H, C, C] unit-lower-triangular system, [B, H, C, V] sides.
-        A = _decay_weighted_scores(k, k, G, strict=True)
-        system = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device) + beta.unsqueeze(-1) * A
+        system = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device) + beta.unsqueeze(-1) * A.tril(-1)
         rhs = beta.unsqueeze(-1) * (v - decayed(k) @ S)
         new_values = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
     # [B, H, C, K] @ [B, H, K, V] + [B, H, C, C] @ [B, H, C, V] -> [B, H, C, V]
-    o = decayed(q) @ S + _decay_weighted_scores(q, k, G, strict=False) @ new_values
+    o = decayed(q) @ S + scores @ new_values
     if G is not None:
         # Decay of the entering state over the chunk, and of each write to the chunk end;
         # both exponents are <= 0, so nothing here can overflow.
@@ -131,27 +133,41 @@ def _chunk_step(q, k, v, g, beta, S):
     return o, S
 
 
-def _decay_weighted_scores(a, b, G, *, strict):
-    """`Σ_c a_rc b_sc exp(G_rc − G_sc)` for `s <= r` (`s < r` when strict), else 0.
+def _causal_mask(C: int, device) -> torch.Tensor:
+    """`[C, C]` bool, True where `s <= r`."""
+    steps = torch.arange(C, device=device)
+    return steps[:, None] >= steps[None, :]
 
-    a, b: `[B, H, C, K]`, G: None, `[B, H, C, 1]` or `[B, H, C, K]`. Returns `[B, H, C, C]`.
-    Only differences `G_r − G_s` with `s <= r` are exponentiated (they are <= 0); the
-    masked pairs are set to -inf first, so no intermediate overflows and none of them
-    sends a NaN into the gradient.
+
+def _decay_weighted_scores(a, b, G):
+    """`Σ_c a_rc b_sc exp(G_rc − G_sc)` for `s <= r`, else 0.
+
+    a: `[..., C, K]`, b and G: `[B, H, C, K]` (G: None, or `[B, H, C, 1]` for a scalar
+    gate), broadcasting against a's leading dims. Returns `[..., C, C]`.
+    Only differences `G_r − G_s` with `s <= r` are used (they are <= 0), see
+    `_masked_decay`.
     """
-    C = a.shape[2]
-    keep = torch.ones(C, C, dtype=torch.bool, device=a.device).tril(-1 if strict else 0)
+    keep = _causal_mask(a.shape[-2], a.device)
     if G is None:
         return (a @ b.transpose(-1, -2)).masked_fill(~keep, 0.0)
     if G.shape[-1] == 1:
         # [B, H, C, 1] - [B, H, 1, C] -> [B, H, C, C]
-        log_decay = G - G.transpose(-1, -2)
-        decay = torch.exp(log_decay.masked_fill(~keep, float("-inf")))
-        return (a @ b.transpose(-1, -2)) * decay
-    return _channel_decay_weighted_scores(a, b, G, strict=strict)
+        return (a @ b.transpose(-1, -2)) * _masked_decay(G - G.transpose(-1, -2), keep)
+    return _channel_decay_weighted_scores(a, b, G)
 
 
-def _channel_decay_weighted_scores(a, b, G, *, strict):
+def _masked_decay(log_decay, keep):
+    """`exp(log_decay)` where `keep`, 0 elsewhere, for log-decays that are <= 0 where kept.
+
+    The dropped entries may be large and positive (a later step's decay seen from an
+    earlier one); clamping at 0 keeps their exponential finite, so neither the value nor
+    the gradient (multiplied by the zero mask) can become inf or NaN. Clamping rather
+    than filling with -inf also keeps CPU exponentials on their fast path.
+    """
+    return torch.exp(log_decay.clamp(max=0.0)) * keep
+
+
+def _channel_decay_weighted_scores(a, b, G):
     """The per-channel case of `_decay_weighted_scores`, by secondary chunking.
 
     The chunk is cut into sub-blocks of `SUBCHUNK` tokens. Inside a sub-block the decay
@@ -162,36 +178,35 @@ def _channel_decay_weighted_scores(a, b, G, *, strict):
     `O(C²K / c)` instead of `O(C²K)`, and a factor can only underflow where the true
     product is smaller still.
 
-    a, b: `[B, H, C, K]`, G: `[B, H, C, K]`. Returns `[B, H, C, C]`.
+    a: `[..., C, K]`, b, G: `[B, H, C, K]`. Returns `[..., C, C]`.
     """
-    B, H, C, K = a.shape
+    C, K = G.shape[-2:]
     c = SUBCHUNK
     n = -(-C // c)
     pad = n * c - C
     if pad:
         # Zero rows contribute nothing; repeating the last G keeps every exponent <= 0.
         a, b = (F.pad(x, (0, 0, 0, pad)) for x in (a, b))
-        G = torch.cat([G, G[:, :, -1:].expand(B, H, pad, K)], dim=2)
-    a_blocks, b_blocks, G_blocks = (x.unflatten(2, (n, c)) for x in (a, b, G))  # [B, H, n, c, K]
+        G = torch.cat([G, G[..., -1:, :].expand(*G.shape[:-2], pad, K)], dim=-2)
+    a_blocks, b_blocks, G_blocks = (x.unflatten(-2, (n, c)) for x in (a, b, G))  # [..., n, c, K]
 
-    # Inside each sub-block: [B, H, n, c, 1, K] - [B, H, n, 1, c, K] -> [B, H, n, c, c, K]
-    inner_keep = torch.ones(c, c, dtype=torch.bool, device=a.device).tril(-1 if strict else 0)[:, :, None]
-    log_decay = G_blocks.unsqueeze(4) - G_blocks.unsqueeze(3)
-    decay = torch.exp(log_decay.masked_fill(~inner_keep, float("-inf")))
-    inner = torch.einsum("bhnrk,bhnsk,bhnrsk->bhnrs", a_blocks, b_blocks, decay)
+    # Inside each sub-block: [..., n, c, 1, K] - [..., n, 1, c, K] -> [..., n, c, c, K]
+    inner_keep = _causal_mask(c, a.device)[:, :, None]
+    decay = _masked_decay(G_blocks.unsqueeze(-2) - G_blocks.unsqueeze(-3), inner_keep)
+    inner = torch.einsum("...nrk,...nsk,...nrsk->...nrs", a_blocks, b_blocks, decay)
 
-    # Between blocks, through the key block's last step e: [B, H, n(key block), 1, K].
-    G_end = G_blocks[:, :, :, -1:]
+    # Between blocks, through the key block's last step e: [..., n(key block), 1, K].
+    G_end = G_blocks[..., -1:, :]
     query_block = torch.arange(n * c, device=a.device) // c
     later = query_block[None, :] > torch.arange(n, device=a.device)[:, None]  # [n, n·c]
-    # [B, H, 1, n·c, K] - [B, H, n, 1, K] -> [B, H, n, n·c, K], kept only for later rows.
-    query_decay = torch.exp((G.unsqueeze(2) - G_end).masked_fill(~later[..., None], float("-inf")))
-    key_decay = torch.exp(G_end - G_blocks)  # [B, H, n, c, K]
-    # [B, H, n, n·c, K] @ [B, H, n, K, c] -> [B, H, n(key block), n·c, c]
-    across = (a.unsqueeze(2) * query_decay) @ (b_blocks * key_decay).transpose(-1, -2)
-    scores = across.permute(0, 1, 3, 2, 4).reshape(B, H, n * c, n * c)
+    # [..., 1, n·c, K] - [..., n, 1, K] -> [..., n, n·c, K], kept only for later rows.
+    query_decay = _masked_decay(G.unsqueeze(-3) - G_end, later[..., None])
+    key_decay = torch.exp(G_end - G_blocks)  # [..., n, c, K]
+    # [..., n, n·c, K] @ [..., n, K, c] -> [..., n(key block), n·c, c]
+    across = (a.unsqueeze(-3) * query_decay) @ (b_blocks * key_decay).transpose(-1, -2)
+    scores = across.transpose(-3, -2).reshape(*across.shape[:-3], n * c, n * c)
 
-    # Put the inner blocks on the block diagonal: [B, H, n, c, 1, c] * [n, 1, n, 1].
+    # Put the inner blocks on the block diagonal: [..., n, c, 1, c] * [n, 1, n, 1].
     eye = torch.eye(n, dtype=a.dtype, device=a.device)[:, None, :, None]
-    scores = scores + (inner.unsqueeze(4) * eye).reshape(B, H, n * c, n * c)
-    return scores[:, :, :C, :C]
+    scores = scores + (inner.unsqueeze(-2) * eye).reshape(*inner.shape[:-3], n * c, n * c)
+    return scores[..., :C, :C]
