@@ -2,7 +2,6 @@
 bad input and extreme input."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import attnforms.ops.gated_delta as gd
 from attnforms.core.states import LinearState

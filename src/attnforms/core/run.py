@@ -6,9 +6,34 @@ from typing import Callable
 
 import torch
 
+from .constants import DEFAULT_CHUNK_SIZE
 from .dispatch import Family, resolve_form, resolve_impl
+from .shapes import Dims, check_positive_int, check_scale
 from .states import AttentionOutput
-from .varlen import run_per_sequence
+from .varlen import check_cu_seqlens, run_per_sequence
+
+
+def check_common_options(dims: Dims, *, scale, chunk_size, cu_seqlens, device) -> tuple[list[int] | None, str]:
+    """Validate the keywords every op shares (`dims` must have `B` and `T` bound).
+
+    Returns the packed-sequence offsets (None without `cu_seqlens`) and the legend letter
+    of the state's batch dimension: `"N"` (one state per packed sequence) or `"B"`.
+    """
+    check_scale(scale)
+    check_positive_int("chunk_size", chunk_size)
+    if cu_seqlens is None:
+        return None, "B"
+    offsets = check_cu_seqlens(cu_seqlens, batch=dims["B"], total=dims["T"], device=device)
+    dims.fix("N", len(offsets) - 1, "cu_seqlens")
+    return offsets, "N"
+
+
+def default_options(head_dim: int, scale: float | None, chunk_size: int | None) -> dict:
+    """`scale` defaults to `K ** -0.5`, `chunk_size` to `DEFAULT_CHUNK_SIZE`."""
+    return dict(
+        scale=head_dim ** -0.5 if scale is None else scale,
+        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+    )
 
 
 def run_op(

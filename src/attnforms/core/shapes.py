@@ -49,6 +49,11 @@ class Dims:
             self.sizes.setdefault(letter, size)
             self.bound_by.setdefault(letter, name)
 
+    def fix(self, letter: str, size: int, source: str) -> None:
+        """Bind `letter` to `size` from something that is not a tensor (e.g. the number of
+        sequences in `cu_seqlens`)."""
+        self.sizes[letter], self.bound_by[letter] = size, source
+
     def __getitem__(self, letter: str) -> int:
         return self.sizes[letter]
 
@@ -113,8 +118,9 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def check_state(state, state_type: type, dims: Dims, specs: dict[str, str]) -> None:
-    """Check `initial_state` is a `state_type` whose fields have the shapes in `specs`.
+def check_state(state, state_type: type, dims: Dims, specs: dict[str, str], device) -> None:
+    """Check `initial_state` is a `state_type` whose fields have the shapes in `specs`
+    and live on `device`.
 
     specs: field name -> legend spec, e.g. `{"S": "N H K V"}`; letters bind in `dims`.
     """
@@ -128,6 +134,8 @@ def check_state(state, state_type: type, dims: Dims, specs: dict[str, str]) -> N
         value = getattr(state, field)
         check_tensor(name, value, floating=spec_is_float(field, state_type))
         dims.bind(name, value, spec)
+        if value.device != device:
+            raise ValueError(f"{name}: expected a tensor on {device} (the device of q), got one on {value.device}")
 
 
 def spec_is_float(field: str, state_type: type) -> bool:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from ...core.constants import DEFAULT_CHUNK_SIZE
 from ...core.dispatch import Family
-from ...core.run import run_op
+from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
-    Dims, check_positive_int, check_same_device, check_same_dtype, check_scale, check_state,
-    check_tensor,
+    Dims, check_same_device, check_same_dtype, check_state, check_tensor,
 )
 from ...core.states import AarenState, AttentionOutput
-from ...core.varlen import check_cu_seqlens
 from . import reference
 
 FAMILY = Family(
@@ -80,10 +77,7 @@ def aaren(
         FAMILY, form=form, impl=impl, length=k.shape[1], device=q.device,
         per_token=dict(k=k, v=v), per_sequence=dict(q=q),
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
-        options=dict(
-            scale=q.shape[-1] ** -0.5 if scale is None else scale,
-            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
-        ),
+        options=default_options(q.shape[-1], scale, chunk_size),
     )
 
 
@@ -98,19 +92,12 @@ def _validate(q, k, v, scale, initial_state, cu_seqlens, chunk_size):
     dims.bind("v", v, "B T H V")
     if dims["T"] == 0:
         raise ValueError("k: expected at least one token (T >= 1), got T = 0")
-    check_scale(scale)
-    check_positive_int("chunk_size", chunk_size)
-    offsets = None
     # One query per row: per batch entry, or per packed sequence with cu_seqlens.
-    rows = "B"
-    if cu_seqlens is not None:
-        offsets = check_cu_seqlens(cu_seqlens, batch=dims["B"], total=dims["T"], device=q.device)
-        dims.sizes["N"], dims.bound_by["N"] = len(offsets) - 1, "cu_seqlens"
-        rows = "N"
+    offsets, rows = check_common_options(
+        dims, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens, device=q.device
+    )
     dims.bind("q", q, f"{rows} H K")
     if initial_state is not None:
         specs = {"m": f"{rows} H", "u": f"{rows} H", "w": f"{rows} H V"}
-        check_state(initial_state, AarenState, dims, specs)
-        fields = {f"initial_state.{name}": x for name, x in initial_state._asdict().items()}
-        check_same_device(q=q, **fields)
+        check_state(initial_state, AarenState, dims, specs, q.device)
     return offsets

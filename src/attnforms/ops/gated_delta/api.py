@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from ...core.constants import DEFAULT_CHUNK_SIZE
 from ...core.dispatch import Family
-from ...core.run import run_op
+from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
-    Dims, check_log_gate, check_positive_int, check_same_device, check_same_dtype,
-    check_scale, check_state, check_tensor,
+    Dims, check_log_gate, check_same_device, check_same_dtype, check_state, check_tensor,
 )
 from ...core.states import AttentionOutput, LinearState
-from ...core.varlen import check_cu_seqlens
 from . import reference
 
 FAMILY = Family(
@@ -85,10 +82,7 @@ def gated_delta_rule(
         FAMILY, form=form, impl=impl, length=q.shape[1], device=q.device,
         per_token=dict(q=q, k=k, v=v, g=g, beta=beta),
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
-        options=dict(
-            scale=q.shape[-1] ** -0.5 if scale is None else scale,
-            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
-        ),
+        options=default_options(q.shape[-1], scale, chunk_size),
     )
 
 
@@ -112,17 +106,11 @@ def _validate(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size):
     check_same_device(q=q, k=k, v=v, g=g, beta=beta)
     if g is not None:
         check_log_gate("g", g)
-    check_scale(scale)
-    check_positive_int("chunk_size", chunk_size)
-    offsets = None
-    if cu_seqlens is not None:
-        offsets = check_cu_seqlens(cu_seqlens, batch=dims["B"], total=dims["T"], device=q.device)
+    offsets, batch = check_common_options(
+        dims, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens, device=q.device
+    )
     if initial_state is not None:
-        batch = "N" if offsets is not None else "B"
-        if offsets is not None:
-            dims.sizes["N"], dims.bound_by["N"] = len(offsets) - 1, "cu_seqlens"
-        check_state(initial_state, LinearState, dims, {"S": f"{batch} H K V"})
-        check_same_device(q=q, **{"initial_state.S": initial_state.S})
+        check_state(initial_state, LinearState, dims, {"S": f"{batch} H K V"}, q.device)
     return offsets
 
 

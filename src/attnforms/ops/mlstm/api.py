@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from ...core.constants import DEFAULT_CHUNK_SIZE
 from ...core.dispatch import Family
-from ...core.run import run_op
+from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
-    Dims, check_positive_int, check_same_device, check_same_dtype, check_scale, check_state,
-    check_tensor,
+    Dims, check_same_device, check_same_dtype, check_state, check_tensor,
 )
 from ...core.states import AttentionOutput, MLSTMState
-from ...core.varlen import check_cu_seqlens
 from . import reference
 
 INPUT_GATES = ("exp", "sigmoid")
@@ -87,11 +84,7 @@ def mlstm(
         FAMILY, form=form, impl=impl, length=q.shape[1], device=q.device,
         per_token=dict(q=q, k=k, v=v, i=i, f=f),
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
-        options=dict(
-            input_gate=input_gate,
-            scale=q.shape[-1] ** -0.5 if scale is None else scale,
-            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
-        ),
+        options=dict(input_gate=input_gate, **default_options(q.shape[-1], scale, chunk_size)),
     )
 
 
@@ -111,28 +104,21 @@ def _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk
     check_same_device(q=q, k=k, v=v, i=i, f=f)
     if input_gate not in INPUT_GATES:
         raise ValueError(f"input_gate: expected one of {INPUT_GATES}, got {input_gate!r}")
-    check_scale(scale)
-    check_positive_int("chunk_size", chunk_size)
-    offsets = None
-    if cu_seqlens is not None:
-        offsets = check_cu_seqlens(cu_seqlens, batch=dims["B"], total=dims["T"], device=q.device)
+    offsets, batch = check_common_options(
+        dims, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens, device=q.device
+    )
     if initial_state is not None:
-        _validate_state(initial_state, dims, offsets, input_gate, q)
+        _validate_state(initial_state, dims, batch, input_gate, q.device)
     return offsets
 
 
-def _validate_state(state, dims, offsets, input_gate, q):
-    """Shapes and device (that of `q`) of `initial_state`; for the sigmoid gate also
-    `m == 0`."""
-    batch = "B"
-    if offsets is not None:
-        batch = "N"
-        dims.sizes["N"], dims.bound_by["N"] = len(offsets) - 1, "cu_seqlens"
+def _validate_state(state, dims, batch, input_gate, device):
+    """Shapes and device of `initial_state` (batch letter `batch`: "B", or "N" with
+    cu_seqlens); for the sigmoid gate also `m == 0`."""
     check_state(
         state, MLSTMState, dims,
-        {"C": f"{batch} H K V", "n": f"{batch} H K", "m": f"{batch} H"},
+        {"C": f"{batch} H K V", "n": f"{batch} H K", "m": f"{batch} H"}, device,
     )
-    check_same_device(q=q, **{f"initial_state.{name}": x for name, x in state._asdict().items()})
     # The sigmoid gate keeps no stabiliser: a nonzero m (say, a state of the exp gate)
     # would silently mean a differently scaled memory, so it is refused.
     if input_gate == "sigmoid" and not bool((state.m == 0).all()):

@@ -10,15 +10,12 @@ from typing import Callable
 
 import torch
 
-from ...core.constants import DEFAULT_CHUNK_SIZE
 from ...core.dispatch import Family
-from ...core.run import run_op
+from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
-    Dims, check_positive_int, check_same_device, check_same_dtype, check_scale, check_state,
-    check_tensor,
+    Dims, check_positive_int, check_same_device, check_same_dtype, check_state, check_tensor,
 )
 from ...core.states import AttentionOutput, KVCache
-from ...core.varlen import check_cu_seqlens
 from . import reference
 
 FAMILY = Family(
@@ -108,8 +105,7 @@ def softmax_attention(
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
         options=dict(
             causal=causal, window=window, score_mod=score_mod, mask_mod=mask_mod, sinks=sinks,
-            scale=q.shape[-1] ** -0.5 if scale is None else scale,
-            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+            **default_options(q.shape[-1], scale, chunk_size),
         ),
         # A packed sequence runs as batch row 0; its mods must still see b = its index.
         options_for_sequence=lambda n: dict(batch_offset=n),
@@ -147,18 +143,15 @@ def _validate(q, k, v, causal, window, score_mod, mask_mod, sinks, scale, initia
         dims.bind("sinks", sinks, "H")
     check_same_device(q=q, k=k, v=v, sinks=sinks)
     _check_masking(causal, window, score_mod, mask_mod)
-    check_scale(scale)
-    check_positive_int("chunk_size", chunk_size)
-    offsets = None
-    if cu_seqlens is not None:
-        offsets = check_cu_seqlens(cu_seqlens, batch=dims["B"], total=dims["T"], device=q.device)
-        if dims["S"] != dims["T"]:
-            raise ValueError(
-                f"cu_seqlens: packs self-attention only (S == T), got S = {dims['S']}, T = {dims['T']}"
-            )
-        dims.sizes["N"], dims.bound_by["N"] = len(offsets) - 1, "cu_seqlens"
+    offsets, batch = check_common_options(
+        dims, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens, device=q.device
+    )
+    if offsets is not None and dims["S"] != dims["T"]:
+        raise ValueError(
+            f"cu_seqlens: packs self-attention only (S == T), got S = {dims['S']}, T = {dims['T']}"
+        )
     if initial_state is not None:
-        _check_cache(initial_state, dims, "N" if offsets is not None else "B", q)
+        _check_cache(initial_state, dims, batch, q)
     return offsets
 
 
@@ -188,9 +181,9 @@ def _check_cache(state, dims: Dims, batch: str, q: torch.Tensor) -> None:
     check_state(state, KVCache, dims, {
         "k": f"{batch} L G K", "v": f"{batch} L G V", "positions": f"{batch} L",
         "next_position": batch,
-    })
+    }, q.device)
     for field, dtype in dict(k=q.dtype, v=q.dtype, positions=torch.int64, next_position=torch.int64).items():
         value = getattr(state, field)
         if value.dtype != dtype:
             raise TypeError(f"initial_state.{field}: expected dtype {dtype}, got {value.dtype}")
-    check_same_device(q=q, **{f"initial_state.{field}": getattr(state, field) for field in state._fields})
+
