@@ -1,12 +1,22 @@
-"""Test-wide fixtures: seeding, and NaN-poisoned allocations.
+"""Test-wide setup: the Triton interpreter on CPU-only machines, seeding, and
+NaN-poisoned allocations.
 
 `torch.empty` / `torch.empty_like` / `Tensor.new_empty` return uninitialised memory, which
 is often zero by luck; a kernel or reference that reads an allocation before writing it
 would then pass by accident. Here every floating allocation made through them is filled
 with NaN, so such a read shows up as NaN in the result.
 """
-import pytest
+import os
+
 import torch
+
+# Triton kernels run on CPU tensors through Triton's interpreter. Triton reads this when
+# a kernel is defined, so it is set before any test module imports attnforms; `impl="auto"`
+# never picks the interpreter, so only tests that ask for impl="triton" use it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 _empty, _empty_like, _new_empty = torch.empty, torch.empty_like, torch.Tensor.new_empty
 

@@ -6,6 +6,8 @@ form and every implementation that can run here is then compared with it:
 - in float32 and bfloat16 the error may be at most `factor` times the error of the
   reference's parallel form in the same dtype, plus a tiny absolute term (the
   noise-relative rule of `attnforms.testing.tolerance`).
+Triton rows appear where kernels can run (a CUDA device, or the CPU under
+TRITON_INTERPRET=1) and are checked in float32 and bfloat16.
 Outputs and the float fields of the final state are both compared.
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ FLOAT64_TOLERANCE = 1e-9
 NOISE_FACTOR = 2.0
 NOISE_ATOL = {torch.float32: 1e-5, torch.bfloat16: 1e-3}
 CHECK_DTYPES = (torch.float64, torch.float32, torch.bfloat16)
+# Triton kernels take half and single precision inputs only.
+IMPL_DTYPES = {"reference": CHECK_DTYPES, "triton": CHECK_DTYPES[1:]}
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ def run_check(device: str = "cpu") -> list[CheckRow]:
                     continue
                 row = CheckRow(case.op, case.name, form, impl)
                 try:
-                    for dtype in CHECK_DTYPES:
+                    for dtype in IMPL_DTYPES[impl]:
                         error = _error(run(dtype, form=form, impl=impl), golden)
                         if dtype == torch.float64:
                             bound = FLOAT64_TOLERANCE

@@ -2,11 +2,13 @@
 
     attnforms list     every family, its forms, and which implementations run here
     attnforms check    every family × configuration × form against the float64 reference
+    attnforms bench    every op at the canonical shapes against the installed peers
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -40,6 +42,53 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _csv(allowed: tuple[str, ...]):
+    """An argparse type: a comma-separated subset of `allowed`, in the given order."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+        unknown = [part for part in chosen if part not in allowed]
+        if unknown or not chosen:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated subset of {','.join(allowed)}, got {text!r}"
+            )
+        return chosen
+
+    return parse
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import BenchConfig, ours_wrong, run_bench
+
+    config = BenchConfig(
+        device=args.device, shapes=args.shapes, ops=args.ops, out=args.out, quick=args.quick,
+        impl=args.impl, budget_s=args.budget_s,
+    )
+    wrong = ours_wrong(run_bench(config))
+    if wrong:
+        print(f"\n{len(wrong)} of our rows failed the correctness gate")
+    return 1 if wrong else 0
+
+
+def _add_bench_options(command: argparse.ArgumentParser) -> None:
+    from .bench.linear import OP_KEYS
+    from .bench.shapes import SHAPE_NAMES
+    from .bench.suite import DEFAULT_BUDGET_S
+
+    command.add_argument("--shapes", type=_csv(SHAPE_NAMES), default=SHAPE_NAMES,
+                         help=f"comma-separated subset of {','.join(SHAPE_NAMES)} (default: all)")
+    command.add_argument("--ops", type=_csv(OP_KEYS), default=OP_KEYS,
+                         help=f"comma-separated subset of {','.join(OP_KEYS)} (default: all; decode runs with gdn)")
+    command.add_argument("--out", type=Path, default=Path("bench/results"),
+                         help="folder for <date>-<gpu>.json and .png (default: bench/results)")
+    command.add_argument("--quick", action="store_true",
+                         help="tiny shapes: a smoke run on the CPU (reference, or TRITON_INTERPRET=1)")
+    command.add_argument("--impl", choices=("triton", "reference"), default="triton",
+                         help="our implementation to time (default: triton)")
+    command.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                         help=f"start no new measurement after this many seconds (default {DEFAULT_BUDGET_S:.0f})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnforms", description="Attention formulations behind one API.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,9 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in [
         ("list", _list, "list every family, its forms and the implementations that run here"),
         ("check", _check, "check every family and form against the float64 reference"),
+        ("bench", _bench, "check, then time every op at the canonical shapes against the installed peers"),
     ]:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--device", default=default_device, help=f"torch device (default {default_device})")
+        if name == "bench":
+            _add_bench_options(command)
         command.set_defaults(handler=handler)
     return parser
 

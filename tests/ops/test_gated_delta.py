@@ -207,8 +207,9 @@ def test_bad_input_raises_a_clear_error(inputs, options, error, message):
         gd.gated_delta_rule(**inputs, **options)
 
 
-def test_explicit_triton_request_never_falls_back():
+def test_explicit_triton_request_never_falls_back(monkeypatch):
     from attnforms.core.dispatch import ImplUnavailableError
 
-    with pytest.raises(ImplUnavailableError, match="impl='triton'"):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ImplUnavailableError, match="impl='triton' for gated_delta_rule: Triton kernels run on CUDA"):
         gd.gated_delta_rule(**_bad(), impl="triton")

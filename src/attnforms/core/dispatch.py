@@ -6,8 +6,9 @@ family's training form otherwise (`Family.auto_form`: `"parallel"` for softmax a
 whose parallel form is what fused attention kernels compute, `"chunk"` for the rest).
 
 `impl`: `"reference" | "triton" | "auto"`. `"auto"` picks `"triton"` when the family has a
-Triton kernel for the resolved form and Triton can run on the inputs' device (a CUDA
-device), and `"reference"` otherwise. An explicit `"triton"` never falls back: where it
+Triton kernel for the resolved form, Triton can run on the inputs' device (a CUDA
+device), and, when gradients are needed, the kernel has a backward; `"reference"`
+otherwise. An explicit `"triton"` never falls back: where it
 cannot run, `ImplUnavailableError` says why. Under `TRITON_INTERPRET=1` an explicit
 `"triton"` also runs on CPU tensors (slowly), which is how the kernels are tested without
 a GPU; `"auto"` never picks the interpreter.
@@ -70,13 +71,23 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
     return f"Triton kernels run on CUDA devices (or on the CPU under TRITON_INTERPRET=1), got {device}"
 
 
-def resolve_impl(family: Family, impl: str, form: str, device: torch.device) -> Callable:
-    """The function that runs `family` in `form` for `impl` on `device`."""
+def resolve_impl(
+    family: Family, impl: str, form: str, device: torch.device, needs_grad: bool = False
+) -> Callable:
+    """The function that runs `family` in `form` for `impl` on `device`.
+
+    needs_grad: some input requires a gradient; kernels declare `supports_backward`.
+    """
     if impl not in IMPLS + ("auto",):
         raise ValueError(f"impl: expected one of {IMPLS + ('auto',)}, got {impl!r}")
     kernel = family.triton.get(form)
+    differentiable = kernel is not None and getattr(kernel, "supports_backward", True)
     if impl == "auto":
-        if kernel is not None and device.type == "cuda" and triton_unavailable_reason(device) is None:
+        if (
+            kernel is not None and device.type == "cuda"
+            and triton_unavailable_reason(device) is None
+            and (differentiable or not needs_grad)
+        ):
             return kernel
         return family.reference[form]
     if impl == "reference":
@@ -89,4 +100,9 @@ def resolve_impl(family: Family, impl: str, form: str, device: torch.device) -> 
     reason = triton_unavailable_reason(device)
     if reason is not None:
         raise ImplUnavailableError(f"impl='triton' for {family.name}: {reason}")
+    if needs_grad and not differentiable:
+        raise ImplUnavailableError(
+            f"impl='triton': {family.name} form={form!r} has no Triton backward yet and an "
+            f"input requires grad; use impl='reference' (or 'auto') for gradients"
+        )
     return kernel

@@ -58,12 +58,18 @@ def run_op(
     options:    non-tensor keywords passed unchanged (scale, chunk_size, ...).
     options_for_sequence: extra keywords for packed sequence `n` (e.g. its batch index).
     """
-    run = resolve_impl(family, impl, resolve_form(family, form, length), device)
     per_sequence = per_sequence or {}
-    if offsets is None:
+    tensors = [*per_token.values(), *per_sequence.values(), *(initial_state or ())]
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors
+    )
+    run = resolve_impl(family, impl, resolve_form(family, form, length), device, needs_grad)
+    if offsets is None or getattr(run, "native_varlen", False):
+        # Implementations with native packed-sequence support take the offsets.
+        extra = {} if offsets is None else dict(offsets=offsets)
         return run(
             **per_token, **per_sequence, initial_state=initial_state,
-            output_final_state=output_final_state, **options,
+            output_final_state=output_final_state, **options, **extra,
         )
 
     def run_one(n: int, **tensors) -> AttentionOutput:

@@ -24,6 +24,11 @@ from ...core.shapes import (
 from ...core.states import AttentionOutput, LinearState
 from . import reference
 
+try:
+    from . import triton as kernels
+except ImportError:  # Triton is optional: without it only the reference runs.
+    kernels = None
+
 FAMILY = Family(
     name="gated_delta_rule",
     reference={
@@ -31,6 +36,7 @@ FAMILY = Family(
         "chunk": reference.chunk,
         "recurrent": reference.recurrent,
     },
+    triton={} if kernels is None else {"chunk": kernels.chunk, "recurrent": kernels.recurrent},
     auto_form="chunk",
     variants=("linear_attention", "simple_gla", "gla", "delta_rule", "gated_deltanet", "kda"),
 )

@@ -1,0 +1,15 @@
+"""Benchmarks: every op at the canonical shapes against the installed peers, each
+implementation checked against the float64 reference before it is timed.
+
+    shapes.py   canonical and `--quick` shapes, decode batch sizes
+    flops.py    chunkwise FLOP counts, byte floors, the hardware ceilings
+    timing.py   do_bench medians, peak memory, first-call time, measured ceilings
+    gate.py     the correctness gate (noise-relative rule against float64)
+    peers.py    optional peer runners (fla, mlstm_kernels) and their conventions
+    linear.py   the gated-delta-rule / mLSTM cases and decode
+    report.py   rows, ratios, tables, JSON and PNG
+    suite.py    one run end to end (`attnforms bench`)
+"""
+from .suite import BenchConfig, ours_wrong, run_bench
+
+__all__ = ["BenchConfig", "ours_wrong", "run_bench"]

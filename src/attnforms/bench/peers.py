@@ -1,0 +1,176 @@
+"""Peer implementations, each optional: a peer that cannot be imported, or that raises,
+is recorded with the reason and the run goes on.
+
+Each peer is wrapped so that it computes exactly the function attnforms computes for the
+same inputs. The conventions below were read from the carried wheels
+(flash-linear-attention / fla-core 0.6.0, mlstm_kernels 2.0.6):
+
+fla (all time-major `[B, T, H, D]`, like attnforms; all return `(o, final_state)`;
+`scale=None` means `K ** -0.5` multiplying q; states `[N, H, K, V]` float32):
+
+- `fla.ops.kda.chunk_kda(q, k, v, g, beta, scale=None, initial_state=None,
+  output_final_state=False, use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False,
+  use_beta_sigmoid_in_kernel=False, ..., chunk_size=64 via kwargs)`:
+  g `[B, T, H, K]` natural-log decay (the kernel multiplies by 1/ln 2 for exp2); with
+  `use_gate_in_kernel=True` it would instead compute `-exp(A_log)·softplus(g + dt_bias)`
+  itself, so it is passed False; beta `[B, T, H]` already in (0, 1) (post-sigmoid) with
+  `use_beta_sigmoid_in_kernel=False`. L2 norm of q/k only with
+  `use_qk_l2norm_in_kernel=True`: passed False, and the keys fed are already normalised.
+- `fla.ops.gated_delta_rule.chunk_gated_delta_rule(q, k, v, g, beta, scale=None, ...,
+  use_qk_l2norm_in_kernel=False, use_beta_sigmoid_in_kernel=False, ...)`: g `[B, T, H]`
+  natural-log decay (`use_gate_in_kernel` defaults to False), beta post-sigmoid. Its
+  backward (through `chunk_bwd_dqkwg`) raises RuntimeError on Hopper with
+  3.4 <= Triton < 3.7.1 ("produces incorrect results").
+- `fla.ops.simple_gla.chunk_simple_gla(q, k, v, g=None, g_gamma=None, scale=None, ...)`:
+  g `[B, T, H]` natural-log decay; no beta, no in-kernel L2 norm. Same backward refusal.
+- `fla.ops.gla.chunk_gla(q, k, v, g, scale=None, ...)`: g `[B, T, H, K]` natural-log
+  decay; no beta, no in-kernel L2 norm.
+- `fla.ops.gated_delta_rule.fused_recurrent_gated_delta_rule(q, k, v, g=None, gk=None,
+  gv=None, beta=None, scale=None, initial_state=None, output_final_state=False,
+  use_qk_l2norm_in_kernel=False, ...)`: g `[B, T, H]` natural-log decay applied as
+  `S *= exp(g)` before the delta write; beta post-sigmoid; returns a new float32 state
+  (not updated in place); its backward raises NotImplementedError.
+
+mlstm_kernels:
+
+- `mlstm_kernels.torch.get_mlstm_kernel("chunkwise--triton_xl_chunk")` is
+  `mlstm_chunkwise__xl_chunk(q, k, v, i, f, c_initial=None, n_initial=None,
+  m_initial=None, return_last_states=False, eps=1e-6, chunk_size=128, ...)`: head-major
+  layout `[B, H, T, D]` (gates `[B, H, T]`), so inputs are transposed (and made
+  contiguous) outside the timed region; `i` and `f` are pre-activations, exp input gate,
+  forget gate `logsigmoid(f)` computed inside; the q scale is always `K ** -0.5` (not a
+  parameter); T must be a multiple of the chunk size (128). Same function as
+  `attnforms.mlstm(input_gate="exp")` (eps 1e-6). Its gate preprocessing uses
+  `torch.compile`, which adds to the first call.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One implementation of one op.
+
+    label:       what the tables call it, e.g. "ours (triton)" or "fla chunk_kda".
+    fn:          called with the op's inputs as keywords (attnforms names, in this
+                 runner's layout); returns the output, or `(output, state)` for decode.
+    unavailable: why it cannot run here (import failed, ...), or None.
+    head_major:  takes and returns `[B, H, T, ...]` instead of `[B, T, H, ...]`.
+    is_ours:     attnforms itself (the denominator of every ratio).
+    """
+
+    label: str
+    fn: Callable | None
+    unavailable: str | None = None
+    head_major: bool = False
+    is_ours: bool = False
+
+
+def _load(module: str, attr: str):
+    """`module.attr`, or None and the reason it cannot be imported."""
+    try:
+        return getattr(importlib.import_module(module), attr), None
+    except Exception as exc:  # ImportError, or a peer failing at import time
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _runner(label: str, module: str, attr: str, wrap: Callable, **flags) -> Runner:
+    """A Runner calling `wrap(module.attr)`, or an unavailable one saying why."""
+    function, reason = _load(module, attr)
+    if function is not None:
+        try:  # e.g. a registry lookup that fails where the peer's kernels did not import
+            return Runner(label, wrap(function), **flags)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+    return Runner(label, None, unavailable=f"unavailable: {reason}", **flags)
+
+
+def fla_chunk_kda() -> Runner:
+    def wrap(chunk_kda):
+        def run(q, k, v, g, beta):
+            return chunk_kda(
+                q, k, v, g, beta, scale=q.shape[-1] ** -0.5, use_qk_l2norm_in_kernel=False,
+                use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False,
+            )[0]
+        return run
+    return _runner("fla chunk_kda", "fla.ops.kda", "chunk_kda", wrap)
+
+
+def fla_chunk_gated_delta_rule() -> Runner:
+    def wrap(chunk_gated_delta_rule):
+        def run(q, k, v, g, beta):
+            return chunk_gated_delta_rule(
+                q, k, v, g, beta, scale=q.shape[-1] ** -0.5, use_qk_l2norm_in_kernel=False,
+                use_beta_sigmoid_in_kernel=False,
+            )[0]
+        return run
+    return _runner("fla chunk_gated_delta_rule", "fla.ops.gated_delta_rule", "chunk_gated_delta_rule", wrap)
+
+
+def fla_chunk_simple_gla() -> Runner:
+    def wrap(chunk_simple_gla):
+        def run(q, k, v, g):
+            return chunk_simple_gla(q, k, v, g=g, scale=q.shape[-1] ** -0.5)[0]
+        return run
+    return _runner("fla chunk_simple_gla", "fla.ops.simple_gla", "chunk_simple_gla", wrap)
+
+
+def fla_chunk_gla() -> Runner:
+    def wrap(chunk_gla):
+        def run(q, k, v, g):
+            return chunk_gla(q, k, v, g, scale=q.shape[-1] ** -0.5)[0]
+        return run
+    return _runner("fla chunk_gla", "fla.ops.gla", "chunk_gla", wrap)
+
+
+def tfla_xl_chunk() -> Runner:
+    def wrap(get_mlstm_kernel):
+        kernel = get_mlstm_kernel("chunkwise--triton_xl_chunk")
+
+        def run(q, k, v, i, f):
+            return kernel(q, k, v, i, f, return_last_states=False, eps=1e-6)
+        return run
+
+    return _runner(
+        "mlstm_kernels triton_xl_chunk", "mlstm_kernels.torch", "get_mlstm_kernel", wrap, head_major=True,
+    )
+
+
+def fla_fused_recurrent_gated_delta_rule() -> Runner:
+    def wrap(fused_recurrent):
+        def run(q, k, v, g, beta, S):
+            return fused_recurrent(
+                q, k, v, g=g, beta=beta, scale=q.shape[-1] ** -0.5, initial_state=S,
+                output_final_state=True, use_qk_l2norm_in_kernel=False,
+            )
+        return run
+    return _runner(
+        "fla fused_recurrent_gated_delta_rule", "fla.ops.gated_delta_rule",
+        "fused_recurrent_gated_delta_rule", wrap,
+    )
+
+
+# op key -> the peers that compute the same function.
+SEQUENCE_PEERS: dict[str, tuple[Callable[[], Runner], ...]] = {
+    "kda": (fla_chunk_kda,),
+    "gdn": (fla_chunk_gated_delta_rule,),
+    "simple_gla": (fla_chunk_simple_gla,),
+    "gla": (fla_chunk_gla,),
+    "mlstm": (tfla_xl_chunk,),
+}
+DECODE_PEERS: tuple[Callable[[], Runner], ...] = (fla_fused_recurrent_gated_delta_rule,)
+
+
+def versions() -> dict:
+    """Installed versions of the packages a result depends on (None where absent)."""
+    found = {}
+    for name in ("torch", "triton", "fla-core", "flash-linear-attention", "mlstm-kernels", "attnforms", "numpy", "matplotlib"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found

@@ -1,0 +1,129 @@
+"""One benchmark run: measure the ceilings, run the decode and sequence cases, write the
+JSON after every row (so a run cut short keeps what it measured), then the PNG and the
+tables."""
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import flops
+from .gate import GATE_ATOL, GATE_FACTOR
+from .linear import OP_KEYS, Session, pairings, run_decode, run_sequences
+from .peers import versions
+from .report import Row, compute_ratios, format_tables, output_stem, write_json, write_png
+from .shapes import SHAPE_NAMES, shape_set
+from .timing import TimingSettings, measure_ceilings
+
+FULL_TIMING = TimingSettings(warmup_ms=25.0, rep_ms=100.0)
+QUICK_TIMING = TimingSettings(warmup_ms=1.0, rep_ms=5.0)
+DEFAULT_BUDGET_S = 450.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """device: torch device string. shapes: subset of S1, S2, S3, decode. ops: subset of
+    `linear.OP_KEYS` (decode runs with "gdn"). out: results folder. quick: tiny shapes.
+    impl: our implementation ("triton" or "reference"). budget_s: no new measurement
+    starts after this many seconds (what is left is recorded as skipped)."""
+
+    device: str
+    shapes: tuple[str, ...] = SHAPE_NAMES
+    ops: tuple[str, ...] = OP_KEYS
+    out: Path = Path("bench/results")
+    quick: bool = False
+    impl: str = "triton"
+    budget_s: float = DEFAULT_BUDGET_S
+    settings: TimingSettings | None = field(default=None)
+
+    def timing(self) -> TimingSettings:
+        return self.settings or (QUICK_TIMING if self.quick else FULL_TIMING)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    """Run everything `config` selects; returns the payload written to the JSON (its
+    "files" entry names the JSON and PNG)."""
+    start = time.monotonic()
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    torch.manual_seed(0)
+    shapes = shape_set(config.quick)
+    name = device_name(device)
+    today = datetime.date.today().isoformat()
+    stem = output_stem(Path(config.out), today, name)
+    json_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".png")
+    pairs = pairings(tuple(config.ops))
+    rows: list[Row] = []
+    payload = dict(
+        date=today, device=name, device_type=device.type, impl=config.impl, quick=config.quick,
+        python=sys.version.split()[0], platform=platform.platform(), cuda=torch.version.cuda, versions=versions(),
+        settings=dict(asdict(config.timing()), budget_s=config.budget_s, check_T=shapes.check_T,
+                      gate_factor=GATE_FACTOR, gate_atol=GATE_ATOL, flop_chunk=flops.CHUNK,
+                      backward_flop_factor=flops.BACKWARD_FACTOR, shapes=list(config.shapes), ops=list(config.ops),
+                      dtype="bfloat16"),
+        shapes={k: v.dims() for k, v in shapes.sequences.items()},
+        decode=dict(batches=list(shapes.decode_batches), H=shapes.decode_heads, K=shapes.decode_K, V=shapes.decode_V,
+                    prefix=shapes.decode_prefix),
+        ceilings=dict(constants=asdict(flops.H200)),
+        rows=rows, ratios=[], complete=False,
+    )
+    log(f"attnforms bench: {name} ({device}), impl={config.impl}, quick={config.quick}, "
+        f"budget {config.budget_s:.0f} s -> {json_path}")
+    log("versions: " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()))
+
+    def emit(row: Row) -> None:
+        rows.append(row)
+        payload["ratios"] = compute_ratios(rows, pairs)
+        payload["elapsed_s"] = time.monotonic() - start
+        write_json(json_path, payload)
+
+    measured = measure_ceilings(device, config.timing(), quick=config.quick)
+    payload["ceilings"]["measured"] = measured
+    if "error" not in measured:
+        log(f"ceilings measured: copy {measured['copy_bytes_per_s'] / 1e12:.2f} TB/s, "
+            f"bf16 matmul {measured['matmul_n']}³ {measured['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s "
+            f"(constants: {flops.H200.copy_bytes_per_s / 1e12:.2f} TB/s, {flops.H200.matmul_flops_per_s / 1e12:.0f} TFLOP/s)")
+    else:
+        log(f"ceilings not measured: {measured['error']}")
+    write_json(json_path, payload)
+
+    session = Session(device=device, impl=config.impl, shapes=shapes, settings=config.timing(),
+                      deadline=start + config.budget_s, emit=emit, log=log, start=start)
+    if "decode" in config.shapes and "gdn" in config.ops:
+        run_decode(session)
+    run_sequences(session, tuple(config.ops), tuple(config.shapes))
+
+    payload["complete"] = True
+    payload["elapsed_s"] = time.monotonic() - start
+    title = f"attnforms ({config.impl}) vs peers, {name}, {today}: peer time / our time"
+    png_problem = write_png(png_path, payload["ratios"], title)
+    payload["files"] = dict(json=str(json_path), png=None if png_problem else str(png_path))
+    if png_problem:
+        payload["png_problem"] = png_problem
+    write_json(json_path, payload)
+    log("")
+    log(format_tables(rows, payload["ratios"]))
+    log(f"\nwrote {json_path}" + (f" and {png_path}" if not png_problem else f" ({png_problem})")
+        + f" in {payload['elapsed_s']:.0f} s")
+    return payload
+
+
+def ours_wrong(payload: dict) -> list[Row]:
+    """Our rows that failed the correctness gate (forward or backward)."""
+    return [r for r in payload["rows"] if r.ours and "WRONG" in (r.status, r.fwd_bwd_status)]
+

@@ -1,0 +1,110 @@
+"""Timing: medians of `triton.testing.do_bench` on CUDA, peak memory, first-call time,
+and the measured ceilings (copy bandwidth, bf16 matrix product).
+
+On a CPU (the `--quick` smoke run) `do_bench` cannot run (it times with CUDA events), so
+the same median is taken over `time.perf_counter` laps; those numbers only show that the
+harness works.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """do_bench's warm-up and repetition budgets, in milliseconds of GPU time."""
+
+    warmup_ms: float = 25.0
+    rep_ms: float = 100.0
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(
+    fn: Callable[[], object], device: torch.device, settings: TimingSettings,
+    grad_to_none: Sequence[torch.Tensor] = (),
+) -> float:
+    """Median milliseconds of one call of `fn` (gradients of `grad_to_none` reset to None
+    before every call, so a backward never accumulates)."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return float(do_bench(
+            fn, warmup=settings.warmup_ms, rep=settings.rep_ms,
+            grad_to_none=list(grad_to_none) or None, return_mode="median",
+        ))
+    return _cpu_median_ms(fn, settings, grad_to_none)
+
+
+def _cpu_median_ms(fn, settings: TimingSettings, grad_to_none) -> float:
+    def lap() -> float:
+        for x in grad_to_none:
+            x.grad = None
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+
+    estimate = lap()
+    warmup = min(10, int(settings.warmup_ms / max(estimate, 1e-3)))
+    for _ in range(warmup):
+        lap()
+    repeats = max(1, min(50, int(settings.rep_ms / max(estimate, 1e-3))))
+    return statistics.median(lap() for _ in range(repeats))
+
+
+def first_call_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one synchronised call: on a process's first call of a kernel this
+    is the JIT compile (and autotuning) time plus one run."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Peak memory allocated during one call of `fn`, above what was allocated before it
+    (inputs and anything else alive): the call's working memory and its outputs.
+    None off CUDA."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - before)
+
+
+def measure_ceilings(device: torch.device, settings: TimingSettings, *, quick: bool) -> dict:
+    """Measure the device-to-device copy bandwidth (read + write bytes per second) and the
+    bf16 matrix-product rate on `device`; small sizes with `quick` or off CUDA."""
+    large = device.type == "cuda" and not quick
+    copy_elements = (1 << 30) if large else (1 << 22)  # 2 GiB of bf16 (8 MiB small)
+    n = 8192 if large else 256
+    result: dict = {}
+    try:
+        source = torch.empty(copy_elements, dtype=torch.bfloat16, device=device).fill_(1.0)
+        target = torch.empty_like(source)
+        ms = median_ms(lambda: target.copy_(source), device, settings)
+        result["copy_bytes"] = 2 * source.numel() * source.element_size()
+        result["copy_ms"] = ms
+        result["copy_bytes_per_s"] = result["copy_bytes"] / (ms * 1e-3)
+        del source, target
+        a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+        b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+        ms = median_ms(lambda: a @ b, device, settings)
+        result["matmul_n"] = n
+        result["matmul_ms"] = ms
+        result["matmul_flops_per_s"] = 2 * n ** 3 / (ms * 1e-3)
+    except Exception as exc:  # a failed measurement is recorded, the run goes on
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    return result

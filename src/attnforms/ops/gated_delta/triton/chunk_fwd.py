@@ -1,0 +1,270 @@
+"""Triton kernels of the chunked gated delta rule, forward.
+
+Five launches, each parallel over (chunk, head) except the state pass, which walks the
+chunks of one sequence in order (see ../README.md for the maths):
+
+1. `_cumsum_kernel`      G = in-chunk inclusive cumsum of the log-decay g.
+2. `_scores_kernel`      A_qk = scale·(Q Kᵀ ⊙ Γ) (s <= r) and, with beta,
+                         A_kk = Diag(β)(K Kᵀ ⊙ Γ) (s < r). A per-channel Γ is formed
+                         pairwise inside sub-blocks of BC tokens and through the earlier
+                         sub-block's last step across them (exponents always <= 0).
+3. `_solve_kernel`       M = (I + A_kk)⁻¹ by forward substitution (with beta only).
+4. `_state_kernel`       per chunk: store the entering state S, Ũ = M Diag(β)(V − (γ⊙K) S)
+                         (Ũ = V without beta), S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ.
+5. `_output_kernel`      O = (scale·Q ⊙ γ) S + A_qk Ũ.
+
+Every sequence is addressed through `cu_seqlens` (a plain batch is packed as B sequences
+of length T), and `chunk_indices` maps a global chunk id to (sequence, chunk in sequence),
+so one code path serves fixed and variable lengths and T is never a compile-time constant.
+Gate layout switch GATE: 0 none, 1 one per head, 2 one per key channel.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT: tl.constexpr):
+    """The sequence of global chunk i_c: (sequence index, first token row of the chunk,
+    number of valid rows in it, last row of the sequence + 1)."""
+    i_n = tl.load(chunk_indices + i_c * 2).to(tl.int64)
+    i_t = tl.load(chunk_indices + i_c * 2 + 1).to(tl.int64)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    start = bos + i_t * BT
+    return i_n, start, tl.minimum(eos - start, BT)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _cumsum_kernel(g, G, chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.constexpr,
+                   GK: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
+    """G[row, h, :GK] = Σ_{chunk start <= j <= row} g[j, h, :GK] (GK = K or 1), fp32."""
+    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m = (o_t[:, None] < valid) & (o_k[None, :] < GK)
+    offsets = ((start + o_t[:, None]) * H + i_h) * GK + o_k[None, :]
+    b_g = tl.load(g + offsets, mask=m, other=0.0).to(tl.float32)
+    tl.store(G + offsets, tl.cumsum(b_g, axis=0), mask=m)
+
+
+@triton.jit
+def _decay_exp(x):
+    """exp of a log-decay that is <= 0 wherever it is used; masked entries may be
+    positive, so clamp rather than overflow."""
+    return tl.exp(tl.minimum(x, 0.0))
+
+
+@triton.jit(do_not_specialize=["T"])
+def _scores_kernel(q, k, G, beta, Aqk, Akk, chunk_indices, cu_seqlens, scale, T,
+                   H: tl.constexpr, K: tl.constexpr, GATE: tl.constexpr, USE_BETA: tl.constexpr,
+                   BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
+    """A_qk and (with beta) A_kk of one chunk, `[BT, BT]` each, stored at the chunk's rows
+    of `[rows, H, BT]` buffers; zero above the diagonal."""
+    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    if GATE == 2:
+        for i in tl.static_range(BT // BC):
+            for j in tl.static_range(BT // BC):
+                _channel_block(q, k, G, beta, Aqk, Akk, start, valid, i_h, scale, i, j,
+                               H, K, USE_BETA, BT, BC, BK)
+    else:
+        o_t = tl.arange(0, BT)
+        m_t = o_t < valid
+        b_qk = tl.zeros([BT, BT], dtype=tl.float32)
+        b_kk = tl.zeros([BT, BT], dtype=tl.float32)
+        for k0 in range(0, K, BK):
+            o_k = k0 + tl.arange(0, BK)
+            m = m_t[:, None] & (o_k[None, :] < K)
+            offsets = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+            # float32 operands: Triton's interpreter (the CPU test path) multiplies bf16
+            # blocks wrongly, and the scores feed a triangular solve that wants precision.
+            b_q = tl.load(q + offsets, mask=m, other=0.0).to(tl.float32)
+            b_k = tl.load(k + offsets, mask=m, other=0.0).to(tl.float32)
+            # [BT, BK] @ [BK, BT] -> [BT, BT]
+            b_qk += tl.dot(b_q, tl.trans(b_k))
+            if USE_BETA:
+                # [BT, BK] @ [BK, BT] -> [BT, BT]
+                b_kk += tl.dot(b_k, tl.trans(b_k))
+        if GATE == 1:
+            b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
+            b_decay = _decay_exp(b_G[:, None] - b_G[None, :])
+            b_qk *= b_decay
+            b_kk *= b_decay
+        b_qk = tl.where(o_t[:, None] >= o_t[None, :], b_qk * scale, 0.0)
+        rows = ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :]
+        tl.store(Aqk + rows, b_qk, mask=m_t[:, None])
+        if USE_BETA:
+            b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
+            b_kk = tl.where(o_t[:, None] > o_t[None, :], b_kk * b_beta[:, None], 0.0)
+            tl.store(Akk + rows, b_kk, mask=m_t[:, None])
+
+
+@triton.jit
+def _channel_block(q, k, G, beta, Aqk, Akk, start, valid, i_h, scale,
+                   i: tl.constexpr, j: tl.constexpr, H: tl.constexpr, K: tl.constexpr,
+                   USE_BETA: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
+    """Sub-block (i, j) of A_qk / A_kk with a per-channel decay: query rows i·BC.., key
+    columns j·BC... Below the diagonal the decay factors through the last step e of key
+    block j, exp(G_r − G_e)·exp(G_e − G_s), both <= 1, so it is a matrix product; on the
+    diagonal it is formed pairwise, `[BC, BC, BK]` at a time."""
+    o_r = i * BC + tl.arange(0, BC)
+    o_s = j * BC + tl.arange(0, BC)
+    m_r = o_r < valid
+    m_s = o_s < valid
+    b_qk = tl.zeros([BC, BC], dtype=tl.float32)
+    b_kk = tl.zeros([BC, BC], dtype=tl.float32)
+    if j <= i:
+        # The last valid step of key block j (clamped inside the sequence).
+        e = tl.minimum(j * BC + BC - 1, valid - 1)
+        for k0 in range(0, K, BK):
+            o_k = k0 + tl.arange(0, BK)
+            m_k = o_k < K
+            rows_r = ((start + o_r[:, None]) * H + i_h) * K + o_k[None, :]
+            rows_s = ((start + o_s[:, None]) * H + i_h) * K + o_k[None, :]
+            m_rk = m_r[:, None] & m_k[None, :]
+            m_sk = m_s[:, None] & m_k[None, :]
+            b_q = tl.load(q + rows_r, mask=m_rk, other=0.0).to(tl.float32)
+            b_kr = tl.load(k + rows_r, mask=m_rk, other=0.0).to(tl.float32)
+            b_ks = tl.load(k + rows_s, mask=m_sk, other=0.0).to(tl.float32)
+            b_Gr = tl.load(G + rows_r, mask=m_rk, other=0.0)
+            b_Gs = tl.load(G + rows_s, mask=m_sk, other=0.0)
+            if j < i:
+                b_Ge = tl.load(G + ((start + e) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+                b_ks_dec = b_ks * _decay_exp(b_Ge[None, :] - b_Gs)
+                b_r_dec = _decay_exp(b_Gr - b_Ge[None, :])
+                # [BC, BK] @ [BK, BC] -> [BC, BC]
+                b_qk += tl.dot(b_q * b_r_dec, tl.trans(b_ks_dec))
+                if USE_BETA:
+                    # [BC, BK] @ [BK, BC] -> [BC, BC]
+                    b_kk += tl.dot(b_kr * b_r_dec, tl.trans(b_ks_dec))
+            else:
+                # [BC, 1, BK] - [1, BC, BK] -> [BC, BC, BK]
+                b_decay = _decay_exp(b_Gr[:, None, :] - b_Gs[None, :, :])
+                b_qk += tl.sum(b_q[:, None, :] * b_ks[None, :, :] * b_decay, axis=2)
+                if USE_BETA:
+                    b_kk += tl.sum(b_kr[:, None, :] * b_ks[None, :, :] * b_decay, axis=2)
+        if j == i:
+            b_qk = tl.where(o_r[:, None] >= o_s[None, :], b_qk, 0.0)
+            b_kk = tl.where(o_r[:, None] > o_s[None, :], b_kk, 0.0)
+    rows = ((start + o_r[:, None]) * H + i_h) * BT + o_s[None, :]
+    tl.store(Aqk + rows, b_qk * scale, mask=m_r[:, None])
+    if USE_BETA:
+        b_beta = tl.load(beta + (start + o_r) * H + i_h, mask=m_r, other=0.0).to(tl.float32)
+        tl.store(Akk + rows, b_kk * b_beta[:, None], mask=m_r[:, None])
+
+
+@triton.jit(do_not_specialize=["T"])
+def _solve_kernel(Akk, M, chunk_indices, cu_seqlens, T, H: tl.constexpr, BT: tl.constexpr):
+    """M = (I + A)⁻¹ for the strictly lower A of one chunk, by forward substitution:
+    row r of M is e_r − Σ_{s<r} A_rs M_s, and rows of M below r are still zero."""
+    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    o_t = tl.arange(0, BT)
+    m_t = o_t < valid
+    rows = ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :]
+    b_A = tl.load(Akk + rows, mask=m_t[:, None], other=0.0)
+    b_M = tl.zeros([BT, BT], dtype=tl.float32)
+    for r in range(BT):
+        b_a = tl.sum(tl.where(o_t[:, None] == r, b_A, 0.0), axis=0)  # row r of A, [BT]
+        b_row = tl.where(o_t == r, 1.0, 0.0) - tl.sum(b_a[:, None] * b_M, axis=0)
+        b_M = tl.where(o_t[:, None] == r, b_row[None, :], b_M)
+    tl.store(M + rows, b_M, mask=m_t[:, None])
+
+
+@triton.jit(do_not_specialize=["T"])
+def _state_kernel(k, v, G, beta, M, states, v_new, initial, final, chunk_base, cu_seqlens, T,
+                  H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
+                  USE_BETA: tl.constexpr, USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr,
+                  BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+    """Walk the chunks of sequence n in order for one head and BV value columns, with the
+    whole `[K, BV]` state slice in registers; store each entering state and Ũ."""
+    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k = o_k < K
+    m_v = o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    p_state = (i_nh * K + o_k[:, None]) * V + o_v[None, :]
+    b_S = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL:
+        b_S += tl.load(initial + p_state, mask=m_kv, other=0.0).to(tl.float32)
+    for i_t in range(tl.cdiv(eos - bos, BT)):
+        start = bos + i_t * BT
+        valid = tl.minimum(eos - start, BT)
+        m_t = o_t < valid
+        tl.store(states + ((first_chunk + i_t) * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]), b_S, mask=m_kv)
+        m_tk = m_t[:, None] & m_k[None, :]
+        m_tv = m_t[:, None] & m_v[None, :]
+        b_k = tl.load(k + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        b_v = tl.load(v + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
+        if GATE == 1:
+            b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
+            b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
+            b_gamma = tl.exp(b_G)[:, None]
+            b_to_end = _decay_exp(b_G_last - b_G)[:, None]
+            b_S_decay = tl.exp(b_G_last)
+        elif GATE == 2:
+            b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0)
+            b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+            b_gamma = tl.exp(b_G)
+            b_to_end = _decay_exp(b_G_last[None, :] - b_G)
+            b_S_decay = tl.exp(b_G_last)[:, None]
+        if USE_BETA:
+            b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
+            b_kg = b_k
+            if GATE != 0:
+                b_kg = b_k * b_gamma
+            # [BT, BK] @ [BK, BV] -> [BT, BV]
+            b_rhs = b_beta[:, None] * (b_v - tl.dot(b_kg, b_S))
+            b_M = tl.load(M + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+            # [BT, BT] @ [BT, BV] -> [BT, BV]
+            b_u = tl.dot(b_M, b_rhs)
+        else:
+            b_u = b_v
+        tl.store(v_new + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], b_u, mask=m_tv)
+        if GATE != 0:
+            b_S = b_S * b_S_decay
+            b_k = b_k * b_to_end
+        # [BK, BT] @ [BT, BV] -> [BK, BV]
+        b_S += tl.dot(tl.trans(b_k), b_u)
+    if STORE_FINAL:
+        tl.store(final + p_state, b_S, mask=m_kv)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _output_kernel(q, G, Aqk, states, v_new, o, chunk_indices, cu_seqlens, scale, T,
+                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
+                   BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+    """O of one chunk, head and BV value columns: the entering state read by the decayed
+    queries plus the in-chunk attention over the pseudo-values."""
+    i_v, i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_t = o_t < valid
+    m_k = o_k < K
+    m_v = o_v < V
+    m_tk = m_t[:, None] & m_k[None, :]
+    b_q = tl.load(q + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+    if GATE == 1:
+        b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
+        b_q = b_q * tl.exp(b_G)[:, None]
+    elif GATE == 2:
+        b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0)
+        b_q = b_q * tl.exp(b_G)
+    b_S = tl.load(states + (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]), mask=m_k[:, None] & m_v[None, :], other=0.0)
+    # [BT, BK] @ [BK, BV] -> [BT, BV]
+    b_o = tl.dot(b_q * scale, b_S)
+    b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+    m_tv = m_t[:, None] & m_v[None, :]
+    b_u = tl.load(v_new + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0)
+    # [BT, BT] @ [BT, BV] -> [BT, BV]
+    b_o += tl.dot(b_A, b_u)
+    tl.store(o + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_tv)

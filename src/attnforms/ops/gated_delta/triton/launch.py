@@ -1,0 +1,118 @@
+"""Launchers: allocate outputs, build the grids, pick tiles, call the kernels.
+
+Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packed with
+`offsets`) and returns `(output [B, T, H, V], final state [N, H, K, V] float32 or None)`.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+
+from .chunk_fwd import _cumsum_kernel, _output_kernel, _scores_kernel, _solve_kernel, _state_kernel
+from .recurrent_fwd import _recurrent_kernel
+
+# Sub-block length for per-channel decays inside a chunk (tl.dot needs >= 16).
+SUBCHUNK = 16
+# Key-dim slice of the score kernels: bounds the `[BC, BC, BK]` pairwise decay tile.
+SCORE_BK = 32
+# A `[K, BV]` float32 state slice lives in registers: cap its size.
+STATE_ELEMENTS = 128 * 64
+
+
+def gate_mode(g: torch.Tensor | None) -> int:
+    """0: no decay, 1: one log-decay per head `[B, T, H]`, 2: one per key channel."""
+    return 0 if g is None else (1 if g.ndim == 3 else 2)
+
+
+def sequence_offsets(B: int, T: int, offsets: list[int] | None) -> list[int]:
+    """Packed-sequence offsets; a plain batch is B sequences of length T."""
+    return list(range(0, B * T + 1, T)) if offsets is None else offsets
+
+
+def _value_tile(K: int, V: int) -> tuple[int, int]:
+    BK = triton.next_power_of_2(K)
+    BV = min(triton.next_power_of_2(V), max(16, STATE_ELEMENTS // BK))
+    return BK, BV
+
+
+def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets, chunk_size):
+    """The chunked forward: five launches (see chunk_fwd.py)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    rows, BT = B * T, chunk_size
+    device = q.device
+    offsets = sequence_offsets(B, T, offsets)
+    cu_seqlens = torch.tensor(offsets, dtype=torch.int64, device=device)
+    chunk_counts = [triton.cdiv(end - start, BT) for start, end in zip(offsets, offsets[1:])]
+    chunk_indices = torch.tensor(
+        [[n, t] for n, count in enumerate(chunk_counts) for t in range(count)],
+        dtype=torch.int32, device=device,
+    )
+    chunk_base = torch.tensor([0] + chunk_counts[:-1], device=device).cumsum(0)
+    num_chunks, N = len(chunk_indices), len(chunk_counts)
+    q, k, v = (x.contiguous() for x in (q, k, v))
+    GATE = gate_mode(g)
+    use_beta = beta is not None
+    f32 = dict(dtype=torch.float32, device=device)
+
+    G = None
+    if GATE:
+        GK = K if GATE == 2 else 1
+        G = torch.empty(rows, H, GK, **f32)
+        _cumsum_kernel[(num_chunks, H)](
+            g.contiguous(), G, chunk_indices, cu_seqlens, T, H=H, K=K, GK=GK, BT=BT,
+            BK=triton.next_power_of_2(GK),
+        )
+    beta = beta.contiguous() if use_beta else None
+    Aqk = torch.empty(rows, H, BT, **f32)
+    Akk = torch.empty(rows, H, BT, **f32) if use_beta else None
+    _scores_kernel[(num_chunks, H)](
+        q, k, G, beta, Aqk, Akk, chunk_indices, cu_seqlens, scale, T, H=H, K=K, GATE=GATE,
+        USE_BETA=use_beta, BT=BT, BC=SUBCHUNK, BK=min(SCORE_BK, triton.next_power_of_2(K)),
+    )
+    M = None
+    if use_beta:
+        M = torch.empty(rows, H, BT, **f32)
+        _solve_kernel[(num_chunks, H)](Akk, M, chunk_indices, cu_seqlens, T, H=H, BT=BT)
+
+    BK, BV = _value_tile(K, V)
+    states = torch.empty(num_chunks, H, K, V, **f32)
+    v_new = torch.empty(rows, H, V, **f32)
+    final = torch.empty(N, H, K, V, **f32) if output_final_state else None
+    _state_kernel[(triton.cdiv(V, BV), N * H)](
+        k, v, G, beta, M, states, v_new, initial_state, final, chunk_base, cu_seqlens, T,
+        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_INITIAL=initial_state is not None,
+        STORE_FINAL=output_final_state, BT=BT, BK=BK, BV=BV,
+    )
+    o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
+    _output_kernel[(triton.cdiv(V, BV), num_chunks, H)](
+        q, G, Aqk, states, v_new, o, chunk_indices, cu_seqlens, scale, T,
+        H=H, K=K, V=V, GATE=GATE, BT=BT, BK=BK, BV=BV,
+    )
+    return o, final
+
+
+def recurrent_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets,
+                      final_out=None):
+    """Token by token in one launch. `final_out`, when given (it may be the initial
+    state's own tensor), receives the final state in place."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    device = q.device
+    offsets = sequence_offsets(B, T, offsets)
+    cu_seqlens = torch.tensor(offsets, dtype=torch.int64, device=device)
+    N = len(offsets) - 1
+    BK = triton.next_power_of_2(K)
+    BV = min(triton.next_power_of_2(V), max(16, STATE_ELEMENTS // BK), 32)
+    final = final_out
+    if final is None and output_final_state:
+        final = torch.empty(N, H, K, V, dtype=torch.float32, device=device)
+    o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
+    _recurrent_kernel[(triton.cdiv(V, BV), N * H)](
+        q.contiguous(), k.contiguous(), v.contiguous(),
+        None if g is None else g.contiguous(), None if beta is None else beta.contiguous(),
+        o, initial_state, final, cu_seqlens, scale, T, H=H, K=K, V=V, GATE=gate_mode(g),
+        USE_BETA=beta is not None, USE_INITIAL=initial_state is not None,
+        STORE_FINAL=final is not None, BK=BK, BV=BV,
+    )
+    return o, final

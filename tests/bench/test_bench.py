@@ -1,0 +1,178 @@
+"""The benchmark harness on the CPU: FLOP and byte counts against hand counts, the
+correctness gate, the report files, and `attnforms bench --quick` end to end.
+No test asserts a timing."""
+import importlib.util
+import json
+
+import pytest
+import torch
+
+import attnforms as af
+from attnforms.bench import flops
+from attnforms.bench.gate import check, expected
+from attnforms.bench.peers import Runner
+from attnforms.bench.report import Pairing, Row, compute_ratios, format_tables, write_json, write_png
+from attnforms.cli import main
+from attnforms.testing import gated_delta_inputs
+
+
+# ----------------------------------------------------------------------------- counts
+
+def test_gated_delta_flops_match_a_hand_count():
+    # One head, C = 2, K = 2, V = 3, two chunks. Per chunk without beta:
+    # Q Kᵀ 2·2²·2 = 16, scores·V 2·2²·3 = 24, Q S and Kᵀ U 2·(2·2·2·3) = 48 -> 88.
+    assert flops.gated_delta_flops(1, 4, 1, 2, 3, beta=False, C=2) == 2 * 88
+    # With beta, per chunk also: K Kᵀ 16, W 16, U 24, W S 24, triangular inverse 2³/3.
+    assert flops.gated_delta_flops(1, 4, 1, 2, 3, beta=True, C=2) == pytest.approx(2 * (88 + 80 + 8 / 3))
+    # Batch and heads multiply; a partial last chunk counts as a whole one (T = 5: 3 chunks).
+    assert flops.gated_delta_flops(2, 5, 3, 2, 3, beta=False, C=2) == 2 * 3 * 3 * 88
+    # mLSTM: linear attention plus the normaliser's 4·C·K = 16 per chunk.
+    assert flops.mlstm_flops(1, 4, 1, 2, 3, C=2) == 2 * (88 + 16)
+    assert flops.fwd_bwd_flops(100.0) == 300.0
+
+
+def test_byte_counts_match_a_hand_count():
+    # B=1, T=2, H=1, K=2, V=3: q, k 2·2 each, v and o 2·3 each = 20 elements.
+    assert flops.sequence_bytes(1, 2, 1, 2, 3, gate="none", beta=False) == 20 * 2
+    assert flops.sequence_bytes(1, 2, 1, 2, 3, gate="scalar", beta=True) == (20 + 2 + 2) * 2
+    assert flops.sequence_bytes(1, 2, 1, 2, 3, gate="channel", beta=False, itemsize=4) == (20 + 4) * 4
+    assert flops.sequence_bytes(1, 2, 1, 2, 3, gate="mlstm", beta=False) == (20 + 4) * 2
+    # Decode state: S [2, 3, 4, 5] float32 read and written once.
+    assert flops.decode_state_bytes(2, 3, 4, 5) == 2 * 2 * 3 * 4 * 5 * 4
+
+
+def test_floors_match_the_numbers_in_benchmarks_md():
+    # "At B = 256 the floor is about 127 µs"; S1's q, k, v, o in bf16 are 537 MB.
+    assert flops.floor_seconds(flops.decode_state_bytes(256, 16, 128, 128)) * 1e6 == pytest.approx(126.6, abs=0.1)
+    assert flops.sequence_bytes(8, 4096, 16, 128, 128, gate="none", beta=False) == pytest.approx(537e6, rel=1e-3)
+    assert flops.tflops(2e12, 1000.0) == pytest.approx(2.0)
+    assert flops.tflops(1.0, None) is None
+
+
+# ----------------------------------------------------------------------------- gate
+
+def _gdn(q, k, v, g, beta):
+    return af.gated_deltanet(q, k, v, g, beta, form="chunk", impl="reference").output
+
+
+@pytest.fixture
+def gdn_expected():
+    inputs = gated_delta_inputs(2, 40, 2, 16, 8, gate="scalar", dtype=torch.bfloat16)
+    return expected(_gdn, inputs, ("output",), ("q", "k", "v", "g", "beta"))
+
+
+def test_gate_passes_the_reference_and_a_head_major_runner(gdn_expected):
+    assert check(Runner("same", _gdn), gdn_expected).backward == "ok"
+
+    def head_major(q, k, v, g, beta):  # a peer with a [B, H, T, D] layout
+        moved = [x.transpose(1, 2) for x in (q, k, v, g, beta)]
+        return _gdn(*moved).transpose(1, 2)
+
+    result = check(Runner("head-major", head_major, head_major=True), gdn_expected)
+    assert result.forward_ok and result.backward == "ok", result.checks
+    assert set(result.checks) == {"output", "dq", "dk", "dv", "dg", "dbeta"}
+
+
+def test_gate_reports_wrong_outputs_and_gradients_and_refusals(gdn_expected):
+    wrong = check(Runner("off", lambda **kw: _gdn(**kw) * 1.02), gdn_expected)
+    assert not wrong.forward_ok and "output" in wrong.failures()
+
+    class WrongGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 1.5
+
+    result = check(Runner("bad grad", lambda **kw: WrongGradient.apply(_gdn(**kw))), gdn_expected)
+    assert result.forward_ok and result.backward == "WRONG"
+
+    class NoBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise NotImplementedError("no backward yet")
+
+    result = check(Runner("no bwd", lambda **kw: NoBackward.apply(_gdn(**kw))), gdn_expected)
+    assert result.forward_ok and result.backward.startswith("refused: NotImplementedError")
+
+
+# ----------------------------------------------------------------------------- report
+
+def _rows():
+    common = dict(section="sequence", op_key="kda", op="KDA", dims=dict(B=1, T=64, H=1, K=8, V=8))
+    return [
+        Row(runner="ours (triton)", ours=True, shape="S1", fwd_ms=1.0, fwd_bwd_ms=4.0, fwd_bwd_status="ok", **common),
+        Row(runner="peer", ours=False, shape="S1", fwd_ms=2.0, fwd_bwd_status="refused: RuntimeError: no",
+            gate={"output": dict(error=float("nan"), eager_error=0.1, bound=0.2, passed=False)}, **common),
+        Row(runner="ours (triton)", ours=True, shape="S2", status="WRONG", fwd_bwd_status="not run", **common),
+        Row(runner="peer", ours=False, shape="S2", fwd_ms=3.0, fwd_bwd_ms=9.0, fwd_bwd_status="ok", **common),
+    ]
+
+
+def test_ratios_are_peer_over_ours_and_say_why_missing():
+    ratios = compute_ratios(_rows(), [Pairing("KDA vs peer", "kda", "kda", "peer")])
+    s1, s2 = ratios
+    assert (s1["shape"], s1["fwd"], s1["fwd_bwd"]) == ("S1", 2.0, None)
+    assert "refused" in s1["why_missing"]
+    assert s2["fwd"] is None and "WRONG" in s2["why_missing"]
+    table = format_tables(_rows(), ratios)
+    assert "KDA vs peer" in table and "refused" in table
+
+
+def test_report_writes_valid_json_and_a_png(tmp_path):
+    rows = _rows()
+    ratios = compute_ratios(rows, [Pairing("KDA vs peer", "kda", "kda", "peer")])
+    path = tmp_path / "nested" / "r.json"
+    write_json(path, dict(rows=rows, ratios=ratios, inf=float("inf")))
+    loaded = json.loads(path.read_text())  # strict JSON: NaN and inf became strings
+    assert loaded["rows"][1]["gate"]["output"]["error"] == "nan"
+    assert loaded["rows"][0]["fwd_bwd_ms"] == 4.0 and loaded["inf"] == "inf"
+    for name, shown in (("ratios.png", ratios), ("empty.png", [])):
+        assert write_png(tmp_path / name, shown, "title") is None
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- end to end
+
+@pytest.fixture
+def one_thread():
+    # Two intra-op threads on a shared two-core machine can make tiny ops 100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quick_bench_runs_end_to_end_on_cpu(tmp_path, one_thread, capsys):
+    assert main(["bench", "--quick", "--impl", "reference", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ratios: peer time / our time" in out
+    (json_path,) = tmp_path.glob("*-cpu.json")
+    assert json_path.with_suffix(".png").exists()
+    payload = json.loads(json_path.read_text())
+    assert payload["complete"] and payload["device"] == "cpu"
+    assert set(payload["ceilings"]["constants"]) == {"matmul_flops_per_s", "copy_bytes_per_s"}
+    ours = [r for r in payload["rows"] if r["ours"]]
+    # 5 ops x 3 shapes + 2 decode batches, every one gated and timed.
+    assert len(ours) == 17
+    assert all(r["status"] == "ok" and r["fwd_ms"] is not None for r in ours)
+    assert all(r["fwd_bwd_ms"] is not None for r in ours if r["section"] == "sequence")
+    assert all(all(c["passed"] for c in r["gate"].values()) for r in ours)
+    assert {r["op"] for r in ours} == {"KDA", "GDN", "simple GLA", "GLA", "mLSTM exp", "GDN decode"}
+    peers = [r for r in payload["rows"] if not r["ours"]]
+    if importlib.util.find_spec("fla") is None:
+        assert all(r["status"].startswith("unavailable") for r in peers if r["runner"].startswith("fla"))
+    assert payload["ratios"] and all(e["why_missing"] for e in payload["ratios"] if e["fwd"] is None)
+
+
+def test_bench_options_are_checked():
+    with pytest.raises(SystemExit):
+        main(["bench", "--ops", "kda,nonsense"])
+    with pytest.raises(SystemExit):
+        main(["bench", "--shapes", "S4"])

@@ -1,0 +1,127 @@
+"""gated_delta_rule on Triton kernels, run on the CPU through Triton's interpreter (the
+conftest sets TRITON_INTERPRET=1 where there is no GPU) at small shapes: forward outputs and final states against the float64 reference, every switch
+combination, varlen, state hand-off, and the dispatch rules around the kernels.
+
+The interpreter computes in the inputs' precision on the CPU, so float32 inputs are
+compared with the float64 reference at float32 noise; bf16 accuracy on the GPU is
+checked by the benchmark's correctness gate.
+"""
+import pytest
+import torch
+
+import attnforms as af
+from attnforms.core.dispatch import ImplUnavailableError
+from attnforms.testing import gated_delta_inputs, max_error
+
+SWITCHES = [
+    pytest.param(gate, beta, id=f"g_{gate}-{'beta' if beta else 'nobeta'}")
+    for gate in ("none", "scalar", "channel")
+    for beta in (False, True)
+]
+FLOAT32_NOISE = 2e-5
+
+
+def _reference(inputs, initial_state, **kwargs):
+    doubled = {n: None if x is None else x.double() for n, x in inputs.items()}
+    state = None if initial_state is None else af.LinearState(initial_state.S.double())
+    return af.gated_delta_rule(**doubled, initial_state=state, output_final_state=True,
+                               impl="reference", form="chunk", **kwargs)
+
+
+def _state(N, H, K, V, seed=3):
+    generator = torch.Generator().manual_seed(seed)
+    return af.LinearState(torch.randn(N, H, K, V, generator=generator) * 0.5)
+
+
+@pytest.mark.parametrize("gate,beta", SWITCHES)
+@pytest.mark.parametrize("form,chunk_size", [("chunk", 16), ("chunk", 64), ("recurrent", None)])
+@pytest.mark.parametrize("T,K,V", [(1, 16, 16), (63, 60, 20), (65, 16, 100)], ids=lambda x: str(x))
+def test_forward_matches_reference(gate, beta, form, chunk_size, T, K, V):
+    inputs = gated_delta_inputs(2, T, 2, K, V, gate=gate, beta=beta, dtype=torch.float32)
+    state = _state(2, 2, K, V)
+    golden = _reference(inputs, state)
+    result = af.gated_delta_rule(**inputs, initial_state=state, output_final_state=True,
+                                 impl="triton", form=form, chunk_size=chunk_size)
+    assert result.output.dtype == torch.float32 and result.final_state.S.dtype == torch.float32
+    assert max_error(result.output, golden.output) < FLOAT32_NOISE
+    assert max_error(result.final_state.S, golden.final_state.S) < FLOAT32_NOISE
+
+
+@pytest.mark.parametrize("gate,beta", SWITCHES)
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+def test_varlen_is_native_and_matches_reference(gate, beta, form):
+    offsets = torch.tensor([0, 7, 40, 41, 90])
+    inputs = gated_delta_inputs(1, 90, 2, 16, 16, gate=gate, beta=beta, dtype=torch.float32)
+    state = _state(4, 2, 16, 16)
+    golden = _reference(inputs, state, cu_seqlens=offsets)
+    result = af.gated_delta_rule(**inputs, initial_state=state, output_final_state=True,
+                                 impl="triton", form=form, chunk_size=16, cu_seqlens=offsets)
+    assert max_error(result.output, golden.output) < FLOAT32_NOISE
+    assert max_error(result.final_state.S, golden.final_state.S) < FLOAT32_NOISE
+
+
+def test_state_hand_off_from_chunk_kernel_to_recurrent_kernel():
+    inputs = gated_delta_inputs(1, 50, 2, 16, 16, gate="channel", beta=True, dtype=torch.float32)
+    whole = _reference(inputs, None)
+    first = af.gated_delta_rule(**{n: x[:, :33] for n, x in inputs.items()}, output_final_state=True,
+                                impl="triton", form="chunk", chunk_size=16)
+    rest = af.gated_delta_rule(**{n: x[:, 33:] for n, x in inputs.items()}, output_final_state=True,
+                               initial_state=first.final_state, impl="triton", form="recurrent")
+    assert max_error(torch.cat([first.output, rest.output], dim=1), whole.output) < FLOAT32_NOISE
+    assert max_error(rest.final_state.S, whole.final_state.S) < FLOAT32_NOISE
+
+
+# In-chunk cumulative log-decays reach |G| ~ 400 with -20 per step; float32 resolves
+# differences of such numbers to about ulp(400) = 3e-5, which every chunked float32
+# computation (the reference's too) inherits.
+CUMSUM_FLOOR = 5e-5
+
+
+def test_extreme_gates_stay_finite_and_right():
+    inputs = gated_delta_inputs(1, 64, 2, 16, 16, gate="channel", beta=True, dtype=torch.float32)
+    inputs["g"] = torch.where(torch.rand_like(inputs["g"]) < 0.3, -20.0, -1e-3)
+    golden = _reference(inputs, None)
+    for form in ("chunk", "recurrent"):
+        eager = af.gated_delta_rule(**inputs, impl="reference", form=form, chunk_size=64)
+        result = af.gated_delta_rule(**inputs, impl="triton", form=form, chunk_size=64)
+        assert torch.isfinite(result.output).all()
+        bound = 2 * max_error(eager.output, golden.output) + CUMSUM_FLOOR
+        assert max_error(result.output, golden.output) < bound
+
+
+def test_gradients_are_refused_until_the_backward_lands():
+    inputs = gated_delta_inputs(1, 8, 2, 16, 16, gate="scalar", beta=True, dtype=torch.float32,
+                                requires_grad=True)
+    with pytest.raises(ImplUnavailableError, match="no Triton backward yet"):
+        af.gated_delta_rule(**inputs, impl="triton", form="chunk", chunk_size=16)
+    with torch.no_grad():
+        assert af.gated_delta_rule(**inputs, impl="triton", form="chunk", chunk_size=16).output.shape == (1, 8, 2, 16)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(chunk_size=48), "chunk_size: impl='triton' takes one of"),
+    (dict(dtype=torch.float64), "q: impl='triton' takes float16, bfloat16 or float32"),
+])
+def test_kernel_limits_are_clear_errors(bad, message):
+    inputs = gated_delta_inputs(1, 8, 2, 16, 16, dtype=bad.pop("dtype", torch.float32))
+    with pytest.raises((TypeError, ValueError), match=message):
+        af.gated_delta_rule(**inputs, impl="triton", form="chunk", **bad)
+
+
+@pytest.mark.parametrize("gate,beta", SWITCHES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_within_reference_noise(gate, beta, dtype):
+    from attnforms.testing import noise_relative_check
+
+    inputs = gated_delta_inputs(2, 65, 2, 32, 32, gate=gate, beta=beta, dtype=torch.float32)
+    golden = _reference(inputs, None)
+    low = {n: None if x is None else x.to(dtype) for n, x in inputs.items()}
+    eager = af.gated_delta_rule(**low, impl="reference", form="chunk")
+    # Both round the same float32 values to `dtype` at the end; which way one element
+    # rounds is luck, so one unit in the last place of the largest output is allowed on top.
+    output_rounding = torch.finfo(dtype).eps * golden.output.abs().max().item()
+    for form in ("chunk", "recurrent"):
+        result = af.gated_delta_rule(**low, impl="triton", form=form)
+        assert result.output.dtype == dtype
+        check = noise_relative_check(result.output, golden.output, eager.output, atol=output_rounding)
+        assert check.passed, (form, check)
