@@ -34,7 +34,7 @@ def _state(N, H, K, V, seed=3):
 
 
 @pytest.mark.parametrize("gate,beta", SWITCHES)
-@pytest.mark.parametrize("form,chunk_size", [("chunk", 16), ("chunk", 64), ("recurrent", None)])
+@pytest.mark.parametrize("form,chunk_size", [("chunk", 16), ("chunk", 32), ("chunk", 64), ("recurrent", None)])
 @pytest.mark.parametrize("T,K,V", [(1, 16, 16), (63, 60, 20), (65, 16, 100)], ids=lambda x: str(x))
 def test_forward_matches_reference(gate, beta, form, chunk_size, T, K, V):
     inputs = gated_delta_inputs(2, T, 2, K, V, gate=gate, beta=beta, dtype=torch.float32)

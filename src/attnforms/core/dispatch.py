@@ -15,6 +15,7 @@ a GPU; `"auto"` never picks the interpreter.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -60,9 +61,15 @@ def resolve_form(family: Family, form: str, length: int) -> str:
     return form
 
 
+@functools.cache
+def _triton_installed() -> bool:
+    # Looked up once: a package search on every call would cost more than a decode step.
+    return importlib.util.find_spec("triton") is not None
+
+
 def triton_unavailable_reason(device: torch.device) -> str | None:
     """Why Triton kernels cannot run on `device`, or None if they can."""
-    if importlib.util.find_spec("triton") is None:
+    if not _triton_installed():
         return "the triton package is not installed"
     if device.type == "cuda":
         return None

@@ -8,7 +8,8 @@ chunks of one sequence in order (see ../README.md for the maths):
                          A_kk = Diag(β)(K Kᵀ ⊙ Γ) (s < r). A per-channel Γ is formed
                          pairwise inside sub-blocks of BC tokens and through the earlier
                          sub-block's last step across them (exponents always <= 0).
-3. `_solve_kernel`       M = (I + A_kk)⁻¹ by forward substitution (with beta only).
+3. `_solve_kernel`       M = (I + A_kk)⁻¹ (with beta only): 16 x 16 diagonal blocks by
+                         forward substitution, the blocks below them by matrix products.
 4. `_state_kernel`       per chunk: store the entering state S, Ũ = M Diag(β)(V − (γ⊙K) S)
                          (Ũ = V without beta), S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ.
 5. `_output_kernel`      O = (scale·Q ⊙ γ) S + A_qk Ũ.
@@ -154,22 +155,89 @@ def _channel_block(q, k, G, beta, Aqk, Akk, start, valid, i_h, scale,
         tl.store(Akk + rows, b_kk * b_beta[:, None], mask=m_r[:, None])
 
 
+@triton.jit
+def _block(A, start, valid, i_h, bi: tl.constexpr, bj: tl.constexpr, H: tl.constexpr,
+           BT: tl.constexpr, BC: tl.constexpr):
+    """Block (bi, bj), `[BC, BC]`, of a chunk's `[BT, BT]` matrix stored by rows."""
+    o_r = bi * BC + tl.arange(0, BC)
+    o_s = bj * BC + tl.arange(0, BC)
+    rows = ((start + o_r[:, None]) * H + i_h) * BT + o_s[None, :]
+    return tl.load(A + rows, mask=(o_r < valid)[:, None], other=0.0)
+
+
+@triton.jit
+def _invert_diagonal(A, start, valid, i_h, bi: tl.constexpr, H: tl.constexpr,
+                     BT: tl.constexpr, BC: tl.constexpr):
+    """(I + A_ii)⁻¹ of the strictly lower diagonal block i, `[BC, BC]`, by forward
+    substitution: row r is e_r − Σ_{s<r} A_rs M_s, and rows below r are still zero."""
+    o_c = tl.arange(0, BC)
+    b_M = tl.zeros([BC, BC], dtype=tl.float32)
+    for r in range(BC):
+        row = bi * BC + r
+        b_a = tl.load(A + ((start + row) * H + i_h) * BT + bi * BC + o_c, mask=row < valid, other=0.0)
+        b_row = tl.where(o_c == r, 1.0, 0.0) - tl.sum(b_a[:, None] * b_M, axis=0)
+        b_M = tl.where(o_c[:, None] == r, b_row[None, :], b_M)
+    return b_M
+
+
+@triton.jit
+def _store_block(M, b_M, start, valid, i_h, bi: tl.constexpr, bj: tl.constexpr, H: tl.constexpr,
+                 BT: tl.constexpr, BC: tl.constexpr):
+    o_r = bi * BC + tl.arange(0, BC)
+    o_s = bj * BC + tl.arange(0, BC)
+    rows = ((start + o_r[:, None]) * H + i_h) * BT + o_s[None, :]
+    tl.store(M + rows, b_M, mask=(o_r < valid)[:, None])
+
+
+@triton.jit
+def _mm(a, b):
+    """`[BC, BC] @ [BC, BC]` in full float32: the inverse feeds every pseudo-value."""
+    return tl.dot(a, b, input_precision="ieee")
+
+
 @triton.jit(do_not_specialize=["T"])
-def _solve_kernel(Akk, M, chunk_indices, cu_seqlens, T, H: tl.constexpr, BT: tl.constexpr):
-    """M = (I + A)⁻¹ for the strictly lower A of one chunk, by forward substitution:
-    row r of M is e_r − Σ_{s<r} A_rs M_s, and rows of M below r are still zero."""
+def _solve_kernel(Akk, M, chunk_indices, cu_seqlens, T, H: tl.constexpr, BT: tl.constexpr,
+                  BC: tl.constexpr):
+    """M = (I + A)⁻¹ for the strictly lower A of one chunk, by blocks of BC: the diagonal
+    blocks by forward substitution, then below them
+    M_ij = −M_ii Σ_{j<=k<i} A_ik M_kj  (block row i of (I + A) M = I)."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
-    o_t = tl.arange(0, BT)
-    m_t = o_t < valid
-    rows = ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :]
-    b_A = tl.load(Akk + rows, mask=m_t[:, None], other=0.0)
-    b_M = tl.zeros([BT, BT], dtype=tl.float32)
-    for r in range(BT):
-        b_a = tl.sum(tl.where(o_t[:, None] == r, b_A, 0.0), axis=0)  # row r of A, [BT]
-        b_row = tl.where(o_t == r, 1.0, 0.0) - tl.sum(b_a[:, None] * b_M, axis=0)
-        b_M = tl.where(o_t[:, None] == r, b_row[None, :], b_M)
-    tl.store(M + rows, b_M, mask=m_t[:, None])
+    NB: tl.constexpr = BT // BC
+    zero = tl.zeros([BC, BC], dtype=tl.float32)
+    M00 = _invert_diagonal(Akk, start, valid, i_h, 0, H, BT, BC)
+    _store_block(M, M00, start, valid, i_h, 0, 0, H, BT, BC)
+    if NB >= 2:
+        M11 = _invert_diagonal(Akk, start, valid, i_h, 1, H, BT, BC)
+        A10 = _block(Akk, start, valid, i_h, 1, 0, H, BT, BC)
+        M10 = -_mm(M11, _mm(A10, M00))
+        _store_block(M, M10, start, valid, i_h, 1, 0, H, BT, BC)
+        _store_block(M, M11, start, valid, i_h, 1, 1, H, BT, BC)
+        _store_block(M, zero, start, valid, i_h, 0, 1, H, BT, BC)
+    if NB >= 4:
+        M22 = _invert_diagonal(Akk, start, valid, i_h, 2, H, BT, BC)
+        M33 = _invert_diagonal(Akk, start, valid, i_h, 3, H, BT, BC)
+        A20 = _block(Akk, start, valid, i_h, 2, 0, H, BT, BC)
+        A21 = _block(Akk, start, valid, i_h, 2, 1, H, BT, BC)
+        A30 = _block(Akk, start, valid, i_h, 3, 0, H, BT, BC)
+        A31 = _block(Akk, start, valid, i_h, 3, 1, H, BT, BC)
+        A32 = _block(Akk, start, valid, i_h, 3, 2, H, BT, BC)
+        M21 = -_mm(M22, _mm(A21, M11))
+        M20 = -_mm(M22, _mm(A20, M00) + _mm(A21, M10))
+        M32 = -_mm(M33, _mm(A32, M22))
+        M31 = -_mm(M33, _mm(A31, M11) + _mm(A32, M21))
+        M30 = -_mm(M33, _mm(A30, M00) + _mm(A31, M10) + _mm(A32, M20))
+        _store_block(M, M20, start, valid, i_h, 2, 0, H, BT, BC)
+        _store_block(M, M21, start, valid, i_h, 2, 1, H, BT, BC)
+        _store_block(M, M22, start, valid, i_h, 2, 2, H, BT, BC)
+        _store_block(M, M30, start, valid, i_h, 3, 0, H, BT, BC)
+        _store_block(M, M31, start, valid, i_h, 3, 1, H, BT, BC)
+        _store_block(M, M32, start, valid, i_h, 3, 2, H, BT, BC)
+        _store_block(M, M33, start, valid, i_h, 3, 3, H, BT, BC)
+        for bi in tl.static_range(2):
+            for bj in tl.static_range(2, 4):
+                _store_block(M, zero, start, valid, i_h, bi, bj, H, BT, BC)
+        _store_block(M, zero, start, valid, i_h, 2, 3, H, BT, BC)
 
 
 @triton.jit(do_not_specialize=["T"])

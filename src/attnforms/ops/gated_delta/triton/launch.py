@@ -5,6 +5,8 @@ Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packe
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 
@@ -24,9 +26,32 @@ def gate_mode(g: torch.Tensor | None) -> int:
     return 0 if g is None else (1 if g.ndim == 3 else 2)
 
 
-def sequence_offsets(B: int, T: int, offsets: list[int] | None) -> list[int]:
+def sequence_offsets(B: int, T: int, offsets: list[int] | None) -> tuple[int, ...]:
     """Packed-sequence offsets; a plain batch is B sequences of length T."""
-    return list(range(0, B * T + 1, T)) if offsets is None else offsets
+    return tuple(range(0, B * T + 1, T)) if offsets is None else tuple(offsets)
+
+
+@functools.lru_cache(maxsize=64)
+def _cu_seqlens(offsets: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """`[N + 1]` int64 offsets on `device`, made once per packing: a host to device copy
+    on every call would cost more than a decoding step."""
+    return torch.tensor(offsets, dtype=torch.int64, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.device):
+    """Chunk tables of one packing, made once per (offsets, chunk size, device).
+
+    Returns chunk_indices `[chunks, 2]` int32 (sequence, chunk in sequence) and
+    chunk_base `[N]` int64 (global id of each sequence's first chunk).
+    """
+    chunk_counts = [triton.cdiv(end - start, chunk_size) for start, end in zip(offsets, offsets[1:])]
+    chunk_indices = torch.tensor(
+        [[n, t] for n, count in enumerate(chunk_counts) for t in range(count)],
+        dtype=torch.int32, device=device,
+    )
+    chunk_base = torch.tensor([0] + chunk_counts[:-1], device=device).cumsum(0)
+    return chunk_indices, chunk_base
 
 
 def _value_tile(K: int, V: int) -> tuple[int, int]:
@@ -42,14 +67,9 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     rows, BT = B * T, chunk_size
     device = q.device
     offsets = sequence_offsets(B, T, offsets)
-    cu_seqlens = torch.tensor(offsets, dtype=torch.int64, device=device)
-    chunk_counts = [triton.cdiv(end - start, BT) for start, end in zip(offsets, offsets[1:])]
-    chunk_indices = torch.tensor(
-        [[n, t] for n, count in enumerate(chunk_counts) for t in range(count)],
-        dtype=torch.int32, device=device,
-    )
-    chunk_base = torch.tensor([0] + chunk_counts[:-1], device=device).cumsum(0)
-    num_chunks, N = len(chunk_indices), len(chunk_counts)
+    cu_seqlens = _cu_seqlens(offsets, device)
+    chunk_indices, chunk_base = _chunk_tables(offsets, BT, device)
+    num_chunks, N = len(chunk_indices), len(offsets) - 1
     q, k, v = (x.contiguous() for x in (q, k, v))
     GATE = gate_mode(g)
     use_beta = beta is not None
@@ -73,7 +93,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     M = None
     if use_beta:
         M = torch.empty(rows, H, BT, **f32)
-        _solve_kernel[(num_chunks, H)](Akk, M, chunk_indices, cu_seqlens, T, H=H, BT=BT)
+        _solve_kernel[(num_chunks, H)](Akk, M, chunk_indices, cu_seqlens, T, H=H, BT=BT, BC=SUBCHUNK)
 
     BK, BV = _value_tile(K, V)
     states = torch.empty(num_chunks, H, K, V, **f32)
@@ -100,7 +120,7 @@ def recurrent_forward(q, k, v, g, beta, scale, initial_state, output_final_state
     V = v.shape[-1]
     device = q.device
     offsets = sequence_offsets(B, T, offsets)
-    cu_seqlens = torch.tensor(offsets, dtype=torch.int64, device=device)
+    cu_seqlens = _cu_seqlens(offsets, device)
     N = len(offsets) - 1
     BK = triton.next_power_of_2(K)
     BV = min(triton.next_power_of_2(V), max(16, STATE_ELEMENTS // BK), 32)
