@@ -11,7 +11,8 @@ chunks of one sequence in order (see ../README.md for the maths):
 3. `_solve_kernel`       M = (I + A_kk)⁻¹ (with beta only): 16 x 16 diagonal blocks by
                          forward substitution, the blocks below them by matrix products.
 4. `_state_kernel`       per chunk: store the entering state S, Ũ = M Diag(β)(V − (γ⊙K) S)
-                         (Ũ = V without beta), S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ.
+                         (stored; without beta Ũ = V is not copied),
+                         S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ.
 5. `_output_kernel`      O = (scale·Q ⊙ γ) S + A_qk Ũ.
 
 Every sequence is addressed through `cu_seqlens` (a plain batch is packed as B sequences
@@ -246,7 +247,8 @@ def _state_kernel(k, v, G, beta, M, states, v_new, initial, final, chunk_base, c
                   USE_BETA: tl.constexpr, USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr,
                   BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     """Walk the chunks of sequence n in order for one head and BV value columns, with the
-    whole `[K, BV]` state slice in registers; store each entering state and Ũ."""
+    whole `[K, BV]` state slice in registers; store each entering state and (with beta)
+    the pseudo-values Ũ."""
     i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
@@ -293,9 +295,10 @@ def _state_kernel(k, v, G, beta, M, states, v_new, initial, final, chunk_base, c
             b_M = tl.load(M + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
             # [BT, BT] @ [BT, BV] -> [BT, BV]
             b_u = tl.dot(b_M, b_rhs)
+            tl.store(v_new + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], b_u, mask=m_tv)
         else:
+            # Without the delta rule the writes are the values themselves: nothing to store.
             b_u = b_v
-        tl.store(v_new + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], b_u, mask=m_tv)
         if GATE != 0:
             b_S = b_S * b_S_decay
             b_k = b_k * b_to_end
@@ -310,7 +313,8 @@ def _output_kernel(q, G, Aqk, states, v_new, o, chunk_indices, cu_seqlens, scale
                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     """O of one chunk, head and BV value columns: the entering state read by the decayed
-    queries plus the in-chunk attention over the pseudo-values."""
+    queries plus the in-chunk attention over the pseudo-values (`v_new`: Ũ with beta,
+    the values v without)."""
     i_v, i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
@@ -332,7 +336,7 @@ def _output_kernel(q, G, Aqk, states, v_new, o, chunk_indices, cu_seqlens, scale
     b_o = tl.dot(b_q * scale, b_S)
     b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
     m_tv = m_t[:, None] & m_v[None, :]
-    b_u = tl.load(v_new + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0)
+    b_u = tl.load(v_new + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
     # [BT, BT] @ [BT, BV] -> [BT, BV]
     b_o += tl.dot(b_A, b_u)
     tl.store(o + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_tv)

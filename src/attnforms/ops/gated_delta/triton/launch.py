@@ -97,7 +97,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
 
     BK, BV = _value_tile(K, V)
     states = torch.empty(num_chunks, H, K, V, **f32)
-    v_new = torch.empty(rows, H, V, **f32)
+    v_new = torch.empty(rows, H, V, **f32) if use_beta else None
     final = torch.empty(N, H, K, V, **f32) if output_final_state else None
     _state_kernel[(triton.cdiv(V, BV), N * H)](
         k, v, G, beta, M, states, v_new, initial_state, final, chunk_base, cu_seqlens, T,
@@ -106,7 +106,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     )
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
     _output_kernel[(triton.cdiv(V, BV), num_chunks, H)](
-        q, G, Aqk, states, v_new, o, chunk_indices, cu_seqlens, scale, T,
+        q, G, Aqk, states, v_new if use_beta else v, o, chunk_indices, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, BT=BT, BK=BK, BV=BV,
     )
     return o, final
