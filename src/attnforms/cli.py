@@ -62,7 +62,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     config = BenchConfig(
         device=args.device, shapes=args.shapes, ops=args.ops, out=args.out, quick=args.quick,
-        impl=args.impl, budget_s=args.budget_s,
+        impl=args.impl, budget_s=args.budget_s, warmup_workers=args.warmup_workers,
     )
     wrong = ours_wrong(run_bench(config))
     if wrong:
@@ -73,7 +73,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _add_bench_options(command: argparse.ArgumentParser) -> None:
     from .bench.linear import OP_KEYS
     from .bench.shapes import SHAPE_NAMES
-    from .bench.suite import DEFAULT_BUDGET_S
+    from .bench.suite import DEFAULT_BUDGET_S, DEFAULT_WARMUP_WORKERS
 
     command.add_argument("--shapes", type=_csv(SHAPE_NAMES), default=SHAPE_NAMES,
                          help=f"comma-separated subset of {','.join(SHAPE_NAMES)} (default: all)")
@@ -87,6 +87,9 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
                          help="our implementation to time (default: triton)")
     command.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
                          help=f"start no new measurement after this many seconds (default {DEFAULT_BUDGET_S:.0f})")
+    command.add_argument("--warmup-workers", type=int, default=DEFAULT_WARMUP_WORKERS,
+                         help="parallel processes for every implementation's first call (compile, autotune) "
+                              f"on CUDA; 0 for none (default {DEFAULT_WARMUP_WORKERS})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,8 @@ correctness gate, the report files, and `attnforms bench --quick` end to end.
 No test asserts a timing."""
 import importlib.util
 import json
+import os
+import time
 
 import pytest
 import torch
@@ -176,3 +178,68 @@ def test_bench_options_are_checked():
         main(["bench", "--ops", "kda,nonsense"])
     with pytest.raises(SystemExit):
         main(["bench", "--shapes", "S4"])
+
+
+# ----------------------------------------------------------------------------- workers
+
+def _crashing_worker(conn, config, items):
+    """A worker body that dies on the second implementation, as a compiler abort would."""
+    from dataclasses import asdict
+
+    from attnforms.bench.linear import blank_row
+    from attnforms.bench.shapes import shape_set
+
+    for item in items:
+        conn.send(("start", item))
+        if item.runner == "crasher":
+            os._exit(3)
+        row = blank_row(item, shape_set(True))
+        row.fwd_ms = 1.0
+        conn.send(("row", item, asdict(row)))
+    conn.send(("done",))
+
+
+def test_a_dead_worker_costs_only_its_implementation(tmp_path):
+    from attnforms.bench.linear import Item, blank_row
+    from attnforms.bench.shapes import shape_set
+    from attnforms.bench.timing import TimingSettings
+    from attnforms.bench.workers import WorkerConfig, measure_items
+
+    items = [Item("sequence", "gdn", runner, shape) for shape in ("S1", "S2") for runner in ("ours (x)", "crasher", "other")]
+    config = WorkerConfig(device="cpu", impl="reference", quick=True, settings=TimingSettings(), deadline=time.time() + 60,
+                          start=time.time(), threads=1)
+    rows = []
+    measure_items(config, items, lambda item: blank_row(item, shape_set(True)), rows.append, log=lambda _: None,
+                  target=_crashing_worker)
+    outcome = {(r.runner, r.shape): r.status for r in rows}
+    assert len(rows) == len(items)
+    assert outcome[("crasher", "S1")].startswith("failed: the worker process died (exit code 3)")
+    assert outcome[("crasher", "S2")].startswith("skipped: this implementation killed a worker")
+    assert all(outcome[(runner, shape)] == "ok" for runner in ("ours (x)", "other") for shape in ("S1", "S2"))
+
+
+def test_peer_labels_match_their_registry_keys():
+    from attnforms.bench.peers import DECODE_PEERS, SEQUENCE_PEERS
+
+    factories = {**DECODE_PEERS, **{label: make for peers in SEQUENCE_PEERS.values() for label, make in peers.items()}}
+    for label, make in factories.items():
+        runner = make()
+        assert runner.label == label
+        assert (runner.fn is None) == (runner.unavailable is not None)
+
+
+def test_warm_up_reports_first_calls_and_unavailable_peers(one_thread):
+    from attnforms.bench.linear import plan
+    from attnforms.bench.shapes import QUICK
+    from attnforms.bench.timing import TimingSettings
+    from attnforms.bench.workers import WorkerConfig, warm_up
+
+    items = plan(("gdn",), ("S1", "S2"), QUICK, "reference")
+    config = WorkerConfig(device="cpu", impl="reference", quick=True, settings=TimingSettings(), deadline=time.time() + 60,
+                          start=time.time(), threads=1)
+    results = warm_up(config, items, processes=2, log=lambda _: None)
+    assert set(results) == {("sequence", "gdn", "ours (reference)"), ("sequence", "gdn", "fla chunk_gated_delta_rule")}
+    ours = results[("sequence", "gdn", "ours (reference)")]
+    assert ours["fwd_s"] > 0 and ours["fwd_bwd_s"] > 0
+    if importlib.util.find_spec("fla") is None:
+        assert results[("sequence", "gdn", "fla chunk_gated_delta_rule")]["error"].startswith("unavailable")

@@ -6,9 +6,12 @@ implementation checked against the float64 reference before it is timed.
     timing.py   do_bench medians, peak memory, first-call time, measured ceilings
     gate.py     the correctness gate (noise-relative rule against float64)
     peers.py    optional peer runners (fla, mlstm_kernels) and their conventions
-    linear.py   the gated-delta-rule / mLSTM cases and decode
+    linear.py   the gated-delta-rule / mLSTM cases and decode, planned as items
+    workers.py  parallel warm-up and isolated measuring processes, the hard stop
     report.py   rows, ratios, tables, JSON and PNG
     suite.py    one run end to end (`attnforms bench`)
+
+On the GPU machine: `OUT=<folder> bash scripts/device_bench.sh`.
 """
 from .suite import BenchConfig, ours_wrong, run_bench
 

@@ -2,13 +2,20 @@
 and the mLSTM in the chunk form, and Gated DeltaNet's one-token decode step, each against
 the peers that compute the same function.
 
-For every op, shape and implementation, in this order:
-1. a first call (forward, then forward + backward) at the timed shape, wall-timed: the
-   process's first call of a kernel includes its JIT compile and autotuning;
-2. the correctness gate (`gate.py`) at the shape's B, H, K, V and `check_T` tokens;
-   a WRONG forward is not timed, a WRONG or refused backward leaves fwd+bwd untimed;
-3. the forward (under `torch.no_grad`) and forward + backward (a random upstream
-   gradient) timed with do_bench, and the peak memory of one call of each.
+A run is a plan of `Item`s (one implementation of one op at one shape), executed in
+order by `ItemRunner` (inside a worker process, see `workers.py`). For each item:
+1. the correctness gate (`gate.py`) at the shape's B, H, K, V and `check_T` tokens: the
+   forward, then (if it passed) forward + backward, each wall-timed: without a warm-up
+   phase, at the first shape these are the process's first calls, compilation and
+   autotuning included; a WRONG forward is neither timed nor run backward, a WRONG or
+   refused backward leaves fwd+bwd untimed;
+2. the forward (under `torch.no_grad`) and forward + backward (a random upstream
+   gradient) at the full shape, medians of do_bench, and the peak memory of one call of
+   each.
+
+Decode comes first (cheap), then the sequence shapes one by one, each op's own
+implementation before its peers; KDA is the last op, because fla's `chunk_kda`
+autotunes for minutes on its first call.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from .gate import Expected, as_tuple, check, expected, leaves, to_native
 from .peers import DECODE_PEERS, SEQUENCE_PEERS, Runner
 from .report import Pairing, Row
 from .shapes import Shape, ShapeSet
-from .timing import TimingSettings, first_call_seconds, median_ms, peak_extra_bytes
+from .timing import TimingSettings, median_ms, peak_extra_bytes
 
 DTYPE = torch.bfloat16
 
@@ -65,218 +72,127 @@ def _chunk(op: Callable, **fixed) -> Callable[[str], Callable[..., torch.Tensor]
 
 
 SEQUENCE_OPS = (
-    SequenceOp("kda", "KDA", "channel", True, ("q", "k", "v", "g", "beta"), _chunk(af.kda)),
     SequenceOp("gdn", "GDN", "scalar", True, ("q", "k", "v", "g", "beta"), _chunk(af.gated_deltanet)),
     SequenceOp("simple_gla", "simple GLA", "scalar", False, ("q", "k", "v", "g"), _chunk(af.simple_gla)),
     SequenceOp("gla", "GLA", "channel", False, ("q", "k", "v", "g"), _chunk(af.gla)),
     SequenceOp("mlstm", "mLSTM exp", "mlstm", False, ("q", "k", "v", "i", "f"), _chunk(af.mlstm, input_gate="exp")),
+    SequenceOp("kda", "KDA", "channel", True, ("q", "k", "v", "g", "beta"), _chunk(af.kda)),
 )
-OP_KEYS = tuple(op.key for op in SEQUENCE_OPS)
+OPS = {op.key: op for op in SEQUENCE_OPS}
+OP_KEYS = tuple(OPS)
 DECODE_KEY = "gdn_decode"  # decode runs Gated DeltaNet's recurrent step; needs "gdn" in --ops
+DECODE_NAME = "GDN decode"
 
 # Comparisons across functions: our GDN against TFLA's mLSTM (the fastest chunkwise
 # kernel of another family, the number a GDN training kernel should be near).
 CROSS_PAIRINGS = (Pairing("GDN (ours) vs mlstm_kernels TFLA", "gdn", "mlstm", "mlstm_kernels triton_xl_chunk"),)
 
 
-@dataclass
-class Session:
-    """What one run needs: where, how long, and where rows go.
-
-    emit(row) records a finished row (and may write the JSON so far); log(text) prints.
-    """
-
-    device: torch.device
-    impl: str
-    shapes: ShapeSet
-    settings: TimingSettings
-    deadline: float  # time.monotonic() after which no new measurement starts
-    emit: Callable[[Row], None]
-    log: Callable[[str], None] = print
-    start: float = field(default_factory=time.monotonic)
-
-    def out_of_time(self) -> bool:
-        return time.monotonic() > self.deadline
-
-
-def ours(op: SequenceOp, impl: str) -> Runner:
-    return Runner(f"ours ({impl})", op.call(impl), is_ours=True)
+def ours_label(impl: str) -> str:
+    return f"ours ({impl})"
 
 
 def pairings(op_keys: tuple[str, ...]) -> list[Pairing]:
     """Every peer against ours for the same op, then the cross-family pairings."""
     found = [
-        Pairing(f"{op.name} vs {make().label}", op.key, op.key, make().label)
-        for op in SEQUENCE_OPS if op.key in op_keys for make in SEQUENCE_PEERS[op.key]
+        Pairing(f"{OPS[key].name} vs {label}", key, key, label)
+        for key in OP_KEYS if key in op_keys for label in SEQUENCE_PEERS[key]
     ]
     found += [p for p in CROSS_PAIRINGS if p.ours_op in op_keys and p.peer_op in op_keys]
     if "gdn" in op_keys:
-        found += [Pairing(f"GDN decode vs {make().label}", DECODE_KEY, DECODE_KEY, make().label) for make in DECODE_PEERS]
+        found += [Pairing(f"GDN decode vs {label}", DECODE_KEY, DECODE_KEY, label) for label in DECODE_PEERS]
     return found
+
+
+# ----------------------------------------------------------------------------- plan
+
+@dataclass(frozen=True)
+class Item:
+    """One implementation (`runner`, a label) of one op at one shape ("S1", or "B=64"
+    for decode)."""
+
+    section: str  # "sequence" | "decode"
+    op_key: str
+    runner: str
+    shape: str
+
+
+def plan(op_keys: tuple[str, ...], shape_names: tuple[str, ...], shapes: ShapeSet, impl: str) -> list[Item]:
+    """Decode first, then every sequence shape in turn; ours before the peers."""
+    items = []
+    if "decode" in shape_names and "gdn" in op_keys:
+        for B in shapes.decode_batches:
+            for label in [ours_label(impl), *DECODE_PEERS]:
+                items.append(Item("decode", DECODE_KEY, label, f"B={B}"))
+    for shape_name in [s for s in shape_names if s in shapes.sequences]:
+        for key in [k for k in OP_KEYS if k in op_keys]:
+            for label in [ours_label(impl), *SEQUENCE_PEERS[key]]:
+                items.append(Item("sequence", key, label, shape_name))
+    return items
+
+
+def blank_row(item: Item, shapes: ShapeSet) -> Row:
+    """The row of `item` before anything is measured: names, dims, FLOP and byte counts."""
+    ours = item.runner.startswith("ours")
+    if item.section == "decode":
+        B = int(item.shape.removeprefix("B="))
+        dims = dict(B=B, T=1, H=shapes.decode_heads, K=shapes.decode_K, V=shapes.decode_V)
+        state_bytes = flops.decode_state_bytes(B, dims["H"], dims["K"], dims["V"])
+        return Row("decode", item.op_key, DECODE_NAME, item.runner, ours, item.shape, dims,
+                   bytes_floor=state_bytes, floor_ms=flops.floor_seconds(state_bytes) * 1e3)
+    op, shape = OPS[item.op_key], shapes.sequences[item.shape]
+    forward = op.flops(shape)
+    return Row("sequence", op.key, op.name, item.runner, ours, shape.name, shape.dims(),
+               flops_fwd=forward, flops_fwd_bwd=flops.fwd_bwd_flops(forward), bytes_floor=op.bytes(shape),
+               floor_ms=flops.floor_seconds(op.bytes(shape)) * 1e3)
+
+
+def make_runner(item: Item, impl: str) -> Runner:
+    """The implementation `item.runner` names (a peer is imported here)."""
+    if item.section == "decode":
+        return ours_decode(impl) if item.runner.startswith("ours") else DECODE_PEERS[item.runner]()
+    if item.runner.startswith("ours"):
+        return Runner(ours_label(impl), OPS[item.op_key].call(impl), is_ours=True)
+    return SEQUENCE_PEERS[item.op_key][item.runner]()
 
 
 # ----------------------------------------------------------------------------- inputs
 
-def _draw(gate: str, shape: Shape, T: int, device) -> dict:
+def _draw(gate: str, B: int, T: int, shape: Shape, device) -> dict:
     """Every input of the ops with this gate kind, from the family's factory (keys
     L2-normalised, log-gates <= 0), drawn in float64 from a fixed seed and rounded to bf16."""
-    dims = dict(B=shape.B, T=T, H=shape.H, K=shape.K, V=shape.V, dtype=DTYPE, device=device, seed=0)
+    dims = dict(B=B, T=T, H=shape.H, K=shape.K, V=shape.V, dtype=DTYPE, device=device, seed=0)
     if gate == "mlstm":
         return mlstm_inputs(**dims)
     return gated_delta_inputs(**dims, gate=gate, beta=True)
 
 
 class InputCache:
-    """Inputs shared by the ops of one shape: KDA and GLA take the same q, k, v, g (GLA no
-    beta), GDN and simple GLA likewise. One draw per (gate kind, shape, T)."""
+    """Inputs shared across ops and shapes. KDA and GLA take the same q, k, v, g (GLA no
+    beta), GDN and simple GLA likewise. Timing inputs are drawn once per gate kind as one
+    long sequence of `B·T` tokens and viewed as `[B, T, ...]`: the canonical shapes all
+    hold the same number of tokens, so they share one draw (drawing is seconds of CPU
+    time per full-size set). Gate inputs are drawn per shape at the gate length."""
 
     def __init__(self, device):
         self.device, self.entries = device, {}
 
     def get(self, op: SequenceOp, shape: Shape, T: int) -> dict:
-        key = (op.gate, shape, T)
-        if key not in self.entries:
-            self.entries[key] = _draw(op.gate, shape, T, self.device)
-        return {name: self.entries[key][name] for name in op.names}
+        if T == shape.T:
+            key = (op.gate, shape.B * shape.T, shape.H, shape.K, shape.V)
+            if key not in self.entries:
+                self.entries[key] = _draw(op.gate, 1, shape.B * shape.T, shape, self.device)
+            drawn = {name: x.unflatten(1, (shape.B, shape.T)).squeeze(0) for name, x in self.entries[key].items()}
+        else:
+            key = (op.gate, shape, T)
+            if key not in self.entries:
+                self.entries[key] = _draw(op.gate, shape.B, T, shape, self.device)
+            drawn = self.entries[key]
+        return {name: drawn[name] for name in op.names}
 
-    def clear(self) -> None:
-        self.entries.clear()
-
-
-# ----------------------------------------------------------------------------- measuring
-
-def _failure(exc: BaseException) -> str:
-    if isinstance(exc, ImplUnavailableError):
-        return f"unavailable: {exc}"
-    return f"failed: {type(exc).__name__}: {exc}"
-
-
-def _release(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def measure(session: Session, runner: Runner, row: Row, full: dict, exp_fn: Callable[[], Expected],
-            backward: bool) -> None:
-    """Steps 1-3 of the module docstring for one runner, filling `row`. Raises on a
-    forward failure (the caller records it)."""
-    device = session.device
-    args = {name: to_native(runner, x) for name, x in full.items()}
-
-    def forward():
-        with torch.no_grad():
-            return runner.fn(**args)
-
-    grad_args, upstream, step = None, None, None
-    if backward:
-        grad_args = leaves(full, tuple(full), lambda x: to_native(runner, x))
-        upstream = to_native(runner, torch.randn_like(full["v"]))
-
-        def step():
-            as_tuple(runner.fn(**grad_args))[0].backward(upstream)
-
-    row.first_call_fwd_s = first_call_seconds(forward, device)
-    first_backward_error = None
-    if backward:
-        try:
-            row.first_call_fwd_bwd_s = first_call_seconds(step, device)
-        except Exception as exc:  # the gate below records the refusal
-            first_backward_error = exc
-    exp = exp_fn()
-    gate = check(runner, exp)
-    row.gate, row.gate_T = gate.checks, exp.inputs["q"].shape[1]
-    if not gate.forward_ok:
-        row.status = "WRONG"
-        session.log(f"    WRONG: {gate.failures()}")
-        return
-    row.fwd_ms = median_ms(forward, device, session.settings)
-    row.peak_fwd_bytes = peak_extra_bytes(forward, device)
-    if not backward:
-        return
-    row.fwd_bwd_status = gate.backward
-    if gate.backward != "ok":
-        session.log(f"    fwd+bwd {gate.backward if gate.backward != 'WRONG' else 'WRONG: ' + gate.failures()}"[:300])
-        return
-    if first_backward_error is not None:  # passed the gate at check_T but not at this shape
-        row.fwd_bwd_status = _failure(first_backward_error)
-        return
-    if session.out_of_time():
-        row.fwd_bwd_status = "skipped: time budget"
-        return
-    row.fwd_bwd_ms = median_ms(step, device, session.settings, grad_to_none=list(grad_args.values()))
-    row.peak_fwd_bwd_bytes = peak_extra_bytes(step, device)
-
-
-def _run_one(session: Session, runner: Runner, row: Row, measure_it: Callable[[], None]) -> Row:
-    if runner.unavailable:
-        row.status = runner.unavailable
-    elif session.out_of_time():
-        row.status = "skipped: time budget"
-    else:
-        try:
-            measure_it()
-        except Exception as exc:
-            row.status = _failure(exc)
-    if row.fwd_bwd_status == "n/a" and row.section == "sequence" and row.status != "ok":
-        row.fwd_bwd_status = "not run"
-    _release(session.device)
-    elapsed = time.monotonic() - session.start
-    times = f"fwd {row.fwd_ms:.3f} ms" if row.fwd_ms is not None else ""
-    if row.fwd_bwd_ms is not None:
-        times += f", fwd+bwd {row.fwd_bwd_ms:.3f} ms"
-    session.log(f"[{elapsed:6.1f}s] {row.shape:<6} {row.op:<11} {row.runner:<38} {row.status[:120]} {times}")
-    session.emit(row)
-    return row
-
-
-def run_sequences(session: Session, op_keys: tuple[str, ...], shape_names: tuple[str, ...]) -> None:
-    """Every selected op at every selected sequence shape: ours first, then its peers."""
-    cache = InputCache(session.device)
-    ops = [op for op in SEQUENCE_OPS if op.key in op_keys]
-    for shape_name in [s for s in shape_names if s in session.shapes.sequences]:
-        shape = session.shapes.sequences[shape_name]
-        for op in ops:
-            runners = [ours(op, session.impl)] + [make() for make in SEQUENCE_PEERS[op.key]]
-            expected_cache: dict = {}
-
-            def exp_fn(op=op, expected_cache=expected_cache):
-                if "exp" not in expected_cache:
-                    gate_inputs = cache.get(op, shape, session.shapes.check_T)
-                    reference = op.call("reference")
-                    expected_cache["exp"] = expected(reference, gate_inputs, ("output",), op.names)
-                return expected_cache["exp"]
-
-            f_fwd = op.flops(shape)
-            for runner in runners:
-                row = Row("sequence", op.key, op.name, runner.label, runner.is_ours, shape.name, shape.dims(),
-                          flops_fwd=f_fwd, flops_fwd_bwd=flops.fwd_bwd_flops(f_fwd), bytes_floor=op.bytes(shape),
-                          floor_ms=flops.floor_seconds(op.bytes(shape)) * 1e3)
-
-                def measure_it(runner=runner, row=row, op=op):
-                    measure(session, runner, row, cache.get(op, shape, shape.T), exp_fn, backward=True)
-                    row.tflops_fwd = flops.tflops(row.flops_fwd, row.fwd_ms)
-                    row.tflops_fwd_bwd = flops.tflops(row.flops_fwd_bwd, row.fwd_bwd_ms)
-
-                _run_one(session, runner, row, measure_it)
-            expected_cache.clear()
-        cache.clear()
-        _release(session.device)
-
-
-# ----------------------------------------------------------------------------- decode
-
-def _decode_reference(q, k, v, g, beta, S):
-    result = af.gated_deltanet(q, k, v, g, beta, initial_state=LinearState(S), output_final_state=True,
-                               form="recurrent", impl="reference")
-    return result.output, result.final_state.S
-
-
-def ours_decode(impl: str) -> Runner:
-    def run(q, k, v, g, beta, S):
-        result = af.gated_deltanet(q, k, v, g, beta, initial_state=LinearState(S), output_final_state=True,
-                                   form="recurrent", impl=impl)
-        return result.output, result.final_state.S
-    return Runner(f"ours ({impl})", run, is_ours=True)
+    def forget_except(self, shape: Shape) -> None:
+        """Drop the gate inputs of shapes other than `shape` (the long draws stay)."""
+        self.entries = {k: v for k, v in self.entries.items() if not isinstance(k[1], Shape) or k[1] == shape}
 
 
 def decode_inputs(shapes: ShapeSet, B: int, device) -> dict:
@@ -290,30 +206,154 @@ def decode_inputs(shapes: ShapeSet, B: int, device) -> dict:
     return dict(token, S=state.float())
 
 
-def run_decode(session: Session) -> None:
-    """Gated DeltaNet's recurrent step at every decode batch size, ours then peers."""
-    shapes = session.shapes
-    for B in shapes.decode_batches:
-        inputs = decode_inputs(shapes, B, session.device)
-        state_bytes = flops.decode_state_bytes(B, shapes.decode_heads, shapes.decode_K, shapes.decode_V)
-        expected_cache: dict = {}
+def _decode_reference(q, k, v, g, beta, S):
+    result = af.gated_deltanet(q, k, v, g, beta, initial_state=LinearState(S), output_final_state=True,
+                               form="recurrent", impl="reference")
+    return result.output, result.final_state.S
 
-        def exp_fn(inputs=inputs, expected_cache=expected_cache):
-            if "exp" not in expected_cache:
-                expected_cache["exp"] = expected(_decode_reference, inputs, ("output", "state"), ())
-            return expected_cache["exp"]
 
-        for runner in [ours_decode(session.impl)] + [make() for make in DECODE_PEERS]:
-            row = Row("decode", DECODE_KEY, "GDN decode", runner.label, runner.is_ours, f"B={B}",
-                      dict(B=B, T=1, H=shapes.decode_heads, K=shapes.decode_K, V=shapes.decode_V),
-                      bytes_floor=state_bytes, floor_ms=flops.floor_seconds(state_bytes) * 1e3)
+def ours_decode(impl: str) -> Runner:
+    def run(q, k, v, g, beta, S):
+        result = af.gated_deltanet(q, k, v, g, beta, initial_state=LinearState(S), output_final_state=True,
+                                   form="recurrent", impl=impl)
+        return result.output, result.final_state.S
+    return Runner(ours_label(impl), run, is_ours=True)
 
-            def measure_it(runner=runner, row=row):
-                measure(session, runner, row, inputs, exp_fn, backward=False)
+
+# ----------------------------------------------------------------------------- measuring
+
+@dataclass
+class Session:
+    """What a worker needs: where, how fast, until when (`deadline`: `time.time()` after
+    which no new measurement starts), and where log lines go."""
+
+    device: torch.device
+    impl: str
+    shapes: ShapeSet
+    settings: TimingSettings
+    deadline: float
+    start: float = field(default_factory=time.time)
+    log: Callable[[str], None] = print
+
+    def out_of_time(self) -> bool:
+        return time.time() > self.deadline
+
+
+def failure(exc: BaseException) -> str:
+    if isinstance(exc, ImplUnavailableError):
+        return f"unavailable: {exc}"
+    return f"failed: {type(exc).__name__}: {exc}"
+
+
+def _release(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure(session: Session, runner: Runner, row: Row, full: dict, exp: Expected, backward: bool) -> None:
+    """Steps 1-2 of the module docstring for one runner at one shape (`full`: its inputs
+    in attnforms layout), filling `row`. Raises on a forward failure (the caller
+    records it)."""
+    device = session.device
+    gate = check(runner, exp)
+    row.gate, row.gate_T = gate.checks, exp.inputs["q"].shape[1]
+    row.first_call_fwd_s, row.first_call_fwd_bwd_s = gate.forward_s, gate.fwd_bwd_s
+    if not gate.forward_ok:
+        row.status = "WRONG"
+        session.log(f"    WRONG: {gate.failures()}")
+        return
+
+    args = {name: to_native(runner, x) for name, x in full.items()}
+
+    def forward():
+        with torch.no_grad():
+            return runner.fn(**args)
+
+    row.fwd_ms = median_ms(forward, device, session.settings)
+    row.peak_fwd_bytes = peak_extra_bytes(forward, device)
+    if not backward:
+        return
+    row.fwd_bwd_status = gate.backward
+    if gate.backward != "ok":
+        session.log(f"    fwd+bwd {gate.backward if gate.backward != 'WRONG' else 'WRONG: ' + gate.failures()}"[:300])
+        return
+    if session.out_of_time():
+        row.fwd_bwd_status = "skipped: time budget"
+        return
+    grad_args = leaves(full, tuple(full), lambda x: to_native(runner, x))
+    upstream = to_native(runner, torch.randn_like(full["v"]))
+
+    def step():
+        as_tuple(runner.fn(**grad_args))[0].backward(upstream)
+
+    try:  # it passed the gate at check_T; at the full shape it may still fail (memory)
+        row.fwd_bwd_ms = median_ms(step, device, session.settings, grad_to_none=list(grad_args.values()))
+        row.peak_fwd_bwd_bytes = peak_extra_bytes(step, device)
+    except Exception as exc:
+        row.fwd_bwd_status = failure(exc)
+
+
+class ItemRunner:
+    """Runs items one after another, keeping what consecutive items share: inputs, the
+    float64 expectations of the current op and shape, and the constructed runners."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.inputs = InputCache(session.device)
+        self.expected: dict = {}
+        self.runners: dict = {}
+
+    def _expected(self, item: Item) -> Expected:
+        key = (item.section, item.op_key, item.shape)
+        if key not in self.expected:
+            self.expected = {}  # only the current op and shape are kept
+            s = self.session
+            if item.section == "decode":
+                inputs = decode_inputs(s.shapes, int(item.shape.removeprefix("B=")), s.device)
+                self.expected[key] = expected(_decode_reference, inputs, ("output", "state"), ())
+            else:
+                op, shape = OPS[item.op_key], s.shapes.sequences[item.shape]
+                gate_inputs = self.inputs.get(op, shape, s.shapes.check_T)
+                self.expected[key] = expected(op.call("reference"), gate_inputs, ("output",), op.names)
+        return self.expected[key]
+
+    def _runner(self, item: Item) -> Runner:
+        key = (item.section, item.op_key, item.runner)
+        if key not in self.runners:
+            self.runners[key] = make_runner(item, self.session.impl)
+        return self.runners[key]
+
+    def run(self, item: Item) -> Row:
+        """Measure `item`; every failure is recorded in the returned row."""
+        s = self.session
+        row = blank_row(item, s.shapes)
+        if item.section == "sequence":
+            row.fwd_bwd_status = "not run"
+        try:
+            runner = self._runner(item)
+            if runner.unavailable:
+                row.status = runner.unavailable
+            elif s.out_of_time():
+                row.status = "skipped: time budget"
+            elif item.section == "decode":
+                exp = self._expected(item)
+                measure(s, runner, row, exp.inputs, exp, backward=False)
                 if row.fwd_ms:
-                    row.achieved_bytes_per_s = state_bytes / (row.fwd_ms * 1e-3)
-
-            _run_one(session, runner, row, measure_it)
-        del inputs
-        expected_cache.clear()
-        _release(session.device)
+                    row.achieved_bytes_per_s = row.bytes_floor / (row.fwd_ms * 1e-3)
+            else:
+                op, shape = OPS[item.op_key], s.shapes.sequences[item.shape]
+                self.inputs.forget_except(shape)
+                exp = self._expected(item)
+                measure(s, runner, row, self.inputs.get(op, shape, shape.T), exp, backward=True)
+                row.tflops_fwd = flops.tflops(row.flops_fwd, row.fwd_ms)
+                row.tflops_fwd_bwd = flops.tflops(row.flops_fwd_bwd, row.fwd_bwd_ms)
+        except Exception as exc:
+            row.status = failure(exc)
+        if row.status != "ok" and row.fwd_bwd_status == "ok":
+            row.fwd_bwd_status = "not run"
+        _release(s.device)
+        times = "" if row.fwd_ms is None else f"fwd {row.fwd_ms:.3f} ms"
+        if row.fwd_bwd_ms is not None:
+            times += f", fwd+bwd {row.fwd_bwd_ms:.3f} ms"
+        s.log(f"[{time.time() - s.start:6.1f}s] {row.shape:<6} {row.op:<11} {row.runner:<38} {row.status[:120]} {times}")
+        return row

@@ -41,7 +41,10 @@ mlstm_kernels:
   forget gate `logsigmoid(f)` computed inside; the q scale is always `K ** -0.5` (not a
   parameter); T must be a multiple of the chunk size (128). Same function as
   `attnforms.mlstm(input_gate="exp")` (eps 1e-6). Its gate preprocessing uses
-  `torch.compile`, which adds to the first call.
+  `torch.compile`, which adds to the first call. On an H200 with Triton 3.6 its first
+  forward aborts the interpreter (an LLVM assertion in SLPVectorizer while compiling,
+  with or without TORCHDYNAMO_DISABLE=1), which is why runs isolate implementations in
+  processes (`workers.py`).
 """
 from __future__ import annotations
 
@@ -154,15 +157,18 @@ def fla_fused_recurrent_gated_delta_rule() -> Runner:
     )
 
 
-# op key -> the peers that compute the same function.
-SEQUENCE_PEERS: dict[str, tuple[Callable[[], Runner], ...]] = {
-    "kda": (fla_chunk_kda,),
-    "gdn": (fla_chunk_gated_delta_rule,),
-    "simple_gla": (fla_chunk_simple_gla,),
-    "gla": (fla_chunk_gla,),
-    "mlstm": (tfla_xl_chunk,),
+# op key -> {label: factory} of the peers that compute the same function. Labels are
+# fixed here so that a run can be planned without importing any peer.
+SEQUENCE_PEERS: dict[str, dict[str, Callable[[], Runner]]] = {
+    "kda": {"fla chunk_kda": fla_chunk_kda},
+    "gdn": {"fla chunk_gated_delta_rule": fla_chunk_gated_delta_rule},
+    "simple_gla": {"fla chunk_simple_gla": fla_chunk_simple_gla},
+    "gla": {"fla chunk_gla": fla_chunk_gla},
+    "mlstm": {"mlstm_kernels triton_xl_chunk": tfla_xl_chunk},
 }
-DECODE_PEERS: tuple[Callable[[], Runner], ...] = (fla_fused_recurrent_gated_delta_rule,)
+DECODE_PEERS: dict[str, Callable[[], Runner]] = {
+    "fla fused_recurrent_gated_delta_rule": fla_fused_recurrent_gated_delta_rule,
+}
 
 
 def versions() -> dict:

@@ -19,11 +19,12 @@ class Row:
 
     status: "ok" (gated and timed), "WRONG" (failed the gate, not timed),
             "unavailable: ...", "failed: ...", or "skipped: ...".
-    fwd_bwd_status: "ok", "WRONG", "refused: ...", "failed: ...", "skipped: ..." or
-            "n/a" (decode has no backward).
-    Times are medians in ms; `peak_*_bytes` are the peak allocations of one call above
-    what was allocated before it; `first_call_*_s` are the wall times of the very first
-    call at this shape (JIT compile and autotuning included when it is the process's first).
+    fwd_bwd_status: "ok", "WRONG", "refused: ...", "failed: ...", "skipped: ...",
+            "not run" (the forward was not ok) or "n/a" (decode has no backward).
+    Times are medians in ms at the full shape; `peak_*_bytes` are the peak allocations of
+    one call above what was allocated before it; `first_call_*_s` are the wall times of
+    the gate's calls (at `gate_T` tokens): at the first shape of a run these are the
+    process's first calls, JIT compilation and autotuning included.
     """
 
     section: str  # "sequence" | "decode"
@@ -120,7 +121,8 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
     if sequence:
         header = (f"{'op':<12} {'runner':<32} {'shape':<5} {'status':<12} {'fwd ms':>9} {'fwd+bwd ms':>11} "
                   f"{'fwd TF/s':>9} {'f+b TF/s':>9} {'peak MB f/fb':>15} {'1st call s':>11}")
-        lines += ["sequence ops (chunk form; bf16 inputs; TFLOP/s of the chunkwise count at C=64)", header, "-" * len(header)]
+        lines += ["sequence ops (chunk form; bf16 inputs; TFLOP/s of the chunkwise count at C=64; "
+                  "1st call: the gate's fwd/fwd+bwd, compile and autotune included at the first shape)", header, "-" * len(header)]
         for r in sequence:
             status = _status_cell(r.status)
             if r.status not in ("ok",):

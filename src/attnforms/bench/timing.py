@@ -60,14 +60,14 @@ def _cpu_median_ms(fn, settings: TimingSettings, grad_to_none) -> float:
     return statistics.median(lap() for _ in range(repeats))
 
 
-def first_call_seconds(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall seconds of one synchronised call: on a process's first call of a kernel this
-    is the JIT compile (and autotuning) time plus one run."""
+def timed_call(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    """Wall seconds of one synchronised call of `fn`, and its result. On a process's
+    first call of a kernel this is its JIT compile (and autotuning) time plus one run."""
     synchronize(device)
     start = time.perf_counter()
-    fn()
+    value = fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, value
 
 
 def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
@@ -86,25 +86,28 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int | No
 
 def measure_ceilings(device: torch.device, settings: TimingSettings, *, quick: bool) -> dict:
     """Measure the device-to-device copy bandwidth (read + write bytes per second) and the
-    bf16 matrix-product rate on `device`; small sizes with `quick` or off CUDA."""
+    bf16 matrix-product rate on `device`: 2 GiB copied and 8192³, or small sizes with
+    `quick` or off CUDA."""
     large = device.type == "cuda" and not quick
-    copy_elements = (1 << 30) if large else (1 << 22)  # 2 GiB of bf16 (8 MiB small)
-    n = 8192 if large else 256
     result: dict = {}
-    try:
-        source = torch.empty(copy_elements, dtype=torch.bfloat16, device=device).fill_(1.0)
-        target = torch.empty_like(source)
-        ms = median_ms(lambda: target.copy_(source), device, settings)
-        result["copy_bytes"] = 2 * source.numel() * source.element_size()
-        result["copy_ms"] = ms
-        result["copy_bytes_per_s"] = result["copy_bytes"] / (ms * 1e-3)
-        del source, target
-        a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
-        b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
-        ms = median_ms(lambda: a @ b, device, settings)
-        result["matmul_n"] = n
-        result["matmul_ms"] = ms
-        result["matmul_flops_per_s"] = 2 * n ** 3 / (ms * 1e-3)
-    except Exception as exc:  # a failed measurement is recorded, the run goes on
+    try:  # a failed measurement is recorded, the run goes on
+        result.update(_copy_rate(device, settings, (1 << 30) if large else (1 << 22)))
+        result.update(_matmul_rate(device, settings, 8192 if large else 256))
+    except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
     return result
+
+
+def _copy_rate(device, settings, elements: int) -> dict:
+    source = torch.ones(elements, dtype=torch.bfloat16, device=device)
+    target = torch.zeros_like(source)
+    ms = median_ms(lambda: target.copy_(source), device, settings)
+    nbytes = 2 * source.numel() * source.element_size()  # read + write
+    return dict(copy_bytes=nbytes, copy_ms=ms, copy_bytes_per_s=nbytes / (ms * 1e-3))
+
+
+def _matmul_rate(device, settings, n: int) -> dict:
+    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    ms = median_ms(lambda: a @ b, device, settings)
+    return dict(matmul_n=n, matmul_ms=ms, matmul_flops_per_s=2 * n ** 3 / (ms * 1e-3))
