@@ -23,6 +23,8 @@ Gate layout switch GATE: 0 none, 1 one per head, 2 one per key channel.
 import triton
 import triton.language as tl
 
+from .state_slice import state_slice
+
 
 @triton.jit
 def _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT: tl.constexpr):
@@ -249,21 +251,10 @@ def _state_kernel(k, v, G, beta, M, states, v_new, initial, final, chunk_base, c
     """Walk the chunks of sequence n in order for one head and BV value columns, with the
     whole `[K, BV]` state slice in registers; store each entering state and (with beta)
     the pseudo-values Ũ."""
-    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_S = state_slice(
+        initial, cu_seqlens, H, K, V, USE_INITIAL, BK, BV)
     first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    p_state = (i_nh * K + o_k[:, None]) * V + o_v[None, :]
-    b_S = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_INITIAL:
-        b_S += tl.load(initial + p_state, mask=m_kv, other=0.0).to(tl.float32)
     for i_t in range(tl.cdiv(eos - bos, BT)):
         start = bos + i_t * BT
         valid = tl.minimum(eos - start, BT)

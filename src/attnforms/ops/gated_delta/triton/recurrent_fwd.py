@@ -8,25 +8,16 @@ Gate layout switch GATE: 0 none, 1 one per head, 2 one per key channel.
 import triton
 import triton.language as tl
 
+from .state_slice import state_slice
+
 
 @triton.jit(do_not_specialize=["T"])
 def _recurrent_kernel(q, k, v, g, beta, o, initial, final, cu_seqlens, scale, T,
                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                       USE_BETA: tl.constexpr, USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr,
                       BK: tl.constexpr, BV: tl.constexpr):
-    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    p_state = (i_nh * K + o_k[:, None]) * V + o_v[None, :]
-    b_S = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_INITIAL:
-        b_S += tl.load(initial + p_state, mask=m_kv, other=0.0).to(tl.float32)
+    _, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_S = state_slice(
+        initial, cu_seqlens, H, K, V, USE_INITIAL, BK, BV)
     for t in range(bos, eos):
         p_k = (t * H + i_h) * K + o_k
         p_v = (t * H + i_h) * V + o_v
