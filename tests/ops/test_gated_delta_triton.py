@@ -89,11 +89,53 @@ def test_extreme_gates_stay_finite_and_right():
         assert max_error(result.output, golden.output) < bound
 
 
-def test_gradients_are_refused_until_the_backward_lands():
-    inputs = gated_delta_inputs(1, 8, 2, 16, 16, gate="scalar", beta=True, dtype=torch.float32,
+BACKWARD_SWITCHES = [p for p in SWITCHES if "channel" not in p.id]
+
+
+def _gradients(inputs, state, impl, **kwargs):
+    """Gradients of every input and the initial state under fixed random upstream
+    gradients of the output and the final state."""
+    generator = torch.Generator().manual_seed(5)
+    names = [n for n, x in inputs.items() if x is not None]
+    result = af.gated_delta_rule(**inputs, initial_state=af.LinearState(state), output_final_state=True,
+                                 impl=impl, form="chunk", **kwargs)
+    d_out = torch.randn(result.output.shape, generator=generator)
+    d_state = torch.randn(result.final_state.S.shape, generator=generator)
+    loss = (result.output * d_out).sum() + (result.final_state.S * d_state).sum()
+    return dict(zip(names + ["initial_state"], torch.autograd.grad(loss, [inputs[n] for n in names] + [state])))
+
+
+@pytest.mark.parametrize("gate,beta", BACKWARD_SWITCHES)
+@pytest.mark.parametrize("chunk_size", [16, 64])
+@pytest.mark.parametrize("T,K,V", [(1, 16, 16), (63, 60, 20), (65, 16, 100)], ids=lambda x: str(x))
+def test_backward_matches_reference(gate, beta, chunk_size, T, K, V):
+    inputs = gated_delta_inputs(2, T, 2, K, V, gate=gate, beta=beta, dtype=torch.float32, requires_grad=True)
+    state = _state(2, 2, K, V).S.requires_grad_()
+    expected = _gradients({n: None if x is None else x.double() for n, x in inputs.items()}, state.double(), "reference")
+    actual = _gradients(inputs, state, "triton", chunk_size=chunk_size)
+    for name, grad in actual.items():
+        scale = expected[name].abs().max().item() + 1
+        assert max_error(grad, expected[name]) < FLOAT32_NOISE * scale, name
+
+
+@pytest.mark.parametrize("gate,beta", BACKWARD_SWITCHES)
+def test_backward_varlen_matches_reference(gate, beta):
+    offsets = torch.tensor([0, 7, 40, 41, 90])
+    inputs = gated_delta_inputs(1, 90, 2, 16, 16, gate=gate, beta=beta, dtype=torch.float32, requires_grad=True)
+    state = _state(4, 2, 16, 16).S.requires_grad_()
+    expected = _gradients(inputs, state, "reference", cu_seqlens=offsets)
+    actual = _gradients(inputs, state, "triton", chunk_size=16, cu_seqlens=offsets)
+    for name, grad in actual.items():
+        assert max_error(grad, expected[name]) < FLOAT32_NOISE * (expected[name].abs().max().item() + 1), name
+
+
+def test_gradients_the_kernels_cannot_give_are_refused_up_front():
+    inputs = gated_delta_inputs(1, 8, 2, 16, 16, gate="channel", beta=True, dtype=torch.float32,
                                 requires_grad=True)
-    with pytest.raises(ImplUnavailableError, match="no Triton backward yet"):
+    with pytest.raises(ImplUnavailableError, match="per-channel g"):
         af.gated_delta_rule(**inputs, impl="triton", form="chunk", chunk_size=16)
+    with pytest.raises(ImplUnavailableError, match="recurrent form has no Triton backward"):
+        af.gated_delta_rule(**inputs, impl="triton", form="recurrent")
     with torch.no_grad():
         assert af.gated_delta_rule(**inputs, impl="triton", form="chunk", chunk_size=16).output.shape == (1, 8, 2, 16)
 

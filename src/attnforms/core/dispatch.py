@@ -79,21 +79,25 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
 
 
 def resolve_impl(
-    family: Family, impl: str, form: str, device: torch.device, needs_grad: bool = False
+    family: Family, impl: str, form: str, device: torch.device, needs_grad: bool = False,
+    inputs: dict | None = None,
 ) -> Callable:
     """The function that runs `family` in `form` for `impl` on `device`.
 
-    needs_grad: some input requires a gradient; kernels declare `supports_backward`.
+    needs_grad: some input requires a gradient. A kernel may declare
+    `backward_refusal(inputs) -> str | None`, the reason it cannot differentiate these
+    `inputs` (the op's per-token tensors by name), None when it can.
     """
     if impl not in IMPLS + ("auto",):
         raise ValueError(f"impl: expected one of {IMPLS + ('auto',)}, got {impl!r}")
     kernel = family.triton.get(form)
-    differentiable = kernel is not None and getattr(kernel, "supports_backward", True)
+    refusal = None
+    if kernel is not None and needs_grad and hasattr(kernel, "backward_refusal"):
+        refusal = kernel.backward_refusal(inputs or {})
     if impl == "auto":
         if (
             kernel is not None and device.type == "cuda"
-            and triton_unavailable_reason(device) is None
-            and (differentiable or not needs_grad)
+            and triton_unavailable_reason(device) is None and refusal is None
         ):
             return kernel
         return family.reference[form]
@@ -107,9 +111,9 @@ def resolve_impl(
     reason = triton_unavailable_reason(device)
     if reason is not None:
         raise ImplUnavailableError(f"impl='triton' for {family.name}: {reason}")
-    if needs_grad and not differentiable:
+    if refusal is not None:
         raise ImplUnavailableError(
-            f"impl='triton': {family.name} form={form!r} has no Triton backward yet and an "
-            f"input requires grad; use impl='reference' (or 'auto') for gradients"
+            f"impl='triton': {family.name} form={form!r} cannot give gradients here ({refusal}) "
+            f"and an input requires grad; use impl='reference' (or 'auto') for gradients"
         )
     return kernel

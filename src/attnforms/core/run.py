@@ -63,7 +63,7 @@ def run_op(
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in tensors
     )
-    run = resolve_impl(family, impl, resolve_form(family, form, length), device, needs_grad)
+    run = resolve_impl(family, impl, resolve_form(family, form, length), device, needs_grad, per_token)
     if offsets is None or getattr(run, "native_varlen", False):
         # Implementations with native packed-sequence support take the offsets.
         extra = {} if offsets is None else dict(offsets=offsets)

@@ -1,17 +1,18 @@
-"""Triton kernels of the gated delta rule: the chunk and recurrent forms, forward.
+"""Triton kernels of the gated delta rule: the chunk form (forward, and backward for no
+decay or a decay per head) and the recurrent form (forward).
 
 The entry points take the reference forms' signature (plus native `offsets` for packed
 sequences) and return `AttentionOutput`. They never import `reference.py`.
-Backward kernels have not landed yet: the entries declare `supports_backward = False`, so
-`impl="auto"` keeps the reference when gradients are needed and an explicit
-`impl="triton"` with gradients raises `ImplUnavailableError`.
+Each entry's `backward_refusal(inputs)` says why it cannot differentiate those inputs
+(None when it can): `impl="auto"` then keeps the reference when gradients are needed,
+and an explicit `impl="triton"` raises `ImplUnavailableError` with that reason.
 """
 from __future__ import annotations
 
 import torch
 
 from ....core.states import AttentionOutput, LinearState
-from .launch import chunk_forward, recurrent_forward
+from .launch import ChunkIntermediates, chunk_backward, chunk_forward, recurrent_forward
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 CHUNK_SIZES = (16, 32, 64)
@@ -28,10 +29,30 @@ def _initial(initial_state):
     return None if initial_state is None else initial_state.S.float().contiguous()
 
 
+class _ChunkFunction(torch.autograd.Function):
+    """Autograd boundary of the chunk kernels: the forward keeps its intermediates."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, initial, scale, offsets, chunk_size, output_final_state):
+        o, final, saved = chunk_forward(q, k, v, g, beta, scale, initial, output_final_state, offsets, chunk_size)
+        ctx.save_for_backward(q, k, v, g, beta, initial, *saved)
+        ctx.options = (scale, offsets, chunk_size)
+        return o, final
+
+    @staticmethod
+    def backward(ctx, do, dfinal):
+        q, k, v, g, beta, initial, *saved = ctx.saved_tensors
+        scale, offsets, chunk_size = ctx.options
+        grads = chunk_backward(q, k, v, g, beta, scale, initial, ChunkIntermediates(*saved),
+                               do, dfinal, offsets, chunk_size)
+        return (*grads, None, None, None, None)
+
+
 def chunk(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_size, offsets=None):
     """Chunk form on Triton kernels; arguments as in the reference forms."""
     _check(q, chunk_size)
-    o, final = chunk_forward(q, k, v, g, beta, scale, _initial(initial_state), output_final_state, offsets, chunk_size)
+    o, final = _ChunkFunction.apply(q, k, v, g, beta, _initial(initial_state), scale, offsets,
+                                    chunk_size, output_final_state)
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
 
 
@@ -42,6 +63,14 @@ def recurrent(q, k, v, *, g, beta, scale, initial_state, output_final_state, chu
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
 
 
+def _chunk_backward_refusal(inputs: dict) -> str | None:
+    g = inputs.get("g")
+    if g is not None and g.ndim == 4:
+        return "the chunk backward handles g None or [B, T, H]; per-channel g ([B, T, H, K]) is not done yet"
+    return None
+
+
+chunk.backward_refusal = _chunk_backward_refusal
+recurrent.backward_refusal = lambda inputs: "the recurrent form has no Triton backward yet"
 for _entry in (chunk, recurrent):
     _entry.native_varlen = True
-    _entry.supports_backward = False

@@ -6,10 +6,12 @@ Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packe
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
 
+from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_fwd import _cumsum_kernel, _output_kernel, _scores_kernel, _solve_kernel, _state_kernel
 from .recurrent_fwd import _recurrent_kernel
 
@@ -60,8 +62,26 @@ def _value_tile(K: int, V: int) -> tuple[int, int]:
     return BK, BV
 
 
+class ChunkIntermediates(NamedTuple):
+    """What the chunked forward computes on the way, kept for the backward (float32).
+
+    G: `[rows, H, K or 1]` in-chunk cumulative log-decay, or None.
+    Aqk, Akk, M: `[rows, H, BT]` scores, β-scaled key scores and the inverse (Akk and M
+    None without beta). states: `[chunks, H, K, V]` the state entering each chunk.
+    v_new: `[rows, H, V]` pseudo-values Ũ (the values themselves without beta).
+    """
+
+    G: torch.Tensor | None
+    Aqk: torch.Tensor
+    Akk: torch.Tensor | None
+    M: torch.Tensor | None
+    states: torch.Tensor
+    v_new: torch.Tensor
+
+
 def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets, chunk_size):
-    """The chunked forward: five launches (see chunk_fwd.py)."""
+    """The chunked forward: five launches (see chunk_fwd.py). Returns the output, the
+    final state (or None) and the `ChunkIntermediates`."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     rows, BT = B * T, chunk_size
@@ -109,7 +129,45 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         q, G, Aqk, states, v_new if use_beta else v, o, chunk_indices, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, BT=BT, BK=BK, BV=BV,
     )
-    return o, final
+    return o, final, ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v)
+
+
+def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermediates, do,
+                   dfinal, offsets, chunk_size):
+    """Gradients of q, k, v, g, beta and the initial state (None where an input is None),
+    for g None or one log-decay per head. Two launches (see chunk_bwd.py)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BT, device = chunk_size, q.device
+    offsets = sequence_offsets(B, T, offsets)
+    cu_seqlens = _cu_seqlens(offsets, device)
+    chunk_indices, chunk_base = _chunk_tables(offsets, BT, device)
+    num_chunks, N = len(chunk_indices), len(offsets) - 1
+    GATE = gate_mode(g)
+    use_beta = beta is not None
+    q, k, v, do = (x.contiguous() for x in (q, k, v, do))
+    f32 = dict(dtype=torch.float32, device=device)
+    BK, BV = _value_tile(K, V)
+    dstates = torch.empty(num_chunks, H, K, V, **f32)
+    dR = torch.empty(B * T, H, V, **f32) if use_beta else None
+    dv = torch.empty_like(v)
+    dinitial = torch.empty(N, H, K, V, **f32) if initial_state is not None else None
+    _state_bwd_kernel[(triton.cdiv(V, BV), N * H)](
+        q, k, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
+        None if dfinal is None else dfinal.contiguous(), dinitial, chunk_base, cu_seqlens, scale, T,
+        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_DFINAL=dfinal is not None,
+        STORE_DINITIAL=dinitial is not None, BT=BT, BK=BK, BV=BV,
+    )
+    dq, dk = torch.empty_like(q), torch.empty_like(k)
+    dg = torch.empty(B, T, H, dtype=g.dtype, device=device) if GATE else None
+    dbeta = torch.empty_like(beta) if use_beta else None
+    _chunk_bwd_kernel[(num_chunks, H)](
+        q, k, v, saved.G, beta, saved.Aqk, saved.Akk, saved.states, saved.v_new, do, dstates, dR,
+        dq, dk, dg, dbeta, chunk_indices, cu_seqlens, scale, T,
+        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, BT=BT, BK=triton.next_power_of_2(K),
+        BV=min(64, triton.next_power_of_2(V)),
+    )
+    return dq, dk, dv, dg, dbeta, dinitial
 
 
 def recurrent_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets,
