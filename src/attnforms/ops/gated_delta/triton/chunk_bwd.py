@@ -146,8 +146,8 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
     b_dk = tl.dot(tl.trans(b_cqk), b_q) + b_to_end[:, None] * b_dk_write
     if USE_BETA:
         b_dAkk = tl.where((o_t[:, None] > o_t[None, :]) & m_t[:, None], b_dAkk, 0.0)
-        # [BT, BK] @ [BK, BT]: the unscaled A' = Γ ⊙ K Kᵀ, for dβ_r = Σ_s dA_rs A'_rs.
-        b_Aprime = tl.dot(b_k, tl.trans(b_k)) * b_decay
+        # A_kk = Diag(β) A' with A' = Γ ⊙ K Kᵀ as stored: dβ_r = Σ_s dA_rs A'_rs.
+        b_Aprime = tl.load(Akk + p_tt, mask=m_t[:, None], other=0.0)
         b_dbeta += tl.sum(b_dAkk * b_Aprime, axis=1)
         b_ckk = b_dAkk * b_beta[:, None] * b_decay
         b_dk += tl.dot(b_ckk, b_k) + tl.dot(tl.trans(b_ckk), b_k) + b_gamma[:, None] * b_dk_rhs
@@ -163,7 +163,7 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
         b_write = tl.sum(b_k * b_to_end[:, None] * b_dk_write, axis=1)
         b_dG -= b_write
         if USE_BETA:
-            b_Ekk = b_dAkk * tl.load(Akk + p_tt, mask=m_t[:, None], other=0.0)
+            b_Ekk = b_dAkk * b_beta[:, None] * b_Aprime
             b_dG += tl.sum(b_Ekk, axis=1) - tl.sum(b_Ekk, axis=0)
             b_dG += tl.sum(b_k * b_gamma[:, None] * b_dk_rhs, axis=1)
         # The last step's G also carries the state's decay and every write's decay.

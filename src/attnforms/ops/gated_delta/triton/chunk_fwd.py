@@ -5,11 +5,11 @@ chunks of one sequence in order (see ../README.md for the maths):
 
 1. `_cumsum_kernel`      G = in-chunk inclusive cumsum of the log-decay g.
 2. `_scores_kernel`      A_qk = scale·(Q Kᵀ ⊙ Γ) (s <= r) and, with beta,
-                         A_kk = Diag(β)(K Kᵀ ⊙ Γ) (s < r). A per-channel Γ is formed
+                         A' = K Kᵀ ⊙ Γ (s < r), unscaled (the backward reads it too). A per-channel Γ is formed
                          pairwise inside sub-blocks of BC tokens and through the earlier
                          sub-block's last step across them (exponents always <= 0).
-3. `_solve_kernel`       M = (I + A_kk)⁻¹ (with beta only): 16 x 16 diagonal blocks by
-                         forward substitution, the blocks below them by matrix products.
+3. `_solve_kernel`       M = (I + Diag(β) A')⁻¹ (with beta only): 16 x 16 diagonal blocks
+                         by forward substitution, the blocks below them by matrix products.
 4. `_state_kernel`       per chunk: store the entering state S, Ũ = M Diag(β)(V − (γ⊙K) S)
                          (stored; without beta Ũ = V is not copied),
                          S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ.
@@ -60,17 +60,17 @@ def _decay_exp(x):
 
 
 @triton.jit(do_not_specialize=["T"])
-def _scores_kernel(q, k, G, beta, Aqk, Akk, chunk_indices, cu_seqlens, scale, T,
+def _scores_kernel(q, k, G, Aqk, Akk, chunk_indices, cu_seqlens, scale, T,
                    H: tl.constexpr, K: tl.constexpr, GATE: tl.constexpr, USE_BETA: tl.constexpr,
                    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
-    """A_qk and (with beta) A_kk of one chunk, `[BT, BT]` each, stored at the chunk's rows
+    """A_qk and (with beta) A' of one chunk, `[BT, BT]` each, stored at the chunk's rows
     of `[rows, H, BT]` buffers; zero above the diagonal."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     if GATE == 2:
         for i in tl.static_range(BT // BC):
             for j in tl.static_range(BT // BC):
-                _channel_block(q, k, G, beta, Aqk, Akk, start, valid, i_h, scale, i, j,
+                _channel_block(q, k, G, Aqk, Akk, start, valid, i_h, scale, i, j,
                                H, K, USE_BETA, BT, BC, BK)
     else:
         o_t = tl.arange(0, BT)
@@ -99,16 +99,15 @@ def _scores_kernel(q, k, G, beta, Aqk, Akk, chunk_indices, cu_seqlens, scale, T,
         rows = ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :]
         tl.store(Aqk + rows, b_qk, mask=m_t[:, None])
         if USE_BETA:
-            b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
-            b_kk = tl.where(o_t[:, None] > o_t[None, :], b_kk * b_beta[:, None], 0.0)
+            b_kk = tl.where(o_t[:, None] > o_t[None, :], b_kk, 0.0)
             tl.store(Akk + rows, b_kk, mask=m_t[:, None])
 
 
 @triton.jit
-def _channel_block(q, k, G, beta, Aqk, Akk, start, valid, i_h, scale,
+def _channel_block(q, k, G, Aqk, Akk, start, valid, i_h, scale,
                    i: tl.constexpr, j: tl.constexpr, H: tl.constexpr, K: tl.constexpr,
                    USE_BETA: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
-    """Sub-block (i, j) of A_qk / A_kk with a per-channel decay: query rows i·BC.., key
+    """Sub-block (i, j) of A_qk / A' with a per-channel decay: query rows i·BC.., key
     columns j·BC... Below the diagonal the decay factors through the last step e of key
     block j, exp(G_r − G_e)·exp(G_e − G_s), both <= 1, so it is a matrix product; on the
     diagonal it is formed pairwise, `[BC, BC, BK]` at a time."""
@@ -154,30 +153,32 @@ def _channel_block(q, k, G, beta, Aqk, Akk, start, valid, i_h, scale,
     rows = ((start + o_r[:, None]) * H + i_h) * BT + o_s[None, :]
     tl.store(Aqk + rows, b_qk * scale, mask=m_r[:, None])
     if USE_BETA:
-        b_beta = tl.load(beta + (start + o_r) * H + i_h, mask=m_r, other=0.0).to(tl.float32)
-        tl.store(Akk + rows, b_kk * b_beta[:, None], mask=m_r[:, None])
+        tl.store(Akk + rows, b_kk, mask=m_r[:, None])
 
 
 @triton.jit
-def _block(A, start, valid, i_h, bi: tl.constexpr, bj: tl.constexpr, H: tl.constexpr,
+def _block(A, beta, start, valid, i_h, bi: tl.constexpr, bj: tl.constexpr, H: tl.constexpr,
            BT: tl.constexpr, BC: tl.constexpr):
-    """Block (bi, bj), `[BC, BC]`, of a chunk's `[BT, BT]` matrix stored by rows."""
+    """Block (bi, bj), `[BC, BC]`, of Diag(β) A for a chunk's `[BT, BT]` A stored by rows."""
     o_r = bi * BC + tl.arange(0, BC)
     o_s = bj * BC + tl.arange(0, BC)
+    m_r = o_r < valid
     rows = ((start + o_r[:, None]) * H + i_h) * BT + o_s[None, :]
-    return tl.load(A + rows, mask=(o_r < valid)[:, None], other=0.0)
+    b_beta = tl.load(beta + (start + o_r) * H + i_h, mask=m_r, other=0.0).to(tl.float32)
+    return tl.load(A + rows, mask=m_r[:, None], other=0.0) * b_beta[:, None]
 
 
 @triton.jit
-def _invert_diagonal(A, start, valid, i_h, bi: tl.constexpr, H: tl.constexpr,
+def _invert_diagonal(A, beta, start, valid, i_h, bi: tl.constexpr, H: tl.constexpr,
                      BT: tl.constexpr, BC: tl.constexpr):
-    """(I + A_ii)⁻¹ of the strictly lower diagonal block i, `[BC, BC]`, by forward
-    substitution: row r is e_r − Σ_{s<r} A_rs M_s, and rows below r are still zero."""
+    """(I + Diag(β) A_ii)⁻¹ of the strictly lower diagonal block i, `[BC, BC]`, by forward
+    substitution: row r is e_r − β_r Σ_{s<r} A_rs M_s, and rows below r are still zero."""
     o_c = tl.arange(0, BC)
     b_M = tl.zeros([BC, BC], dtype=tl.float32)
     for r in range(BC):
         row = bi * BC + r
         b_a = tl.load(A + ((start + row) * H + i_h) * BT + bi * BC + o_c, mask=row < valid, other=0.0)
+        b_a *= tl.load(beta + (start + row) * H + i_h, mask=row < valid, other=0.0).to(tl.float32)
         b_row = tl.where(o_c == r, 1.0, 0.0) - tl.sum(b_a[:, None] * b_M, axis=0)
         b_M = tl.where(o_c[:, None] == r, b_row[None, :], b_M)
     return b_M
@@ -199,32 +200,32 @@ def _mm(a, b):
 
 
 @triton.jit(do_not_specialize=["T"])
-def _solve_kernel(Akk, M, chunk_indices, cu_seqlens, T, H: tl.constexpr, BT: tl.constexpr,
+def _solve_kernel(Akk, beta, M, chunk_indices, cu_seqlens, T, H: tl.constexpr, BT: tl.constexpr,
                   BC: tl.constexpr):
-    """M = (I + A)⁻¹ for the strictly lower A of one chunk, by blocks of BC: the diagonal
+    """M = (I + A)⁻¹ for the strictly lower A = Diag(β) A' of one chunk, by blocks of BC: the diagonal
     blocks by forward substitution, then below them
     M_ij = −M_ii Σ_{j<=k<i} A_ik M_kj  (block row i of (I + A) M = I)."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     NB: tl.constexpr = BT // BC
     zero = tl.zeros([BC, BC], dtype=tl.float32)
-    M00 = _invert_diagonal(Akk, start, valid, i_h, 0, H, BT, BC)
+    M00 = _invert_diagonal(Akk, beta, start, valid, i_h, 0, H, BT, BC)
     _store_block(M, M00, start, valid, i_h, 0, 0, H, BT, BC)
     if NB >= 2:
-        M11 = _invert_diagonal(Akk, start, valid, i_h, 1, H, BT, BC)
-        A10 = _block(Akk, start, valid, i_h, 1, 0, H, BT, BC)
+        M11 = _invert_diagonal(Akk, beta, start, valid, i_h, 1, H, BT, BC)
+        A10 = _block(Akk, beta, start, valid, i_h, 1, 0, H, BT, BC)
         M10 = -_mm(M11, _mm(A10, M00))
         _store_block(M, M10, start, valid, i_h, 1, 0, H, BT, BC)
         _store_block(M, M11, start, valid, i_h, 1, 1, H, BT, BC)
         _store_block(M, zero, start, valid, i_h, 0, 1, H, BT, BC)
     if NB >= 4:
-        M22 = _invert_diagonal(Akk, start, valid, i_h, 2, H, BT, BC)
-        M33 = _invert_diagonal(Akk, start, valid, i_h, 3, H, BT, BC)
-        A20 = _block(Akk, start, valid, i_h, 2, 0, H, BT, BC)
-        A21 = _block(Akk, start, valid, i_h, 2, 1, H, BT, BC)
-        A30 = _block(Akk, start, valid, i_h, 3, 0, H, BT, BC)
-        A31 = _block(Akk, start, valid, i_h, 3, 1, H, BT, BC)
-        A32 = _block(Akk, start, valid, i_h, 3, 2, H, BT, BC)
+        M22 = _invert_diagonal(Akk, beta, start, valid, i_h, 2, H, BT, BC)
+        M33 = _invert_diagonal(Akk, beta, start, valid, i_h, 3, H, BT, BC)
+        A20 = _block(Akk, beta, start, valid, i_h, 2, 0, H, BT, BC)
+        A21 = _block(Akk, beta, start, valid, i_h, 2, 1, H, BT, BC)
+        A30 = _block(Akk, beta, start, valid, i_h, 3, 0, H, BT, BC)
+        A31 = _block(Akk, beta, start, valid, i_h, 3, 1, H, BT, BC)
+        A32 = _block(Akk, beta, start, valid, i_h, 3, 2, H, BT, BC)
         M21 = -_mm(M22, _mm(A21, M11))
         M20 = -_mm(M22, _mm(A20, M00) + _mm(A21, M10))
         M32 = -_mm(M33, _mm(A32, M22))

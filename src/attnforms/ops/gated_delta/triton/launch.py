@@ -66,8 +66,8 @@ class ChunkIntermediates(NamedTuple):
     """What the chunked forward computes on the way, kept for the backward (float32).
 
     G: `[rows, H, K or 1]` in-chunk cumulative log-decay, or None.
-    Aqk, Akk, M: `[rows, H, BT]` scores, β-scaled key scores and the inverse (Akk and M
-    None without beta). states: `[chunks, H, K, V]` the state entering each chunk.
+    Aqk, Akk, M: `[rows, H, BT]` scores, unscaled key scores A' and the inverse of
+    I + Diag(β) A' (Akk and M None without beta). states: `[chunks, H, K, V]` the state entering each chunk.
     v_new: `[rows, H, V]` pseudo-values Ũ (the values themselves without beta).
     """
 
@@ -107,13 +107,13 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     Aqk = torch.empty(rows, H, BT, **f32)
     Akk = torch.empty(rows, H, BT, **f32) if use_beta else None
     _scores_kernel[(num_chunks, H)](
-        q, k, G, beta, Aqk, Akk, chunk_indices, cu_seqlens, scale, T, H=H, K=K, GATE=GATE,
+        q, k, G, Aqk, Akk, chunk_indices, cu_seqlens, scale, T, H=H, K=K, GATE=GATE,
         USE_BETA=use_beta, BT=BT, BC=SUBCHUNK, BK=min(SCORE_BK, triton.next_power_of_2(K)),
     )
     M = None
     if use_beta:
         M = torch.empty(rows, H, BT, **f32)
-        _solve_kernel[(num_chunks, H)](Akk, M, chunk_indices, cu_seqlens, T, H=H, BT=BT, BC=SUBCHUNK)
+        _solve_kernel[(num_chunks, H)](Akk, beta, M, chunk_indices, cu_seqlens, T, H=H, BT=BT, BC=SUBCHUNK)
 
     BK, BV = _value_tile(K, V)
     states = torch.empty(num_chunks, H, K, V, **f32)
