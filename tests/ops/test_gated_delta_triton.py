@@ -1,6 +1,8 @@
 """gated_delta_rule on Triton kernels, run on the CPU through Triton's interpreter (the
-conftest sets TRITON_INTERPRET=1 where there is no GPU) at small shapes: forward outputs and final states against the float64 reference, every switch
-combination, varlen, state hand-off, and the dispatch rules around the kernels.
+conftest sets TRITON_INTERPRET=1 where there is no GPU) at small shapes: forward outputs
+and final states, and the chunk form's gradients of every input and the initial state,
+against the float64 reference, for every switch combination, varlen and state hand-off,
+and the dispatch rules around the kernels.
 
 The interpreter computes in the inputs' precision on the CPU, so float32 inputs are
 compared with the float64 reference at float32 noise; bf16 accuracy on the GPU is
@@ -89,9 +91,6 @@ def test_extreme_gates_stay_finite_and_right():
         assert max_error(result.output, golden.output) < bound
 
 
-BACKWARD_SWITCHES = [p for p in SWITCHES if "channel" not in p.id]
-
-
 def _gradients(inputs, state, impl, **kwargs):
     """Gradients of every input and the initial state under fixed random upstream
     gradients of the output and the final state."""
@@ -105,7 +104,7 @@ def _gradients(inputs, state, impl, **kwargs):
     return dict(zip(names + ["initial_state"], torch.autograd.grad(loss, [inputs[n] for n in names] + [state])))
 
 
-@pytest.mark.parametrize("gate,beta", BACKWARD_SWITCHES)
+@pytest.mark.parametrize("gate,beta", SWITCHES)
 @pytest.mark.parametrize("chunk_size", [16, 64])
 @pytest.mark.parametrize("T,K,V", [(1, 16, 16), (63, 60, 20), (65, 16, 100)], ids=lambda x: str(x))
 def test_backward_matches_reference(gate, beta, chunk_size, T, K, V):
@@ -118,7 +117,7 @@ def test_backward_matches_reference(gate, beta, chunk_size, T, K, V):
         assert max_error(grad, expected[name]) < FLOAT32_NOISE * scale, name
 
 
-@pytest.mark.parametrize("gate,beta", BACKWARD_SWITCHES)
+@pytest.mark.parametrize("gate,beta", SWITCHES)
 def test_backward_varlen_matches_reference(gate, beta):
     offsets = torch.tensor([0, 7, 40, 41, 90])
     inputs = gated_delta_inputs(1, 90, 2, 16, 16, gate=gate, beta=beta, dtype=torch.float32, requires_grad=True)
@@ -132,12 +131,10 @@ def test_backward_varlen_matches_reference(gate, beta):
 def test_gradients_the_kernels_cannot_give_are_refused_up_front():
     inputs = gated_delta_inputs(1, 8, 2, 16, 16, gate="channel", beta=True, dtype=torch.float32,
                                 requires_grad=True)
-    with pytest.raises(ImplUnavailableError, match="per-channel g"):
-        af.gated_delta_rule(**inputs, impl="triton", form="chunk", chunk_size=16)
     with pytest.raises(ImplUnavailableError, match="recurrent form has no Triton backward"):
         af.gated_delta_rule(**inputs, impl="triton", form="recurrent")
     with torch.no_grad():
-        assert af.gated_delta_rule(**inputs, impl="triton", form="chunk", chunk_size=16).output.shape == (1, 8, 2, 16)
+        assert af.gated_delta_rule(**inputs, impl="triton", form="recurrent").output.shape == (1, 8, 2, 16)
 
 
 @pytest.mark.parametrize("bad,message", [

@@ -1,5 +1,5 @@
-"""Triton kernels of the gated delta rule: the chunk form (forward, and backward for no
-decay or a decay per head) and the recurrent form (forward).
+"""Triton kernels of the gated delta rule: the chunk form (forward and backward) and the
+recurrent form (forward).
 
 The entry points take the reference forms' signature (plus native `offsets` for packed
 sequences) and return `AttentionOutput`. They never import `reference.py`.
@@ -63,14 +63,7 @@ def recurrent(q, k, v, *, g, beta, scale, initial_state, output_final_state, chu
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
 
 
-def _chunk_backward_refusal(inputs: dict) -> str | None:
-    g = inputs.get("g")
-    if g is not None and g.ndim == 4:
-        return "the chunk backward handles g None or [B, T, H]; per-channel g ([B, T, H, K]) is not done yet"
-    return None
-
-
-chunk.backward_refusal = _chunk_backward_refusal
+chunk.backward_refusal = lambda inputs: None
 recurrent.backward_refusal = lambda inputs: "the recurrent form has no Triton backward yet"
 for _entry in (chunk, recurrent):
     _entry.native_varlen = True

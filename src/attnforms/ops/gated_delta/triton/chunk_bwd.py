@@ -1,5 +1,5 @@
-"""Triton kernels of the chunked gated delta rule, backward, for no decay or a decay per
-head (GATE 0 / 1). Derivation in ../README.md ("Backward").
+"""Triton kernels of the chunked gated delta rule, backward, for no decay, a decay per
+head (GATE 0 / 1) or per key channel (GATE 2). Derivation in ../README.md ("Backward").
 
 1. `_state_bwd_kernel`   walks each sequence's chunks in reverse, one program per (value
                          tile, sequence·head), with dS (the gradient of the state at the
@@ -7,7 +7,9 @@ head (GATE 0 / 1). Derivation in ../README.md ("Backward").
                          the pseudo-values' right-hand side dR (with beta) and dV, and
                          the initial state's gradient.
 2. `_chunk_bwd_kernel`   per chunk: dq, dk, dβ and dg from the stored forward
-                         intermediates and the reverse pass's dS, dR.
+                         intermediates and the reverse pass's dS, dR. With a per-channel
+                         decay it stops short of the in-chunk products, which
+3. `_channel_bwd_kernel`  (chunk_bwd_channel.py) forms by secondary chunking.
 """
 import triton
 import triton.language as tl
@@ -41,20 +43,27 @@ def _state_bwd_kernel(q, k, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, diniti
         b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
         b_kg = b_k
         b_qg = b_q
+        b_k_end = b_k
         if GATE == 1:
             b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
             b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
             b_k_end = b_k * _decay_exp(b_G_last - b_G)[:, None]
             b_kg = b_k * tl.exp(b_G)[:, None]
             b_qg = b_q * tl.exp(b_G)[:, None]
-        else:
-            b_k_end = b_k
+        elif GATE == 2:
+            b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0)
+            b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+            b_k_end = b_k * _decay_exp(b_G_last[None, :] - b_G)
+            b_kg = b_k * tl.exp(b_G)
+            b_qg = b_q * tl.exp(b_G)
         # dŨ = A_qkᵀ dO + (K ⊙ Γ_end) dS: [BT, BT]ᵀ @ [BT, BV] + [BT, BK] @ [BK, BV]
         b_du = tl.dot(tl.trans(b_A), b_do) + tl.dot(b_k_end, b_dS)
         # dS_entering = scale (Q ⊙ γ)ᵀ dO + γ_C dS (− (K ⊙ γ)ᵀ (β ⊙ dR) with beta)
         b_dS_in = scale * tl.dot(tl.trans(b_qg), b_do)
         if GATE == 1:
             b_dS_in += b_dS * tl.exp(b_G_last)
+        elif GATE == 2:
+            b_dS_in += b_dS * tl.exp(b_G_last)[:, None]
         else:
             b_dS_in += b_dS
         p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
@@ -76,11 +85,15 @@ def _state_bwd_kernel(q, k, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, diniti
 
 @triton.jit(do_not_specialize=["T"])
 def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR,
-                      dq, dk, dg, dbeta, chunk_indices, cu_seqlens, scale, T,
+                      dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part,
+                      chunk_indices, cu_seqlens, scale, T,
                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                       USE_BETA: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
-    """Gradients of one chunk's q, k, β and (per-head) g. Sums over the value dimension
-    run in tiles of BV; everything else is `[BT, BK]` or `[BT, BT]` in registers."""
+    """Gradients of one chunk's q, k, β and g. Sums over the value dimension run in tiles
+    of BV; everything else is `[BT, BK]` or `[BT, BT]` in registers. With a per-channel
+    decay (GATE 2) the in-chunk products need the decay inside the sum over channels:
+    this kernel then stores the coefficient matrices and the other parts in float32 and
+    `_channel_bwd_kernel` finishes dq, dk and dg."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
@@ -92,15 +105,21 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
     p_tt = ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :]
     b_q = tl.load(q + p_tk, mask=m_tk, other=0.0).to(tl.float32)
     b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)
-    b_gamma = tl.full([BT], 1.0, dtype=tl.float32)
-    b_to_end = tl.full([BT], 1.0, dtype=tl.float32)
+    # γ (decay from the chunk start), Γ_end (to the chunk end), `[BT, 1]` or `[BT, BK]`.
+    b_gamma = tl.full([BT, 1], 1.0, dtype=tl.float32)
+    b_to_end = tl.full([BT, 1], 1.0, dtype=tl.float32)
     b_decay = tl.full([BT, BT], 1.0, dtype=tl.float32)
     if GATE == 1:
         b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
         b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
-        b_gamma = tl.exp(b_G)
-        b_to_end = _decay_exp(b_G_last - b_G)
+        b_gamma = tl.exp(b_G)[:, None]
+        b_to_end = _decay_exp(b_G_last - b_G)[:, None]
         b_decay = _decay_exp(b_G[:, None] - b_G[None, :])
+    elif GATE == 2:
+        b_G = tl.load(G + p_tk, mask=m_tk, other=0.0)
+        b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+        b_gamma = tl.exp(b_G)
+        b_to_end = _decay_exp(b_G_last[None, :] - b_G)
     b_beta = tl.full([BT], 1.0, dtype=tl.float32)
     if USE_BETA:
         b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
@@ -134,42 +153,57 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
             # [BT, BV] @ [BV, BT], [BT, BV] @ [BV, BK], [BT, BK] @ [BK, BV]
             b_dAkk -= tl.dot(b_dr, tl.trans(b_u))
             b_dk_rhs -= tl.dot(b_beta[:, None] * b_dr, tl.trans(b_S))
-            b_rhs = b_v - tl.dot(b_k * b_gamma[:, None], b_S)
+            b_rhs = b_v - tl.dot(b_k * b_gamma, b_S)
             b_dbeta += tl.sum(b_dr * b_rhs, axis=1)
 
-    lower = o_t[:, None] >= o_t[None, :]
-    b_dAqk = tl.where(lower & m_t[:, None], b_dAqk, 0.0)
-    # Coefficient of q_r·k_s in A_qk: scale · Γ_rs.
-    b_cqk = b_dAqk * b_decay * scale
-    # [BT, BT] @ [BT, BK] -> [BT, BK], twice
-    b_dq = tl.dot(b_cqk, b_k) + scale * b_gamma[:, None] * b_dq_state
-    b_dk = tl.dot(tl.trans(b_cqk), b_q) + b_to_end[:, None] * b_dk_write
+    # The parts outside the in-chunk products: the state read, the delta rule's
+    # right-hand side and the writes into the next state.
+    b_dq = scale * b_gamma * b_dq_state
+    b_dk = b_gamma * b_dk_rhs + b_to_end * b_dk_write
+    if GATE != 0:
+        # dG per channel; the last step's G also carries the state's decay and every
+        # write's decay to the chunk end.
+        b_dG = b_q * b_dq + b_k * b_gamma * b_dk_rhs - b_k * b_to_end * b_dk_write
+        b_last = tl.sum(b_k * b_to_end * b_dk_write, axis=0) + tl.exp(b_G_last) * b_dG_last
+    b_dAqk = tl.where((o_t[:, None] >= o_t[None, :]) & m_t[:, None], b_dAqk, 0.0) * scale
     if USE_BETA:
         b_dAkk = tl.where((o_t[:, None] > o_t[None, :]) & m_t[:, None], b_dAkk, 0.0)
-        # A_kk = Diag(β) A' with A' = Γ ⊙ K Kᵀ as stored: dβ_r = Σ_s dA_rs A'_rs.
+        # A_kk = Diag(β) A' with A' as stored: dβ_r = Σ_s dA_rs A'_rs.
         b_Aprime = tl.load(Akk + p_tt, mask=m_t[:, None], other=0.0)
         b_dbeta += tl.sum(b_dAkk * b_Aprime, axis=1)
-        b_ckk = b_dAkk * b_beta[:, None] * b_decay
-        b_dk += tl.dot(b_ckk, b_k) + tl.dot(tl.trans(b_ckk), b_k) + b_gamma[:, None] * b_dk_rhs
         tl.store(dbeta + (start + o_t) * H + i_h, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
-    tl.store(dq + p_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
-    tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
-    if GATE == 1:
-        # Each term holding exp(G_r − G_s) moves with G_r and against G_s: row sums of
-        # (gradient ⊙ value) minus column sums.
-        b_Eqk = b_dAqk * tl.load(Aqk + p_tt, mask=m_t[:, None], other=0.0)
-        b_dG = tl.sum(b_Eqk, axis=1) - tl.sum(b_Eqk, axis=0)
-        b_dG += tl.sum(b_q * scale * b_gamma[:, None] * b_dq_state, axis=1)
-        b_write = tl.sum(b_k * b_to_end[:, None] * b_dk_write, axis=1)
-        b_dG -= b_write
+        b_dAkk = b_dAkk * b_beta[:, None]
+    if GATE == 2:
+        tl.store(Pqk + p_tt, b_dAqk, mask=m_t[:, None])
         if USE_BETA:
-            b_Ekk = b_dAkk * b_beta[:, None] * b_Aprime
-            b_dG += tl.sum(b_Ekk, axis=1) - tl.sum(b_Ekk, axis=0)
-            b_dG += tl.sum(b_k * b_gamma[:, None] * b_dk_rhs, axis=1)
-        # The last step's G also carries the state's decay and every write's decay.
-        b_last = tl.sum(b_write, axis=0) + tl.exp(b_G_last) * tl.sum(b_dG_last, axis=0)
-        b_dG += tl.where(o_t == valid - 1, b_last, 0.0)
-        b_dG = tl.where(m_t, b_dG, 0.0)
-        # g_j enters every G_r with r >= j: a reverse cumulative sum.
-        b_dg = tl.sum(b_dG, axis=0) - tl.cumsum(b_dG, axis=0) + b_dG
-        tl.store(dg + (start + o_t) * H + i_h, b_dg.to(dg.dtype.element_ty), mask=m_t)
+            tl.store(Pkk + p_tt, b_dAkk, mask=m_t[:, None])
+        b_dG += tl.where(o_t[:, None] == valid - 1, b_last[None, :], 0.0)
+        tl.store(dq_part + p_tk, b_dq, mask=m_tk)
+        tl.store(dk_part + p_tk, b_dk, mask=m_tk)
+        tl.store(dG_part + p_tk, b_dG, mask=m_tk)
+    else:
+        # Coefficients of q_r·k_s and k_r·k_s: the gradient times the decay Γ_rs.
+        b_cqk = b_dAqk * b_decay
+        # [BT, BT] @ [BT, BK] -> [BT, BK], twice
+        b_dq_intra = tl.dot(b_cqk, b_k)
+        b_dk_intra = tl.dot(tl.trans(b_cqk), b_q)
+        b_dq += b_dq_intra
+        b_dk += b_dk_intra
+        if USE_BETA:
+            b_ckk = b_dAkk * b_decay
+            b_dk_row = tl.dot(b_ckk, b_k)
+            b_dk_col = tl.dot(tl.trans(b_ckk), b_k)
+            b_dk += b_dk_row + b_dk_col
+        tl.store(dq + p_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
+        tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
+        if GATE == 1:
+            # A per-head decay: sum the channels; each exp(G_r − G_s) term moves with G_r
+            # and against G_s, so add row sums and subtract column sums of gradient·value.
+            b_dG_row = tl.sum(b_dG + b_q * b_dq_intra - b_k * b_dk_intra, axis=1)
+            if USE_BETA:
+                b_dG_row += tl.sum(b_k * (b_dk_row - b_dk_col), axis=1)
+            b_dG_row += tl.where(o_t == valid - 1, tl.sum(b_last, axis=0), 0.0)
+            b_dG_row = tl.where(m_t, b_dG_row, 0.0)
+            # g_j enters every G_r with r >= j: a reverse cumulative sum.
+            b_dg = tl.sum(b_dG_row, axis=0) - tl.cumsum(b_dG_row, axis=0) + b_dG_row
+            tl.store(dg + (start + o_t) * H + i_h, b_dg.to(dg.dtype.element_ty), mask=m_t)

@@ -12,6 +12,7 @@ import torch
 import triton
 
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
+from .chunk_bwd_channel import _channel_bwd_kernel
 from .chunk_fwd import _cumsum_kernel, _output_kernel, _scores_kernel, _solve_kernel, _state_kernel
 from .recurrent_fwd import _recurrent_kernel
 
@@ -134,8 +135,8 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
 
 def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermediates, do,
                    dfinal, offsets, chunk_size):
-    """Gradients of q, k, v, g, beta and the initial state (None where an input is None),
-    for g None or one log-decay per head. Two launches (see chunk_bwd.py)."""
+    """Gradients of q, k, v, g, beta and the initial state (None where an input is None).
+    Two launches, three with a per-channel decay (see chunk_bwd.py)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT, device = chunk_size, q.device
@@ -159,14 +160,25 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         STORE_DINITIAL=dinitial is not None, BT=BT, BK=BK, BV=BV,
     )
     dq, dk = torch.empty_like(q), torch.empty_like(k)
-    dg = torch.empty(B, T, H, dtype=g.dtype, device=device) if GATE else None
+    dg = torch.empty_like(g) if GATE else None
     dbeta = torch.empty_like(beta) if use_beta else None
+    # With a per-channel decay the first kernel leaves its parts in float32 for the second.
+    channel = GATE == 2
+    Pqk = torch.empty(B * T, H, BT, **f32) if channel else None
+    Pkk = torch.empty(B * T, H, BT, **f32) if channel and use_beta else None
+    dq_part, dk_part, dG_part = (torch.empty(B * T, H, K, **f32) if channel else None for _ in range(3))
     _chunk_bwd_kernel[(num_chunks, H)](
         q, k, v, saved.G, beta, saved.Aqk, saved.Akk, saved.states, saved.v_new, do, dstates, dR,
-        dq, dk, dg, dbeta, chunk_indices, cu_seqlens, scale, T,
+        dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part, chunk_indices, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, BT=BT, BK=triton.next_power_of_2(K),
         BV=min(64, triton.next_power_of_2(V)),
     )
+    if channel:
+        BKC = min(SCORE_BK, triton.next_power_of_2(K))
+        _channel_bwd_kernel[(num_chunks, H, triton.cdiv(K, BKC))](
+            q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
+            cu_seqlens, T, H=H, K=K, USE_BETA=use_beta, BT=BT, BC=SUBCHUNK, BK=BKC,
+        )
     return dq, dk, dv, dg, dbeta, dinitial
 
 
