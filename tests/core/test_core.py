@@ -86,3 +86,22 @@ def test_concat_linear_states():
     states = [LinearState(torch.full((1, 2, 3, 4), float(n))) for n in range(3)]
     stacked = concat_states(states)
     assert stacked.S.shape == (3, 2, 3, 4) and stacked.S[2].eq(2).all()
+
+
+def _forward_only(name):
+    run = _reference(name)
+    run.backward_refusal = lambda inputs: "no backward kernel" if inputs.get("g") is not None else None
+    return run
+
+
+FORWARD_ONLY = Family("toy", reference=FAMILY.reference, triton={"chunk": _forward_only("triton-chunk")})
+
+
+def test_explicit_triton_refuses_gradients_its_kernel_cannot_give(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    cpu = torch.device("cpu")
+    with pytest.raises(ImplUnavailableError, match="cannot give gradients here \\(no backward kernel\\)"):
+        resolve_impl(FORWARD_ONLY, "triton", "chunk", cpu, needs_grad=True, inputs={"g": torch.zeros(1)})
+    # Without gradients, or for inputs the kernel can differentiate, it runs.
+    assert resolve_impl(FORWARD_ONLY, "triton", "chunk", cpu, needs_grad=False, inputs={"g": torch.zeros(1)})() == "triton-chunk"
+    assert resolve_impl(FORWARD_ONLY, "triton", "chunk", cpu, needs_grad=True, inputs={"g": None})() == "triton-chunk"

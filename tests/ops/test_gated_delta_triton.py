@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import attnforms as af
-from attnforms.core.dispatch import ImplUnavailableError
 from attnforms.testing import gated_delta_inputs, max_error
 
 SWITCHES = [
@@ -128,13 +127,22 @@ def test_backward_varlen_matches_reference(gate, beta):
         assert max_error(grad, expected[name]) < FLOAT32_NOISE * (expected[name].abs().max().item() + 1), name
 
 
-def test_gradients_the_kernels_cannot_give_are_refused_up_front():
-    inputs = gated_delta_inputs(1, 8, 2, 16, 16, gate="channel", beta=True, dtype=torch.float32,
-                                requires_grad=True)
-    with pytest.raises(ImplUnavailableError, match="recurrent form has no Triton backward"):
-        af.gated_delta_rule(**inputs, impl="triton", form="recurrent")
-    with torch.no_grad():
-        assert af.gated_delta_rule(**inputs, impl="triton", form="recurrent").output.shape == (1, 8, 2, 16)
+@pytest.mark.parametrize("gate,beta", SWITCHES)
+def test_recurrent_form_backward_matches_reference(gate, beta):
+    inputs = gated_delta_inputs(2, 37, 2, 16, 20, gate=gate, beta=beta, dtype=torch.float32, requires_grad=True)
+    state = _state(2, 2, 16, 20).S.requires_grad_()
+    names = [n for n, x in inputs.items() if x is not None]
+
+    def gradients(impl):
+        result = af.gated_delta_rule(**inputs, initial_state=af.LinearState(state), output_final_state=True,
+                                     impl=impl, form="recurrent")
+        generator = torch.Generator().manual_seed(5)
+        loss = (result.output * torch.randn(result.output.shape, generator=generator)).sum()
+        loss = loss + (result.final_state.S * torch.randn(result.final_state.S.shape, generator=generator)).sum()
+        return torch.autograd.grad(loss, [inputs[n] for n in names] + [state])
+
+    for name, actual, expected in zip(names + ["initial_state"], gradients("triton"), gradients("reference")):
+        assert max_error(actual, expected) < FLOAT32_NOISE * (expected.abs().max().item() + 1), name
 
 
 @pytest.mark.parametrize("bad,message", [

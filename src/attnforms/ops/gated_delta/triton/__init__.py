@@ -1,11 +1,8 @@
-"""Triton kernels of the gated delta rule: the chunk form (forward and backward) and the
-recurrent form (forward).
+"""Triton kernels of the gated delta rule: the chunk and recurrent forms, forward and
+backward, for every gate layout and with or without beta.
 
 The entry points take the reference forms' signature (plus native `offsets` for packed
 sequences) and return `AttentionOutput`. They never import `reference.py`.
-Each entry's `backward_refusal(inputs)` says why it cannot differentiate those inputs
-(None when it can): `impl="auto"` then keeps the reference when gradients are needed,
-and an explicit `impl="triton"` raises `ImplUnavailableError` with that reason.
 """
 from __future__ import annotations
 
@@ -56,14 +53,35 @@ def chunk(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_s
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
 
 
+class _RecurrentFunction(torch.autograd.Function):
+    """Autograd boundary of the recurrent kernel. It computes the same function as the
+    chunk form, so its backward recomputes the chunk intermediates and runs the chunk
+    backward kernels (the recurrent form serves decoding, where the forward matters)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, initial, scale, offsets, output_final_state):
+        o, final = recurrent_forward(q, k, v, g, beta, scale, initial, output_final_state, offsets)
+        ctx.save_for_backward(q, k, v, g, beta, initial)
+        ctx.options = (scale, offsets)
+        return o, final
+
+    @staticmethod
+    def backward(ctx, do, dfinal):
+        q, k, v, g, beta, initial = ctx.saved_tensors
+        scale, offsets = ctx.options
+        chunk_size = CHUNK_SIZES[-1]
+        _, _, saved = chunk_forward(q, k, v, g, beta, scale, initial, False, offsets, chunk_size)
+        grads = chunk_backward(q, k, v, g, beta, scale, initial, saved, do, dfinal, offsets, chunk_size)
+        return (*grads, None, None, None)
+
+
 def recurrent(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_size, offsets=None):
     """Recurrent form in one Triton launch; arguments as in the reference forms."""
     _check(q)
-    o, final = recurrent_forward(q, k, v, g, beta, scale, _initial(initial_state), output_final_state, offsets)
+    o, final = _RecurrentFunction.apply(q, k, v, g, beta, _initial(initial_state), scale, offsets,
+                                        output_final_state)
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
 
 
-chunk.backward_refusal = lambda inputs: None
-recurrent.backward_refusal = lambda inputs: "the recurrent form has no Triton backward yet"
 for _entry in (chunk, recurrent):
     _entry.native_varlen = True
