@@ -173,6 +173,19 @@ def test_quick_bench_runs_end_to_end_on_cpu(tmp_path, one_thread, capsys):
     assert payload["ratios"] and all(e["why_missing"] for e in payload["ratios"] if e["fwd"] is None)
 
 
+def test_quick_bench_gates_our_triton_kernels_forward_and_backward(tmp_path, one_thread):
+    # The Triton kernels under the interpreter (set by the conftest), through the same
+    # gate the GPU run uses: bf16 outputs and every gradient within the noise bound.
+    assert main(["bench", "--quick", "--impl", "triton", "--device", "cpu", "--out", str(tmp_path),
+                 "--ops", "kda,gdn", "--warmup-workers", "0"]) == 0
+    payload = json.loads(next(tmp_path.glob("*-cpu.json")).read_text())
+    ours = [r for r in payload["rows"] if r["ours"]]
+    assert {r["op"] for r in ours} == {"KDA", "GDN", "GDN decode"}
+    assert all(r["status"] == "ok" for r in ours)
+    assert all(r["fwd_bwd_ms"] is not None for r in ours if r["section"] == "sequence")
+    assert all(all(c["passed"] for c in r["gate"].values()) for r in ours)
+
+
 def test_bench_options_are_checked():
     with pytest.raises(SystemExit):
         main(["bench", "--ops", "kda,nonsense"])
