@@ -6,7 +6,7 @@ import attnforms as af
 EXPORTED = {
     "AarenState", "AttentionOutput", "FAMILIES", "ImplUnavailableError", "KVCache",
     "LinearState", "MLSTMState", "aaren", "delta_rule", "gated_delta_rule", "gated_deltanet",
-    "gla", "kda", "linear_attention", "mlstm", "simple_gla", "sliding_window_attention",
+    "gla", "kda", "linear_attention", "gated_delta_rule_update_", "mlstm", "simple_gla", "sliding_window_attention",
     "softmax_attention",
 }
 COMMON = ["scale", "initial_state", "output_final_state", "cu_seqlens", "chunk_size", "form", "impl"]

@@ -10,8 +10,8 @@ Layout `[B, T, H, D]` everywhere. Every op runs in three exact forms
 from .core.dispatch import ImplUnavailableError
 from .core.states import AarenState, AttentionOutput, KVCache, LinearState, MLSTMState
 from .ops import (
-    FAMILIES, aaren, delta_rule, gated_delta_rule, gated_deltanet, gla, kda, linear_attention,
-    mlstm, simple_gla, sliding_window_attention, softmax_attention,
+    FAMILIES, aaren, delta_rule, gated_delta_rule, gated_delta_rule_update_, gated_deltanet, gla,
+    kda, linear_attention, mlstm, simple_gla, sliding_window_attention, softmax_attention,
 )
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "aaren",
     "delta_rule",
     "gated_delta_rule",
+    "gated_delta_rule_update_",
     "gated_deltanet",
     "gla",
     "kda",

@@ -172,3 +172,22 @@ def test_half_precision_within_reference_noise(gate, beta, dtype):
         assert result.output.dtype == dtype
         check = noise_relative_check(result.output, golden.output, eager.output, atol=output_rounding)
         assert check.passed, (form, check)
+
+
+def test_in_place_decoding_updates_the_callers_state():
+    from attnforms.ops.gated_delta import gated_delta_rule_update_
+
+    inputs = gated_delta_inputs(2, 5, 2, 16, 16, gate="channel", beta=True, dtype=torch.float32)
+    state = _state(2, 2, 16, 16)
+    cache = af.LinearState(state.S.clone())
+    storage = cache.S.data_ptr()
+    expected = _reference(inputs, state)
+    outputs = [gated_delta_rule_update_(*(inputs[n][:, t : t + 1] for n in "qkv"), cache,
+                                        g=inputs["g"][:, t : t + 1], beta=inputs["beta"][:, t : t + 1])
+               for t in range(5)]
+    assert cache.S.data_ptr() == storage
+    assert max_error(torch.cat(outputs, dim=1), expected.output) < FLOAT32_NOISE
+    assert max_error(cache.S, expected.final_state.S) < FLOAT32_NOISE
+    with pytest.raises(TypeError, match="state.S: expected a contiguous float32"):
+        gated_delta_rule_update_(inputs["q"], inputs["k"], inputs["v"], af.LinearState(state.S.double()),
+                                 g=inputs["g"], beta=inputs["beta"])

@@ -3,7 +3,8 @@ from .aaren import FAMILY as AAREN
 from .aaren import aaren
 from .gated_delta import FAMILY as GATED_DELTA
 from .gated_delta import (
-    delta_rule, gated_delta_rule, gated_deltanet, gla, kda, linear_attention, simple_gla,
+    delta_rule, gated_delta_rule, gated_delta_rule_update_, gated_deltanet, gla, kda,
+    linear_attention, simple_gla,
 )
 from .mlstm import FAMILY as MLSTM
 from .mlstm import mlstm

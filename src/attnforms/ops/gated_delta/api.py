@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ...core.dispatch import Family
+from ...core.dispatch import Family, ImplUnavailableError, triton_unavailable_reason
 from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
     Dims, check_log_gate, check_same_device, check_same_dtype, check_state, check_tensor,
@@ -90,6 +90,42 @@ def gated_delta_rule(
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
         options=default_options(q.shape[-1], scale, chunk_size),
     )
+
+
+def gated_delta_rule_update_(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state: LinearState,
+    *,
+    g: torch.Tensor | None = None,
+    beta: torch.Tensor | None = None,
+    scale: float | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Decode in place: run the recurrent Triton kernel on a few new tokens and write the
+    state after them over `state.S`, a caller-owned cache (no new state is allocated).
+
+    Args as in `gated_delta_rule`; state: `LinearState(S [B or N, H, K, V])`, S float32
+    and contiguous, on a device where Triton runs. Gradients are not tracked.
+    Returns the output `[B, T, H, V]`.
+    """
+    offsets = _validate(q, k, v, g, beta, scale, state, cu_seqlens, None)
+    if kernels is None:
+        raise ImplUnavailableError("gated_delta_rule_update_: the triton package is not installed")
+    reason = triton_unavailable_reason(q.device)
+    if reason is not None:
+        raise ImplUnavailableError(f"gated_delta_rule_update_: {reason}")
+    if state.S.dtype != torch.float32 or not state.S.is_contiguous():
+        raise TypeError(
+            f"state.S: expected a contiguous float32 tensor to update in place, got "
+            f"{state.S.dtype}{'' if state.S.is_contiguous() else ', not contiguous'}"
+        )
+    with torch.no_grad():
+        return kernels.recurrent_update_(
+            q, k, v, g=g, beta=beta, scale=q.shape[-1] ** -0.5 if scale is None else scale,
+            state=state, offsets=offsets,
+        )
 
 
 def _validate(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size):

@@ -83,5 +83,14 @@ def recurrent(q, k, v, *, g, beta, scale, initial_state, output_final_state, chu
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
 
 
+def recurrent_update_(q, k, v, *, g, beta, scale, state: LinearState, offsets=None) -> torch.Tensor:
+    """The recurrent kernel writing the final state over `state.S` (float32, contiguous):
+    decoding with a caller-owned cache allocates nothing but the output. No autograd.
+    Returns the output `[B, T, H, V]`."""
+    _check(q)
+    o, _ = recurrent_forward(q, k, v, g, beta, scale, state.S, True, offsets, final_out=state.S)
+    return o
+
+
 for _entry in (chunk, recurrent):
     _entry.native_varlen = True
