@@ -76,8 +76,11 @@ def test_gate_passes_the_reference_and_a_head_major_runner(gdn_expected):
 
 
 def test_gate_reports_wrong_outputs_and_gradients_and_refusals(gdn_expected):
-    wrong = check(Runner("off", lambda **kw: _gdn(**kw) * 1.02), gdn_expected)
+    wrong = check(Runner("off", lambda **kw: _gdn(**kw) * 1.05, is_ours=True), gdn_expected)
     assert not wrong.forward_ok and "output" in wrong.failures()
+    # Peers are held to a looser bound, but a convention mismatch is still caught.
+    mismatch = check(Runner("peer off", lambda **kw: _gdn(**kw) * 1.5), gdn_expected)
+    assert not mismatch.forward_ok
 
     class WrongGradient(torch.autograd.Function):
         @staticmethod

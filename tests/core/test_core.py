@@ -105,3 +105,16 @@ def test_explicit_triton_refuses_gradients_its_kernel_cannot_give(monkeypatch):
     # Without gradients, or for inputs the kernel can differentiate, it runs.
     assert resolve_impl(FORWARD_ONLY, "triton", "chunk", cpu, needs_grad=False, inputs={"g": torch.zeros(1)})() == "triton-chunk"
     assert resolve_impl(FORWARD_ONLY, "triton", "chunk", cpu, needs_grad=True, inputs={"g": None})() == "triton-chunk"
+
+
+def test_noise_check_discounts_one_ulp_per_element_and_no_more():
+    from attnforms.testing import noise_relative_check
+
+    golden = torch.tensor([8.4, 0.3, -2.0], dtype=torch.float64)
+    eager = golden.bfloat16()
+    # One element rounded the other way: one ulp of that element, allowed.
+    flipped = eager.clone()
+    flipped[0] = torch.nextafter(eager[0].float(), torch.tensor(100.0)).bfloat16()
+    assert noise_relative_check(flipped, golden, eager, atol=1e-6, rounding=torch.bfloat16).passed
+    # A 2% error is far more than rounding, at large and small elements alike.
+    assert not noise_relative_check((golden * 1.02).bfloat16(), golden, eager, atol=1e-6, rounding=torch.bfloat16).passed
