@@ -52,6 +52,12 @@ class Family:
     variants: tuple[str, ...] = ()
 
 
+def forms_of(module) -> dict[str, Callable]:
+    """The three forms a module defines under their own names (`parallel`, `chunk`,
+    `recurrent`), as a `Family.reference` mapping."""
+    return {form: getattr(module, form) for form in FORMS}
+
+
 def resolve_form(family: Family, form: str, length: int) -> str:
     """The concrete form to run for `form` on an input of `length` tokens."""
     if form == "auto":

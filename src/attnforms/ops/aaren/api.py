@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ...core.dispatch import Family
+from ...core.dispatch import Family, forms_of
 from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
     Dims, check_same_device, check_same_dtype, check_state, check_tensor,
@@ -19,11 +19,7 @@ from . import reference
 
 FAMILY = Family(
     name="aaren",
-    reference={
-        "parallel": reference.parallel,
-        "chunk": reference.chunk,
-        "recurrent": reference.recurrent,
-    },
+    reference=forms_of(reference),
     auto_form="chunk",
 )
 

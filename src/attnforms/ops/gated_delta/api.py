@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ...core.dispatch import Family, ImplUnavailableError, triton_unavailable_reason
+from ...core.dispatch import Family, ImplUnavailableError, forms_of, triton_unavailable_reason
 from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
     Dims, check_log_gate, check_same_device, check_same_dtype, check_state, check_tensor,
@@ -31,11 +31,7 @@ except ImportError:  # Triton is optional: without it only the reference runs.
 
 FAMILY = Family(
     name="gated_delta_rule",
-    reference={
-        "parallel": reference.parallel,
-        "chunk": reference.chunk,
-        "recurrent": reference.recurrent,
-    },
+    reference=forms_of(reference),
     triton={} if kernels is None else {"chunk": kernels.chunk, "recurrent": kernels.recurrent},
     auto_form="chunk",
     variants=("linear_attention", "simple_gla", "gla", "delta_rule", "gated_deltanet", "kda"),

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from ...core.dispatch import Family
+from ...core.dispatch import Family, forms_of
 from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
     Dims, check_positive_int, check_same_device, check_same_dtype, check_state, check_tensor,
@@ -20,11 +20,7 @@ from . import reference
 
 FAMILY = Family(
     name="softmax_attention",
-    reference={
-        "parallel": reference.parallel,
-        "chunk": reference.chunk,
-        "recurrent": reference.recurrent,
-    },
+    reference=forms_of(reference),
     auto_form="parallel",
     variants=("sliding_window_attention",),
 )
