@@ -89,121 +89,150 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
                       chunk_indices, cu_seqlens, scale, T,
                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                       USE_BETA: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
-    """Gradients of one chunk's q, k, β and g. Sums over the value dimension run in tiles
-    of BV; everything else is `[BT, BK]` or `[BT, BT]` in registers. With a per-channel
-    decay (GATE 2) the in-chunk products need the decay inside the sum over channels:
-    this kernel then stores the coefficient matrices and the other parts in float32 and
-    `_channel_bwd_kernel` finishes dq, dk and dg."""
+    """Gradients of one chunk's q, k, β and g, in two phases: the `[BT, BT]` score
+    gradients (sums over the value dimension, in tiles of BV), then the key dimension
+    in tiles of BK, each with its own sums over the value tiles; only `[BT, BK]` and
+    `[BT, BT]` blocks live in registers. With a per-channel decay (GATE 2) the in-chunk
+    products need the decay inside the sum over channels: this kernel then stores the
+    coefficient matrices and the other parts in float32 and `_channel_bwd_kernel`
+    finishes dq, dk and dg."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
     m_t = o_t < valid
-    m_k = o_k < K
-    m_tk = m_t[:, None] & m_k[None, :]
-    p_tk = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
     p_tt = ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :]
-    b_q = tl.load(q + p_tk, mask=m_tk, other=0.0).to(tl.float32)
-    b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)
-    # γ (decay from the chunk start), Γ_end (to the chunk end), `[BT, 1]` or `[BT, BK]`.
-    b_gamma = tl.full([BT, 1], 1.0, dtype=tl.float32)
-    b_to_end = tl.full([BT, 1], 1.0, dtype=tl.float32)
-    b_decay = tl.full([BT, BT], 1.0, dtype=tl.float32)
-    if GATE == 1:
-        b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
-        b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
-        b_gamma = tl.exp(b_G)[:, None]
-        b_to_end = _decay_exp(b_G_last - b_G)[:, None]
-        b_decay = _decay_exp(b_G[:, None] - b_G[None, :])
-    elif GATE == 2:
-        b_G = tl.load(G + p_tk, mask=m_tk, other=0.0)
-        b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-        b_gamma = tl.exp(b_G)
-        b_to_end = _decay_exp(b_G_last[None, :] - b_G)
     b_beta = tl.full([BT], 1.0, dtype=tl.float32)
     if USE_BETA:
         b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
 
+    # Phase 1: dA_qk = Tril(dO Ũᵀ), dA = −StrictTril(dR Ũᵀ) and dβ's Σ_v dR ⊙ V.
     b_dAqk = tl.zeros([BT, BT], dtype=tl.float32)
     b_dAkk = tl.zeros([BT, BT], dtype=tl.float32)
-    b_dq_state = tl.zeros([BT, BK], dtype=tl.float32)
-    b_dk_rhs = tl.zeros([BT, BK], dtype=tl.float32)
-    b_dk_write = tl.zeros([BT, BK], dtype=tl.float32)
     b_dbeta = tl.zeros([BT], dtype=tl.float32)
-    b_dG_last = tl.zeros([BK], dtype=tl.float32)
     for v0 in range(0, V, BV):
         o_v = v0 + tl.arange(0, BV)
-        m_v = o_v < V
-        m_tv = m_t[:, None] & m_v[None, :]
-        m_kv = m_k[:, None] & m_v[None, :]
+        m_tv = m_t[:, None] & (o_v < V)[None, :]
         p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
-        p_kv = (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :])
         b_do = tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32)
         b_u = tl.load(v_new + p_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_S = tl.load(states + p_kv, mask=m_kv, other=0.0)
-        b_dS = tl.load(dstates + p_kv, mask=m_kv, other=0.0)
-        # [BT, BV] @ [BV, BT], [BT, BV] @ [BV, BK], [BT, BV] @ [BV, BK]
+        # [BT, BV] @ [BV, BT] -> [BT, BT]
         b_dAqk += tl.dot(b_do, tl.trans(b_u))
-        b_dq_state += tl.dot(b_do, tl.trans(b_S))
-        b_dk_write += tl.dot(b_u, tl.trans(b_dS))
-        b_dG_last += tl.sum(b_S * b_dS, axis=1)
         if USE_BETA:
             b_dr = tl.load(dR + p_tv, mask=m_tv, other=0.0)
             b_v = tl.load(v + p_tv, mask=m_tv, other=0.0).to(tl.float32)
-            # [BT, BV] @ [BV, BT], [BT, BV] @ [BV, BK], [BT, BK] @ [BK, BV]
+            # [BT, BV] @ [BV, BT] -> [BT, BT]
             b_dAkk -= tl.dot(b_dr, tl.trans(b_u))
-            b_dk_rhs -= tl.dot(b_beta[:, None] * b_dr, tl.trans(b_S))
-            b_rhs = b_v - tl.dot(b_k * b_gamma, b_S)
-            b_dbeta += tl.sum(b_dr * b_rhs, axis=1)
-
-    # The parts outside the in-chunk products: the state read, the delta rule's
-    # right-hand side and the writes into the next state.
-    b_dq = scale * b_gamma * b_dq_state
-    b_dk = b_gamma * b_dk_rhs + b_to_end * b_dk_write
-    if GATE != 0:
-        # dG per channel; the last step's G also carries the state's decay and every
-        # write's decay to the chunk end.
-        b_dG = b_q * b_dq + b_k * b_gamma * b_dk_rhs - b_k * b_to_end * b_dk_write
-        b_last = tl.sum(b_k * b_to_end * b_dk_write, axis=0) + tl.exp(b_G_last) * b_dG_last
+            b_dbeta += tl.sum(b_dr * b_v, axis=1)
     b_dAqk = tl.where((o_t[:, None] >= o_t[None, :]) & m_t[:, None], b_dAqk, 0.0) * scale
     if USE_BETA:
         b_dAkk = tl.where((o_t[:, None] > o_t[None, :]) & m_t[:, None], b_dAkk, 0.0)
         # A_kk = Diag(β) A' with A' as stored: dβ_r = Σ_s dA_rs A'_rs.
         b_Aprime = tl.load(Akk + p_tt, mask=m_t[:, None], other=0.0)
         b_dbeta += tl.sum(b_dAkk * b_Aprime, axis=1)
-        tl.store(dbeta + (start + o_t) * H + i_h, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
         b_dAkk = b_dAkk * b_beta[:, None]
-    if GATE == 2:
+    # Coefficients of q_r·k_s and k_r·k_s: the gradient times the decay Γ_rs.
+    b_cqk = b_dAqk
+    b_ckk = b_dAkk
+    if GATE == 1:
+        b_G1 = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
+        b_G1_last = tl.load(G + (start + valid - 1) * H + i_h)
+        b_decay = _decay_exp(b_G1[:, None] - b_G1[None, :])
+        b_cqk = b_dAqk * b_decay
+        b_ckk = b_dAkk * b_decay
+    elif GATE == 2:
         tl.store(Pqk + p_tt, b_dAqk, mask=m_t[:, None])
         if USE_BETA:
             tl.store(Pkk + p_tt, b_dAkk, mask=m_t[:, None])
-        b_dG += tl.where(o_t[:, None] == valid - 1, b_last[None, :], 0.0)
-        tl.store(dq_part + p_tk, b_dq, mask=m_tk)
-        tl.store(dk_part + p_tk, b_dk, mask=m_tk)
-        tl.store(dG_part + p_tk, b_dG, mask=m_tk)
-    else:
-        # Coefficients of q_r·k_s and k_r·k_s: the gradient times the decay Γ_rs.
-        b_cqk = b_dAqk * b_decay
-        # [BT, BT] @ [BT, BK] -> [BT, BK], twice
-        b_dq_intra = tl.dot(b_cqk, b_k)
-        b_dk_intra = tl.dot(tl.trans(b_cqk), b_q)
-        b_dq += b_dq_intra
-        b_dk += b_dk_intra
-        if USE_BETA:
-            b_ckk = b_dAkk * b_decay
-            b_dk_row = tl.dot(b_ckk, b_k)
-            b_dk_col = tl.dot(tl.trans(b_ckk), b_k)
-            b_dk += b_dk_row + b_dk_col
-        tl.store(dq + p_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
-        tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
+
+    # Phase 2, one key tile at a time: the parts outside the in-chunk products (the
+    # state read, the delta rule's right-hand side, the writes into the next state),
+    # then the in-chunk products themselves (GATE 0 / 1).
+    b_dG_row = tl.zeros([BT], dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        o_k = k0 + tl.arange(0, BK)
+        m_k = o_k < K
+        m_tk = m_t[:, None] & m_k[None, :]
+        p_tk = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+        b_q = tl.load(q + p_tk, mask=m_tk, other=0.0).to(tl.float32)
+        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)
+        # γ (decay from the chunk start), Γ_end (to the chunk end), `[BT, 1]` or `[BT, BK]`.
+        b_gamma = tl.full([BT, 1], 1.0, dtype=tl.float32)
+        b_to_end = tl.full([BT, 1], 1.0, dtype=tl.float32)
         if GATE == 1:
-            # A per-head decay: sum the channels; each exp(G_r − G_s) term moves with G_r
-            # and against G_s, so add row sums and subtract column sums of gradient·value.
-            b_dG_row = tl.sum(b_dG + b_q * b_dq_intra - b_k * b_dk_intra, axis=1)
+            b_gamma = tl.exp(b_G1)[:, None]
+            b_to_end = _decay_exp(b_G1_last - b_G1)[:, None]
+        elif GATE == 2:
+            b_G = tl.load(G + p_tk, mask=m_tk, other=0.0)
+            b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+            b_gamma = tl.exp(b_G)
+            b_to_end = _decay_exp(b_G_last[None, :] - b_G)
+        b_dq_state = tl.zeros([BT, BK], dtype=tl.float32)
+        b_drS = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dk_write = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dG_last = tl.zeros([BK], dtype=tl.float32)
+        for v0 in range(0, V, BV):
+            o_v = v0 + tl.arange(0, BV)
+            m_v = o_v < V
+            m_tv = m_t[:, None] & m_v[None, :]
+            m_kv = m_k[:, None] & m_v[None, :]
+            p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+            p_kv = (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :])
+            b_do = tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32)
+            b_u = tl.load(v_new + p_tv, mask=m_tv, other=0.0).to(tl.float32)
+            b_S = tl.load(states + p_kv, mask=m_kv, other=0.0)
+            b_dS = tl.load(dstates + p_kv, mask=m_kv, other=0.0)
+            # [BT, BV] @ [BV, BK] -> [BT, BK], twice
+            b_dq_state += tl.dot(b_do, tl.trans(b_S))
+            b_dk_write += tl.dot(b_u, tl.trans(b_dS))
+            b_dG_last += tl.sum(b_S * b_dS, axis=1)
             if USE_BETA:
-                b_dG_row += tl.sum(b_k * (b_dk_row - b_dk_col), axis=1)
-            b_dG_row += tl.where(o_t == valid - 1, tl.sum(b_last, axis=0), 0.0)
-            b_dG_row = tl.where(m_t, b_dG_row, 0.0)
-            # g_j enters every G_r with r >= j: a reverse cumulative sum.
-            b_dg = tl.sum(b_dG_row, axis=0) - tl.cumsum(b_dG_row, axis=0) + b_dG_row
-            tl.store(dg + (start + o_t) * H + i_h, b_dg.to(dg.dtype.element_ty), mask=m_t)
+                b_dr = tl.load(dR + p_tv, mask=m_tv, other=0.0)
+                # [BT, BV] @ [BV, BK] -> [BT, BK]
+                b_drS += tl.dot(b_dr, tl.trans(b_S))
+        b_dk_rhs = -b_beta[:, None] * b_drS
+        if USE_BETA:
+            # dβ's other term: −Σ_v dR ⊙ ((K ⊙ γ) S₀), regrouped by key channel.
+            b_dbeta -= tl.sum(b_k * b_gamma * b_drS, axis=1)
+        b_dq = scale * b_gamma * b_dq_state
+        b_dk = b_gamma * b_dk_rhs + b_to_end * b_dk_write
+        if GATE != 0:
+            # dG per channel; the last step's G also carries the state's decay and every
+            # write's decay to the chunk end.
+            b_dG = b_q * b_dq + b_k * b_gamma * b_dk_rhs - b_k * b_to_end * b_dk_write
+            b_last = tl.sum(b_k * b_to_end * b_dk_write, axis=0)
+            if GATE == 1:
+                b_last += tl.exp(b_G1_last) * b_dG_last
+            else:
+                b_last += tl.exp(b_G_last) * b_dG_last
+        if GATE == 2:
+            b_dG += tl.where(o_t[:, None] == valid - 1, b_last[None, :], 0.0)
+            tl.store(dq_part + p_tk, b_dq, mask=m_tk)
+            tl.store(dk_part + p_tk, b_dk, mask=m_tk)
+            tl.store(dG_part + p_tk, b_dG, mask=m_tk)
+        else:
+            # [BT, BT] @ [BT, BK] -> [BT, BK], twice
+            b_dq_intra = tl.dot(b_cqk, b_k)
+            b_dk_intra = tl.dot(tl.trans(b_cqk), b_q)
+            b_dq += b_dq_intra
+            b_dk += b_dk_intra
+            if USE_BETA:
+                # [BT, BT] @ [BT, BK] -> [BT, BK], twice
+                b_dk_row = tl.dot(b_ckk, b_k)
+                b_dk_col = tl.dot(tl.trans(b_ckk), b_k)
+                b_dk += b_dk_row + b_dk_col
+            tl.store(dq + p_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
+            tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
+            if GATE == 1:
+                # A per-head decay: sum the channels; each exp(G_r − G_s) term moves with
+                # G_r and against G_s, so add row sums and subtract column sums.
+                b_dG_row += tl.sum(b_dG + b_q * b_dq_intra - b_k * b_dk_intra, axis=1)
+                if USE_BETA:
+                    b_dG_row += tl.sum(b_k * (b_dk_row - b_dk_col), axis=1)
+                b_dG_row += tl.where(o_t == valid - 1, tl.sum(b_last, axis=0), 0.0)
+    if USE_BETA:
+        tl.store(dbeta + (start + o_t) * H + i_h, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
+    if GATE == 1:
+        b_dG_row = tl.where(m_t, b_dG_row, 0.0)
+        # g_j enters every G_r with r >= j: a reverse cumulative sum.
+        b_dg = tl.sum(b_dG_row, axis=0) - tl.cumsum(b_dG_row, axis=0) + b_dG_row
+        tl.store(dg + (start + o_t) * H + i_h, b_dg.to(dg.dtype.element_ty), mask=m_t)

@@ -82,15 +82,14 @@ def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg
     # Pass 2, key side (rows of block j, last block first): finishes dk and dG, and
     # turns dG into dg by a reverse cumulative sum carried across blocks.
     b_suffix = tl.zeros([BK], dtype=tl.float32)
-    for jj in tl.static_range(NB):
-        j: tl.constexpr = NB - 1 - jj
-        o_s = j * BC + tl.arange(0, BC)
+    for jb in tl.static_range(NB - 1, -1, -1):
+        o_s = jb * BC + tl.arange(0, BC)
         m_s = o_s < valid
         b_ks = _rows(k, start, o_s, m_s, o_k, m_k, i_h, H, K)
         b_Gs = _rows(G, start, o_s, m_s, o_k, m_k, i_h, H, K)
         b_dkq = tl.zeros([BC, BK], dtype=tl.float32)
-        for i in tl.static_range(j, NB):
-            o_r = i * BC + tl.arange(0, BC)
+        for ib in tl.static_range(jb, NB):
+            o_r = ib * BC + tl.arange(0, BC)
             m_r = o_r < valid
             b_q = _rows(q, start, o_r, m_r, o_k, m_k, i_h, H, K)
             b_k = _rows(k, start, o_r, m_r, o_k, m_k, i_h, H, K)
@@ -98,8 +97,8 @@ def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg
             b_Pqk = _coefficients(Pqk, start, o_r, m_r, o_s, i_h, H, BT)
             if USE_BETA:
                 b_Pkk = _coefficients(Pkk, start, o_r, m_r, o_s, i_h, H, BT)
-            if i > j:
-                e = tl.minimum(j * BC + BC - 1, valid - 1)
+            if ib > jb:
+                e = tl.minimum(jb * BC + BC - 1, valid - 1)
                 b_Ge = tl.load(G + ((start + e) * H + i_h) * K + o_k, mask=m_k, other=0.0)
                 b_s_dec = _decay_exp(b_Ge[None, :] - b_Gs)
                 b_r_dec = _decay_exp(b_G - b_Ge[None, :])

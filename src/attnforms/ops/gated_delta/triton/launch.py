@@ -21,7 +21,10 @@ SUBCHUNK = 16
 # Key-dim slice of the score kernels: bounds the `[BC, BC, BK]` pairwise decay tile.
 SCORE_BK = 32
 # A `[K, BV]` float32 state slice lives in registers: cap its size.
-STATE_ELEMENTS = 128 * 64
+STATE_ELEMENTS = 128 * 32
+STATE_WARPS = 8
+# Tiles of the per-chunk backward kernel: key and value tiles, warps.
+BWD_BK, BWD_BV, BWD_WARPS = 32, 64, 4
 
 
 def gate_mode(g: torch.Tensor | None) -> int:
@@ -123,7 +126,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     _state_kernel[(triton.cdiv(V, BV), N * H)](
         k, v, G, beta, M, states, v_new, initial_state, final, chunk_base, cu_seqlens, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_INITIAL=initial_state is not None,
-        STORE_FINAL=output_final_state, BT=BT, BK=BK, BV=BV,
+        STORE_FINAL=output_final_state, BT=BT, BK=BK, BV=BV, num_warps=STATE_WARPS,
     )
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
     _output_kernel[(triton.cdiv(V, BV), num_chunks, H)](
@@ -157,7 +160,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         q, k, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
         None if dfinal is None else dfinal.contiguous(), dinitial, chunk_base, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_DFINAL=dfinal is not None,
-        STORE_DINITIAL=dinitial is not None, BT=BT, BK=BK, BV=BV,
+        STORE_DINITIAL=dinitial is not None, BT=BT, BK=BK, BV=BV, num_warps=STATE_WARPS,
     )
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty_like(g) if GATE else None
@@ -170,8 +173,8 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     _chunk_bwd_kernel[(num_chunks, H)](
         q, k, v, saved.G, beta, saved.Aqk, saved.Akk, saved.states, saved.v_new, do, dstates, dR,
         dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part, chunk_indices, cu_seqlens, scale, T,
-        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, BT=BT, BK=triton.next_power_of_2(K),
-        BV=min(64, triton.next_power_of_2(V)),
+        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, BT=BT, BK=min(BWD_BK, triton.next_power_of_2(K)),
+        BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS,
     )
     if channel:
         BKC = min(SCORE_BK, triton.next_power_of_2(K))

@@ -1,0 +1,138 @@
+"""Compile our Triton kernels for the H200 (sm_90) on a machine without a GPU, with the
+Triton version the GPU machine has, and report each kernel's shared memory, registers
+and spills. Catches compile errors and shared-memory overflows at no device time.
+
+    pip install --no-deps --target /tmp/triton36 triton==3.6.0
+    python scripts/compile_sm90.py /tmp/triton36 [NAME=VALUE ...] [case ...]
+
+NAME=VALUE sets a module constant of the launcher first (e.g. BWD_BK=64), to compare
+tile choices; a case is a substring of the case names (e.g. "K128 V128").
+
+How: Triton's launch path is kept, but the active driver is replaced by one that
+reports an sm_90 target, and every launch is turned into a warm-up (compile, no run);
+the launchers run on CPU tensors whose contents never matter. Registers and spills come
+from the bundled ptxas run on each kernel's PTX.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, sys.argv[1])
+import triton  # noqa: E402  (the version under argv[1])
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.runtime import driver  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+import torch  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+SHARED_LIMIT = 232448  # bytes per block on sm_90 (Triton's OutOfResources bound)
+
+
+class CompileOnlyDriver:
+    """What JITFunction.run asks of a driver, answered for an sm_90 device."""
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_current_target(self):
+        return TARGET
+
+
+driver.set_active(CompileOnlyDriver())
+compiled = []
+_original_run = JITFunction.run
+
+
+def _compile_only(self, *args, grid, warmup, **kwargs):
+    kernel = _original_run(self, *args, grid=grid, warmup=True, **kwargs)
+    compiled.append((self.__name__, kernel))
+    return kernel
+
+
+JITFunction.run = _compile_only
+
+
+def ptxas_report(ptx: str) -> tuple[int, int]:
+    """(registers, spill bytes) of one kernel's PTX, from ptxas -v."""
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(ptx)
+    out = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", f.name, "-o", os.devnull],
+                         capture_output=True, text=True).stderr
+    os.unlink(f.name)
+    regs = int(re.search(r"Used (\d+) registers", out).group(1))
+    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill", out))
+    return regs, spills
+
+
+def gated_delta_cases():
+    """Every launcher of the gated delta rule at the benchmark's head size, all switches."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+    from attnforms.ops.gated_delta.triton import launch
+
+    B, T, H = 1, 128, 2
+    for K, V in ((128, 128), (64, 64), (256, 256), (100, 60)):
+        for gate in ("none", "scalar", "channel"):
+            for use_beta in (False, True):
+                name = f"gdr K{K} V{V} g={gate} beta={use_beta}"
+                q, k = (torch.randn(B, T, H, K, dtype=torch.bfloat16) for _ in range(2))
+                v = torch.randn(B, T, H, V, dtype=torch.bfloat16)
+                g = None if gate == "none" else torch.zeros(B, T, H, *((K,) if gate == "channel" else ()))
+                beta = torch.rand(B, T, H, dtype=torch.bfloat16) if use_beta else None
+                state = torch.zeros(B, H, K, V)
+                yield name + " fwd", lambda: launch.chunk_forward(q, k, v, g, beta, 0.1, state, True, None, 64)
+
+                def backward(q=q, k=k, v=v, g=g, beta=beta, state=state):
+                    _, _, saved = launch.chunk_forward(q, k, v, g, beta, 0.1, state, True, None, 64)
+                    launch.chunk_backward(q, k, v, g, beta, 0.1, state, saved, torch.randn_like(v),
+                                          torch.randn_like(state), None, 64)
+                yield name + " bwd", backward
+                yield name + " recurrent", lambda: launch.recurrent_forward(
+                    q[:, :1], k[:, :1], v[:, :1], None if g is None else g[:, :1],
+                    None if beta is None else beta[:, :1], 0.1, state, True, None)
+
+
+def main():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+    from attnforms.ops.gated_delta.triton import launch
+    settings = [a for a in sys.argv[2:] if re.fullmatch(r"[A-Z_]+=\d+", a)]
+    wanted = [a for a in sys.argv[2:] if a not in settings]
+    for setting in settings:
+        name, value = setting.split("=")
+        setattr(launch, name, int(value))
+    failures = 0
+    seen = set()
+    for name, call in gated_delta_cases():
+        if wanted and not any(w in name for w in wanted):
+            continue
+        compiled.clear()
+        try:
+            call()
+        except Exception as exc:  # report and go on: one broken case should not hide others
+            failures += 1
+            print(f"FAIL {name}: {type(exc).__name__}: {str(exc)[-1500:]}", flush=True)
+            continue
+        for kernel_name, kernel in compiled:
+            key = (kernel_name, kernel.hash)
+            if key in seen:
+                continue
+            seen.add(key)
+            regs, spills = ptxas_report(kernel.asm["ptx"])
+            shared = kernel.metadata.shared
+            flag = "  OVER SHARED LIMIT" if shared > SHARED_LIMIT else ""
+            failures += bool(flag)
+            print(f"{name:44s} {kernel_name:22s} warps {kernel.metadata.num_warps} stages "
+                  f"{kernel.metadata.num_stages} shared {shared:6d} regs {regs:3d} spills {spills}{flag}",
+                  flush=True)
+    print(f"{failures} failures")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

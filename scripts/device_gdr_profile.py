@@ -1,0 +1,112 @@
+"""Development run on the GPU: where the time of our gated delta rule kernels goes.
+
+For each configuration (GDN, simple GLA, KDA, GLA) at S1 and S2: the forward and the
+forward + backward (medians of do_bench) and the device time of every kernel in them
+(torch.profiler, summed over 5 calls). First, each configuration's output and every
+gradient are checked in bf16 against the float64 reference at a small shape with the
+noise-relative rule. No peers (their numbers are in BENCHMARKS.md; the comparison run
+is `scripts/device_bench.sh`). Writes $OUT/gdr_profile.json.
+
+    OUT=<folder> python3 scripts/device_gdr_profile.py [S1,S2]
+"""
+import json
+import os
+import sys
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from triton.testing import do_bench
+
+import attnforms as af
+from attnforms.testing import gated_delta_inputs, noise_relative_check
+
+device = "cuda"
+OPS = {"GDN": ("scalar", True), "simple GLA": ("scalar", False), "KDA": ("channel", True),
+       "GLA": ("channel", False)}
+SHAPES = {"S1": (8, 4096), "S2": (1, 32768), "S3": (2, 16384)}
+GRADS = ("q", "k", "v", "g", "beta")
+
+
+def run(x, form="chunk"):
+    return af.gated_delta_rule(**x, scale=128 ** -0.5, impl="triton", form=form).output
+
+
+def outputs_and_grads(x, do, impl):
+    leaves = {n: None if t is None else t.detach().clone().requires_grad_(n in GRADS) for n, t in x.items()}
+    o = af.gated_delta_rule(**leaves, scale=128 ** -0.5, impl=impl, form="chunk").output
+    o.backward(do.to(o.dtype))
+    return {"o": o.detach(), **{f"d{n}": leaves[n].grad for n in GRADS if leaves[n] is not None}}
+
+
+def check(name, gate, beta):
+    x = gated_delta_inputs(2, 1000, 4, 128, 128, gate=gate, beta=beta, dtype=torch.float32, device=device)
+    do = torch.randn(2, 1000, 4, 128, device=device)
+    gold = outputs_and_grads({n: None if t is None else t.double() for n, t in x.items()}, do.double(), "reference")
+    low = {n: None if t is None else t.bfloat16() for n, t in x.items()}
+    eager = outputs_and_grads(low, do, "reference")
+    ours = outputs_and_grads(low, do, "triton")
+    row = {}
+    for key in gold:
+        result = noise_relative_check(ours[key], gold[key], eager[key], rounding=torch.bfloat16)
+        row[key] = {"passed": result.passed, "error": result.error, "eager_error": result.eager_error}
+    print(name, row, flush=True)
+    return row
+
+
+def kernel_times(fn, calls=5):
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    totals = defaultdict(float)
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name] += event.device_time / calls / 1e3
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def main():
+    shapes = sys.argv[1].split(",") if len(sys.argv) > 1 else ["S1", "S2"]
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+               "checks": {}, "timing": []}
+    for name, (gate, beta) in OPS.items():
+        try:
+            results["checks"][name] = check(name, gate, beta)
+        except Exception as exc:
+            results["checks"][name] = repr(exc)[:300]
+            print(name, "check failed", repr(exc)[:300], flush=True)
+    for shape in shapes:
+        B, T = SHAPES[shape]
+        for name, (gate, beta) in OPS.items():
+            x = gated_delta_inputs(B, T, 16, 128, 128, gate=gate, beta=beta, dtype=torch.bfloat16, device=device)
+            leaves = {n: None if t is None else t.requires_grad_(n in GRADS) for n, t in x.items()}
+            do = torch.randn(B, T, 16, 128, device=device, dtype=torch.bfloat16)
+
+            def fwd():
+                with torch.no_grad():
+                    return run(leaves)
+
+            def fwd_bwd():
+                run(leaves).backward(do)
+
+            entry = {"shape": shape, "op": name}
+            entry["fwd_ms"] = do_bench(fwd, warmup=25, rep=100, return_mode="median")
+            entry["fwd_bwd_ms"] = do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median",
+                                           grad_to_none=[t for t in leaves.values() if t is not None])
+            entry["fwd_kernels_ms"] = kernel_times(fwd)
+            entry["fwd_bwd_kernels_ms"] = kernel_times(fwd_bwd)
+            results["timing"].append(entry)
+            print(json.dumps(entry), flush=True)
+            del x, leaves
+    with open(os.path.join(os.environ.get("OUT", "."), "gdr_profile.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print("\nshape op fwd_ms fwd_bwd_ms")
+    for e in results["timing"]:
+        print(e["shape"], e["op"], round(e["fwd_ms"], 3), round(e["fwd_bwd_ms"], 3))
+
+
+if __name__ == "__main__":
+    main()
