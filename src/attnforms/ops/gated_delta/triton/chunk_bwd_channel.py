@@ -24,6 +24,13 @@ def _rows(x, start, o_t, m_t, o_k, m_k, i_h, H: tl.constexpr, K: tl.constexpr):
 
 
 @triton.jit
+def _row(x, start, t, valid, o_k, m_k, i_h, H: tl.constexpr, K: tl.constexpr):
+    """Channels o_k of row t (zeros past the chunk's valid rows) of a `[rows, H, K]`
+    tensor, in float32, `[BK]`."""
+    return tl.load(x + ((start + t) * H + i_h) * K + o_k, mask=m_k & (t < valid), other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _coefficients(P, start, o_r, m_r, o_s, i_h, H: tl.constexpr, BT: tl.constexpr):
     """Block (rows o_r, columns o_s) of a `[rows, H, BT]` coefficient matrix."""
     return tl.load(P + ((start + o_r[:, None]) * H + i_h) * BT + o_s[None, :], mask=m_r[:, None], other=0.0)
@@ -66,11 +73,17 @@ def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg
                 if USE_BETA:
                     b_dk += b_r_dec * tl.dot(b_Pkk, b_ks_dec)
             else:
-                # [BC, 1, BK] - [1, BC, BK] -> [BC, BC, BK]; P is zero above the diagonal.
-                b_decay = _decay_exp(b_G[:, None, :] - b_Gs[None, :, :])
-                b_dq += tl.sum(b_Pqk[:, :, None] * b_ks[None, :, :] * b_decay, axis=1)
-                if USE_BETA:
-                    b_dk += tl.sum(b_Pkk[:, :, None] * b_ks[None, :, :] * b_decay, axis=1)
+                # On the diagonal, one key step s at a time: `[BC, BK]` products (a
+                # `[BC, BC, BK]` broadcast is far slower in Triton). P is zero above the
+                # diagonal, so the clamped decays there never count.
+                for s in tl.static_range(BC):
+                    m_one = o_s == j * BC + s
+                    b_k_s = _row(k, start, j * BC + s, valid, o_k, m_k, i_h, H, K)
+                    b_decay = _decay_exp(b_G - _row(G, start, j * BC + s, valid, o_k, m_k, i_h, H, K)[None, :])
+                    b_kd = b_k_s[None, :] * b_decay
+                    b_dq += tl.sum(tl.where(m_one[None, :], b_Pqk, 0.0), axis=1)[:, None] * b_kd
+                    if USE_BETA:
+                        b_dk += tl.sum(tl.where(m_one[None, :], b_Pkk, 0.0), axis=1)[:, None] * b_kd
         p = ((start + o_r[:, None]) * H + i_h) * K + o_k[None, :]
         m = m_r[:, None] & m_k[None, :]
         b_dq_all = tl.load(dq_part + p, mask=m, other=0.0) + b_dq
@@ -107,10 +120,15 @@ def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg
                 if USE_BETA:
                     b_dkq += b_s_dec * tl.dot(tl.trans(b_Pkk), b_k * b_r_dec)
             else:
-                b_decay = _decay_exp(b_G[:, None, :] - b_Gs[None, :, :])
-                b_dkq += tl.sum(b_Pqk[:, :, None] * b_q[:, None, :] * b_decay, axis=0)
-                if USE_BETA:
-                    b_dkq += tl.sum(b_Pkk[:, :, None] * b_k[:, None, :] * b_decay, axis=0)
+                # On the diagonal, one query step r at a time (see pass 1).
+                for r in tl.static_range(BC):
+                    m_one = o_r == ib * BC + r
+                    b_decay = _decay_exp(_row(G, start, ib * BC + r, valid, o_k, m_k, i_h, H, K)[None, :] - b_Gs)
+                    b_q_r = _row(q, start, ib * BC + r, valid, o_k, m_k, i_h, H, K)
+                    b_dkq += tl.sum(tl.where(m_one[:, None], b_Pqk, 0.0), axis=0)[:, None] * (b_q_r[None, :] * b_decay)
+                    if USE_BETA:
+                        b_k_r = _row(k, start, ib * BC + r, valid, o_k, m_k, i_h, H, K)
+                        b_dkq += tl.sum(tl.where(m_one[:, None], b_Pkk, 0.0), axis=0)[:, None] * (b_k_r[None, :] * b_decay)
         p = ((start + o_s[:, None]) * H + i_h) * K + o_k[None, :]
         m = m_s[:, None] & m_k[None, :]
         b_dk_all = tl.load(dk_part + p, mask=m, other=0.0) + b_dkq

@@ -1,6 +1,6 @@
 """Triton kernels of the chunked gated delta rule, forward.
 
-Five launches, each parallel over (chunk, head) except the state pass, which walks the
+Six launches (five without beta), each parallel over (chunk, head) except the state pass, which walks the
 chunks of one sequence in order (see ../README.md for the maths):
 
 1. `_cumsum_kernel`      G = in-chunk inclusive cumsum of the log-decay g.
@@ -10,10 +10,11 @@ chunks of one sequence in order (see ../README.md for the maths):
                          sub-block's last step across them (exponents always <= 0).
 3. `_solve_kernel`       M = (I + Diag(β) A')⁻¹ (with beta only): 16 x 16 diagonal blocks
                          by forward substitution, the blocks below them by matrix products.
-4. `_state_kernel`       per chunk: store the entering state S, Ũ = M Diag(β)(V − (γ⊙K) S)
+4. `_wu_kernel`          (with beta only) W = M Diag(β)(γ⊙K) and U = M Diag(β) V.
+5. `_state_kernel`       per chunk: store the entering state S, Ũ = U − W S
                          (stored; without beta Ũ = V is not copied),
                          S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ.
-5. `_output_kernel`      O = (scale·Q ⊙ γ) S + A_qk Ũ.
+6. `_output_kernel`      O = (scale·Q ⊙ γ) S + A_qk Ũ.
 
 Every sequence is addressed through `cu_seqlens` (a plain batch is packed as B sequences
 of length T), and `chunk_indices` maps a global chunk id to (sequence, chunk in sequence),
@@ -142,11 +143,18 @@ def _channel_block(q, k, G, Aqk, Akk, start, valid, i_h, scale,
                     # [BC, BK] @ [BK, BC] -> [BC, BC]
                     b_kk += tl.dot(b_kr * b_r_dec, tl.trans(b_ks_dec))
             else:
-                # [BC, 1, BK] - [1, BC, BK] -> [BC, BC, BK]
-                b_decay = _decay_exp(b_Gr[:, None, :] - b_Gs[None, :, :])
-                b_qk += tl.sum(b_q[:, None, :] * b_ks[None, :, :] * b_decay, axis=2)
-                if USE_BETA:
-                    b_kk += tl.sum(b_kr[:, None, :] * b_ks[None, :, :] * b_decay, axis=2)
+                # One key step s at a time: `[BC, BK]` products and a row sum per column
+                # (a `[BC, BC, BK]` broadcast is far slower in Triton).
+                for s in tl.static_range(BC):
+                    t = j * BC + s
+                    m_one = (o_s == t)[None, :]
+                    m_ks = m_k & (t < valid)
+                    p_s = ((start + t) * H + i_h) * K + o_k
+                    b_k_s = tl.load(k + p_s, mask=m_ks, other=0.0).to(tl.float32)
+                    b_kd = b_k_s[None, :] * _decay_exp(b_Gr - tl.load(G + p_s, mask=m_ks, other=0.0)[None, :])
+                    b_qk += tl.where(m_one, tl.sum(b_q * b_kd, axis=1)[:, None], 0.0)
+                    if USE_BETA:
+                        b_kk += tl.where(m_one, tl.sum(b_kr * b_kd, axis=1)[:, None], 0.0)
         if j == i:
             b_qk = tl.where(o_r[:, None] >= o_s[None, :], b_qk, 0.0)
             b_kk = tl.where(o_r[:, None] > o_s[None, :], b_kk, 0.0)
@@ -245,13 +253,47 @@ def _solve_kernel(Akk, beta, M, chunk_indices, cu_seqlens, T, H: tl.constexpr, B
 
 
 @triton.jit(do_not_specialize=["T"])
-def _state_kernel(k, v, G, beta, M, states, v_new, initial, final, chunk_base, cu_seqlens, T,
+def _wu_kernel(k, v, G, beta, M, w, u, chunk_indices, cu_seqlens, T, H: tl.constexpr,
+               K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr, BT: tl.constexpr,
+               BK: tl.constexpr, BV: tl.constexpr):
+    """W = M Diag(β)(γ ⊙ K) `[BT, K]` and U = M Diag(β) V `[BT, V]` of one chunk, stored
+    in float32 at the chunk's rows: the parts of Ũ = U − W S that do not depend on the
+    entering state, so the sequential state pass does one product less."""
+    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    o_t = tl.arange(0, BT)
+    m_t = o_t < valid
+    b_M = tl.load(M + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+    b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
+    if GATE == 1:
+        b_beta = b_beta * tl.exp(tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0))
+    for k0 in range(0, K, BK):
+        o_k = k0 + tl.arange(0, BK)
+        m_tk = m_t[:, None] & (o_k < K)[None, :]
+        p_tk = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32) * b_beta[:, None]
+        if GATE == 2:
+            b_k = b_k * tl.exp(tl.load(G + p_tk, mask=m_tk, other=0.0))
+        # [BT, BT] @ [BT, BK] -> [BT, BK]
+        tl.store(w + p_tk, tl.dot(b_M, b_k), mask=m_tk)
+    b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
+    for v0 in range(0, V, BV):
+        o_v = v0 + tl.arange(0, BV)
+        m_tv = m_t[:, None] & (o_v < V)[None, :]
+        p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+        b_v = tl.load(v + p_tv, mask=m_tv, other=0.0).to(tl.float32) * b_beta[:, None]
+        # [BT, BT] @ [BT, BV] -> [BT, BV]
+        tl.store(u + p_tv, tl.dot(b_M, b_v), mask=m_tv)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _state_kernel(k, v, w, G, states, v_new, initial, final, chunk_base, cu_seqlens, T,
                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                   USE_BETA: tl.constexpr, USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr,
                   BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     """Walk the chunks of sequence n in order for one head and BV value columns, with the
     whole `[K, BV]` state slice in registers; store each entering state and (with beta)
-    the pseudo-values Ũ."""
+    the pseudo-values Ũ. With beta, `v` and `w` are the chunks' U and W (float32)."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_S = state_slice(
         initial, cu_seqlens, H, K, V, USE_INITIAL, BK, BV)
     first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
@@ -264,29 +306,24 @@ def _state_kernel(k, v, G, beta, M, states, v_new, initial, final, chunk_base, c
         m_tk = m_t[:, None] & m_k[None, :]
         m_tv = m_t[:, None] & m_v[None, :]
         b_k = tl.load(k + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        # With beta, `v` holds U (float32); without, the values.
         b_v = tl.load(v + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
         if GATE == 1:
             b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
             b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
-            b_gamma = tl.exp(b_G)[:, None]
             b_to_end = _decay_exp(b_G_last - b_G)[:, None]
             b_S_decay = tl.exp(b_G_last)
         elif GATE == 2:
             b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0)
             b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-            b_gamma = tl.exp(b_G)
             b_to_end = _decay_exp(b_G_last[None, :] - b_G)
             b_S_decay = tl.exp(b_G_last)[:, None]
         if USE_BETA:
-            b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
-            b_kg = b_k
-            if GATE != 0:
-                b_kg = b_k * b_gamma
+            # Ũ = U − W S with the chunk's U = M Diag(β) V and W = M Diag(β)(γ ⊙ K)
+            # (`_wu_kernel`): one product on the sequential path instead of two.
+            b_w = tl.load(w + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0)
             # [BT, BK] @ [BK, BV] -> [BT, BV]
-            b_rhs = b_beta[:, None] * (b_v - tl.dot(b_kg, b_S))
-            b_M = tl.load(M + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
-            # [BT, BT] @ [BT, BV] -> [BT, BV]
-            b_u = tl.dot(b_M, b_rhs)
+            b_u = b_v - tl.dot(b_w, b_S)
             tl.store(v_new + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], b_u, mask=m_tv)
         else:
             # Without the delta rule the writes are the values themselves: nothing to store.

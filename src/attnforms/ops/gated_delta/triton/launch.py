@@ -13,7 +13,9 @@ import triton
 
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
-from .chunk_fwd import _cumsum_kernel, _output_kernel, _scores_kernel, _solve_kernel, _state_kernel
+from .chunk_fwd import (
+    _cumsum_kernel, _output_kernel, _scores_kernel, _solve_kernel, _state_kernel, _wu_kernel,
+)
 from .recurrent_fwd import _recurrent_kernel
 
 # Sub-block length for per-channel decays inside a chunk (tl.dot needs >= 16).
@@ -84,7 +86,7 @@ class ChunkIntermediates(NamedTuple):
 
 
 def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets, chunk_size):
-    """The chunked forward: five launches (see chunk_fwd.py). Returns the output, the
+    """The chunked forward: five or six launches (see chunk_fwd.py). Returns the output, the
     final state (or None) and the `ChunkIntermediates`."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -120,11 +122,18 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         _solve_kernel[(num_chunks, H)](Akk, beta, M, chunk_indices, cu_seqlens, T, H=H, BT=BT, BC=SUBCHUNK)
 
     BK, BV = _value_tile(K, V)
+    w = u = None
+    if use_beta:
+        w, u = torch.empty(rows, H, K, **f32), torch.empty(rows, H, V, **f32)
+        _wu_kernel[(num_chunks, H)](
+            k, v, G, beta, M, w, u, chunk_indices, cu_seqlens, T, H=H, K=K, V=V, GATE=GATE,
+            BT=BT, BK=min(64, BK), BV=min(64, triton.next_power_of_2(V)),
+        )
     states = torch.empty(num_chunks, H, K, V, **f32)
     v_new = torch.empty(rows, H, V, **f32) if use_beta else None
     final = torch.empty(N, H, K, V, **f32) if output_final_state else None
     _state_kernel[(triton.cdiv(V, BV), N * H)](
-        k, v, G, beta, M, states, v_new, initial_state, final, chunk_base, cu_seqlens, T,
+        k, u if use_beta else v, w, G, states, v_new, initial_state, final, chunk_base, cu_seqlens, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_INITIAL=initial_state is not None,
         STORE_FINAL=output_final_state, BT=BT, BK=BK, BV=BV, num_warps=STATE_WARPS,
     )
