@@ -168,3 +168,9 @@ def test_a_model_with_the_wrong_vocabulary_is_refused(tiny_model):
 def test_bad_configs_name_the_field(changes, argument):
     with pytest.raises(ValueError, match=argument):
         config(**changes)
+
+
+def test_a_new_run_will_not_write_into_another_runs_checkpoints(tiny_model, tmp_path):
+    train(tiny_model(TASK.vocab_size), TASK, config(steps=4, out_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="out_dir"):
+        train(tiny_model(TASK.vocab_size), TASK, config(steps=4, out_dir=str(tmp_path)))

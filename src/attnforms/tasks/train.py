@@ -23,7 +23,7 @@ The log (returned, and written to `<out_dir>/log.json` at every evaluation):
     config        this TrainConfig
     model         {"class": ..., "parameters": ...}
     device, precision, metric ("accuracy" or "bits_per_char")
-    evals         one entry per evaluation: step, lr, train_loss (mean since the previous
+    evals         one entry per evaluation: step, lr (of that step), train_loss (mean since the previous
                   evaluation), eval_loss (nats per scored token), <metric>, tokens_per_s
                   (training tokens per second of training time since the previous
                   evaluation), wall_s (wall time since the run started, across resumes)
@@ -45,7 +45,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .base import IGNORE_INDEX, Task, check_int, describe, generator_for, held_out_seed
-from .checkpoint import LoadModel, SaveModel, load_weights, read_checkpoint, resolve_checkpoint, save_weights, write_checkpoint
+from .checkpoint import (
+    LoadModel, SaveModel, load_weights, read_checkpoint, resolve_checkpoint, save_weights, saved_steps,
+    write_checkpoint,
+)
 from .metrics import cross_entropy_sum, metric_totals
 from .stream import BatchStream, generate_examples
 
@@ -178,6 +181,39 @@ def _write_log(out_dir: str | None, log: dict) -> None:
         (Path(out_dir) / LOG_FILE).write_text(json.dumps(log, indent=1))
 
 
+def _train_step(
+    model, optimizer, inputs, targets, autocast, grad_clip: float | None, check_vocab: int | None
+) -> torch.Tensor:
+    """One AdamW update on inputs / targets `[B, T]`; returns the loss (0-dim, on the
+    device). With `check_vocab`, first checks that the logits are `[B, T, check_vocab]`."""
+    with autocast():
+        logits = model(inputs)
+    if check_vocab is not None:
+        _check_logits(logits, inputs, check_vocab)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def _restore(resume, model, optimizer, stream: BatchStream, task: Task, device, load_model: LoadModel) -> dict:
+    """Load a checkpoint into model, optimizer, data stream and RNGs; returns its trainer state."""
+    directory = resolve_checkpoint(Path(resume))
+    optimizer_state, state = read_checkpoint(directory)
+    if state["task"] != describe(task):
+        raise ValueError(f"resume: the checkpoint was made for task {state['task']}, not {describe(task)}")
+    load_model(model, directory)
+    optimizer.load_state_dict(optimizer_state)
+    stream.load_state_dict(state["data"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return state
+
+
 def train(
     model: torch.nn.Module, task: Task, config: TrainConfig, *, resume: str | Path | None = None,
     save_model: SaveModel = save_weights, load_model: LoadModel = load_weights,
@@ -187,9 +223,13 @@ def train(
     model: maps inputs `[B, T]` int64 to logits `[B, T, task.vocab_size]`; moved to the
     config's device and trained in place. resume: a checkpoint directory, or a run
     directory (its latest checkpoint); the task must be the one the checkpoint was made
-    with. save_model(model, directory) / load_model(model, directory): how weights are
-    written into and read from a checkpoint directory (load in place).
+    with. Without `resume`, `config.out_dir` must hold no checkpoints yet (a new run never
+    mixes its checkpoints with an old one's). save_model(model, directory) /
+    load_model(model, directory): how weights are written into and read from a
+    checkpoint directory (load in place).
     """
+    if resume is None and config.out_dir is not None and saved_steps(Path(config.out_dir)):
+        raise ValueError(f"out_dir: {config.out_dir} already holds checkpoints; resume from it or choose another")
     device = _resolve_device(config.device)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
@@ -205,37 +245,28 @@ def train(
         "device": str(device), "precision": "bf16" if bf16 else "float32", "metric": task.metric,
         "evals": [], "train_losses": [], "final": None,
     }
+    # since_eval: losses of the steps after the last evaluation; wall_before: wall time of
+    # the runs this one resumes.
     start_step, wall_before, since_eval = 0, 0.0, []
     if resume is None:
         torch.manual_seed(config.seed)
     else:
-        directory = resolve_checkpoint(Path(resume))
-        load_model(model, directory)
-        optimizer_state, state = read_checkpoint(directory)
-        if state["task"] != describe(task):
-            raise ValueError(f"resume: the checkpoint was made for task {state['task']}, not {describe(task)}")
-        optimizer.load_state_dict(optimizer_state)
-        stream.load_state_dict(state["data"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state["cuda_rng"] is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start_step = state["step"]
-        log.update(evals=state["log"]["evals"], train_losses=state["log"]["train_losses"], final=state["log"]["final"])
-        wall_before, since_eval = state["wall_s"], state["since_eval"]
+        state = _restore(resume, model, optimizer, stream, task, device, load_model)
+        start_step, wall_before, since_eval = state["step"], state["wall_s"], state["since_eval"]
+        log.update({key: state["log"][key] for key in ("evals", "train_losses", "final")})
 
     checkpoint_every = config.checkpoint_every or config.eval_every
     tokens_per_step = config.batch_size * task.seq_len
     run_start = time.perf_counter()
-    train_time, steps_timed = 0.0, 0
+    train_time, steps_timed = 0.0, 0  # since the last evaluation, for tokens/s
     pending: list[torch.Tensor] = []
     bar = tqdm(total=config.steps, initial=start_step, disable=not config.progress, unit="step", dynamic_ncols=True)
 
     def read_losses() -> None:
-        if pending:
-            values = torch.stack(pending).tolist()
-            log["train_losses"].extend(values)
-            since_eval.extend(values)
-            pending.clear()
+        values = torch.stack(pending).tolist() if pending else []
+        log["train_losses"].extend(values)
+        since_eval.extend(values)
+        pending.clear()
 
     for step in range(start_step, config.steps):
         step_start = time.perf_counter()
@@ -243,19 +274,8 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         inputs, targets = (t.to(device, non_blocking=True) for t in stream.next())
-        with autocast():
-            logits = model(inputs)
-        if step == start_step:
-            _check_logits(logits, inputs, task.vocab_size)
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        pending.append(loss.detach())
+        check_vocab = task.vocab_size if step == start_step else None
+        pending.append(_train_step(model, optimizer, inputs, targets, autocast, config.grad_clip, check_vocab))
         done = step + 1
         evaluating = done % config.eval_every == 0 or done == config.steps
         checkpointing = config.out_dir is not None and (done % checkpoint_every == 0 or done == config.steps)
