@@ -3,6 +3,7 @@
     attnforms list     every family, its forms, and which implementations run here
     attnforms check    every family × configuration × form against the float64 reference
     attnforms bench    every op at the canonical shapes against the installed peers
+    attnforms train    a model of attnforms.models on a task of attnforms.tasks
 """
 from __future__ import annotations
 
@@ -92,6 +93,12 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
                               f"on CUDA; 0 for none (default {DEFAULT_WARMUP_WORKERS})")
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .tasks.command import run_train
+
+    return run_train(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnforms", description="Attention formulations behind one API.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -100,11 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("list", _list, "list every family, its forms and the implementations that run here"),
         ("check", _check, "check every family and form against the float64 reference"),
         ("bench", _bench, "check, then time every op at the canonical shapes against the installed peers"),
+        ("train", _train, "train a model of attnforms.models on a task, with evaluation and checkpoints"),
     ]:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--device", default=default_device, help=f"torch device (default {default_device})")
         if name == "bench":
             _add_bench_options(command)
+        if name == "train":
+            from .tasks.command import add_train_options
+
+            add_train_options(command)
         command.set_defaults(handler=handler)
     return parser
 
