@@ -22,11 +22,25 @@ from .recurrent_fwd import _recurrent_kernel
 SUBCHUNK = 16
 # Key-dim slice of the score kernels: bounds the `[BC, BC, BK]` pairwise decay tile.
 SCORE_BK = 32
-# A `[K, BV]` float32 state slice lives in registers: cap its size.
-STATE_ELEMENTS = 128 * 32
-STATE_WARPS = 8
-# Tiles of the per-chunk backward kernel: key and value tiles, warps.
-BWD_BK, BWD_BV, BWD_WARPS = 32, 64, 4
+class StateTiling(NamedTuple):
+    """Launch shape of a sequential state pass: the `[K, BV]` float32 state slice lives
+    in registers, so `elements` caps K·BV; then warps and software-pipelining stages."""
+
+    elements: int
+    warps: int
+    stages: int
+
+
+# Chosen from ptxas reports at K = V = 128 on sm_90 (scripts/compile_sm90.py: no spills
+# where possible) and the H200 timings in bench/NOTES-gated-delta.md. The forward pass
+# with a per-channel decay holds `[BT, K]` decay tiles too, hence the smaller slice.
+STATE_FORWARD = StateTiling(128 * 64, 4, 2)
+STATE_FORWARD_CHANNEL = StateTiling(128 * 32, 8, 1)
+STATE_BACKWARD = StateTiling(128 * 32, 8, 2)
+# The recurrent kernel's state slice (a decode step is latency-bound: many programs).
+RECURRENT_ELEMENTS = 128 * 32
+# Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
+BWD_BK, BWD_BV, BWD_WARPS, BWD_STAGES = 32, 64, 8, 2
 
 
 def gate_mode(g: torch.Tensor | None) -> int:
@@ -62,9 +76,9 @@ def _chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.devic
     return chunk_indices, chunk_base
 
 
-def _value_tile(K: int, V: int) -> tuple[int, int]:
+def _value_tile(K: int, V: int, elements: int) -> tuple[int, int]:
     BK = triton.next_power_of_2(K)
-    BV = min(triton.next_power_of_2(V), max(16, STATE_ELEMENTS // BK))
+    BV = min(triton.next_power_of_2(V), max(16, elements // BK))
     return BK, BV
 
 
@@ -121,7 +135,11 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         M = torch.empty(rows, H, BT, **f32)
         _solve_kernel[(num_chunks, H)](Akk, beta, M, chunk_indices, cu_seqlens, T, H=H, BT=BT, BC=SUBCHUNK)
 
-    BK, BV = _value_tile(K, V)
+    tiling = STATE_FORWARD_CHANNEL if GATE == 2 else STATE_FORWARD
+    if K > 128:
+        # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.
+        tiling = tiling._replace(stages=1)
+    BK, BV = _value_tile(K, V, tiling.elements)
     w = u = None
     if use_beta:
         w, u = torch.empty(rows, H, K, **f32), torch.empty(rows, H, V, **f32)
@@ -135,7 +153,8 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     _state_kernel[(triton.cdiv(V, BV), N * H)](
         k, u if use_beta else v, w, G, states, v_new, initial_state, final, chunk_base, cu_seqlens, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_INITIAL=initial_state is not None,
-        STORE_FINAL=output_final_state, BT=BT, BK=BK, BV=BV, num_warps=STATE_WARPS,
+        STORE_FINAL=output_final_state, BT=BT, BK=BK, BV=BV, num_warps=tiling.warps,
+        num_stages=tiling.stages,
     )
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
     _output_kernel[(triton.cdiv(V, BV), num_chunks, H)](
@@ -160,7 +179,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     use_beta = beta is not None
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
     f32 = dict(dtype=torch.float32, device=device)
-    BK, BV = _value_tile(K, V)
+    BK, BV = _value_tile(K, V, STATE_BACKWARD.elements)
     dstates = torch.empty(num_chunks, H, K, V, **f32)
     dR = torch.empty(B * T, H, V, **f32) if use_beta else None
     dv = torch.empty_like(v)
@@ -169,7 +188,8 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         q, k, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
         None if dfinal is None else dfinal.contiguous(), dinitial, chunk_base, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_DFINAL=dfinal is not None,
-        STORE_DINITIAL=dinitial is not None, BT=BT, BK=BK, BV=BV, num_warps=STATE_WARPS,
+        STORE_DINITIAL=dinitial is not None, BT=BT, BK=BK, BV=BV,
+        num_warps=STATE_BACKWARD.warps, num_stages=STATE_BACKWARD.stages,
     )
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty_like(g) if GATE else None
@@ -183,7 +203,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         q, k, v, saved.G, beta, saved.Aqk, saved.Akk, saved.states, saved.v_new, do, dstates, dR,
         dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part, chunk_indices, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, BT=BT, BK=min(BWD_BK, triton.next_power_of_2(K)),
-        BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS,
+        BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
     )
     if channel:
         BKC = min(SCORE_BK, triton.next_power_of_2(K))
@@ -205,7 +225,7 @@ def recurrent_forward(q, k, v, g, beta, scale, initial_state, output_final_state
     cu_seqlens = _cu_seqlens(offsets, device)
     N = len(offsets) - 1
     BK = triton.next_power_of_2(K)
-    BV = min(triton.next_power_of_2(V), max(16, STATE_ELEMENTS // BK), 32)
+    BV = min(triton.next_power_of_2(V), max(16, RECURRENT_ELEMENTS // BK), 32)
     final = final_out
     if final is None and output_final_state:
         final = torch.empty(N, H, K, V, dtype=torch.float32, device=device)
