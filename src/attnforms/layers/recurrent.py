@@ -56,7 +56,8 @@ class MLSTMLayer(Mixer):
         self.f_proj = nn.Linear(d_model, H)
         with torch.no_grad():
             self.i_proj.bias.fill_(INPUT_GATE_BIAS_INIT)
-            self.f_proj.bias.copy_(torch.linspace(*FORGET_GATE_BIAS_RANGE, H))
+            bias = self.f_proj.bias
+            self.f_proj.bias.copy_(torch.linspace(*FORGET_GATE_BIAS_RANGE, H, dtype=bias.dtype, device=bias.device))
         self.norm = RMSNorm(K, norm_eps)
         self.out_gate = OutputGate(d_model, H * K, "sigmoid")
         self.o_proj = nn.Linear(H * K, d_model, bias=False)
@@ -106,7 +107,8 @@ class AarenLayer(Mixer):
         check_positive("chunk_size", chunk_size, allow_none=True)
         self.d_model, self.n_heads, self.chunk_size = d_model, n_heads, chunk_size
         self.head_dim = K = resolve_head_dim(d_model, n_heads, head_dim)
-        self.query = nn.Parameter(torch.randn(n_heads, K))
+        self.query = nn.Parameter(torch.empty(n_heads, K))
+        nn.init.normal_(self.query)
         self.k_proj = nn.Linear(d_model, n_heads * K, bias=False)
         self.v_proj = nn.Linear(d_model, n_heads * K, bias=False)
         self.o_proj = nn.Linear(n_heads * K, d_model, bias=False)
