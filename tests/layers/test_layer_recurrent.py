@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from attnforms.core.states import AarenState, KVCache, LinearState, MLSTMState
 from attnforms.layers import (
     AarenLayer, DeltaNet, GatedDeltaNet, GatedLinearAttention, KimiDeltaAttention, LinearAttention,
-    LogSigmoidDecay, LowRankDecay, MambaDecay, MLSTMLayer, RecurrentCache, ShortConv, l2_normalize,
+    LogSigmoidDecay, LowRankDecay, MambaDecay, MLSTMLayer, RecurrentCache, ShortConv, cache_nbytes,
+    l2_normalize,
 )
 
 D, H, B, T = 32, 4, 2, 22
@@ -140,6 +141,8 @@ def test_prefill_chunked_prefill_and_steps_equal_one_forward(name):
     assert len(shapes) == 1
     assert isinstance(cache, RecurrentCache)
     assert isinstance(cache.state, (LinearState, MLSTMState, AarenState))
+    tensors = [*cache.state] + ([] if cache.conv is None else [cache.conv])
+    assert cache_nbytes(cache) == sum(t.numel() * t.element_size() for t in tensors)
 
 
 def test_short_conv_is_a_causal_depthwise_convolution_with_a_rolling_cache():
@@ -148,6 +151,8 @@ def test_short_conv_is_a_causal_depthwise_convolution_with_a_rolling_cache():
     y, cache = conv(x)
     assert rel_err(y, causal_conv(x, conv.weight)) < 1e-14
     assert torch.equal(cache, x[:, -3:])
+    # The cache owns just its W - 1 rows, not the whole input it was cut from.
+    assert cache.untyped_storage().nbytes() == cache_nbytes(cache) == B * 3 * 6 * 8
     # Split at every length, including pieces shorter than the kernel.
     pieces, cache = [], None
     for part in (x[:, :2], x[:, 2:3], x[:, 3:9], x[:, 9:]):

@@ -24,6 +24,7 @@ from attnforms.models import (
     pytest.param(dict(pool="max", task="sequence"), "pool", id="unknown-pool"),
     pytest.param(dict(mlstm_input_gate="tanh"), "mlstm_input_gate", id="unknown-gate"),
     pytest.param(dict(input_dim=3), "input_dim", id="features-for-lm"),
+    pytest.param(dict(layers="mla", d_model=24, n_heads=4), "mla_rope_dim", id="odd-mla-rope-dim"),
 ])
 def test_bad_configs_raise_naming_the_field(fields, message):
     with pytest.raises(ValueError, match=message):

@@ -15,7 +15,7 @@ Every layer maps `x [B, T, D]` to `MixerOutput(output [B, T, D], cache)` with
 """
 from .attention import Attention
 from .base import Mixer
-from .caches import KVCache, LatentCache, MixerOutput, RecurrentCache
+from .caches import KVCache, LatentCache, MixerOutput, RecurrentCache, cache_nbytes
 from .conv import ShortConv
 from .gates import LogSigmoidDecay, LowRankDecay, MambaDecay, OutputGate
 from .linear import DeltaNet, GatedDeltaNet, GatedLinearAttention, KimiDeltaAttention, LinearAttention
@@ -30,5 +30,5 @@ __all__ = [
     "GatedLinearAttention", "KVCache", "KimiDeltaAttention", "LatentCache", "LinearAttention",
     "LogSigmoidDecay", "LowRankDecay", "MLSTMLayer", "MambaDecay", "Mixer", "MixerOutput",
     "MultiHeadLatentAttention", "OutputGate", "RMSNorm", "RecurrentCache", "Rotary", "ShortConv",
-    "l2_normalize",
+    "cache_nbytes", "l2_normalize",
 ]

@@ -64,4 +64,18 @@ class MixerOutput(NamedTuple):
     cache: Any
 
 
-__all__ = ["KVCache", "LatentCache", "MixerOutput", "RecurrentCache"]
+__all__ = ["KVCache", "LatentCache", "MixerOutput", "RecurrentCache", "cache_nbytes"]
+
+
+def cache_nbytes(cache) -> int:
+    """Bytes of the tensors in a cache, or in a tuple of caches (a model's); None counts 0.
+
+    Counts `numel · element_size` per tensor: exact for the caches the layers return,
+    whose tensors are not views into larger buffers."""
+    if cache is None:
+        return 0
+    if isinstance(cache, torch.Tensor):
+        return cache.numel() * cache.element_size()
+    if isinstance(cache, (tuple, list)):
+        return sum(cache_nbytes(part) for part in cache)
+    raise TypeError(f"cache: expected tensors in (named) tuples, got {type(cache).__name__}")

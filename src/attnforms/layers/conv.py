@@ -55,4 +55,6 @@ class ShortConv(nn.Module):
             )
         full = torch.cat([cache.to(x.dtype), x], dim=1)  # [B, W - 1 + T, C]
         y = F.conv1d(full.transpose(1, 2), self.weight.to(x.dtype), groups=C).transpose(1, 2)
-        return y, full[:, T:]
+        # A copy, not a view: a view would keep the whole [B, W - 1 + T, C] input alive
+        # in the cache after a long prefill.
+        return y, full[:, T:].clone()

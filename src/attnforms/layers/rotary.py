@@ -50,5 +50,5 @@ def positions_from(next_position: torch.Tensor | None, batch: int, length: int, 
     next position is `next_position` `[B]` (0 without a cache)."""
     steps = torch.arange(length, dtype=torch.int64, device=device)
     if next_position is None:
-        return steps.expand(batch, length)
+        return steps.repeat(batch, 1)
     return next_position[:, None] + steps

@@ -128,6 +128,18 @@ class ModelConfig:
             raise ValueError("window: the 'swa' mixer needs a window (a positive int), got None")
         if self.rotary and self.resolved_head_dim % 2 and ("attn" in pattern or "swa" in pattern):
             raise ValueError(f"head_dim: rotary attention needs an even head dim, got {self.resolved_head_dim}")
+        if "mla" in pattern:
+            rope_dim = self.mla_rope_dim
+            if rope_dim is None:
+                rope_dim = self.resolved_head_dim // 2 if self.rotary else 0
+            if isinstance(rope_dim, bool) or not isinstance(rope_dim, int) or rope_dim < 0 or rope_dim % 2:
+                raise ValueError(
+                    f"mla_rope_dim: expected an even int >= 0 (default head_dim / 2), got {rope_dim!r}"
+                )
+        if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
+            raise ValueError(f"norm_eps: expected a positive number, got {self.norm_eps!r}")
+        if not (isinstance(self.rope_base, (int, float)) and self.rope_base > 1):
+            raise ValueError(f"rope_base: expected a number > 1, got {self.rope_base!r}")
         if self.mlstm_input_gate not in ("exp", "sigmoid"):
             raise ValueError(f"mlstm_input_gate: expected 'exp' or 'sigmoid', got {self.mlstm_input_gate!r}")
         if self.task not in TASKS:
