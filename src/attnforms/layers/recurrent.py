@@ -1,0 +1,133 @@
+"""`MLSTMLayer` (xLSTM's matrix memory) and `AarenLayer` (attention as an RNN).
+
+Shape legend: `B` batch, `T` tokens, `D` model width, `H` heads, `K` key dim, `V` value dim.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ops.aaren import aaren
+from ..ops.mlstm import mlstm
+from ..ops.mlstm.api import INPUT_GATES
+from .base import Mixer, check_positive, resolve_head_dim
+from .caches import MixerOutput, RecurrentCache
+from .conv import DEFAULT_CONV_SIZE, ShortConv
+from .gates import OutputGate
+from .norms import DEFAULT_EPS, RMSNorm
+
+# xLSTM / TFLA: input-gate biases start strongly negative so that early writes are small
+# and the exponential gate does not saturate; forget-gate biases start positive (forget
+# gates near 1, long memory), spread over heads so that heads keep different horizons.
+INPUT_GATE_BIAS_INIT = -10.0
+FORGET_GATE_BIAS_RANGE = (3.0, 6.0)
+
+
+class MLSTMLayer(Mixer):
+    """The mLSTM layer in the form of xLSTM 7B: `q, k, v = W x`, per-head scalar gates
+    `i, f = W_i x + b_i, W_f x + b_f`, the `mlstm` cell, then
+    `W_o (RMSNorm(h) ⊙ σ(W_og x))` (per-head norm, sigmoid output gate).
+
+    Args:
+        d_model: D. n_heads: H. head_dim: K (default D / H); V = K.
+        input_gate: "exp" (mLSTMexp) or "sigmoid" (mLSTMsig).
+        short_conv: a causal convolution on q, k, v (off by default, as in xLSTM 7B).
+        conv_size: its kernel size.
+        chunk_size: tokens per chunk of the op's chunk form.
+        norm_eps: epsilon of the output norm.
+
+    The cache is `RecurrentCache(state=MLSTMState(C [B, H, K, V], n [B, H, K], m [B, H]),
+    conv [B, W - 1, 3·H·K] or None)`.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, head_dim: int | None = None,
+                 input_gate: str = "exp", short_conv: bool = False, conv_size: int = DEFAULT_CONV_SIZE,
+                 chunk_size: int | None = None, norm_eps: float = DEFAULT_EPS):
+        super().__init__()
+        if input_gate not in INPUT_GATES:
+            raise ValueError(f"input_gate: expected one of {INPUT_GATES}, got {input_gate!r}")
+        check_positive("chunk_size", chunk_size, allow_none=True)
+        self.d_model, self.n_heads, self.input_gate, self.chunk_size = d_model, n_heads, input_gate, chunk_size
+        self.head_dim = K = resolve_head_dim(d_model, n_heads, head_dim)
+        H = n_heads
+        self.qkv_proj = nn.Linear(d_model, 3 * H * K, bias=False)
+        self.conv = ShortConv(3 * H * K, conv_size) if short_conv else None
+        self.i_proj = nn.Linear(d_model, H)
+        self.f_proj = nn.Linear(d_model, H)
+        with torch.no_grad():
+            self.i_proj.bias.fill_(INPUT_GATE_BIAS_INIT)
+            bias = self.f_proj.bias
+            self.f_proj.bias.copy_(torch.linspace(*FORGET_GATE_BIAS_RANGE, H, dtype=bias.dtype, device=bias.device))
+        self.norm = RMSNorm(K, norm_eps)
+        self.out_gate = OutputGate(d_model, H * K, "sigmoid")
+        self.o_proj = nn.Linear(H * K, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cache: RecurrentCache | None = None, *, use_cache: bool = False,
+                form: str = "auto") -> MixerOutput:
+        """x: `[B, T, D]`, cache: `RecurrentCache` of the tokens before x, or None.
+
+        Returns `MixerOutput(output [B, T, D], RecurrentCache or None)`.
+        """
+        self.check_input(x)
+        self.check_cache(cache, RecurrentCache)
+        qkv, conv_cache = self.qkv_proj(x), None
+        if self.conv is not None:
+            qkv, conv_cache = self.conv(qkv, None if cache is None else cache.conv)
+        q, k, v = qkv.unflatten(-1, (3, self.n_heads, self.head_dim)).unbind(dim=2)
+        keep = use_cache or cache is not None
+        out = mlstm(
+            q, k, v, self.i_proj(x), self.f_proj(x), input_gate=self.input_gate,
+            initial_state=None if cache is None else cache.state, output_final_state=keep,
+            chunk_size=self.chunk_size, form=form, impl="auto",
+        )
+        h = self.norm(out.output) * self.out_gate(x).unflatten(-1, out.output.shape[-2:])
+        return self.result(self.o_proj(h.flatten(-2)), RecurrentCache(out.final_state, conv_cache), keep)
+
+
+class AarenLayer(Mixer):
+    """Aaren (Feng et al. 2024, arXiv 2405.13956): each head's query is a learned
+    parameter, not a function of the input, and output t is softmax attention of that
+    query over the keys of tokens 1..t: `y = W_o aaren(q, W_k x, W_v x)`.
+
+    Stacking these layers, each layer's per-step outputs are the next layer's tokens, as
+    in the paper. The paper's multi-head layout is unverified; here each head has its own
+    query and scores are scaled by `K^-1/2` (see `attnforms.ops.aaren`).
+
+    Args:
+        d_model: D. n_heads: H. head_dim: K (default D / H); V = K.
+        chunk_size: tokens per chunk of the op's chunk form.
+
+    The cache is `RecurrentCache(state=AarenState(m [B, H], u [B, H], w [B, H, V]),
+    conv=None)`.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, head_dim: int | None = None,
+                 chunk_size: int | None = None):
+        super().__init__()
+        check_positive("chunk_size", chunk_size, allow_none=True)
+        self.d_model, self.n_heads, self.chunk_size = d_model, n_heads, chunk_size
+        self.head_dim = K = resolve_head_dim(d_model, n_heads, head_dim)
+        self.query = nn.Parameter(torch.empty(n_heads, K))
+        nn.init.normal_(self.query)
+        self.k_proj = nn.Linear(d_model, n_heads * K, bias=False)
+        self.v_proj = nn.Linear(d_model, n_heads * K, bias=False)
+        self.o_proj = nn.Linear(n_heads * K, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cache: RecurrentCache | None = None, *, use_cache: bool = False,
+                form: str = "auto") -> MixerOutput:
+        """x: `[B, T, D]`, cache: `RecurrentCache` of the tokens before x, or None.
+
+        Returns `MixerOutput(output [B, T, D], RecurrentCache or None)`.
+        """
+        self.check_input(x)
+        self.check_cache(cache, RecurrentCache)
+        B = x.shape[0]
+        k = self.k_proj(x).unflatten(-1, (self.n_heads, self.head_dim))
+        v = self.v_proj(x).unflatten(-1, (self.n_heads, self.head_dim))
+        keep = use_cache or cache is not None
+        out = aaren(
+            self.query.to(x.dtype).expand(B, -1, -1), k, v,
+            initial_state=None if cache is None else cache.state, output_final_state=keep,
+            chunk_size=self.chunk_size, form=form, impl="auto",
+        )
+        return self.result(self.o_proj(out.output.flatten(-2)), RecurrentCache(out.final_state, None), keep)
