@@ -40,7 +40,7 @@ def _state_bwd_kernel(q, k, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, diniti
         b_q = tl.load(q + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
         b_k = tl.load(k + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
         b_do = tl.load(do + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+        b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0).to(tl.float32)
         b_kg = b_k
         b_qg = b_q
         b_k_end = b_k
@@ -179,8 +179,8 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
             p_kv = (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :])
             b_do = tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32)
             b_u = tl.load(v_new + p_tv, mask=m_tv, other=0.0).to(tl.float32)
-            b_S = tl.load(states + p_kv, mask=m_kv, other=0.0)
-            b_dS = tl.load(dstates + p_kv, mask=m_kv, other=0.0)
+            b_S = tl.load(states + p_kv, mask=m_kv, other=0.0).to(tl.float32)
+            b_dS = tl.load(dstates + p_kv, mask=m_kv, other=0.0).to(tl.float32)
             # [BT, BV] @ [BV, BK] -> [BT, BK], twice
             b_dq_state += tl.dot(b_do, tl.trans(b_S))
             b_dk_write += tl.dot(b_u, tl.trans(b_dS))

@@ -76,7 +76,7 @@ def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg
                 # On the diagonal, one key step s at a time: `[BC, BK]` products (a
                 # `[BC, BC, BK]` broadcast is far slower in Triton). P is zero above the
                 # diagonal, so the clamped decays there never count.
-                for s in tl.static_range(BC):
+                for s in range(BC):
                     m_one = o_s == j * BC + s
                     b_k_s = _row(k, start, j * BC + s, valid, o_k, m_k, i_h, H, K)
                     b_decay = _decay_exp(b_G - _row(G, start, j * BC + s, valid, o_k, m_k, i_h, H, K)[None, :])
@@ -121,7 +121,7 @@ def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg
                     b_dkq += b_s_dec * tl.dot(tl.trans(b_Pkk), b_k * b_r_dec)
             else:
                 # On the diagonal, one query step r at a time (see pass 1).
-                for r in tl.static_range(BC):
+                for r in range(BC):
                     m_one = o_r == ib * BC + r
                     b_decay = _decay_exp(_row(G, start, ib * BC + r, valid, o_k, m_k, i_h, H, K)[None, :] - b_Gs)
                     b_q_r = _row(q, start, ib * BC + r, valid, o_k, m_k, i_h, H, K)

@@ -145,7 +145,7 @@ def _channel_block(q, k, G, Aqk, Akk, start, valid, i_h, scale,
             else:
                 # One key step s at a time: `[BC, BK]` products and a row sum per column
                 # (a `[BC, BC, BK]` broadcast is far slower in Triton).
-                for s in tl.static_range(BC):
+                for s in range(BC):
                     t = j * BC + s
                     m_one = (o_s == t)[None, :]
                     m_ks = m_k & (t < valid)
@@ -180,13 +180,14 @@ def _block(A, beta, start, valid, i_h, bi: tl.constexpr, bj: tl.constexpr, H: tl
 def _invert_diagonal(A, beta, start, valid, i_h, bi: tl.constexpr, H: tl.constexpr,
                      BT: tl.constexpr, BC: tl.constexpr):
     """(I + Diag(β) A_ii)⁻¹ of the strictly lower diagonal block i, `[BC, BC]`, by forward
-    substitution: row r is e_r − β_r Σ_{s<r} A_rs M_s, and rows below r are still zero."""
+    substitution: row r is e_r − β_r Σ_{s<r} A_rs M_s, and rows below r are still zero.
+    The block is loaded once; rows are picked out of registers, so the BC dependent
+    steps wait on no memory."""
     o_c = tl.arange(0, BC)
+    b_A = _block(A, beta, start, valid, i_h, bi, bi, H, BT, BC)
     b_M = tl.zeros([BC, BC], dtype=tl.float32)
     for r in range(BC):
-        row = bi * BC + r
-        b_a = tl.load(A + ((start + row) * H + i_h) * BT + bi * BC + o_c, mask=row < valid, other=0.0)
-        b_a *= tl.load(beta + (start + row) * H + i_h, mask=row < valid, other=0.0).to(tl.float32)
+        b_a = tl.sum(tl.where(o_c[:, None] == r, b_A, 0.0), axis=0)
         b_row = tl.where(o_c == r, 1.0, 0.0) - tl.sum(b_a[:, None] * b_M, axis=0)
         b_M = tl.where(o_c[:, None] == r, b_row[None, :], b_M)
     return b_M
@@ -293,7 +294,7 @@ def _state_kernel(k, v, w, G, states, v_new, initial, final, chunk_base, cu_seql
                   BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     """Walk the chunks of sequence n in order for one head and BV value columns, with the
     whole `[K, BV]` state slice in registers; store each entering state and (with beta)
-    the pseudo-values Ũ. With beta, `v` and `w` are the chunks' U and W (float32)."""
+    the pseudo-values Ũ. With beta, `v` and `w` are the chunks' U and W."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_S = state_slice(
         initial, cu_seqlens, H, K, V, USE_INITIAL, BK, BV)
     first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
@@ -306,7 +307,7 @@ def _state_kernel(k, v, w, G, states, v_new, initial, final, chunk_base, cu_seql
         m_tk = m_t[:, None] & m_k[None, :]
         m_tv = m_t[:, None] & m_v[None, :]
         b_k = tl.load(k + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
-        # With beta, `v` holds U (float32); without, the values.
+        # With beta, `v` holds U; without, the values.
         b_v = tl.load(v + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
         if GATE == 1:
             b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
@@ -321,7 +322,7 @@ def _state_kernel(k, v, w, G, states, v_new, initial, final, chunk_base, cu_seql
         if USE_BETA:
             # Ũ = U − W S with the chunk's U = M Diag(β) V and W = M Diag(β)(γ ⊙ K)
             # (`_wu_kernel`): one product on the sequential path instead of two.
-            b_w = tl.load(w + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0)
+            b_w = tl.load(w + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
             # [BT, BK] @ [BK, BV] -> [BT, BV]
             b_u = b_v - tl.dot(b_w, b_S)
             tl.store(v_new + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], b_u, mask=m_tv)
@@ -360,10 +361,10 @@ def _output_kernel(q, G, Aqk, states, v_new, o, chunk_indices, cu_seqlens, scale
     elif GATE == 2:
         b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0)
         b_q = b_q * tl.exp(b_G)
-    b_S = tl.load(states + (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]), mask=m_k[:, None] & m_v[None, :], other=0.0)
+    b_S = tl.load(states + (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]), mask=m_k[:, None] & m_v[None, :], other=0.0).to(tl.float32)
     # [BT, BK] @ [BK, BV] -> [BT, BV]
     b_o = tl.dot(b_q * scale, b_S)
-    b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+    b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0).to(tl.float32)
     m_tv = m_t[:, None] & m_v[None, :]
     b_u = tl.load(v_new + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
     # [BT, BT] @ [BT, BV] -> [BT, BV]
