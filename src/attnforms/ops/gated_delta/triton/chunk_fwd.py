@@ -144,8 +144,9 @@ def _channel_block(q, k, G, Aqk, Akk, start, valid, i_h, scale,
                     b_kk += tl.dot(b_kr * b_r_dec, tl.trans(b_ks_dec))
             else:
                 # One key step s at a time: `[BC, BK]` products and a row sum per column
-                # (a `[BC, BC, BK]` broadcast is far slower in Triton).
-                for s in range(BC):
+                # (a `[BC, BC, BK]` broadcast is slower in Triton). Unrolled: the dynamic
+                # loop measured 13% slower here (KDA scores 2.70 -> 3.05 ms at S1).
+                for s in tl.static_range(BC):
                     t = j * BC + s
                     m_one = (o_s == t)[None, :]
                     m_ks = m_k & (t < valid)
@@ -181,13 +182,14 @@ def _invert_diagonal(A, beta, start, valid, i_h, bi: tl.constexpr, H: tl.constex
                      BT: tl.constexpr, BC: tl.constexpr):
     """(I + Diag(β) A_ii)⁻¹ of the strictly lower diagonal block i, `[BC, BC]`, by forward
     substitution: row r is e_r − β_r Σ_{s<r} A_rs M_s, and rows below r are still zero.
-    The block is loaded once; rows are picked out of registers, so the BC dependent
-    steps wait on no memory."""
+    Each row is loaded when it is needed (cached loads): picking rows out of a block in
+    registers instead measured slower on the H200 (solve 0.40 -> 0.70 ms at S1)."""
     o_c = tl.arange(0, BC)
-    b_A = _block(A, beta, start, valid, i_h, bi, bi, H, BT, BC)
     b_M = tl.zeros([BC, BC], dtype=tl.float32)
     for r in range(BC):
-        b_a = tl.sum(tl.where(o_c[:, None] == r, b_A, 0.0), axis=0)
+        row = bi * BC + r
+        b_a = tl.load(A + ((start + row) * H + i_h) * BT + bi * BC + o_c, mask=row < valid, other=0.0)
+        b_a *= tl.load(beta + (start + row) * H + i_h, mask=row < valid, other=0.0).to(tl.float32)
         b_row = tl.where(o_c == r, 1.0, 0.0) - tl.sum(b_a[:, None] * b_M, axis=0)
         b_M = tl.where(o_c[:, None] == r, b_row[None, :], b_M)
     return b_M
