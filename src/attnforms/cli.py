@@ -4,6 +4,7 @@
     attnforms check    every family × configuration × form against the float64 reference
     attnforms bench    every op at the canonical shapes against the installed peers
     attnforms train    a model of attnforms.models on a task of attnforms.tasks
+    attnforms demo     check, train every formulation on MQAR, measure, write a report
 """
 from __future__ import annotations
 
@@ -99,6 +100,12 @@ def _train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo.command import run_demo_command
+
+    return run_demo_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnforms", description="Attention formulations behind one API.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", _check, "check every family and form against the float64 reference"),
         ("bench", _bench, "check, then time every op at the canonical shapes against the installed peers"),
         ("train", _train, "train a model of attnforms.models on a task, with evaluation and checkpoints"),
+        ("demo", _demo, "check the ops, train every formulation on MQAR, measure speed and memory, write a report"),
     ]:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--device", default=default_device, help=f"torch device (default {default_device})")
@@ -117,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
             from .tasks.command import add_train_options
 
             add_train_options(command)
+        if name == "demo":
+            from .demo.command import add_demo_options
+
+            add_demo_options(command)
         command.set_defaults(handler=handler)
     return parser
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import RMSNorm
+from ..layers.conv import ShortConv
 from .config import ModelConfig
 from .mixers import build_mixer
 
@@ -28,22 +29,42 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+class BlockCache(NamedTuple):
+    """Cache of a block with `block_conv`: the mixer's own cache and the convolution's
+    last `W - 1` inputs `[B, W - 1, D]`. Blocks without `block_conv` return the mixer's
+    cache alone."""
+
+    mixer: Any
+    conv: torch.Tensor
+
+
 class Block(nn.Module):
-    """Pre-norm residual block: `h = x + mixer(norm(x))`, `y = h + mlp(norm(h))`."""
+    """Pre-norm residual block: `h = x + mixer(norm(x))`, `y = h + mlp(norm(h))`; with
+    `config.block_conv`, `h = x + mixer(conv(norm(x)))`."""
 
     def __init__(self, config: ModelConfig, mixer_name: str):
         super().__init__()
         self.mixer_name = mixer_name
         self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mixer = build_mixer(mixer_name, config)
+        self.conv = ShortConv(config.d_model, config.conv_size) if config.block_conv else None
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = SwiGLU(config.d_model, config.resolved_mlp_hidden)
 
     def forward(self, x: torch.Tensor, cache=None, *, use_cache: bool = False, form: str = "auto"):
         """x: `[B, T, D]` -> `(y [B, T, D], the mixer's cache or None)`."""
-        mixed = self.mixer(self.mixer_norm(x), cache, use_cache=use_cache, form=form)
+        u = self.mixer_norm(x)
+        if self.conv is None:
+            mixed = self.mixer(u, cache, use_cache=use_cache, form=form)
+            new_cache = mixed.cache
+        else:
+            if cache is not None and not isinstance(cache, BlockCache):
+                raise ValueError(f"cache: a block with block_conv expects a BlockCache, got {type(cache).__name__}")
+            u, conv_cache = self.conv(u, None if cache is None else cache.conv)
+            mixed = self.mixer(u, None if cache is None else cache.mixer, use_cache=use_cache, form=form)
+            new_cache = BlockCache(mixed.cache, conv_cache) if mixed.cache is not None else None
         h = x + mixed.output
-        return h + self.mlp(self.mlp_norm(h)), mixed.cache
+        return h + self.mlp(self.mlp_norm(h)), new_cache
 
 
 class StackOutput(NamedTuple):

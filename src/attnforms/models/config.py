@@ -57,6 +57,10 @@ class ModelConfig:
 
     Every mixer:
         chunk_size: tokens per chunk of the ops' chunk forms (default 64).
+        block_conv: a depthwise causal convolution of `conv_size` on every mixer's
+            (normalised) input, whatever the mixer: the one way to give softmax
+            attention, Aaren and the recurrent mixers the same short convolution (as
+            Zoology's MQAR recipe does); combine with `short_conv=False` to avoid two.
 
     Head:
         task: "lm" (token in, next-token logits out, tied embedding) or "sequence"
@@ -97,6 +101,7 @@ class ModelConfig:
     mlstm_input_gate: str = "exp"
 
     chunk_size: int | None = None
+    block_conv: bool = False
 
     task: str = "lm"
     input_dim: int | None = None

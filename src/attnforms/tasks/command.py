@@ -1,13 +1,15 @@
 """`attnforms train`: build a task and a model from the command line and train it.
 
-    attnforms train --task T0-a --preset softmax --out runs/t0a-softmax
+    attnforms train --task T0-a --preset transformer --out runs/t0a-transformer
     attnforms train --task mqar --task-option num_pairs=16 --seq-len 128 --vocab-size 512 --preset gdn
-    attnforms train --task T0-a --preset softmax --out runs/t0a-softmax --resume runs/t0a-softmax
+    attnforms train --task T0-a --preset transformer --out runs/t0a-transformer --resume runs/t0a-transformer
 
 `--task` takes a task name (`attnforms.tasks.TASKS`) or a named setting
 (`attnforms.tasks.SETTINGS`, e.g. T0-a, which also fixes the training- and held-out-set
 sizes and the step budget unless given). The model comes from
-`attnforms.tasks.model_factory.build` and so from `attnforms.models`.
+`attnforms.tasks.model_factory.build`, a preset of `attnforms.models` (`PRESETS`) at the
+given width, depth and heads; checkpoints store it with `attnforms.models.save`, so
+`attnforms.models.load(<out>/checkpoints/step-...)` opens one.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ..models import PRESETS
 from . import SETTINGS, TASKS, make_task
-from .model_factory import ModelsUnavailableError, build
+from .model_factory import build, load_model, save_model
 from .train import TrainConfig, train
 
 DEFAULT_STEPS = 1000
@@ -44,9 +47,11 @@ def add_train_options(command: argparse.ArgumentParser) -> None:
                          help="a task setting, e.g. num_pairs=16 (repeatable)")
     command.add_argument("--seq-len", type=int, help="sequence length T (default: the task's)")
     command.add_argument("--vocab-size", type=int, help="vocabulary size V, for tasks that take one")
-    command.add_argument("--preset", required=True, help="model preset of attnforms.models")
+    command.add_argument("--preset", required=True,
+                         help=f"model preset of attnforms.models: {', '.join(PRESETS)}")
     command.add_argument("--width", type=int, default=64, help="model width (default 64)")
     command.add_argument("--depth", type=int, default=2, help="number of blocks (default 2)")
+    command.add_argument("--heads", type=int, help="attention / state heads (default: the preset's)")
     command.add_argument("--steps", type=int, help=f"optimizer steps (default: the setting's, else {DEFAULT_STEPS})")
     command.add_argument("--batch-size", type=int, default=64, help="sequences per step (default 64)")
     command.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
@@ -83,7 +88,8 @@ def run_train(args: argparse.Namespace) -> int:
     """The handler of `attnforms train`; returns the exit status."""
     try:
         task, setting = _task_and_setting(args)
-        model = build(args.preset, task.vocab_size, args.width, args.depth, seq_len=task.seq_len)
+        heads = {} if args.heads is None else {"n_heads": args.heads}
+        model = build(args.preset, task.vocab_size, args.width, args.depth, seq_len=task.seq_len, **heads)
         config = TrainConfig(
             steps=args.steps or (setting.steps if setting else DEFAULT_STEPS),
             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -94,10 +100,10 @@ def run_train(args: argparse.Namespace) -> int:
             out_dir=str(args.out or Path("runs") / f"{args.task}-{args.preset}-seed{args.seed}"),
             progress=not args.no_progress,
         )
-    except (ValueError, ModelsUnavailableError) as error:
+    except ValueError as error:
         print(f"attnforms train: {error}", file=sys.stderr)
         return 2
-    log = train(model, task, config, resume=args.resume)
+    log = train(model, task, config, resume=args.resume, save_model=save_model, load_model=load_model)
     final = log["final"]
     print(f"{args.task} / {args.preset}: step {final['step']}, eval loss {final['eval_loss']:.4f}, "
           f"{log['metric']} {final[log['metric']]:.4f}; log in {config.out_dir}/log.json")

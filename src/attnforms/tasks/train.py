@@ -1,4 +1,5 @@
-"""The training loop: any model that maps token ids `[B, T]` to logits `[B, T, V]`, on any
+"""The training loop: any model that maps token ids `[B, T]` to logits `[B, T, V]` (or to an
+output whose `.logits` are those, as `attnforms.models` returns), on any
 task, on CPU or GPU, seeded, checkpointed and resumable.
 
     log = train(model, task, TrainConfig(steps=800, batch_size=64, lr=3e-3, out_dir="runs/x"))
@@ -139,6 +140,15 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=config.betas)
 
 
+def logits_of(output) -> torch.Tensor:
+    """The logits `[B, T, V]` of a model's output: the output itself, or its `.logits`
+    field (the `ModelOutput` of `attnforms.models`)."""
+    logits = getattr(output, "logits", output)
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"model: expected logits [B, T, V] or an output with .logits, got {type(output).__name__}")
+    return logits
+
+
 def _check_logits(logits: torch.Tensor, inputs: torch.Tensor, vocab_size: int) -> None:
     expected = (*inputs.shape, vocab_size)
     if tuple(logits.shape) != expected:
@@ -161,7 +171,7 @@ def evaluate(
         x = inputs[start : start + batch_size].to(device)
         y = targets[start : start + batch_size].to(device)
         with autocast():
-            logits = model(x)
+            logits = logits_of(model(x))
         loss_sum += float(cross_entropy_sum(logits, y))
         numerator, scored = metric_totals(metric, logits, y)
         metric_sum, count = metric_sum + numerator, count + scored
@@ -187,7 +197,7 @@ def _train_step(
     """One AdamW update on inputs / targets `[B, T]`; returns the loss (0-dim, on the
     device). With `check_vocab`, first checks that the logits are `[B, T, check_vocab]`."""
     with autocast():
-        logits = model(inputs)
+        logits = logits_of(model(inputs))
     if check_vocab is not None:
         _check_logits(logits, inputs, check_vocab)
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
@@ -220,7 +230,8 @@ def train(
 ) -> dict:
     """Train `model` on `task`; returns the log (see the module docstring).
 
-    model: maps inputs `[B, T]` int64 to logits `[B, T, task.vocab_size]`; moved to the
+    model: maps inputs `[B, T]` int64 to logits `[B, T, task.vocab_size]` (or to an output
+    with such `.logits`); moved to the
     config's device and trained in place. resume: a checkpoint directory, or a run
     directory (its latest checkpoint); the task must be the one the checkpoint was made
     with. Without `resume`, `config.out_dir` must hold no checkpoints yet (a new run never

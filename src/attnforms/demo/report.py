@@ -1,0 +1,123 @@
+"""The demo's report folder: `report.md` (tables), `results.json` (everything measured)
+and PNG plots (matplotlib, Agg backend, so no display is needed)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+PLOTS = ("accuracy_vs_steps.png", "decode_cost_vs_context.png")
+# Quality-anchors §5.1 pass levels on T0-a.
+SOFTMAX_TARGET, FIXED_STATE_TARGET = 0.99, 0.95
+FIXED_STATE = ("linear", "gla", "deltanet", "gdn", "kda", "mlstm")
+
+
+def _expectation(preset: str, block: dict) -> str:
+    """What quality-anchors §5.1 expects of `preset` on T0-a, and whether it was met."""
+    value = block["results"][preset]["accuracy"]
+    if preset == "transformer":
+        return f"≥ {SOFTMAX_TARGET}: " + ("met" if value >= SOFTMAX_TARGET else "NOT met")
+    if preset in FIXED_STATE:
+        return f"≥ {FIXED_STATE_TARGET}: " + ("met" if value >= FIXED_STATE_TARGET else "NOT met")
+    if preset == "swa-transformer":
+        reach = block["window_reach"]
+        return f"≈ reach {reach:.3f} ± 0.05: " + ("met" if abs(value - reach) <= 0.05 else "NOT met")
+    chance = block["chance"]["context_values"]
+    return f"≈ chance {chance:.3f}: " + ("met" if value <= chance + 0.05 else "NOT met")
+
+
+def main_table(results: dict, task: str = "T0-a") -> str:
+    """The headline table (Markdown): one row per formulation on `task`."""
+    block = results["tasks"][task]
+    metric = block["metric"]
+    lines = [f"| formulation | width | params | state B/layer/seq @T={block['task']['seq_len']} | "
+             f"{metric.replace('_', ' ')} | train tok/s | T0-a expectation |",
+             "|---|---|---|---|---|---|---|"]
+    for preset, row in block["results"].items():
+        note = _expectation(preset, block) if task == "T0-a" else ""
+        lines.append(f"| {row['label']} | {row['d_model']} | {row['parameters']:,} | "
+                     f"{row['state_bytes_per_layer']:,.0f} | {row[metric]:.3f} | {row['tokens_per_s']:,.0f} | {note} |")
+    return "\n".join(lines)
+
+
+def _decode_table(results: dict) -> str:
+    contexts = [c["context"] for c in next(iter(results["decode"].values()))]
+    head = " | ".join(f"ms/token @{c} | cache KiB @{c}" for c in contexts)
+    lines = [f"| formulation | {head} |", "|---|" + "---|" * (2 * len(contexts))]
+    for preset, costs in results["decode"].items():
+        cells = " | ".join(f"{c['ms_per_token']:.2f} | {c['cache_bytes'] / 1024:,.1f}" for c in costs)
+        lines.append(f"| {results['labels'][preset]} | {cells} |")
+    return "\n".join(lines)
+
+
+def _markdown(results: dict) -> str:
+    check = results["check"]
+    s = results["settings"]
+    parts = [
+        f"# attnforms demo ({results['level']})\n",
+        f"Device {results['device']}, {results['threads']} threads, torch {results['torch']}; "
+        f"wall time {results['wall_s']:.0f} s.\n",
+        f"## Check\n\n`attnforms check`: {check['passed']} of {check['rows']} rows pass"
+        + ("." if not check["failed"] else ":\n\n" + "\n".join(f"- FAIL {f}" for f in check["failed"])) + "\n",
+        "## MQAR T0-a\n",
+        f"Training: {s['steps']} steps, batch {s['batch_size']}, peak lr {s['lr']}, AdamW, "
+        f"{s['train_examples']} training examples; accuracy on {s['eval_examples']} held-out examples. "
+        f"Models: 2 blocks, 1 head, equal parameter count (widths from `match_parameters`). "
+        f"Short convolution: {results['short_conv']}.\n",
+    ]
+    t0a = results["tasks"]["T0-a"]
+    parts += [main_table(results), "",
+              f"- Sliding window W 8: fraction of queries whose key is < 2·8 tokens back "
+              f"(counted on generated batches): **{t0a['window_reach']:.3f}**.",
+              f"- Chance without lookup (uniform over the context's values, 1/K): "
+              f"**{t0a['chance']['context_values']:.3f}**; uniform over the value vocabulary: "
+              f"{t0a['chance']['value_vocabulary']:.4f}.",
+              "- State bytes: the caches the model returns for one sequence (KV cache for softmax, "
+              "fixed state for the rest, plus the short convolution's window), divided by the layers.", ""]
+    for name in [n for n in results["tasks"] if n != "T0-a"]:
+        parts += [f"## {name}\n", main_table(results, name), ""]
+    parts += ["## Decoding cost (one sequence, T0-a models)\n", _decode_table(results), "",
+              "## Plots\n", *(f"![{p}]({p})" for p in PLOTS), ""]
+    return "\n".join(parts)
+
+
+def _plots(results: dict, out: Path) -> None:
+    labels = results["labels"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    t0a = results["tasks"]["T0-a"]
+    for preset, row in t0a["results"].items():
+        steps, values = zip(*row["curve"])
+        ax.plot(steps, values, marker="o", markersize=3, label=labels[preset])
+    ax.axhline(t0a["window_reach"], color="grey", linestyle=":", linewidth=1, label="window reach")
+    ax.axhline(t0a["chance"]["context_values"], color="black", linestyle="--", linewidth=1, label="chance (1/K)")
+    ax.set(xlabel="training step", ylabel="held-out accuracy", title="MQAR T0-a", ylim=(0, 1.02))
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / PLOTS[0], dpi=80)
+    plt.close(fig)
+
+    fig, (mem, cost) = plt.subplots(1, 2, figsize=(9, 4))
+    for preset, costs in results["decode"].items():
+        contexts = [c["context"] for c in costs]
+        mem.plot(contexts, [c["cache_bytes"] / 1024 for c in costs], marker="o", label=labels[preset])
+        cost.plot(contexts, [c["ms_per_token"] for c in costs], marker="o", label=labels[preset])
+    mem.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="cache KiB (one sequence)",
+            title="decoding memory")
+    cost.set(xscale="log", xlabel="context (tokens)", ylabel="ms per generated token", title="decoding time")
+    mem.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / PLOTS[1], dpi=80)
+    plt.close(fig)
+
+
+def write_report(results: dict, out: Path) -> None:
+    """Write report.md, results.json and the PNGs into `out` (created if missing)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    _plots(results, out)
+    (out / "report.md").write_text(_markdown(results))

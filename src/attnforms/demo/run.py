@@ -1,0 +1,123 @@
+"""`run_demo`: check the ops, train every formulation on MQAR (and more with `full`),
+measure decoding cost, and write the report folder."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import models
+from ..check import run_check
+from ..tasks import MQAR_SETTINGS, CharLM
+from ..tasks.train import TrainConfig, train
+from .costs import decode_cost
+from .lineup import LABELS, PRESET_NAMES, SHORT_CONV_NOTE, lineup, state_bytes_per_layer
+from .mqar_baselines import chance_accuracy, window_reach_fraction
+from .report import write_report
+from .settings import DemoSettings, settings_for
+
+SWA_WINDOW = 8
+MAX_THREADS = 8
+
+
+def choose_threads() -> int:
+    """Intra-op threads: the cores this process may use (at most 8; these models are
+    small, so more threads mostly add synchronisation)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_THREADS, cores))
+
+
+def _check_summary() -> dict:
+    rows = run_check(device="cpu")
+    failed = [f"{row.op} / {row.case} / {row.form} / {row.impl}: {row.failure or 'error above bound'}"
+              for row in rows if not row.passed]
+    return {"rows": len(rows), "passed": len(rows) - len(failed), "failed": failed}
+
+
+def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, seed: int) -> tuple[dict, models.CausalLM]:
+    torch.manual_seed(seed)
+    model = models.build_model(entry.config)
+    config = TrainConfig(
+        steps=steps, batch_size=settings.batch_size, lr=settings.lr,
+        warmup_steps=min(settings.warmup_steps, steps), eval_every=min(settings.eval_every, steps),
+        eval_examples=settings.eval_examples,
+        train_examples=settings.train_examples if task.name == "mqar" else None,
+        seed=seed, device=device, progress=False,
+    )
+    start = time.perf_counter()
+    log = train(model, task, config)
+    seconds = time.perf_counter() - start
+    metric = log["metric"]
+    timed = [e["tokens_per_s"] for e in log["evals"]]
+    return {
+        "label": entry.label, "d_model": entry.config.d_model, "n_heads": entry.config.n_heads,
+        "parameters": entry.parameters, metric: log["final"][metric],
+        "curve": [[e["step"], e[metric]] for e in log["evals"]],
+        "tokens_per_s": sum(timed) / len(timed), "train_s": seconds,
+        "state_bytes_per_layer": state_bytes_per_layer(entry.config, task.seq_len),
+    }, model
+
+
+def _train_lineup(name: str, task, entries, settings, device, steps, bar, seed=0) -> tuple[dict, dict]:
+    results, trained = {}, {}
+    for entry in entries:
+        bar.set_description(f"{name}: {entry.label}")
+        results[entry.preset], trained[entry.preset] = _train_one(entry, task, settings, device, steps, seed)
+        bar.update(1)
+    return results, trained
+
+
+def run_demo(level: str = "default", out: str | Path | None = None, device: str | None = None,
+             presets=PRESET_NAMES, progress: bool = True) -> tuple[dict, Path]:
+    """Run the demo at `level` ("quick", "default", "full") on `device` (default: CUDA
+    when present) for `presets`; write the report into `out` (default
+    demo-report/<timestamp>). Returns (results dict, report folder)."""
+    start = time.perf_counter()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = torch.device(device).type == "cuda"
+    settings = settings_for(level, on_gpu)
+    out = Path(out) if out is not None else Path("demo-report") / time.strftime("%Y%m%d-%H%M%S")
+    threads = choose_threads()
+    torch.set_num_threads(threads)
+
+    t0a = MQAR_SETTINGS["T0-a"].task
+    entries = lineup(t0a.vocab_size, n_heads=1, presets=presets)
+    runs = [("T0-a", t0a, entries, settings.steps)]
+    if settings.t0b:
+        t0b = MQAR_SETTINGS["T0-b"].task
+        runs.append(("T0-b", t0b, lineup(t0b.vocab_size, n_heads=8, presets=presets), settings.steps))
+    if settings.char_lm_steps:
+        char = CharLM(seq_len=128, corpus="pydoc_topics")
+        runs.append(("char-LM", char, lineup(char.vocab_size, n_heads=1, presets=presets), settings.char_lm_steps))
+    total = sum(len(r[2]) for r in runs) + len(entries) + 1
+    bar = tqdm(total=total, disable=not progress, unit="job", dynamic_ncols=True, leave=False)
+
+    bar.set_description("check")
+    results = {
+        "level": level, "settings": settings.__dict__, "device": device, "threads": threads,
+        "torch": torch.__version__, "short_conv": SHORT_CONV_NOTE, "labels": dict(LABELS),
+        "check": _check_summary(), "tasks": {}, "decode": {},
+    }
+    bar.update(1)
+    trained_t0a = {}
+    for name, task, task_entries, steps in runs:
+        task_results, trained = _train_lineup(name, task, task_entries, settings, device, steps, bar)
+        block = {"task": {"name": task.name, **task.__dict__}, "metric": task.metric, "steps": steps,
+                 "results": task_results}
+        if task.name == "mqar":
+            block["window_reach"] = window_reach_fraction(task, SWA_WINDOW)
+            block["chance"] = chance_accuracy(task)
+        results["tasks"][name] = block
+        if name == "T0-a":
+            trained_t0a = trained
+    for preset, model in trained_t0a.items():
+        bar.set_description(f"decode: {LABELS[preset]}")
+        results["decode"][preset] = [decode_cost(model, c, settings.new_tokens) for c in settings.contexts]
+        bar.update(1)
+    bar.close()
+    results["wall_s"] = time.perf_counter() - start
+    write_report(results, out)
+    return results, out

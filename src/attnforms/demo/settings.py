@@ -1,0 +1,50 @@
+"""How much the demo does: `quick` (a smoke run, about a minute on 2 CPU cores),
+`default` (about 5 minutes on 2 CPU cores; more steps and examples on a GPU) and `full`
+(longer training, plus MQAR T0-b and the character LM)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LEVELS = ("quick", "default", "full")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """steps / batch_size / lr / warmup_steps / eval_every / eval_examples: the MQAR
+    training budget of every formulation (T0-a and, with `t0b`, T0-b).
+    train_examples: fixed training-set size (None: fresh data every step).
+    contexts: context lengths of the decoding measurement; new_tokens: decoded tokens
+    timed at each. t0b: also train on MQAR T0-b (8 heads of width 8). char_lm_steps:
+    also train a character LM for this many steps (0: not)."""
+
+    level: str
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    eval_every: int
+    eval_examples: int
+    train_examples: int | None
+    contexts: tuple[int, ...]
+    new_tokens: int
+    t0b: bool = False
+    char_lm_steps: int = 0
+
+
+def settings_for(level: str, on_gpu: bool) -> DemoSettings:
+    """The settings of `level` ("quick", "default" or "full") on a CPU or a GPU."""
+    if level not in LEVELS:
+        raise ValueError(f"level: expected one of {LEVELS}, got {level!r}")
+    if level == "quick":
+        return DemoSettings("quick", steps=20, batch_size=16, lr=3e-3, warmup_steps=5, eval_every=10,
+                            eval_examples=64, train_examples=None, contexts=(64, 128), new_tokens=4)
+    # The CPU default is sized for about 5 minutes on 2 cores; the slowest formulation
+    # on the CPU (KDA's per-channel gates) takes about a quarter of it.
+    steps = {("default", False): 300, ("default", True): 1500, ("full", False): 1500, ("full", True): 3000}
+    full = level == "full"
+    return DemoSettings(
+        level, steps=steps[level, on_gpu], batch_size=64, lr=3e-3, warmup_steps=50,
+        eval_every=50 if not full else 100, eval_examples=500 if not (on_gpu or full) else 1000,
+        train_examples=20_000, contexts=(256, 1024) if not on_gpu else (1024, 8192),
+        new_tokens=16 if not on_gpu else 64, t0b=full, char_lm_steps=1000 if full else 0,
+    )

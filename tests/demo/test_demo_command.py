@@ -1,0 +1,50 @@
+"""`attnforms demo --quick` end to end: the report folder and what results.json holds."""
+import json
+
+import pytest
+
+from attnforms.cli import main
+from attnforms.demo import settings_for
+from attnforms.demo.lineup import PRESET_NAMES, lineup
+from attnforms.demo.report import PLOTS
+
+
+def test_quick_demo_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    for name in ("report.md", "results.json", *PLOTS):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    t0a = results["tasks"]["T0-a"]
+    assert set(t0a["results"]) == set(PRESET_NAMES) == set(results["decode"])
+    assert results["check"]["passed"] == results["check"]["rows"] > 0
+    for row in t0a["results"].values():
+        assert 0 <= row["accuracy"] <= 1 and row["tokens_per_s"] > 0 and row["parameters"] > 0
+    assert 0 < t0a["window_reach"] < 1 and t0a["chance"]["context_values"] == pytest.approx(1 / 8)
+    for costs in results["decode"].values():
+        assert [c["context"] for c in costs] == list(settings_for("quick", False).contexts)
+    # A fixed state does not grow with the context; a global KV cache does.
+    assert results["decode"]["gdn"][0]["cache_bytes"] == results["decode"]["gdn"][1]["cache_bytes"]
+    assert results["decode"]["transformer"][1]["cache_bytes"] > results["decode"]["transformer"][0]["cache_bytes"]
+    printed = capsys.readouterr().out
+    assert "softmax transformer" in printed and str(out / "report.md") in printed
+    assert "short conv" in (out / "report.md").read_text().lower()
+
+
+def test_lineup_has_about_equal_parameters():
+    entries = lineup(256)
+    counts = [entry.parameters for entry in entries]
+    assert [entry.preset for entry in entries] == list(PRESET_NAMES)
+    assert max(counts) / min(counts) < 1.25
+    assert all(entry.config.block_conv and entry.config.short_conv is False for entry in entries)
+
+
+def test_unknown_preset_is_reported(capsys, tmp_path):
+    assert main(["demo", "--quick", "--presets", "transformer,nonsense", "--out", str(tmp_path)]) == 2
+    assert "nonsense" in capsys.readouterr().out
+
+
+def test_levels():
+    with pytest.raises(ValueError, match="level"):
+        settings_for("huge", False)
+    assert settings_for("full", False).t0b and settings_for("default", True).steps > settings_for("default", False).steps
