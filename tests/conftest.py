@@ -40,3 +40,24 @@ def nan_poisoned_allocations(monkeypatch):
 def seeded():
     torch.manual_seed(0)
     yield
+
+
+# Tests of small models push tiny tensors through many small ops: a second intra-op thread
+# gains nothing there, and on a machine whose cores are busy with other work every
+# parallel op's barrier waits for a descheduled thread (10-100x slower, measured).
+ONE_THREAD_DIRECTORIES = ("layers", "models", "tasks", "demo")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread, restoring the count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.parent.name in ONE_THREAD_DIRECTORIES:
+            item.add_marker(pytest.mark.usefixtures("one_thread"))

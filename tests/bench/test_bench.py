@@ -145,15 +145,6 @@ def test_report_writes_valid_json_and_a_png(tmp_path):
 
 # ----------------------------------------------------------------------------- end to end
 
-@pytest.fixture
-def one_thread():
-    # Two intra-op threads on a shared two-core machine can make tiny ops 100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_quick_bench_runs_end_to_end_on_cpu(tmp_path, one_thread, capsys):
     assert main(["bench", "--quick", "--impl", "reference", "--device", "cpu", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -32,19 +32,25 @@ def token_ids(B=2, length=T, seed=3):
     return torch.randint(0, VOCAB, (B, length), generator=torch.Generator().manual_seed(seed))
 
 
+def prefill_then_steps(model, ids, prefix: int):
+    """Logits `[B, T, V]` of a chunk-form prefill of `prefix` tokens followed by one
+    recurrent step per remaining token."""
+    out = model(ids[:, :prefix], use_cache=True, form="chunk")
+    logits, caches = [out.logits], out.caches
+    for t in range(prefix, ids.shape[1]):
+        step = model.step(ids[:, t], caches)
+        logits.append(step.logits[:, None])
+        caches = step.caches
+    return torch.cat(logits, 1)
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_prefill_then_steps_and_chunked_prefill_equal_one_forward(name):
     model = small_model(name)
     ids = token_ids()
     full = model(ids).logits
 
-    out = model(ids[:, :9], use_cache=True, form="chunk")
-    logits, caches = [out.logits], out.caches
-    for t in range(9, T):
-        step = model.step(ids[:, t], caches)
-        logits.append(step.logits[:, None])
-        caches = step.caches
-    assert rel_err(torch.cat(logits, 1), full) < RELATIVE
+    assert rel_err(prefill_then_steps(model, ids, 9), full) < RELATIVE
 
     first = model(ids[:, :13], use_cache=True)
     second = model(ids[:, 13:], first.caches)
@@ -68,13 +74,7 @@ def test_config_variants_decode_like_one_forward(variant):
     model = small_model(name, **overrides)
     ids = token_ids()
     full = model(ids).logits
-    out = model(ids[:, :11], use_cache=True, form="chunk")
-    logits, caches = [out.logits], out.caches
-    for t in range(11, T):
-        step = model.step(ids[:, t], caches)
-        logits.append(step.logits[:, None])
-        caches = step.caches
-    assert rel_err(torch.cat(logits, 1), full) < RELATIVE
+    assert rel_err(prefill_then_steps(model, ids, 11), full) < RELATIVE
 
 
 @pytest.mark.parametrize("name", ["transformer", "gdn"])

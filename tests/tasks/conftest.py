@@ -32,13 +32,3 @@ def tiny_model():
         return TinyCausalModel(vocab_size)
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is fastest, and on a shared 2-core machine a
-    second thread mostly waits for the other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
