@@ -1,5 +1,5 @@
 """How much the demo does: `quick` (a smoke run, about a minute on 2 CPU cores),
-`default` (about 5 minutes on 2 CPU cores; more steps and examples on a GPU) and `full`
+`default` (about 11 minutes on 2 CPU cores, measured; more steps and examples on a GPU) and `full`
 (longer training, plus MQAR T0-b and the character LM)."""
 from __future__ import annotations
 
