@@ -65,6 +65,10 @@ VARIANTS = {
     "linear-with-conv": ("linear", dict(short_conv=True)),
     "mlstm-sigmoid-conv": ("mlstm", dict(mlstm_input_gate="sigmoid", short_conv=True)),
     "gla-rank4": ("gla", dict(gate_rank=4, head_dim=12)),
+    # The demo's setting: one short convolution in front of every mixer, the mixers' own off.
+    "transformer-block-conv": ("transformer", dict(block_conv=True)),
+    "gdn-block-conv": ("gdn", dict(block_conv=True, short_conv=False)),
+    "aaren-block-conv": ("aaren", dict(block_conv=True)),
 }
 
 
