@@ -41,7 +41,7 @@ def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, see
     torch.manual_seed(seed)
     model = models.build_model(entry.config)
     config = TrainConfig(
-        steps=steps, batch_size=settings.batch_size, lr=settings.lr,
+        steps=steps, batch_size=settings.batch_size, lr=settings.lr_for(entry.preset),
         warmup_steps=min(settings.warmup_steps, steps), eval_every=min(settings.eval_every, steps),
         eval_examples=settings.eval_examples,
         train_examples=settings.train_examples if task.name == "mqar" else None,
@@ -54,6 +54,7 @@ def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, see
     timed = [e["tokens_per_s"] for e in log["evals"]]
     return {
         "label": entry.label, "d_model": entry.config.d_model, "n_heads": entry.config.n_heads,
+        "lr": settings.lr_for(entry.preset),
         "parameters": entry.parameters, metric: log["final"][metric],
         "curve": [[e["step"], e[metric]] for e in log["evals"]],
         "tokens_per_s": sum(timed) / len(timed), "train_s": seconds,
