@@ -54,6 +54,27 @@ def check(name, gate, beta):
     return row
 
 
+def decode_fast_path_check():
+    """The in-place decode API on CUDA (the fast path, no host gate check) against the
+    reference's recurrent form, and a positive log-gate turning into NaN."""
+    x = gated_delta_inputs(4, 3, 16, 128, 128, gate="scalar", beta=True, dtype=torch.bfloat16, device=device)
+    S = torch.randn(4, 16, 128, 128, device=device) * 0.1
+    expected = af.gated_delta_rule(**{n: None if t is None else t.double() for n, t in x.items()},
+                                   initial_state=af.LinearState(S.double()), output_final_state=True,
+                                   form="recurrent", impl="reference")
+    cache = af.LinearState(S.clone())
+    o = af.gated_delta_rule_update_(x["q"], x["k"], x["v"], cache, g=x["g"], beta=x["beta"])
+    g = x["g"].clone()
+    g[0, 1, 3] = 0.5
+    poisoned = af.gated_delta_rule_update_(x["q"], x["k"], x["v"], af.LinearState(S.clone()), g=g, beta=x["beta"])
+    row = {"output_error": (o.double() - expected.output).abs().max().item(),
+           "state_error": (cache.S.double() - expected.final_state.S).abs().max().item(),
+           "positive_gate_gives_nan": bool(torch.isnan(poisoned[0, 1:, 3]).all()),
+           "other_heads_finite": bool(torch.isfinite(poisoned[:, :, :3]).all())}
+    print("decode fast path", row, flush=True)
+    return row
+
+
 def kernel_times(fn, calls=5):
     fn()
     torch.cuda.synchronize()
@@ -72,6 +93,7 @@ def main():
     shapes = sys.argv[1].split(",") if len(sys.argv) > 1 else ["S1", "S2"]
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                "checks": {}, "timing": []}
+    results["decode_fast_path"] = decode_fast_path_check()
     for name, (gate, beta) in OPS.items():
         try:
             results["checks"][name] = check(name, gate, beta)

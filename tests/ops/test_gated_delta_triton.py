@@ -189,3 +189,23 @@ def test_in_place_decoding_updates_the_callers_state():
     with pytest.raises(TypeError, match="state.S: expected a contiguous float32"):
         gated_delta_rule_update_(inputs["q"], inputs["k"], inputs["v"], af.LinearState(state.S.double()),
                                  g=inputs["g"], beta=inputs["beta"])
+
+
+@pytest.mark.parametrize("gate", ["scalar", "channel"])
+def test_recurrent_kernel_turns_a_positive_gate_into_nan(gate):
+    """The decode fast path leaves the log-gate check to the kernel (no device sync): a
+    positive gate of one head poisons that head's output from that step on and its
+    state; the other head is computed as usual."""
+    from attnforms.ops.gated_delta.triton.launch import recurrent_forward
+
+    inputs = gated_delta_inputs(1, 4, 2, 16, 16, gate=gate, beta=True, dtype=torch.float32)
+    g = inputs["g"].clone()
+    g[0, 2, 1] = 0.5  # head 1, step 2 (every channel with a per-channel gate)
+    o, final = recurrent_forward(inputs["q"], inputs["k"], inputs["v"], g, inputs["beta"], 0.25,
+                                 None, True, None)
+    assert torch.isnan(o[0, 2:, 1]).all() and torch.isnan(final[0, 1]).all()
+    assert torch.isfinite(o[0, :2]).all() and torch.isfinite(o[0, :, 0]).all()
+    expected = af.gated_delta_rule(**{**inputs, "q": inputs["q"][:, :, :1], "k": inputs["k"][:, :, :1],
+                                      "v": inputs["v"][:, :, :1], "g": g[:, :, :1], "beta": inputs["beta"][:, :, :1]},
+                                   scale=0.25, form="recurrent", impl="reference")
+    assert max_error(o[:, :, :1], expected.output) < FLOAT32_NOISE

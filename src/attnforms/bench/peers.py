@@ -64,12 +64,15 @@ class Runner:
     unavailable: why it cannot run here (import failed, ...), or None.
     head_major:  takes and returns `[B, H, T, ...]` instead of `[B, T, H, ...]`.
     is_ours:     attnforms itself (the denominator of every ratio).
+    in_place:    (decode) writes the new state over its state argument `S`, so it is
+                 given its own copy of the inputs.
     """
 
     label: str
     fn: Callable | None
     unavailable: str | None = None
     head_major: bool = False
+    in_place: bool = False
     is_ours: bool = False
 
 

@@ -105,7 +105,19 @@ def gated_delta_rule_update_(
     Args as in `gated_delta_rule`; state: `LinearState(S [B or N, H, K, V])`, S float32
     and contiguous, on a device where Triton runs. Gradients are not tracked.
     Returns the output `[B, T, H, V]`.
+
+    On a CUDA device, a call whose arguments pass a few cheap checks (shapes, dtypes,
+    devices, the state's layout; no `cu_seqlens`) goes straight to the kernel: a decode
+    step is worth microseconds, and checking that every log-gate is <= 0 on the host
+    would wait for the device. The kernel checks the gates instead: a positive one turns
+    that head's output and state to NaN (loud, never a silently wrong number). Any
+    other call is validated in full, with the usual errors.
     """
+    if kernels is not None and _fits_decode_fast_path(q, k, v, g, beta, scale, state, cu_seqlens):
+        return kernels.recurrent_update_(
+            q, k, v, g=g, beta=beta, scale=q.shape[-1] ** -0.5 if scale is None else scale,
+            state=state, offsets=None,
+        )
     offsets = _validate(q, k, v, g, beta, scale, state, cu_seqlens, None)
     if kernels is None:
         raise ImplUnavailableError("gated_delta_rule_update_: the triton package is not installed")
@@ -122,6 +134,40 @@ def gated_delta_rule_update_(
             q, k, v, g=g, beta=beta, scale=q.shape[-1] ** -0.5 if scale is None else scale,
             state=state, offsets=offsets,
         )
+
+
+_DECODE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _fits_decode_fast_path(q, k, v, g, beta, scale, state, cu_seqlens) -> bool:
+    """True when a CUDA decode call is certainly valid except for the sign of its
+    log-gates (checked in the kernel); anything unusual takes the full validation."""
+    if cu_seqlens is not None or not isinstance(state, LinearState):
+        return False
+    if scale is not None and (type(scale) is not float or not 0.0 < scale < float("inf")):
+        return False
+    S = state.S
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
+            and isinstance(S, torch.Tensor)):
+        return False
+    device, dtype = q.device, q.dtype
+    if device.type != "cuda" or dtype not in _DECODE_DTYPES or q.dim() != 4 or v.dim() != 4:
+        return False
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    if (T == 0 or k.shape != q.shape or v.shape[:3] != (B, T, H) or S.shape != (B, H, K, V)
+            or k.dtype != dtype or v.dtype != dtype or S.dtype != torch.float32
+            or k.device != device or v.device != device or S.device != device
+            or not S.is_contiguous()):
+        return False
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return False
+    for x, shapes in ((g, ((B, T, H), (B, T, H, K))), (beta, ((B, T, H),))):
+        if x is not None and (not isinstance(x, torch.Tensor) or x.device != device
+                              or x.shape not in shapes or not x.is_floating_point()
+                              or (torch.is_grad_enabled() and x.requires_grad)):
+            return False
+    return True
 
 
 def _validate(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size):

@@ -14,7 +14,7 @@ head (GATE 0 / 1) or per key channel (GATE 2). Derivation in ../README.md ("Back
 import triton
 import triton.language as tl
 
-from .chunk_fwd import _chunk_bounds, _decay_exp
+from .common import _chunk_bounds, _decay_exp
 from .state_slice import state_slice
 
 

@@ -13,7 +13,7 @@ diagonal it is formed pairwise, `[BC, BC, BK]`.
 import triton
 import triton.language as tl
 
-from .chunk_fwd import _chunk_bounds, _decay_exp
+from .common import _chunk_bounds, _decay_exp
 
 
 @triton.jit

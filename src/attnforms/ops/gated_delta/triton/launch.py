@@ -13,9 +13,8 @@ import triton
 
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
-from .chunk_fwd import (
-    _cumsum_kernel, _output_kernel, _scores_kernel, _solve_kernel, _state_kernel, _wu_kernel,
-)
+from .chunk_fwd import _state_output_kernel
+from .chunk_prepare import _cumsum_kernel, _prepare_kernel
 from .recurrent_fwd import _recurrent_kernel
 
 # Sub-block length for per-channel decays inside a chunk (tl.dot needs >= 16).
@@ -31,11 +30,15 @@ class StateTiling(NamedTuple):
     stages: int
 
 
-# Chosen from ptxas reports at K = V = 128 on sm_90 (scripts/compile_sm90.py: no spills
-# where possible) and the H200 timings in bench/NOTES-gated-delta.md. The forward pass
-# with a per-channel decay holds `[BT, K]` decay tiles too, hence the smaller slice.
-STATE_FORWARD = StateTiling(128 * 64, 4, 2)
-STATE_FORWARD_CHANNEL = StateTiling(128 * 32, 8, 1)
+# Chosen from ptxas reports at K = V = 128 on sm_90 (scripts/compile_sm90.py: no spills)
+# and the H200 timings in bench/NOTES-gated-delta.md, by gate layout (none, per head,
+# per channel): a decay per head keeps a `[BT, BT]` decay tile live, a decay per channel
+# `[BT, K]` ones, hence the smaller slices.
+STATE_FORWARD = {
+    0: StateTiling(128 * 64, 8, 2),
+    1: StateTiling(128 * 32, 8, 2),
+    2: StateTiling(128 * 32, 8, 1),
+}
 STATE_BACKWARD = StateTiling(128 * 32, 8, 2)
 # The recurrent kernel's state slice (a decode step is latency-bound: many programs).
 RECURRENT_ELEMENTS = 128 * 32
@@ -58,6 +61,13 @@ def _cu_seqlens(offsets: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """`[N + 1]` int64 offsets on `device`, made once per packing: a host to device copy
     on every call would cost more than a decoding step."""
     return torch.tensor(offsets, dtype=torch.int64, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_cu_seqlens(B: int, T: int, device: torch.device) -> torch.Tensor:
+    """`_cu_seqlens` of a plain batch, keyed by (B, T): no offsets tuple to build and hash
+    on every decoding step."""
+    return torch.arange(0, B * T + 1, T, dtype=torch.int64, device=device)
 
 
 @functools.lru_cache(maxsize=64)
@@ -99,9 +109,18 @@ class ChunkIntermediates(NamedTuple):
     v_new: torch.Tensor
 
 
-def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets, chunk_size):
-    """The chunked forward: five or six launches (see chunk_fwd.py). Returns the output, the
-    final state (or None) and the `ChunkIntermediates`."""
+def low_precision_products(x: torch.Tensor) -> bool:
+    """Whether the kernels multiply in the inputs' 16-bit dtype (float32 accumulation).
+    Not under the interpreter, which multiplies bf16 blocks wrongly."""
+    return x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cuda"
+
+
+def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets, chunk_size,
+                  save=True):
+    """The chunked forward: a cumsum (with a decay), the per-chunk preparation (with beta,
+    or to keep A_qk) and the sequential pass (see chunk_prepare.py, chunk_fwd.py).
+    Returns the output, the final state (or None) and the `ChunkIntermediates` (None
+    unless `save`: only a backward reads them)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     rows, BT = B * T, chunk_size
@@ -113,6 +132,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     q, k, v = (x.contiguous() for x in (q, k, v))
     GATE = gate_mode(g)
     use_beta = beta is not None
+    low = low_precision_products(q)
     f32 = dict(dtype=torch.float32, device=device)
 
     G = None
@@ -124,44 +144,40 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
             BK=triton.next_power_of_2(GK),
         )
     beta = beta.contiguous() if use_beta else None
-    Aqk = torch.empty(rows, H, BT, **f32)
-    Akk = torch.empty(rows, H, BT, **f32) if use_beta else None
-    _scores_kernel[(num_chunks, H)](
-        q, k, G, Aqk, Akk, chunk_indices, cu_seqlens, scale, T, H=H, K=K, GATE=GATE,
-        USE_BETA=use_beta, BT=BT, BC=SUBCHUNK, BK=min(SCORE_BK, triton.next_power_of_2(K)),
-    )
-    M = None
-    if use_beta:
-        M = torch.empty(rows, H, BT, **f32)
-        _solve_kernel[(num_chunks, H)](Akk, beta, M, chunk_indices, cu_seqlens, T, H=H, BT=BT, BC=SUBCHUNK)
-
-    tiling = STATE_FORWARD_CHANNEL if GATE == 2 else STATE_FORWARD
+    # A_qk is formed inside the sequential pass unless the backward reads it or the
+    # decay is per channel.
+    store_aqk = save or GATE == 2
+    Aqk = torch.empty(rows, H, BT, **f32) if store_aqk else None
+    Akk = M = w = u = None
+    tiling = STATE_FORWARD[GATE]
     if K > 128:
         # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.
         tiling = tiling._replace(stages=1)
     BK, BV = _value_tile(K, V, tiling.elements)
-    w = u = None
     if use_beta:
-        w, u = torch.empty(rows, H, K, **f32), torch.empty(rows, H, V, **f32)
-        _wu_kernel[(num_chunks, H)](
-            k, v, G, beta, M, w, u, chunk_indices, cu_seqlens, T, H=H, K=K, V=V, GATE=GATE,
-            BT=BT, BK=min(64, BK), BV=min(64, triton.next_power_of_2(V)),
+        Akk, M = torch.empty(rows, H, BT, **f32), torch.empty(rows, H, BT, **f32)
+        # W and U in the inputs' dtype when they are 16-bit (the noise rule holds).
+        wu = dict(dtype=q.dtype if low else torch.float32, device=device)
+        w, u = torch.empty(rows, H, K, **wu), torch.empty(rows, H, V, **wu)
+    if store_aqk or use_beta:
+        _prepare_kernel[(num_chunks, H)](
+            q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
+            H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, STORE_AQK=store_aqk, LOW=low, BT=BT,
+            BC=SUBCHUNK, BK=min(SCORE_BK, triton.next_power_of_2(K)), BKW=min(64, BK),
+            BV=min(64, triton.next_power_of_2(V)),
         )
-    states = torch.empty(num_chunks, H, K, V, **f32)
-    v_new = torch.empty(rows, H, V, **f32) if use_beta else None
+    states = torch.empty(num_chunks, H, K, V, **f32) if save else None
+    v_new = torch.empty(rows, H, V, **f32) if save and use_beta else None
     final = torch.empty(N, H, K, V, **f32) if output_final_state else None
-    _state_kernel[(triton.cdiv(V, BV), N * H)](
-        k, u if use_beta else v, w, G, states, v_new, initial_state, final, chunk_base, cu_seqlens, T,
-        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_INITIAL=initial_state is not None,
-        STORE_FINAL=output_final_state, BT=BT, BK=BK, BV=BV, num_warps=tiling.warps,
-        num_stages=tiling.stages,
-    )
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
-    _output_kernel[(triton.cdiv(V, BV), num_chunks, H)](
-        q, G, Aqk, states, v_new if use_beta else v, o, chunk_indices, cu_seqlens, scale, T,
-        H=H, K=K, V=V, GATE=GATE, BT=BT, BK=BK, BV=BV,
+    _state_output_kernel[(triton.cdiv(V, BV), N * H)](
+        q, k, u if use_beta else v, w, G, Aqk, o, states, v_new, initial_state, final, chunk_base,
+        cu_seqlens, scale, T, H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta,
+        USE_INITIAL=initial_state is not None, STORE_FINAL=output_final_state, SAVE=save, LOW=low,
+        BT=BT, BK=BK, BV=BV, num_warps=tiling.warps, num_stages=tiling.stages,
     )
-    return o, final, ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v)
+    saved = ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v) if save else None
+    return o, final, saved
 
 
 def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermediates, do,
@@ -217,13 +233,15 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
 def recurrent_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets,
                       final_out=None):
     """Token by token in one launch. `final_out`, when given (it may be the initial
-    state's own tensor), receives the final state in place."""
+    state's own tensor), receives the final state in place. Kept lean: it is the whole
+    host cost of a decoding step."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     device = q.device
-    offsets = sequence_offsets(B, T, offsets)
-    cu_seqlens = _cu_seqlens(offsets, device)
-    N = len(offsets) - 1
+    if offsets is None:
+        cu_seqlens, N = _batch_cu_seqlens(B, T, device), B
+    else:
+        cu_seqlens, N = _cu_seqlens(tuple(offsets), device), len(offsets) - 1
     BK = triton.next_power_of_2(K)
     BV = min(triton.next_power_of_2(V), max(16, RECURRENT_ELEMENTS // BK), 32)
     final = final_out

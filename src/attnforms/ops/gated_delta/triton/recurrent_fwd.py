@@ -25,9 +25,11 @@ def _recurrent_kernel(q, k, v, g, beta, o, initial, final, cu_seqlens, scale, T,
         b_k = tl.load(k + p_k, mask=m_k, other=0.0).to(tl.float32)
         b_v = tl.load(v + p_v, mask=m_v, other=0.0).to(tl.float32)
         if GATE == 1:
-            b_S = b_S * tl.exp(tl.load(g + t * H + i_h).to(tl.float32))
+            b_g = tl.load(g + t * H + i_h).to(tl.float32)
+            b_S = b_S * tl.where(b_g <= 0, tl.exp(b_g), float("nan"))
         elif GATE == 2:
-            b_S = b_S * tl.exp(tl.load(g + p_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
+            b_g = tl.load(g + p_k, mask=m_k, other=0.0).to(tl.float32)
+            b_S = b_S * tl.where(b_g <= 0, tl.exp(b_g), float("nan"))[:, None]
         if USE_BETA:
             b_beta = tl.load(beta + t * H + i_h).to(tl.float32)
             # The delta rule writes β (v − Sᵀk): [BK, BV] · [BK, 1] summed over K -> [BV].
