@@ -30,18 +30,22 @@ class StateTiling(NamedTuple):
     stages: int
 
 
-# Chosen from ptxas reports at K = V = 128 on sm_90 (scripts/compile_sm90.py: no spills)
-# and the H200 timings in bench/NOTES-gated-delta.md, by gate layout (none, per head,
-# per channel): a decay per head keeps a `[BT, BT]` decay tile live, a decay per channel
-# `[BT, K]` ones, hence the smaller slices.
+# The largest slices, by gate layout (none, per head, per channel), from the H200 sweeps
+# in bench/NOTES-gated-delta.md (4 warps beat 8 in the forward pass even where 8 spill
+# less); a decay per channel keeps `[BT, K]` decay tiles live, hence the smaller slice.
+# `_forward_value_tile` narrows the slice when there are too few programs to fill the GPU.
 STATE_FORWARD = {
-    0: StateTiling(128 * 64, 8, 2),
-    1: StateTiling(128 * 32, 8, 2),
+    0: StateTiling(128 * 64, 4, 2),
+    1: StateTiling(128 * 64, 4, 2),
     2: StateTiling(128 * 32, 8, 1),
 }
 STATE_BACKWARD = StateTiling(128 * 32, 8, 2)
-# The recurrent kernel's state slice (a decode step is latency-bound: many programs).
+# The recurrent kernel's state slice and warps (a decode step streams the state once:
+# many programs, each with enough bytes in flight).
 RECURRENT_ELEMENTS = 128 * 32
+RECURRENT_WARPS = 4
+# Warps of the per-chunk preparation (chunk_prepare.py): `[16, 16]` blocks throughout.
+PREPARE_WARPS = 4
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 BWD_BK, BWD_BV, BWD_WARPS, BWD_STAGES = 32, 64, 8, 2
 
@@ -84,6 +88,21 @@ def _chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.devic
     )
     chunk_base = torch.tensor([0] + chunk_counts[:-1], device=device).cumsum(0)
     return chunk_indices, chunk_base
+
+
+@functools.lru_cache(maxsize=8)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def _forward_value_tile(K: int, V: int, elements: int, sequences_heads: int, device) -> tuple[int, int]:
+    """`_value_tile` for the sequential forward pass, halving BV (down to 16) while the
+    pass would run fewer programs than the GPU has multiprocessors: one long sequence
+    (S2: 16 programs at BV 64) is bound by the latency of its chunk steps."""
+    BK, BV = _value_tile(K, V, elements)
+    while BV > 16 and sequences_heads * triton.cdiv(V, BV) < _multiprocessors(device):
+        BV //= 2
+    return BK, BV
 
 
 def _value_tile(K: int, V: int, elements: int) -> tuple[int, int]:
@@ -149,23 +168,27 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     store_aqk = save or GATE == 2
     Aqk = torch.empty(rows, H, BT, **f32) if store_aqk else None
     Akk = M = w = u = None
-    tiling = STATE_FORWARD[GATE]
-    if K > 128:
-        # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.
-        tiling = tiling._replace(stages=1)
-    BK, BV = _value_tile(K, V, tiling.elements)
     if use_beta:
-        Akk, M = torch.empty(rows, H, BT, **f32), torch.empty(rows, H, BT, **f32)
+        if save:
+            Akk, M = torch.empty(rows, H, BT, **f32), torch.empty(rows, H, BT, **f32)
         # W and U in the inputs' dtype when they are 16-bit (the noise rule holds).
         wu = dict(dtype=q.dtype if low else torch.float32, device=device)
         w, u = torch.empty(rows, H, K, **wu), torch.empty(rows, H, V, **wu)
     if store_aqk or use_beta:
+        # Key slice of a score block: a per-channel decay forms `[BC, BK]` decay tiles.
+        score_bk = SCORE_BK if GATE == 2 else 128
         _prepare_kernel[(num_chunks, H)](
             q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
-            H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, STORE_AQK=store_aqk, LOW=low, BT=BT,
-            BC=SUBCHUNK, BK=min(SCORE_BK, triton.next_power_of_2(K)), BKW=min(64, BK),
-            BV=min(64, triton.next_power_of_2(V)),
+            H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, STORE_AQK=store_aqk, SAVE=save, LOW=low,
+            BT=BT, BC=min(SUBCHUNK, BT), BK=min(score_bk, triton.next_power_of_2(K)),
+            BKW=min(64, triton.next_power_of_2(K)), BV=min(64, triton.next_power_of_2(V)),
+            num_warps=PREPARE_WARPS,
         )
+    tiling = STATE_FORWARD[GATE]
+    if K > 128:
+        # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.
+        tiling = tiling._replace(stages=1)
+    BK, BV = _forward_value_tile(K, V, tiling.elements, N * H, device)
     states = torch.empty(num_chunks, H, K, V, **f32) if save else None
     v_new = torch.empty(rows, H, V, **f32) if save and use_beta else None
     final = torch.empty(N, H, K, V, **f32) if output_final_state else None
@@ -243,7 +266,7 @@ def recurrent_forward(q, k, v, g, beta, scale, initial_state, output_final_state
     else:
         cu_seqlens, N = _cu_seqlens(tuple(offsets), device), len(offsets) - 1
     BK = triton.next_power_of_2(K)
-    BV = min(triton.next_power_of_2(V), max(16, RECURRENT_ELEMENTS // BK), 32)
+    BV = min(triton.next_power_of_2(V), max(16, RECURRENT_ELEMENTS // BK))
     final = final_out
     if final is None and output_final_state:
         final = torch.empty(N, H, K, V, dtype=torch.float32, device=device)
@@ -253,6 +276,6 @@ def recurrent_forward(q, k, v, g, beta, scale, initial_state, output_final_state
         None if g is None else g.contiguous(), None if beta is None else beta.contiguous(),
         o, initial_state, final, cu_seqlens, scale, T, H=H, K=K, V=V, GATE=gate_mode(g),
         USE_BETA=beta is not None, USE_INITIAL=initial_state is not None,
-        STORE_FINAL=final is not None, BK=BK, BV=BV,
+        STORE_FINAL=final is not None, BK=BK, BV=BV, num_warps=RECURRENT_WARPS,
     )
     return o, final
