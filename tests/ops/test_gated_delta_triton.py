@@ -209,3 +209,22 @@ def test_recurrent_kernel_turns_a_positive_gate_into_nan(gate):
                                       "v": inputs["v"][:, :, :1], "g": g[:, :, :1], "beta": inputs["beta"][:, :, :1]},
                                    scale=0.25, form="recurrent", impl="reference")
     assert max_error(o[:, :, :1], expected.output) < FLOAT32_NOISE
+
+
+@pytest.mark.parametrize("gate", ["scalar", "channel"])
+def test_chunk_kernels_turn_a_positive_gate_into_nan(gate):
+    """CUDA inputs skip the host's log-gate check (a device sync per call); the chunk
+    kernels poison that head from the chunk holding a positive gate on with NaN (in-chunk
+    products mix its rows), and leave the chunks before it and the other heads exact."""
+    from attnforms.ops.gated_delta.triton.launch import chunk_forward
+
+    inputs = gated_delta_inputs(1, 40, 2, 16, 16, gate=gate, beta=True, dtype=torch.float32)
+    g = inputs["g"].clone()
+    g[0, 20, 1] = 0.5  # head 1, step 20
+    o, final, _ = chunk_forward(inputs["q"], inputs["k"], inputs["v"], g, inputs["beta"], 0.25,
+                                None, True, None, 16, save=False)
+    assert torch.isnan(o[0, 20:, 1]).all() and torch.isnan(final[0, 1]).all()
+    assert torch.isfinite(o[0, :16]).all() and torch.isfinite(o[0, :, 0]).all()
+    expected = af.gated_delta_rule(**inputs, scale=0.25, form="recurrent", impl="reference")
+    assert max_error(o[0, :16], expected.output[0, :16]) < FLOAT32_NOISE
+    assert max_error(o[0, :, 0], expected.output[0, :, 0]) < FLOAT32_NOISE

@@ -63,7 +63,10 @@ def gated_delta_rule(
         q: `[B, T, H, K]` queries.
         k: `[B, T, H, K]` keys (L2-normalise them for the delta rule to be stable).
         v: `[B, T, H, V]` values.
-        g: None, `[B, T, H]` or `[B, T, H, K]` log-decay, every entry <= 0.
+        g: None, `[B, T, H]` or `[B, T, H, K]` log-decay, every entry <= 0. A positive
+           entry raises ValueError, except for CUDA inputs on the Triton kernels: there
+           the check would stall every call on a device sync, so the kernels return NaN
+           for that head from the chunk holding it on (the step, in the recurrent form).
         beta: None or `[B, T, H]` delta-rule learning rate, usually in (0, 1) (or (0, 2)
             to allow negative eigenvalues).
         scale: multiplies q; default `K ** -0.5`.
@@ -188,7 +191,10 @@ def _validate(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size):
         check_tensor("beta", beta)
         dims.bind("beta", beta, "B T H")
     check_same_device(q=q, k=k, v=v, g=g, beta=beta)
-    if g is not None:
+    if g is not None and g.device.type != "cuda":
+        # On CUDA the host check would stall every call on a device sync; the Triton
+        # kernels turn positive gates into NaN instead, and the reference checks (see
+        # reference._prepare).
         check_log_gate("g", g)
     offsets, batch = check_common_options(
         dims, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens, device=q.device

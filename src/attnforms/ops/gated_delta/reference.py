@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.constants import SUBCHUNK
-from ...core.shapes import compute_dtype
+from ...core.shapes import check_log_gate, compute_dtype
 from ...core.states import AttentionOutput, LinearState
 
 
@@ -73,8 +73,12 @@ def parallel(q, k, v, *, g, beta, scale, initial_state, output_final_state, chun
 def _prepare(q, k, v, g, beta, scale, initial_state):
     """Upcast to the compute dtype and move heads before time: `[B, H, T, D]`.
 
-    A scalar gate becomes `[B, H, T, 1]`, so it broadcasts like a per-channel one.
+    A scalar gate becomes `[B, H, T, 1]`, so it broadcasts like a per-channel one. The
+    log-gate's sign is checked here for CUDA tensors (the API checks CPU ones), so only
+    the reference pays that device sync.
     """
+    if g is not None and g.device.type == "cuda":
+        check_log_gate("g", g)
     dtype = compute_dtype(q.dtype)
     head_major = lambda x: x.to(dtype).transpose(1, 2)
     B, _, H, K = q.shape

@@ -33,7 +33,8 @@ from .common import _chunk_bounds, _decay_exp
 @triton.jit(do_not_specialize=["T"])
 def _cumsum_kernel(g, G, chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.constexpr,
                    GK: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
-    """G[row, h, :GK] = Σ_{chunk start <= j <= row} g[j, h, :GK] (GK = K or 1), fp32."""
+    """G[row, h, :GK] = Σ_{chunk start <= j <= row} g[j, h, :GK] (GK = K or 1), fp32; NaN
+    from a positive g on."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
@@ -41,6 +42,10 @@ def _cumsum_kernel(g, G, chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.co
     m = (o_t[:, None] < valid) & (o_k[None, :] < GK)
     offsets = ((start + o_t[:, None]) * H + i_h) * GK + o_k[None, :]
     b_g = tl.load(g + offsets, mask=m, other=0.0).to(tl.float32)
+    # A positive log-gate (invalid, not checked on the host for CUDA inputs) poisons the
+    # chunk (its in-chunk products mix rows), and through the state everything after it,
+    # with NaN.
+    b_g = tl.where(b_g <= 0, b_g, float("nan"))
     tl.store(G + offsets, tl.cumsum(b_g, axis=0), mask=m)
 
 
