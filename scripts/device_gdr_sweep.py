@@ -25,13 +25,13 @@ from attnforms.testing import gated_delta_inputs  # noqa: E402
 FORWARD = [
     ({"PREPARE_WARPS": 4}, [("S1", "GDN"), ("S1", "KDA")]),
     ({"PREPARE_WARPS": 8}, [("S1", "GDN"), ("S1", "KDA")]),
-    ({"STATE_FORWARD": {1: StateTiling(128 * 64, 4, 2)}}, [("S1", "GDN"), ("S1", "simple GLA"), ("S2", "GDN")]),
-    ({"STATE_FORWARD": {1: StateTiling(128 * 32, 4, 2)}}, [("S1", "GDN"), ("S1", "simple GLA")]),
-    ({"STATE_FORWARD": {1: StateTiling(128 * 16, 4, 2)}}, [("S1", "GDN"), ("S1", "simple GLA")]),
-    ({"STATE_FORWARD": {1: StateTiling(128 * 64, 4, 3)}}, [("S1", "GDN"), ("S1", "simple GLA")]),
-    ({"STATE_FORWARD": {2: StateTiling(128 * 32, 8, 1)}}, [("S1", "KDA"), ("S2", "KDA")]),
-    ({"STATE_FORWARD": {2: StateTiling(128 * 32, 4, 2)}}, [("S1", "KDA")]),
-    ({"STATE_FORWARD": {2: StateTiling(128 * 64, 4, 2)}}, [("S1", "KDA")]),
+    ({"STATE_FORWARD": {(1, True): StateTiling(128 * 64, 4, 2)}}, [("S1", "GDN"), ("S1", "simple GLA"), ("S2", "GDN")]),
+    ({"STATE_FORWARD": {(1, True): StateTiling(128 * 32, 4, 2)}}, [("S1", "GDN"), ("S1", "simple GLA")]),
+    ({"STATE_FORWARD": {(1, True): StateTiling(128 * 16, 4, 2)}}, [("S1", "GDN"), ("S1", "simple GLA")]),
+    ({"STATE_FORWARD": {(1, True): StateTiling(128 * 64, 4, 3)}}, [("S1", "GDN"), ("S1", "simple GLA")]),
+    ({"STATE_FORWARD": {(2, True): StateTiling(128 * 32, 8, 1)}}, [("S1", "KDA"), ("S2", "KDA")]),
+    ({"STATE_FORWARD": {(2, True): StateTiling(128 * 32, 4, 2)}}, [("S1", "KDA")]),
+    ({"STATE_FORWARD": {(2, True): StateTiling(128 * 64, 4, 2)}}, [("S1", "KDA")]),
 ]
 DECODE = [(128 * 32, 4), (128 * 64, 4), (128 * 64, 8), (128 * 16, 4), (128 * 32, 2), (128 * 128, 8)]
 

@@ -30,14 +30,18 @@ class StateTiling(NamedTuple):
     stages: int
 
 
-# The largest slices, by gate layout (none, per head, per channel), from the H200 sweeps
-# in bench/NOTES-gated-delta.md (4 warps beat 8 in the forward pass even where 8 spill
-# less); a decay per channel keeps `[BT, K]` decay tiles live, hence the smaller slice.
-# `_forward_value_tile` narrows the slice when there are too few programs to fill the GPU.
+# The largest slices, by (gate layout: none / per head / per channel, beta), from the
+# H200 sweeps in bench/NOTES-gated-delta.md (4 warps beat 8 in the forward pass even
+# where 8 spill less; with beta the `[BT, K]` W tile is live too, hence the smaller
+# slice). `_forward_value_tile` narrows the slice when there are too few programs to
+# fill the GPU.
 STATE_FORWARD = {
-    0: StateTiling(128 * 64, 4, 2),
-    1: StateTiling(128 * 64, 4, 2),
-    2: StateTiling(128 * 32, 8, 1),
+    (0, False): StateTiling(128 * 64, 4, 2),
+    (0, True): StateTiling(128 * 32, 4, 2),
+    (1, False): StateTiling(128 * 64, 4, 2),
+    (1, True): StateTiling(128 * 32, 4, 2),
+    (2, False): StateTiling(128 * 64, 4, 2),
+    (2, True): StateTiling(128 * 64, 4, 2),
 }
 STATE_BACKWARD = StateTiling(128 * 32, 8, 2)
 # The recurrent kernel's state slice and warps (a decode step streams the state once:
@@ -184,7 +188,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
             BKW=min(64, triton.next_power_of_2(K)), BV=min(64, triton.next_power_of_2(V)),
             num_warps=PREPARE_WARPS,
         )
-    tiling = STATE_FORWARD[GATE]
+    tiling = STATE_FORWARD[GATE, use_beta]
     if K > 128:
         # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.
         tiling = tiling._replace(stages=1)
