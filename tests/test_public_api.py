@@ -6,7 +6,7 @@ import attnforms as af
 EXPORTED = {
     "AarenState", "AttentionOutput", "FAMILIES", "ImplUnavailableError", "KVCache",
     "LinearState", "MLSTMState", "aaren", "delta_rule", "gated_delta_rule", "gated_deltanet",
-    "gla", "kda", "linear_attention", "gated_delta_rule_update_", "mlstm", "simple_gla", "sliding_window_attention",
+    "gla", "kda", "linear_attention", "gated_delta_rule_update_", "mlstm", "mods", "simple_gla", "sliding_window_attention",
     "softmax_attention",
 }
 COMMON = ["scale", "initial_state", "output_final_state", "cu_seqlens", "chunk_size", "form", "impl"]
@@ -27,7 +27,26 @@ def _positional(fn):
 
 def test_softmax_attention_signature():
     assert _positional(af.softmax_attention) == ["q", "k", "v"]
-    assert _keywords(af.softmax_attention) == ["causal", "window", "score_mod", "mask_mod", "sinks"] + COMMON
+    assert _keywords(af.softmax_attention) == ["causal", "window", "score_mod", "mask_mod", "block_mask", "sinks"] + COMMON
+
+
+MODS = {
+    "BlockMask", "alibi", "alibi_slopes", "and_masks", "box_rpb", "box_rpb_tables", "causal",
+    "compose_scores", "create_block_mask", "cumulative_log_forget", "document", "forgetting",
+    "neighbourhood_2d", "or_masks", "prefix_lm", "sink_tokens", "sliding_window", "t5_bucket",
+    "t5_relative_bias", "tanh_softcap",
+}
+
+
+def test_mods_names_are_pinned():
+    assert set(af.mods.__all__) == MODS
+    assert all(hasattr(af.mods, name) for name in MODS)
+
+
+def test_create_block_mask_signature():
+    params = inspect.signature(af.mods.create_block_mask).parameters
+    assert list(params)[:8] == ["mask_mod", "B", "H", "T", "S", "block_q", "block_kv", "device"]
+    assert params["block_q"].default == 128 and params["block_kv"].default == 128
 
 
 def test_gated_delta_rule_signature():

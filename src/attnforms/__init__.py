@@ -6,7 +6,10 @@ heads (`H % G == 0`), `K` key dim, `V` value dim, `N` packed sequences (`cu_seql
 Layout `[B, T, H, D]` everywhere. Every op runs in three exact forms
 (`form="parallel" | "chunk" | "recurrent"`) and picks an implementation with
 `impl="reference" | "triton" | "auto"`; see `attnforms.core.dispatch` for the rule.
+`attnforms.mods` holds the score / mask modifications of `softmax_attention` and the
+block map (`BlockMask`) of a mask.
 """
+from . import mods
 from .core.dispatch import ImplUnavailableError
 from .core.states import AarenState, AttentionOutput, KVCache, LinearState, MLSTMState
 from .ops import (
@@ -33,6 +36,7 @@ __all__ = [
     "kda",
     "linear_attention",
     "mlstm",
+    "mods",
     "simple_gla",
     "sliding_window_attention",
     "softmax_attention",

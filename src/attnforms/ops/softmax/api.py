@@ -16,6 +16,7 @@ from ...core.shapes import (
     Dims, check_positive_int, check_same_device, check_same_dtype, check_state, check_tensor,
 )
 from ...core.states import AttentionOutput, KVCache
+from ...mods.block_mask import BlockMask
 from . import reference
 
 FAMILY = Family(
@@ -35,6 +36,7 @@ def softmax_attention(
     window: int | None = None,
     score_mod: Callable | None = None,
     mask_mod: Callable | None = None,
+    block_mask: BlockMask | None = None,
     sinks: torch.Tensor | None = None,
     scale: float | None = None,
     initial_state: KVCache | None = None,
@@ -73,6 +75,13 @@ def softmax_attention(
             two-sided window use a `mask_mod`.
         score_mod: None or a callable modifying scores (see above).
         mask_mod: None or a callable masking pairs, ANDed with causal and window.
+            `attnforms.mods` has factories for the common ones and their combinators.
+        block_mask: None or the `attnforms.mods.BlockMask` of `mask_mod` (built by
+            `create_block_mask(mask_mod, B, H, T, S)`, the same function object), telling
+            the kernel which tiles to skip. It must match the call: seq_lengths (T, S)
+            (with cu_seqlens: both the longest sequence's length), batch rows 1 or B (N),
+            heads 1 or H, no initial_state. The reference ignores it and applies
+            `mask_mod` directly.
         sinks: None or `[H]` float logit per head joining the denominator with no value.
         scale: multiplies q; default `K ** -0.5`.
         initial_state: `KVCache(k [B, L, G, K], v [B, L, G, V] in q's dtype, positions
@@ -95,13 +104,14 @@ def softmax_attention(
         q, k, v, causal, window, score_mod, mask_mod, sinks, scale, initial_state,
         cu_seqlens, chunk_size,
     )
+    _check_block_mask(block_mask, mask_mod, q, k, offsets, initial_state)
     return run_op(
         FAMILY, form=form, impl=impl, length=q.shape[1], device=q.device,
         per_token=dict(q=q, k=k, v=v),
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
         options=dict(
-            causal=causal, window=window, score_mod=score_mod, mask_mod=mask_mod, sinks=sinks,
-            **default_options(q.shape[-1], scale, chunk_size),
+            causal=causal, window=window, score_mod=score_mod, mask_mod=mask_mod,
+            block_mask=block_mask, sinks=sinks, **default_options(q.shape[-1], scale, chunk_size),
         ),
         # A packed sequence runs as batch row 0; its mods must still see b = its index.
         options_for_sequence=lambda n: dict(batch_offset=n),
@@ -169,6 +179,45 @@ def _check_masking(causal, window, score_mod, mask_mod) -> None:
     for name, mod in dict(score_mod=score_mod, mask_mod=mask_mod).items():
         if mod is not None and not callable(mod):
             raise TypeError(f"{name}: expected a callable {signatures[name]}, got {type(mod).__name__}")
+
+
+def _check_block_mask(block_mask, mask_mod, q, k, offsets, initial_state) -> None:
+    """`block_mask`: a BlockMask built from this very `mask_mod` for this call's shape."""
+    if block_mask is None:
+        return
+    if not isinstance(block_mask, BlockMask):
+        raise TypeError(
+            f"block_mask: expected an attnforms.mods.BlockMask (create_block_mask), got {type(block_mask).__name__}"
+        )
+    if block_mask.mask_mod is not mask_mod:
+        raise ValueError(
+            f"block_mask: expected the map of the mask_mod passed with it, but it was built from "
+            f"{getattr(block_mask.mask_mod, '__name__', block_mask.mask_mod)!r} and mask_mod is "
+            f"{getattr(mask_mod, '__name__', mask_mod)!r}; pass the same function object to both"
+        )
+    if initial_state is not None:
+        raise ValueError(
+            "block_mask: expected no initial_state (a BlockMask covers the positions of a call "
+            "without a KV cache), got an initial_state"
+        )
+    B, T, H = q.shape[:3]
+    lengths = (T, k.shape[1])
+    if offsets is not None:
+        B = len(offsets) - 1
+        longest = max(b - a for a, b in zip(offsets, offsets[1:]))
+        lengths = (longest, longest)
+    if tuple(block_mask.seq_lengths) != lengths:
+        where = " (the longest packed sequence)" if offsets is not None else ""
+        raise ValueError(
+            f"block_mask: expected seq_lengths (T, S) = {lengths}{where}, got {tuple(block_mask.seq_lengths)}"
+        )
+    Bm, Hm = block_mask.shape[:2]
+    if Bm not in (1, B) or Hm not in (1, H):
+        raise ValueError(
+            f"block_mask: expected batch rows 1 or {B} and heads 1 or {H}, got {Bm} and {Hm}"
+        )
+    if block_mask.device != q.device:
+        raise ValueError(f"block_mask: expected tensors on {q.device}, got {block_mask.device}")
 
 
 def _check_cache(state, dims: Dims, batch: str, q: torch.Tensor) -> None:

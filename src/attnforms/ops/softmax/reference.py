@@ -17,7 +17,8 @@ All three forms take the same arguments:
     window: int or None, score_mod, mask_mod: callables or None, sinks: `[H]` or None,
     scale: float, initial_state: KVCache or None, output_final_state: bool,
     chunk_size: int, batch_offset: the value `b` takes for batch row 0 (the sequence
-    index when run per packed sequence).
+    index when run per packed sequence), block_mask: ignored (the tile map is for
+    kernels; the reference applies `mask_mod` to every pair).
 They compute in float32 (float64 for float64 inputs) and return
 `AttentionOutput(output [B, T, H, V] in the input dtype, KVCache or None)`.
 
@@ -96,7 +97,10 @@ class _Rule(NamedTuple):
         `[B, H, T, L]` modified scores, -inf where not visible."""
         scores = q @ k.transpose(-1, -2)
         if self.score_mod is not None:
-            scores = self.score_mod(scores, *self.coordinates(q_pos, kv_pos, q.shape[1]))
+            # A mod may promote (a float64 table captured in a float32 call): back to the
+            # compute dtype, as a kernel computing in float32 would.
+            modified = self.score_mod(scores, *self.coordinates(q_pos, kv_pos, q.shape[1]))
+            scores = modified.to(scores.dtype)
         return scores.masked_fill(~keep, float("-inf"))
 
     def coordinates(self, q_pos, kv_pos, heads):
@@ -123,7 +127,7 @@ class _Running(NamedTuple):
 
 
 def parallel(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial_state,
-             output_final_state, chunk_size, batch_offset=0):
+             output_final_state, chunk_size, batch_offset=0, block_mask=None):
     """One masked `[B, H, T, L]` score matrix over the cache and the new keys at once."""
     problem = _prepare(q, k, v, sinks, scale, initial_state)
     rule = _Rule(causal, window, score_mod, mask_mod, batch_offset)
@@ -133,7 +137,7 @@ def parallel(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, init
 
 
 def chunk(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial_state,
-          output_final_state, chunk_size, batch_offset=0):
+          output_final_state, chunk_size, batch_offset=0, block_mask=None):
     """Flash-attention style: blocks of `chunk_size` queries read blocks of `chunk_size`
     keys with an online softmax; no `T x L` matrix is ever formed."""
     problem = _prepare(q, k, v, sinks, scale, initial_state)
@@ -151,7 +155,7 @@ def chunk(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial
 
 
 def recurrent(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial_state,
-              output_final_state, chunk_size, batch_offset=0):
+              output_final_state, chunk_size, batch_offset=0, block_mask=None):
     """Query by query against a KV cache that grows as keys become visible and, with a
     window, drops what no later query can see, so its size stays bounded by the window."""
     problem = _prepare(q, k, v, sinks, scale, initial_state)
