@@ -123,7 +123,7 @@ class _Running(NamedTuple):
 
 
 def parallel(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial_state,
-             output_final_state, chunk_size, batch_offset=0):
+             output_final_state, chunk_size, batch_offset=0, block_mask=None):
     """One masked `[B, H, T, L]` score matrix over the cache and the new keys at once."""
     problem = _prepare(q, k, v, sinks, scale, initial_state)
     rule = _Rule(causal, window, score_mod, mask_mod, batch_offset)
@@ -133,7 +133,7 @@ def parallel(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, init
 
 
 def chunk(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial_state,
-          output_final_state, chunk_size, batch_offset=0):
+          output_final_state, chunk_size, batch_offset=0, block_mask=None):
     """Flash-attention style: blocks of `chunk_size` queries read blocks of `chunk_size`
     keys with an online softmax; no `T x L` matrix is ever formed."""
     problem = _prepare(q, k, v, sinks, scale, initial_state)
@@ -151,7 +151,7 @@ def chunk(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial
 
 
 def recurrent(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial_state,
-              output_final_state, chunk_size, batch_offset=0):
+              output_final_state, chunk_size, batch_offset=0, block_mask=None):
     """Query by query against a KV cache that grows as keys become visible and, with a
     window, drops what no later query can see, so its size stays bounded by the window."""
     problem = _prepare(q, k, v, sinks, scale, initial_state)
@@ -170,6 +170,32 @@ def recurrent(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, ini
                         problem.q_pos[:, rows], cache)
         outputs.append(_result(running))
     return _finish(torch.cat(outputs, dim=2), cache, problem, window, output_final_state, v.dtype)
+
+
+def log_sum_exp(q, k, v, *, causal, window, score_mod, mask_mod, scale, initial_state,
+                offsets=None) -> torch.Tensor:
+    """`[B, H, T]` float32 log-sum-exp of each query's visible modified scores (no sink),
+    -inf where nothing is visible: what `return_lse=True` returns. With `offsets` (packed
+    sequences, B == 1) each sequence is computed apart, b = its index."""
+    if offsets is not None:
+        parts = []
+        for n, (start, end) in enumerate(zip(offsets, offsets[1:])):
+            state = None if initial_state is None else type(initial_state)(
+                *(x[n:n + 1] for x in initial_state))
+            parts.append(_log_sum_exp(q[:, start:end], k[:, start:end], v[:, start:end], causal,
+                                      window, score_mod, mask_mod, scale, state, n))
+        return torch.cat(parts, dim=2)
+    return _log_sum_exp(q, k, v, causal, window, score_mod, mask_mod, scale, initial_state, 0)
+
+
+def _log_sum_exp(q, k, v, causal, window, score_mod, mask_mod, scale, initial_state, batch_offset):
+    problem = _prepare(q, k, v, None, scale, initial_state)
+    rule = _Rule(causal, window, score_mod, mask_mod, batch_offset)
+    keys = _concat(problem.cache, problem.new)
+    heads = problem.q.shape[1]
+    keep = rule.visible(problem.q_pos, keys.positions, heads)
+    scores = rule.scores(problem.q, _heads(keys.k, heads), problem.q_pos, keys.positions, keep)
+    return torch.logsumexp(scores, dim=-1).float()
 
 
 def _prepare(q, k, v, sinks, scale, initial_state) -> _Problem:
