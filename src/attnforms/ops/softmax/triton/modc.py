@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -677,9 +678,10 @@ def kernels_for(score_graph: Graph | None, mask_graph: Graph | None):
         sp = capture_params("sc", score_graph)
         mp = capture_params("mc", mask_graph)
         ints = capture_ints("sc", score_graph) + capture_ints("mc", mask_graph)
-        source = template.replace(", __SCAPS__", "".join(f", {n}" for n in sp))
-        source = source.replace(", __MCAPS__", "".join(f", {n}" for n in mp))
-        source = source.replace(", __DNS__", "".join(f", {n!r}" for n in ints))
+        source = re.sub(r",(\s*)__SCAPS__", lambda m: "".join(f", {n}" for n in sp), template)
+        source = re.sub(r",(\s*)__MCAPS__", lambda m: "".join(f", {n}" for n in mp), source)
+        source = re.sub(r",(\s*)__DNS__", lambda m: "".join(f", {n!r}" for n in ints), source)
+        assert "__SCAPS__" not in source and "__MCAPS__" not in source and "__DNS__" not in source
         begin, end = source.index("# <mods>"), source.index("# </mods>")
         source = source[:begin] + "# <mods> generated\n" + emit_mods(score_graph, mask_graph) + source[end:]
         source = f"# generated from template.py for: {key_text[:2000]}\n" + source

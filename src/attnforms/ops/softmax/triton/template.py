@@ -1,8 +1,10 @@
 """Kernel template of softmax attention. NOT imported as is: `modc.kernels_for` reads this
-text, writes the mod helpers between the `<mods>` markers, replaces the `__SCAPS__` /
-`__MCAPS__` parameters with the captured tensors' parameters (pointer, gradient buffer,
-sizes, strides) and `__DNS__` with their names in `do_not_specialize`, and imports the
-result from a cache file (one module per mod structure).
+text, writes the mod helpers between the `<mods>` markers, replaces the placeholder
+parameters of the score_mod's and mask_mod's captured tensors (SCAPS, MCAPS, each
+prefixed and suffixed by two underscores) with their parameters (pointer, gradient
+buffer, sizes, strides) and the DNS placeholder with their names in
+`do_not_specialize`, and imports the result from a cache file (one module per mod
+structure).
 
 Layouts (all contiguous): q `[B, T, H, DK]`, k `[B, S, G, DK]`, v `[B, S, G, DV]`,
 o `[B, T, H, DV]`; packed sequences (VARLEN) are B = 1 with `cu` offsets. Per-row
