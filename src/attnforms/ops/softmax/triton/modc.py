@@ -23,6 +23,7 @@ values, sizes and strides are run-time kernel arguments.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -553,15 +554,12 @@ class _Emitter:
                 off, ok = f"{self.prefix}off_{self.index[id(n)]}", f"{self.prefix}ok_{self.index[id(n)]}"
                 if "q" not in n.deps and "k" not in n.deps:
                     atomics.append(f"tl.atomic_add({p}_g + {off}, tl.sum(tl.sum({total}, 1), 0), mask={ok})")
-                elif "k" not in n.deps:
-                    atomics.append(f"tl.atomic_add({p}_g + {off} + tl.zeros_like({total}[:, :1]).to(tl.int32), "
-                                   f"tl.sum({total}, 1)[:, None], mask={ok})")
-                elif "q" not in n.deps:
-                    atomics.append(f"tl.atomic_add({p}_g + {off} + tl.zeros_like({total}[:1, :]).to(tl.int32), "
-                                   f"tl.sum({total}, 0)[None, :], mask={ok})")
+                elif "k" not in n.deps:  # varies with the query only: reduce over keys
+                    atomics.append(f"tl.atomic_add({p}_g + {off}, tl.sum({total}, 1)[:, None], mask={ok})")
+                elif "q" not in n.deps:  # with the key only: reduce over queries
+                    atomics.append(f"tl.atomic_add({p}_g + {off}, tl.sum({total}, 0)[None, :], mask={ok})")
                 else:
-                    atomics.append(f"tl.atomic_add({p}_g + {off} + tl.zeros_like({total}).to(tl.int32), "
-                                   f"{total}, mask={ok} & keep)")
+                    atomics.append(f"tl.atomic_add({p}_g + {off}, {total}, mask={ok} & keep)")
             elif n.op == "add":
                 push(a[0], g); push(a[1], g)
             elif n.op == "sub":
@@ -662,12 +660,21 @@ _lock = threading.Lock()
 TEMPLATE = os.path.join(os.path.dirname(__file__), "template.py")
 
 
+@functools.cache
+def _template_text() -> str:
+    with open(TEMPLATE) as f:
+        return f.read()
+
+
+with open(__file__) as _f:  # the emitter's own code names the cache files too
+    _COMPILER_VERSION = hashlib.sha256(_f.read().encode()).hexdigest()
+
+
 def kernels_for(score_graph: Graph | None, mask_graph: Graph | None):
     """The kernel module for these mods (generated and imported once per structure)."""
     key_text = f"{structure(score_graph) if score_graph else '-'}|{structure(mask_graph) if mask_graph else '-'}"
-    with open(TEMPLATE) as f:
-        template = f.read()
-    digest = hashlib.sha256((key_text + template).encode()).hexdigest()[:20]
+    template = _template_text()
+    digest = hashlib.sha256((key_text + template + _COMPILER_VERSION).encode()).hexdigest()[:20]
     module = _modules.get(digest)
     if module is not None:
         return module
