@@ -611,7 +611,7 @@ def _decode_kernel(Q, K, V, CK, CV, CPOS, QOFF, OPART, LPART,
     tl.store(LPART + part, lse)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NSPLIT", "T", "NROWS"])
 def _combine_kernel(OPART, LPART, O, LSE, SINKS, NSPLIT, T, H, G, NROWS,
                     DV: tl.constexpr, BDV: tl.constexpr, BLOCK_M: tl.constexpr, SINK: tl.constexpr):
     """Merge the splits of the decode kernel: o = Σ e^{lse_i} o_i / (e^{sink} + Σ e^{lse_i})."""
