@@ -19,8 +19,8 @@ Visibility of a pair (row i, key j), the reference's rule:
 import triton
 import triton.language as tl
 
-LOG2E: tl.constexpr = 1.4426950408889634
-NEG_INF: tl.constexpr = float("-inf")
+LOG2E = tl.constexpr(1.4426950408889634)
+NEG_INF = tl.constexpr(float("-inf"))
 
 
 # <mods>
