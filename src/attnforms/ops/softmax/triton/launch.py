@@ -21,8 +21,9 @@ def interpreting() -> bool:
 
 # Tiles on the H200 (sm_90), checked with scripts/compile_sm90.py (shared memory within
 # 227 KB, no spills): (BLOCK_M, BLOCK_N, warps, stages) by padded head dim.
-FWD_TILES = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3), 256: (64, 32, 4, 2)}
-BWD_TILES = {64: (64, 64, 4, 2), 128: (64, 64, 8, 2), 256: (32, 32, 4, 1)}
+FWD_TILES = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3), 256: (64, 32, 8, 2)}
+DKDV_TILES = {64: (64, 64, 4, 2), 128: (32, 64, 8, 2), 256: (16, 32, 4, 1)}
+DQ_TILES = {64: (64, 64, 4, 2), 128: (64, 64, 8, 2), 256: (16, 32, 4, 1)}
 DECODE_TILES = {64: (64, 4, 3), 128: (64, 4, 3), 256: (32, 4, 2)}  # BLOCK_N, warps, stages
 # Under the interpreter (tests on the CPU) small tiles keep tile counts realistic.
 INTERPRET_TILE = 16
@@ -165,22 +166,28 @@ def backward(q, k, v, do, lse_all, delta, plan: Plan, cap_grads: dict):
     are added into `cap_grads` (capture index -> float32 buffer). Returns dq, dk, dv."""
     mod = plan.module
     B, T, H, DK, S, G, DV, flags, args = _common(plan, q, k, v)
-    BM, BN, warps, stages, sub_q, sub_kv = _tiles(BWD_TILES, plan, DK, DV)
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     rows = plan.max_len if plan.cu is not None else T
     keys = plan.max_len if plan.cu is not None else S
     batches = plan.cu.numel() - 1 if plan.cu is not None else B
-    caps = _caps(plan, cap_grads)
-    common = dict(**args, **caps, **flags, BLOCK_M=BM, BLOCK_N=BN, SPARSE=plan.block_mask is not None,
-                  SUB_Q=sub_q, SUB_KV=sub_kv, num_warps=warps, num_stages=stages)
+    common = dict(**args, **_caps(plan, cap_grads), **flags, SPARSE=plan.block_mask is not None)
+
+    def tiles(table):
+        BM, BN, warps, stages, sub_q, sub_kv = _tiles(table, plan, DK, DV)
+        return BN, BM, dict(BLOCK_M=BM, BLOCK_N=BN, SUB_Q=sub_q, SUB_KV=sub_kv, num_warps=warps,
+                            num_stages=stages)
+    BN, _, launch_tiles = tiles(DKDV_TILES)
     sizes, (qn, qi, fqn, fqi) = _sparse_args(plan, B, H, T, S, True, q)
     mod._dkdv_kernel[(triton.cdiv(keys, BN), batches * G)](
-        q, k, v, do, lse_all, delta, dk, dv, QN=qn, QI=qi, FQN=fqn, FQI=fqi, **sizes, **common)
+        q, k, v, do, lse_all, delta, dk, dv, QN=qn, QI=qi, FQN=fqn, FQI=fqi, **sizes, **common,
+        **launch_tiles)
+    _, BM, launch_tiles = tiles(DQ_TILES)
     sizes, (kvn, kvi, fkvn, fkvi) = _sparse_args(plan, B, H, T, S, False, q)
     mod._dq_kernel[(triton.cdiv(rows, BM), batches * H)](
-        q, k, v, do, lse_all, delta, dq, KVN=kvn, KVI=kvi, FKVN=fkvn, FKVI=fkvi, **sizes, **common)
+        q, k, v, do, lse_all, delta, dq, KVN=kvn, KVI=kvi, FKVN=fkvn, FKVI=fkvi, **sizes, **common,
+        **launch_tiles)
     return dq, dk, dv
 
 
