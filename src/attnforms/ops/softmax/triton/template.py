@@ -103,17 +103,20 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b
         kpos = tl.load(KVPOS + tok, mask=cols_ok, other=-1)[None, :]
     else:
         kpos = cols[None, :]
-    s = tl.dot(q, kT, input_precision=PREC) * scale
+    # Scores in log2 units (s · log2 e), so each exponential is one exp2.
     if SCORE:
-        s = _score_mod(s, b, h, qpos, kpos, __SCAPS__)
+        s = tl.dot(q, kT, input_precision=PREC) * scale
+        s = _score_mod(s, b, h, qpos, kpos, __SCAPS__) * LOG2E
+    else:
+        s = tl.dot(q, kT, input_precision=PREC) * (scale * LOG2E)
     if BOUNDS or MASK:
         keep = _keep(qpos, kpos, rows_ok, cols_ok[None, :], b, h, W, CAUSAL, WINDOW, KVPOS_ON,
                      MASK, __MCAPS__)
         s = tl.where(keep, s, NEG_INF)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     m_use = tl.where(m_new == NEG_INF, 0.0, m_new)
-    alpha = tl.exp2((m_i - m_use) * LOG2E)
-    p = tl.exp2((s - m_use[:, None]) * LOG2E)
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision=PREC)
     return acc, m_new, l_i
@@ -129,8 +132,9 @@ def _fwd_kernel(Q, K, V, O, LSE, SINKS, QOFF, KVPOS, CU,
                 SCORE: tl.constexpr, MASK: tl.constexpr, VARLEN: tl.constexpr,
                 CACHE: tl.constexpr, SPARSE: tl.constexpr, SUB_Q: tl.constexpr,
                 SUB_KV: tl.constexpr, PREC: tl.constexpr):
-    """One program per (query tile, batch row · head): the whole online softmax."""
-    pid_m = tl.program_id(0)
+    """One program per (query tile, batch row · head): the whole online softmax. The
+    last query tiles (the most keys under a causal mask) start first."""
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
@@ -229,16 +233,17 @@ def _fwd_kernel(Q, K, V, O, LSE, SINKS, QOFF, KVPOS, CU,
 @triton.jit
 def _finish_rows(acc, m_i, l_i, O, LSE, SINKS, qtok, rows, Tn, h, H, ntok,
                  DV: tl.constexpr, BDV: tl.constexpr, SINK: tl.constexpr):
-    """Normalise (sink in the denominator), store the output and the keys' log-sum-exp."""
+    """Normalise (sink in the denominator), store the output and the keys' log-sum-exp
+    (m_i is in log2 units)."""
     if SINK:
-        sink = tl.load(SINKS + h).to(tl.float32)
+        sink = tl.load(SINKS + h).to(tl.float32) * LOG2E
         m_all = tl.maximum(m_i, sink)
-        shrink = tl.exp2((m_i - m_all) * LOG2E)
-        denom = l_i * shrink + tl.exp2((sink - m_all) * LOG2E)
+        shrink = tl.exp2(m_i - m_all)
+        denom = l_i * shrink + tl.exp2(sink - m_all)
         o = acc * (shrink / denom)[:, None]
     else:
         o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    lse = tl.where(l_i > 0.0, m_i + tl.log(tl.where(l_i > 0.0, l_i, 1.0)), NEG_INF)
+    lse = tl.where(l_i > 0.0, (m_i + tl.log2(tl.where(l_i > 0.0, l_i, 1.0))) / LOG2E, NEG_INF)
     dv = tl.arange(0, BDV)
     rows_ok = rows < Tn
     tl.store(O + (qtok[:, None] * H + h) * DV + dv[None, :], o.to(O.dtype.element_ty),
@@ -449,8 +454,9 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ_OUT, QOFF, KVPOS, CU,
                MASK: tl.constexpr, VARLEN: tl.constexpr, CACHE: tl.constexpr,
                SPARSE: tl.constexpr, SUB_Q: tl.constexpr, SUB_KV: tl.constexpr,
                PREC: tl.constexpr):
-    """One program per (query tile, batch row · head): dq over the visible key tiles."""
-    pid_m = tl.program_id(0)
+    """One program per (query tile, batch row · head): dq over the visible key tiles,
+    the last query tiles first."""
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
