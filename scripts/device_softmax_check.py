@@ -212,12 +212,19 @@ def timings(device, dtype, dry):
             f"fwd+bwd {fwdbwd if fwdbwd is None else round(fwdbwd, 3)} ms {error or ''}")
 
     def guarded(op, shape, impl, fwd_fn, leaves, flops, backward=True):
+        f = fb = None
+        errors = []
         try:
-            f = bench(fwd_fn, device, dry)
-            fb = bench(fwd_bwd(fwd_fn, leaves), device, dry) if backward else None
-            record(op, shape, impl, f, fb, flops)
+            with torch.no_grad():
+                f = bench(fwd_fn, device, dry)
         except Exception as exc:
-            record(op, shape, impl, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            errors.append(f"fwd: {type(exc).__name__}: {str(exc)[:300]}")
+        try:
+            fb = bench(fwd_bwd(fwd_fn, leaves), device, dry) if backward else None
+        except Exception as exc:
+            errors.append(f"fwd+bwd: {type(exc).__name__}: {str(exc)[:300]}")
+        try:
+            record(op, shape, impl, f, fb, flops, error="; ".join(errors) or None)
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -241,7 +248,7 @@ def timings(device, dtype, dry):
             guarded("causal", shape, name, sdpa, list(heads.values()), causal_flops)
         window_pairs = B * H * sum(min(i + 1, W) for i in range(T))
         guarded(f"causal+window{W}", shape, "attnforms triton", mine(window=W), list(ours.values()),
-                4 * window_pairs * D / 2 * 2 / 2)
+                4 * window_pairs * D)
         guarded("causal+alibi", shape, "attnforms triton", mine(score_mod=alibi), list(ours.values()),
                 causal_flops, backward=False)
         if flex is not None:
@@ -254,7 +261,7 @@ def timings(device, dtype, dry):
                         list(heads.values()), causal_flops)
                 guarded(f"causal+window{W}", shape, "flex compiled",
                         lambda: flex(heads["q"], heads["k"], heads["v"], block_mask=bm_window),
-                        list(heads.values()), 4 * window_pairs * D / 2 * 2 / 2)
+                        list(heads.values()), 4 * window_pairs * D)
                 guarded("causal+alibi", shape, "flex compiled",
                         lambda: flex(heads["q"], heads["k"], heads["v"], score_mod=alibi, block_mask=bm_causal),
                         list(heads.values()), causal_flops, backward=False)
