@@ -167,6 +167,17 @@ def test_block_mask_skips_blocks_and_matches_reference():
     _check(inputs, mods=lambda dtype: (dict(mask_mod=mask_mod), {}), block_mask=bm)
 
 
+def test_block_mask_with_packed_sequences():
+    """Per-sequence maps (b = sequence index), seq_lengths = the longest sequence."""
+    offsets = [0, 45, 50, 90]
+    limits = torch.tensor([40, 3, 10])
+    mask_mod = lambda b, h, q, kv: (q - kv < limits[b]) & (kv <= q)  # noqa: E731
+    inputs = softmax_inputs(1, 90, 4, 16, 16, G=2)
+    bm = build_block_mask(mask_mod, 3, 1, 45, 45, block_q=16, block_kv=32)
+    _check(inputs, mods=lambda dtype: (dict(mask_mod=mask_mod), {}), block_mask=bm, causal=False,
+           cu_seqlens=torch.tensor(offsets))
+
+
 def test_block_mask_semantics_full_blocks_skip_the_mask_empty_blocks_skipped():
     """A map that declares every block full must give unmasked attention (the mask is
     not evaluated there); a map with no block must give zeros."""

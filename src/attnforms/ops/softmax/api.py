@@ -55,6 +55,7 @@ def softmax_attention(
     window: int | None = None,
     score_mod: Callable | None = None,
     mask_mod: Callable | None = None,
+    block_mask=None,
     sinks: torch.Tensor | None = None,
     scale: float | None = None,
     initial_state: KVCache | None = None,
@@ -63,7 +64,6 @@ def softmax_attention(
     chunk_size: int | None = None,
     form: str = "auto",
     impl: str = "auto",
-    block_mask=None,
     return_lse: bool = False,
 ) -> AttentionOutput:
     """Softmax attention over absolute positions, with an optional KV cache.
@@ -95,6 +95,12 @@ def softmax_attention(
             two-sided window use a `mask_mod`.
         score_mod: None or a callable modifying scores (see above).
         mask_mod: None or a callable masking pairs, ANDed with causal and window.
+        block_mask: None or the `BlockMask` of `mask_mod` (built by
+            `create_block_mask(mask_mod, B, H, T, S)`, the same function object), telling
+            the kernel which tiles to skip. It must match the call: seq_lengths (T, S)
+            (with cu_seqlens: both the longest sequence's length), batch rows 1 or B (N),
+            heads 1 or H, no initial_state. The reference ignores it and applies
+            `mask_mod` directly.
         sinks: None or `[H]` float logit per head joining the denominator with no value.
         scale: multiplies q; default `K ** -0.5`.
         initial_state: `KVCache(k [B, L, G, K], v [B, L, G, V] in q's dtype, positions
@@ -107,11 +113,6 @@ def softmax_attention(
         chunk_size: query and key block size of the chunk form (default 64).
         form: "parallel" | "chunk" | "recurrent" | "auto" (see `attnforms.core.dispatch`).
         impl: "reference" | "triton" | "auto".
-        block_mask: None or a `BlockMask` built from `mask_mod` for these T queries and S
-            keys (`attnforms.mods.create_block_mask`): lets the Triton kernels skip empty
-            blocks and skip the mask in full ones. Must have been built from this very
-            `mask_mod` (checked); the reference ignores it. Not with a cache or cu_seqlens
-            on the Triton path.
         return_lse: also return the log-sum-exp of each query's visible scores (see
             `SoftmaxOutput`), to combine partial results.
 
@@ -125,15 +126,14 @@ def softmax_attention(
         q, k, v, causal, window, score_mod, mask_mod, sinks, scale, initial_state,
         cu_seqlens, chunk_size,
     )
-    _check_block_mask(block_mask, mask_mod, q.shape[1], k.shape[1])
+    _check_block_mask(block_mask, mask_mod, q, k, offsets, initial_state)
     result = run_op(
         FAMILY, form=form, impl=impl, length=q.shape[1], device=q.device,
         per_token=dict(q=q, k=k, v=v),
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
         options=dict(
-            causal=causal, window=window, score_mod=score_mod, mask_mod=mask_mod, sinks=sinks,
-            **default_options(q.shape[-1], scale, chunk_size),
-            **({} if block_mask is None else dict(block_mask=block_mask)),
+            causal=causal, window=window, score_mod=score_mod, mask_mod=mask_mod,
+            block_mask=block_mask, sinks=sinks, **default_options(q.shape[-1], scale, chunk_size),
         ),
         # A packed sequence runs as batch row 0; its mods must still see b = its index.
         options_for_sequence=lambda n: dict(batch_offset=n),
@@ -150,18 +150,32 @@ def softmax_attention(
     return SoftmaxOutput(output.output, output.final_state, lse)
 
 
-def _check_block_mask(block_mask, mask_mod, T: int, S: int) -> None:
-    """A BlockMask must come from this call's mask_mod and cover T queries and S keys."""
+def _check_block_mask(block_mask, mask_mod, q, k, offsets, initial_state) -> None:
+    """`block_mask`: a BlockMask built from this very `mask_mod` for this call's shape.
+    (A stand-in with the checks of the softmax-mods branch, minus its type check, until
+    `attnforms.mods.BlockMask` lands; on merge keep that branch's version.)"""
     if block_mask is None:
         return
-    if mask_mod is None or getattr(block_mask, "mask_mod", None) is not mask_mod:
+    if getattr(block_mask, "mask_mod", None) is not mask_mod:
         raise ValueError(
-            "block_mask: expected a BlockMask built from this call's mask_mod "
-            "(block_mask.mask_mod is mask_mod); pass the mask_mod it was built from, or no "
-            "block_mask")
-    lengths = tuple(getattr(block_mask, "seq_lengths", ()))
-    if lengths != (T, S):
-        raise ValueError(f"block_mask: built for (T, S) = {lengths}, got T = {T}, S = {S}")
+            "block_mask: expected the map of the mask_mod passed with it; pass the same "
+            "function object to both")
+    if initial_state is not None:
+        raise ValueError(
+            "block_mask: expected no initial_state (a BlockMask covers the positions of a call "
+            "without a KV cache), got an initial_state")
+    B, T, H = q.shape[:3]
+    lengths = (T, k.shape[1])
+    if offsets is not None:
+        B = len(offsets) - 1
+        longest = max(b - a for a, b in zip(offsets, offsets[1:]))
+        lengths = (longest, longest)
+    if tuple(block_mask.seq_lengths) != lengths:
+        raise ValueError(
+            f"block_mask: expected seq_lengths (T, S) = {lengths}, got {tuple(block_mask.seq_lengths)}")
+    Bm, Hm = block_mask.kv_num_blocks.shape[:2]
+    if Bm not in (1, B) or Hm not in (1, H):
+        raise ValueError(f"block_mask: expected batch rows 1 or {B} and heads 1 or {H}, got {Bm} and {Hm}")
 
 
 def sliding_window_attention(q, k, v, window: int, **kwargs) -> AttentionOutput:

@@ -17,7 +17,8 @@ All three forms take the same arguments:
     window: int or None, score_mod, mask_mod: callables or None, sinks: `[H]` or None,
     scale: float, initial_state: KVCache or None, output_final_state: bool,
     chunk_size: int, batch_offset: the value `b` takes for batch row 0 (the sequence
-    index when run per packed sequence).
+    index when run per packed sequence), block_mask: ignored (the tile map is for
+    kernels; the reference applies `mask_mod` to every pair).
 They compute in float32 (float64 for float64 inputs) and return
 `AttentionOutput(output [B, T, H, V] in the input dtype, KVCache or None)`.
 

@@ -156,10 +156,9 @@ def _run(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial_
         wrapped = KernelOutput(*out)
         wrapped.lse = lse
         return wrapped
-    if block_mask is not None and (initial_state is not None or offsets is not None):
+    if block_mask is not None and initial_state is not None:
         raise ValueError("block_mask: impl='triton' takes a block mask over the new keys only; "
-                         "pass no block_mask with a KV cache or cu_seqlens (the mask_mod alone "
-                         "still applies)")
+                         "pass no block_mask with a KV cache (the mask_mod alone still applies)")
     score_graph, mask_graph = _graphs(score_mod, mask_mod)
     B, T, H, _ = q.shape
     S = k.shape[1]

@@ -129,7 +129,6 @@ def _sparse_args(plan: Plan, B: int, H: int, T: int, S: int, transposed: bool, d
     for i, name in enumerate(names):
         x = getattr(bm, name)
         shape = shapes[i % 2]
-        x = x[..., : shape[-1]] if x.shape[-1] >= shape[-1] else x
         tables.append(x.to(torch.int32).expand(*shape).contiguous())
     return dict(TB=TB, SB=SB), tuple(tables)
 
@@ -142,9 +141,10 @@ def forward(q, k, v, plan: Plan):
     BM, BN, warps, stages, sub_q, sub_kv = _tiles(FWD_TILES, plan, DK, DV)
     o = torch.empty(B, T, H, DV, dtype=q.dtype, device=q.device)
     lse = torch.empty(H, B * T, dtype=torch.float32, device=q.device)
-    sizes, (kvn, kvi, fkvn, fkvi) = _sparse_args(plan, B, H, T, S, False, q)
     rows = plan.max_len if plan.cu is not None else T
     batches = plan.cu.numel() - 1 if plan.cu is not None else B
+    keys = plan.max_len if plan.cu is not None else S
+    sizes, (kvn, kvi, fkvn, fkvi) = _sparse_args(plan, batches, H, rows, keys, False, q)
     grid = (triton.cdiv(rows, BM), batches * H)
     mod._fwd_kernel[grid](
         q, k, v, o, lse, plan.sinks if plan.sinks is not None else q, KVN=kvn, KVI=kvi, FKVN=fkvn,
@@ -179,12 +179,12 @@ def backward(q, k, v, do, lse_all, delta, plan: Plan, cap_grads: dict):
         return BN, BM, dict(BLOCK_M=BM, BLOCK_N=BN, SUB_Q=sub_q, SUB_KV=sub_kv, num_warps=warps,
                             num_stages=stages)
     BN, _, launch_tiles = tiles(DKDV_TILES)
-    sizes, (qn, qi, fqn, fqi) = _sparse_args(plan, B, H, T, S, True, q)
+    sizes, (qn, qi, fqn, fqi) = _sparse_args(plan, batches, H, rows, keys, True, q)
     mod._dkdv_kernel[(triton.cdiv(keys, BN), batches * G)](
         q, k, v, do, lse_all, delta, dk, dv, QN=qn, QI=qi, FQN=fqn, FQI=fqi, **sizes, **common,
         **launch_tiles)
     _, BM, launch_tiles = tiles(DQ_TILES)
-    sizes, (kvn, kvi, fkvn, fkvi) = _sparse_args(plan, B, H, T, S, False, q)
+    sizes, (kvn, kvi, fkvn, fkvi) = _sparse_args(plan, batches, H, rows, keys, False, q)
     mod._dq_kernel[(triton.cdiv(rows, BM), batches * H)](
         q, k, v, do, lse_all, delta, dq, KVN=kvn, KVI=kvi, FKVN=fkvn, FKVI=fkvi, **sizes, **common,
         **launch_tiles)
