@@ -6,7 +6,7 @@ shorter key sequence, GQA / MQA, sliding windows, attention sinks, FlexAttention
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import torch
 
@@ -17,6 +17,9 @@ from ...core.shapes import (
 )
 from ...core.states import AttentionOutput, KVCache
 from . import reference
+
+if TYPE_CHECKING:  # softmax-mods branch; until it lands, triton/block_mask.py builds one
+    from ...mods.block_mask import BlockMask
 
 try:
     from . import triton as kernels
@@ -55,7 +58,7 @@ def softmax_attention(
     window: int | None = None,
     score_mod: Callable | None = None,
     mask_mod: Callable | None = None,
-    block_mask=None,
+    block_mask: BlockMask | None = None,
     sinks: torch.Tensor | None = None,
     scale: float | None = None,
     initial_state: KVCache | None = None,
@@ -95,7 +98,8 @@ def softmax_attention(
             two-sided window use a `mask_mod`.
         score_mod: None or a callable modifying scores (see above).
         mask_mod: None or a callable masking pairs, ANDed with causal and window.
-        block_mask: None or the `BlockMask` of `mask_mod` (built by
+            `attnforms.mods` has factories for the common ones and their combinators.
+        block_mask: None or the `attnforms.mods.BlockMask` of `mask_mod` (built by
             `create_block_mask(mask_mod, B, H, T, S)`, the same function object), telling
             the kernel which tiles to skip. It must match the call: seq_lengths (T, S)
             (with cu_seqlens: both the longest sequence's length), batch rows 1 or B (N),
