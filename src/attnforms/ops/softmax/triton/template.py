@@ -541,6 +541,54 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ_OUT, QOFF, KVPOS, CU,
              mask=rows_ok & (d_k[None, :] < DK))
 
 
+@triton.jit
+def _decode_tile(acc, m_i, l_i, q, KP, VP, CPOS, tok0, n0, end, start, g, G, qpos, rows_ok, b, h2,
+                 W, scale, DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr,
+                 BDV: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+                 WINDOW: tl.constexpr, SCORE: tl.constexpr, MASK: tl.constexpr,
+                 PREC: tl.constexpr, CACHED: tl.constexpr, __SCAPS__, __MCAPS__):
+    """Fold keys [n0, n0 + BN) (< end) of one source into the running softmax (log2
+    units): the cache (positions read from CPOS, -1 empty) or the new keys (positions
+    start + j)."""
+    j = n0 + tl.arange(0, BLOCK_N)
+    ok = j < end
+    tok = tok0 + j
+    d_k = tl.arange(0, BDK)
+    d_v = tl.arange(0, BDV)
+    if BDK == DK:
+        k_mask = ok[None, :]
+    else:
+        k_mask = ok[None, :] & (d_k[:, None] < DK)
+    if BDV == DV:
+        v_mask = ok[:, None]
+    else:
+        v_mask = ok[:, None] & (d_v[None, :] < DV)
+    kT = tl.load(KP + (tok[None, :] * G + g) * DK + d_k[:, None], mask=k_mask, other=0.0)
+    vt = tl.load(VP + (tok[:, None] * G + g) * DV + d_v[None, :], mask=v_mask, other=0.0)
+    if CACHED:
+        kpos1 = tl.load(CPOS + tok, mask=ok, other=-1).to(tl.int32)
+        # Empty slots may hold anything (NaN included): zero their values.
+        vt = tl.where((kpos1 >= 0)[:, None], vt, 0.0)
+    else:
+        kpos1 = tl.where(ok, start + j, -1)
+    kpos = kpos1[None, :]
+    if SCORE:
+        s = tl.dot(q, kT, input_precision=PREC) * scale
+        s = _score_mod(s, b, h2, qpos, kpos, __SCAPS__) * LOG2E
+    else:
+        s = tl.dot(q, kT, input_precision=PREC) * (scale * LOG2E)
+    keep = _keep(qpos, kpos, rows_ok[:, None], ok[None, :], b, h2, W, CAUSAL, WINDOW, True,
+                 MASK, __MCAPS__)
+    s = tl.where(keep, s, NEG_INF)
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_use = tl.where(m_new == NEG_INF, 0.0, m_new)
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision=PREC)
+    return acc, m_new, l_i
+
+
 @triton.jit(do_not_specialize=["T", "S", "L", "W", "CHUNK", __DNS__])
 def _decode_kernel(Q, K, V, CK, CV, CPOS, QOFF, OPART, LPART,
                    T, S, L, H, G, W, CHUNK, scale, BOFF, __SCAPS__, __MCAPS__,
@@ -576,42 +624,21 @@ def _decode_kernel(Q, K, V, CK, CV, CPOS, QOFF, OPART, LPART,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     j0 = pid_s * CHUNK
     j1 = tl.minimum(j0 + CHUNK, L + S)
-    for n0 in range(j0, j1, BLOCK_N):
-        j = n0 + tl.arange(0, BLOCK_N)
-        ok = j < j1
-        in_cache = j < L
-        ctok = (b.to(tl.int64) * L + j)
-        ntok = (b.to(tl.int64) * S + (j - L))
-        c_ok = ok & in_cache
-        n_ok = ok & (j >= L)
-        kT = tl.load(CK + (ctok[None, :] * G + g) * DK + d_k[:, None],
-                     mask=c_ok[None, :] & (d_k[:, None] < DK), other=0.0)
-        kT += tl.load(K + (ntok[None, :] * G + g) * DK + d_k[:, None],
-                      mask=n_ok[None, :] & (d_k[:, None] < DK), other=0.0)
-        vt = tl.load(CV + (ctok[:, None] * G + g) * DV + d_v[None, :],
-                     mask=c_ok[:, None] & (d_v[None, :] < DV), other=0.0)
-        vt += tl.load(V + (ntok[:, None] * G + g) * DV + d_v[None, :],
-                      mask=n_ok[:, None] & (d_v[None, :] < DV), other=0.0)
-        cpos = tl.load(CPOS + ctok, mask=c_ok, other=-1).to(tl.int32)
-        kpos1 = tl.where(ok, tl.where(in_cache, cpos, start + (j - L)), -1)
-        # Empty slots may hold anything (NaN included): zero their values.
-        vt = tl.where((kpos1 >= 0)[:, None], vt, 0.0)
-        kpos = kpos1[None, :]
-        s = tl.dot(q, kT, input_precision=PREC) * scale
-        if SCORE:
-            s = _score_mod(s, bmod, h2, qpos, kpos, __SCAPS__)
-        keep = _keep(qpos, kpos, rows_ok[:, None], ok[None, :], bmod, h2, W, CAUSAL, WINDOW, True,
-                     MASK, __MCAPS__)
-        s = tl.where(keep, s, NEG_INF)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == NEG_INF, 0.0, m_new)
-        alpha = tl.exp2((m_i - m_use) * LOG2E)
-        p = tl.exp2((s - m_use[:, None]) * LOG2E)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision=PREC)
-        m_i = m_new
+    # This split's keys: first its part of the cache, then its part of the new keys.
+    c_end = tl.minimum(j1, L)
+    for n0 in range(j0, c_end, BLOCK_N):
+        acc, m_i, l_i = _decode_tile(
+            acc, m_i, l_i, q, CK, CV, CPOS, b.to(tl.int64) * L, n0, c_end, start, g, G, qpos,
+            rows_ok, bmod, h2, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, SCORE, MASK,
+            PREC, True, __SCAPS__, __MCAPS__)
+    n_end = j1 - L
+    for n0 in range(tl.maximum(j0, L) - L, n_end, BLOCK_N):
+        acc, m_i, l_i = _decode_tile(
+            acc, m_i, l_i, q, K, V, CPOS, b.to(tl.int64) * S, n0, n_end, start, g, G, qpos,
+            rows_ok, bmod, h2, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, SCORE, MASK,
+            PREC, False, __SCAPS__, __MCAPS__)
     o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    lse = tl.where(l_i > 0.0, m_i + tl.log(tl.where(l_i > 0.0, l_i, 1.0)), NEG_INF)
+    lse = tl.where(l_i > 0.0, (m_i + tl.log2(tl.where(l_i > 0.0, l_i, 1.0))) / LOG2E, NEG_INF)
     part = (pid_s.to(tl.int64) * tl.num_programs(1) + pid_bg) * (tl.num_programs(2) * BLOCK_M) + r
     tl.store(OPART + part[:, None] * BDV + d_v[None, :], o)
     tl.store(LPART + part, lse)
