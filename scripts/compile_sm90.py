@@ -114,12 +114,18 @@ def softmax_cases():
     document = lambda b, h, q, kv: doc[b, q] == doc[b, kv]  # noqa: E731
     mask = modc.trace(document, "mask")
     block_mask = build_block_mask(document, B, 1, T, T)
+    table = torch.randn(H, 32, requires_grad=True)
+    t5 = modc.trace(lambda s, b, h, q, kv: s + table[h, torch.clamp(q - kv, 0, 31)], "score")
+    cum = torch.randn(B, H, T, requires_grad=True)
+    forget = modc.trace(lambda s, b, h, q, kv: 5.0 * torch.tanh(s / 5.0) + cum[b, h, q] - cum[b, h, kv], "score")
     variants = {
         "causal": dict(causal=True, window=None),
         "bidirectional": dict(causal=False, window=None),
         "window": dict(causal=True, window=64),
         "sinks": dict(causal=True, window=None, sinks=torch.zeros(H)),
         "alibi": dict(causal=True, window=None, score_graph=alibi),
+        "t5-bias": dict(causal=False, window=None, score_graph=t5),
+        "forgetting+softcap": dict(causal=True, window=None, score_graph=forget),
         "mask+blockmask": dict(causal=False, window=None, mask_graph=mask, block_mask=block_mask),
         "cache": dict(causal=True, window=None, cache=True),
         "varlen": dict(causal=True, window=None, varlen=True),

@@ -656,6 +656,7 @@ def emit_mods(score_graph: Graph | None, mask_graph: Graph | None) -> str:
 _CACHE_DIR = os.environ.get("ATTNFORMS_KERNEL_CACHE") or os.path.join(
     tempfile.gettempdir(), f"attnforms-softmax-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}")
 _modules: dict[str, object] = {}
+_by_key: dict[str, object] = {}
 _lock = threading.Lock()
 TEMPLATE = os.path.join(os.path.dirname(__file__), "template.py")
 
@@ -673,10 +674,14 @@ with open(__file__) as _f:  # the emitter's own code names the cache files too
 def kernels_for(score_graph: Graph | None, mask_graph: Graph | None):
     """The kernel module for these mods (generated and imported once per structure)."""
     key_text = f"{structure(score_graph) if score_graph else '-'}|{structure(mask_graph) if mask_graph else '-'}"
+    module = _by_key.get(key_text)  # the per-call fast path: no hashing
+    if module is not None:
+        return module
     template = _template_text()
     digest = hashlib.sha256((key_text + template + _COMPILER_VERSION).encode()).hexdigest()[:20]
     module = _modules.get(digest)
     if module is not None:
+        _by_key[key_text] = module
         return module
     with _lock:
         module = _modules.get(digest)
@@ -706,4 +711,5 @@ def kernels_for(score_graph: Graph | None, mask_graph: Graph | None):
         spec.loader.exec_module(module)
         module.SCORE_PARAMS, module.MASK_PARAMS = sp, mp
         _modules[digest] = module
+        _by_key[key_text] = module
         return module
