@@ -122,9 +122,18 @@ def test_odd_lengths(T):
     _check(inputs, window=40 if T > 100 else None)
 
 
-def test_head_dim_96_forward():
-    inputs = softmax_inputs(1, 20, 2, 96, 96)
+@pytest.mark.parametrize("D", [32, 96, 256])
+def test_head_dims_forward(D):
+    inputs = softmax_inputs(1, 20, 2, D, D)
     _check(inputs, grad=False)
+
+
+def test_captured_tensor_on_another_device_is_refused():
+    inputs = softmax_inputs(1, 4, 2, 16, 16, dtype=torch.float32)
+    slopes = torch.rand(2, device="meta")
+    with pytest.raises(ValueError, match="captures a tensor on meta"):
+        softmax_attention(**inputs, score_mod=lambda s, b, h, q, kv: s - slopes[h] * (q - kv),
+                          impl="triton")
 
 
 def test_matches_sdpa_with_explicit_mask():

@@ -160,6 +160,11 @@ def _run(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, initial_
         raise ValueError("block_mask: impl='triton' takes a block mask over the new keys only; "
                          "pass no block_mask with a KV cache (the mask_mod alone still applies)")
     score_graph, mask_graph = _graphs(score_mod, mask_mod)
+    for name, graph in (("score_mod", score_graph), ("mask_mod", mask_graph)):
+        for t in graph.captures if graph is not None else ():
+            if t.device != q.device:
+                raise ValueError(f"{name}: captures a tensor on {t.device}, but the kernel runs on "
+                                 f"{q.device}; build the mod's tensors on the device of the call")
     B, T, H, _ = q.shape
     S = k.shape[1]
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
