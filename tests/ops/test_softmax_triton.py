@@ -260,6 +260,13 @@ def test_decode_split_kv_matches_reference(T, G, splits, options):
     assert torch.equal(ours.final_state.k, golden.final_state.k.float())
 
 
+def test_recurrent_form_stacks_gqa_rows_over_tiles_and_differentiates():
+    """T·H/G = 80 query rows per key head (two row tiles of the decode kernel), no cache,
+    keys longer than queries; gradients through the flash backward."""
+    inputs = softmax_inputs(1, 20, 4, 16, 16, S=30, G=1)
+    _check(inputs, form="recurrent", sinks=torch.tensor([0.5, -1.0, 2.0, 0.0]), window=12)
+
+
 def test_parallel_with_cache_gives_cache_gradients():
     B, H, G, D, L, T = 2, 4, 2, 16, 20, 9
     k_c, v_c, pos, nxt = _cache(B, L, G, D, filled=[20, 11], start_pos=[0, 5])
