@@ -71,16 +71,39 @@ def _keep(qpos, kpos, rows_ok, cols_ok, b, h, W, CAUSAL: tl.constexpr, WINDOW: t
 
 
 @triton.jit
-def _tile_is_full(n0, m0, qoff, Tn, Sn, W, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  CAUSAL: tl.constexpr, WINDOW: tl.constexpr):
-    """Every pair of the tile [m0, m0+BM) x [n0, n0+BN) is in range and inside the
-    causal / window bounds (arithmetic positions only)."""
-    full = (n0 + BLOCK_N <= Sn) & (m0 + BLOCK_M <= Tn)
-    if CAUSAL:
-        full = full & (n0 + BLOCK_N - 1 <= qoff + m0)
-    if WINDOW:
-        full = full & (n0 > qoff + m0 + BLOCK_M - 1 - W)
-    return full
+def _full_tiles(lo, hi, m0, qoff, Sn, W, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                CAUSAL: tl.constexpr, WINDOW: tl.constexpr):
+    """[full_lo, full_hi): the key tiles (multiples of BLOCK_N in [lo, hi)) whose every
+    pair with the query tile [m0, m0 + BM) is inside the keys and the causal / window
+    bounds (query rows past the end need no mask: they are never stored)."""
+    full_hi = (Sn // BLOCK_N) * BLOCK_N
+    if CAUSAL:  # n0 + BN - 1 <= qoff + m0
+        full_hi = tl.minimum(full_hi, (tl.maximum(qoff + m0 + 1, 0) // BLOCK_N) * BLOCK_N)
+    full_lo = lo
+    if WINDOW:  # n0 > qoff + m0 + BM - 1 - W
+        full_lo = tl.maximum(lo, ((tl.maximum(qoff + m0 + BLOCK_M - W, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N)
+    full_lo = tl.minimum(full_lo, hi)
+    full_hi = tl.maximum(tl.minimum(full_hi, hi), full_lo)
+    return full_lo, full_hi
+
+
+@triton.jit
+def _full_query_tiles(lo, hi, n0, qoff, Sn, W, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      CAUSAL: tl.constexpr, WINDOW: tl.constexpr):
+    """[full_lo, full_hi): the query tiles (multiples of BLOCK_M in [lo, hi)) whose every
+    pair with the key tile [n0, n0 + BN) is inside the keys and the bounds."""
+    full_lo = lo
+    if CAUSAL:  # m0 >= n0 + BN - 1 - qoff
+        full_lo = tl.maximum(lo, ((tl.maximum(n0 + BLOCK_N - 1 - qoff, 0) + BLOCK_M - 1) // BLOCK_M) * BLOCK_M)
+    full_hi = hi
+    if WINDOW:  # m0 <= n0 - qoff - BM + W
+        last = n0 - qoff - BLOCK_M + W
+        full_hi = tl.where(last >= 0, (tl.maximum(last, 0) // BLOCK_M) * BLOCK_M + BLOCK_M, 0)
+        full_hi = tl.minimum(full_hi, hi)
+    full_hi = tl.where(n0 + BLOCK_N <= Sn, full_hi, 0)  # a ragged key tile: all masked
+    full_lo = tl.minimum(full_lo, hi)
+    full_hi = tl.maximum(full_hi, full_lo)
+    return full_lo, full_hi
 
 
 @triton.jit
@@ -177,52 +200,54 @@ def _fwd_kernel(Q, K, V, O, LSE, SINKS, QOFF, KVPOS, CU,
         if WINDOW:
             lo = tl.maximum(0, qoff + m0 - W + 1)
             lo = (lo // BLOCK_N) * BLOCK_N
+    # Every loop body is straight-line (no branch around the loads), so Triton's
+    # pipeliner can prefetch the next key tiles.
     if SPARSE:
+        # The listed partial blocks (mask_mod evaluated), then the full ones; each block
+        # is SUB_KV kernel tiles. Bounds stay on: the map describes the mask_mod alone.
         qb = m0 // (BLOCK_M * SUB_Q)
         row = (b * H + h) * TB + qb
-        n_partial = tl.load(KVN + row)
+        n_partial = tl.load(KVN + row) * SUB_KV
         for j in range(n_partial):
-            blk = tl.load(KVI + row.to(tl.int64) * SB + j)
-            for sub in range(SUB_KV):
-                n0 = (blk * SUB_KV + sub) * BLOCK_N
-                if (n0 < hi) & (n0 + BLOCK_N > lo):
-                    acc, m_i, l_i = _fwd_tile(
-                        acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W,
-                        scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, True, SCORE,
-                        PREC, __SCAPS__, __MCAPS__)
-        n_full = tl.load(FKVN + row)
+            blk = tl.load(KVI + row.to(tl.int64) * SB + j // SUB_KV)
+            n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
+            acc, m_i, l_i = _fwd_tile(
+                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, True, SCORE, PREC,
+                __SCAPS__, __MCAPS__)
+        n_full = tl.load(FKVN + row) * SUB_KV
         for j in range(n_full):
-            blk = tl.load(FKVI + row.to(tl.int64) * SB + j)
-            for sub in range(SUB_KV):
-                n0 = (blk * SUB_KV + sub) * BLOCK_N
-                if (n0 < hi) & (n0 + BLOCK_N > lo):
-                    if _tile_is_full(n0, m0, qoff, Tn, Sn, W, BLOCK_M, BLOCK_N, CAUSAL, WINDOW):
-                        acc, m_i, l_i = _fwd_tile(
-                            acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn,
-                            W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, False, False,
-                            SCORE, PREC, __SCAPS__, __MCAPS__)
-                    else:
-                        acc, m_i, l_i = _fwd_tile(
-                            acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn,
-                            W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, False,
-                            SCORE, PREC, __SCAPS__, __MCAPS__)
+            blk = tl.load(FKVI + row.to(tl.int64) * SB + j // SUB_KV)
+            n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
+            acc, m_i, l_i = _fwd_tile(
+                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, False, SCORE, PREC,
+                __SCAPS__, __MCAPS__)
+    elif CACHE:
+        for n0 in range(0, Sn, BLOCK_N):
+            acc, m_i, l_i = _fwd_tile(
+                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
+                __SCAPS__, __MCAPS__)
     else:
-        for n0 in range(lo, hi, BLOCK_N):
-            if CACHE:
-                acc, m_i, l_i = _fwd_tile(
-                    acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W,
-                    scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE,
-                    PREC, __SCAPS__, __MCAPS__)
-            elif _tile_is_full(n0, m0, qoff, Tn, Sn, W, BLOCK_M, BLOCK_N, CAUSAL, WINDOW):
-                acc, m_i, l_i = _fwd_tile(
-                    acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W,
-                    scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, False, MASK, SCORE,
-                    PREC, __SCAPS__, __MCAPS__)
-            else:
-                acc, m_i, l_i = _fwd_tile(
-                    acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W,
-                    scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE,
-                    PREC, __SCAPS__, __MCAPS__)
+        # Tiles wholly inside the causal / window bounds and the keys, [full_lo,
+        # full_hi), skip the bounds test; the edge tiles before and after apply it.
+        full_lo, full_hi = _full_tiles(lo, hi, m0, qoff, Sn, W, BLOCK_M, BLOCK_N, CAUSAL, WINDOW)
+        for n0 in range(lo, full_lo, BLOCK_N):
+            acc, m_i, l_i = _fwd_tile(
+                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
+                __SCAPS__, __MCAPS__)
+        for n0 in range(full_lo, full_hi, BLOCK_N):
+            acc, m_i, l_i = _fwd_tile(
+                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, False, MASK, SCORE, PREC,
+                __SCAPS__, __MCAPS__)
+        for n0 in range(full_hi, hi, BLOCK_N):
+            acc, m_i, l_i = _fwd_tile(
+                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
+                __SCAPS__, __MCAPS__)
     if VARLEN:
         ntok = T
     else:
@@ -362,53 +387,51 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
             lo = (lo // BLOCK_M) * BLOCK_M
         if WINDOW:
             hi = tl.minimum(Tn, n0 + BLOCK_N - 1 + W - qoff)
+    if not CACHE:
+        full_lo, full_hi = _full_query_tiles(lo, hi, n0, qoff, Sn, W, BLOCK_M, BLOCK_N, CAUSAL, WINDOW)
     for hr in range(R):
         h = g * R + hr
         if SPARSE:
             kb = n0 // (BLOCK_N * SUB_KV)
             row = (b * H + h) * SB + kb
-            n_partial = tl.load(QN + row)
+            n_partial = tl.load(QN + row) * SUB_Q
             for j in range(n_partial):
-                blk = tl.load(QI + row.to(tl.int64) * TB + j)
-                for sub in range(SUB_Q):
-                    m0 = (blk * SUB_Q + sub) * BLOCK_M
-                    if (m0 < hi) & (m0 + BLOCK_M > lo):
-                        dk, dv_acc = _dkdv_tile(
-                            dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols,
-                            cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV,
-                            BLOCK_M, CAUSAL, WINDOW, CACHE, True, True, SCORE, PREC,
-                            __SCAPS__, __MCAPS__)
-            n_full = tl.load(FQN + row)
+                blk = tl.load(QI + row.to(tl.int64) * TB + j // SUB_Q)
+                m0 = (blk * SUB_Q + j % SUB_Q) * BLOCK_M
+                dk, dv_acc = _dkdv_tile(
+                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, True, SCORE, PREC, __SCAPS__, __MCAPS__)
+            n_full = tl.load(FQN + row) * SUB_Q
             for j in range(n_full):
-                blk = tl.load(FQI + row.to(tl.int64) * TB + j)
-                for sub in range(SUB_Q):
-                    m0 = (blk * SUB_Q + sub) * BLOCK_M
-                    if (m0 < hi) & (m0 + BLOCK_M > lo):
-                        dk, dv_acc = _dkdv_tile(
-                            dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols,
-                            cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV,
-                            BLOCK_M, CAUSAL, WINDOW, CACHE, True, False, SCORE, PREC,
-                            __SCAPS__, __MCAPS__)
+                blk = tl.load(FQI + row.to(tl.int64) * TB + j // SUB_Q)
+                m0 = (blk * SUB_Q + j % SUB_Q) * BLOCK_M
+                dk, dv_acc = _dkdv_tile(
+                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, False, SCORE, PREC, __SCAPS__, __MCAPS__)
+        elif CACHE:
+            for m0 in range(0, Tn, BLOCK_M):
+                dk, dv_acc = _dkdv_tile(
+                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
         else:
-            for m0 in range(lo, hi, BLOCK_M):
-                if CACHE:
-                    dk, dv_acc = _dkdv_tile(
-                        dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols,
-                        cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV,
-                        BLOCK_M, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
-                        __SCAPS__, __MCAPS__)
-                elif _tile_is_full(n0, m0, qoff, Tn, Sn, W, BLOCK_M, BLOCK_N, CAUSAL, WINDOW):
-                    dk, dv_acc = _dkdv_tile(
-                        dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols,
-                        cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV,
-                        BLOCK_M, CAUSAL, WINDOW, CACHE, False, MASK, SCORE, PREC,
-                        __SCAPS__, __MCAPS__)
-                else:
-                    dk, dv_acc = _dkdv_tile(
-                        dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols,
-                        cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV,
-                        BLOCK_M, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
-                        __SCAPS__, __MCAPS__)
+            for m0 in range(lo, full_lo, BLOCK_M):
+                dk, dv_acc = _dkdv_tile(
+                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
+            for m0 in range(full_lo, full_hi, BLOCK_M):
+                dk, dv_acc = _dkdv_tile(
+                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    False, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
+            for m0 in range(full_hi, hi, BLOCK_M):
+                dk, dv_acc = _dkdv_tile(
+                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
     dk = dk * scale
     tl.store(DK_OUT + (tok[:, None] * G + g) * DK + d_k[None, :], dk.to(DK_OUT.dtype.element_ty),
              mask=cols_ok[:, None] & (d_k[None, :] < DK))
@@ -504,38 +527,39 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ_OUT, QOFF, KVPOS, CU,
     if SPARSE:
         qb = m0 // (BLOCK_M * SUB_Q)
         row = (b * H + h) * TB + qb
-        n_partial = tl.load(KVN + row)
+        n_partial = tl.load(KVN + row) * SUB_KV
         for j in range(n_partial):
-            blk = tl.load(KVI + row.to(tl.int64) * SB + j)
-            for sub in range(SUB_KV):
-                n0 = (blk * SUB_KV + sub) * BLOCK_N
-                if (n0 < hi) & (n0 + BLOCK_N > lo):
-                    dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok,
-                                  bmod, h, Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW,
-                                  CACHE, True, True, SCORE, PREC, __SCAPS__, __MCAPS__)
-        n_full = tl.load(FKVN + row)
+            blk = tl.load(KVI + row.to(tl.int64) * SB + j // SUB_KV)
+            n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+                          Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, True,
+                          SCORE, PREC, __SCAPS__, __MCAPS__)
+        n_full = tl.load(FKVN + row) * SUB_KV
         for j in range(n_full):
-            blk = tl.load(FKVI + row.to(tl.int64) * SB + j)
-            for sub in range(SUB_KV):
-                n0 = (blk * SUB_KV + sub) * BLOCK_N
-                if (n0 < hi) & (n0 + BLOCK_N > lo):
-                    dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok,
-                                  bmod, h, Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW,
-                                  CACHE, True, False, SCORE, PREC, __SCAPS__, __MCAPS__)
+            blk = tl.load(FKVI + row.to(tl.int64) * SB + j // SUB_KV)
+            n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+                          Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, False,
+                          SCORE, PREC, __SCAPS__, __MCAPS__)
+    elif CACHE:
+        for n0 in range(0, Sn, BLOCK_N):
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+                          Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK,
+                          SCORE, PREC, __SCAPS__, __MCAPS__)
     else:
-        for n0 in range(lo, hi, BLOCK_N):
-            if CACHE:
-                dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok,
-                              bmod, h, Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW,
-                              CACHE, True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
-            elif _tile_is_full(n0, m0, qoff, Tn, Sn, W, BLOCK_M, BLOCK_N, CAUSAL, WINDOW):
-                dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok,
-                              bmod, h, Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW,
-                              CACHE, False, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
-            else:
-                dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok,
-                              bmod, h, Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW,
-                              CACHE, True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
+        full_lo, full_hi = _full_tiles(lo, hi, m0, qoff, Sn, W, BLOCK_M, BLOCK_N, CAUSAL, WINDOW)
+        for n0 in range(lo, full_lo, BLOCK_N):
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+                          Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK,
+                          SCORE, PREC, __SCAPS__, __MCAPS__)
+        for n0 in range(full_lo, full_hi, BLOCK_N):
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+                          Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, False, MASK,
+                          SCORE, PREC, __SCAPS__, __MCAPS__)
+        for n0 in range(full_hi, hi, BLOCK_N):
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+                          Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK,
+                          SCORE, PREC, __SCAPS__, __MCAPS__)
     dq = dq * scale
     tl.store(DQ_OUT + (qtok[:, None] * H + h) * DK + d_k[None, :], dq.to(DQ_OUT.dtype.element_ty),
              mask=rows_ok & (d_k[None, :] < DK))
