@@ -133,6 +133,21 @@ def _sparse_args(plan: Plan, B: int, H: int, T: int, S: int, transposed: bool, d
     return dict(TB=TB, SB=SB), tuple(tables)
 
 
+def _interpreter_upcast(fn, cast_all: bool):
+    """Triton's interpreter computes half-precision dots on raw bits: there, run the
+    kernels on float32 copies and cast the tensors they return back (a CPU test path;
+    on the GPU nothing changes)."""
+    def run(q, k, v, *args, **kwargs):
+        if not interpreting() or q.dtype == torch.float32:
+            return fn(q, k, v, *args, **kwargs)
+        dtype = q.dtype
+        up = lambda x: x.float() if isinstance(x, torch.Tensor) and x.dtype == dtype else x  # noqa: E731
+        out = fn(up(q), up(k), up(v), *map(up, args), **{n: up(x) for n, x in kwargs.items()})
+        # forward / decode return (o, lse float32); backward returns (dq, dk, dv)
+        return tuple(x.to(dtype) if cast_all or i == 0 else x for i, x in enumerate(out))
+    return run
+
+
 def forward(q, k, v, plan: Plan):
     """Flash forward. Returns (o `[B, T, H, DV]`, lse of the keys `[H, B*T]` float32,
     -inf for rows that see no key)."""
@@ -235,3 +250,8 @@ def decode(q, k, v, ck, cv, cpos, qoff, plan: Plan, splits: int | None = None):
         opart, lpart, o, lse, plan.sinks if plan.sinks is not None else q, splits, T, H, G, nrows,
         DV=DV, BDV=BDV, BLOCK_M=BM, SINK=plan.sinks is not None, num_warps=4)
     return o, lse
+
+
+forward = _interpreter_upcast(forward, cast_all=False)
+backward = _interpreter_upcast(backward, cast_all=True)
+decode = _interpreter_upcast(decode, cast_all=False)
