@@ -22,7 +22,7 @@ def interpreting() -> bool:
 # Tiles on the H200 (sm_90), checked with scripts/compile_sm90.py (shared memory within
 # 227 KB, no spills): (BLOCK_M, BLOCK_N, warps, stages) by padded head dim.
 FWD_TILES = {64: (128, 64, 8, 3), 128: (128, 64, 8, 3), 256: (64, 32, 8, 2)}
-DKDV_TILES = {64: (32, 64, 4, 2), 128: (32, 64, 8, 2), 256: (32, 32, 8, 1)}
+DKDV_TILES = {64: (32, 64, 8, 2), 128: (32, 32, 8, 2), 256: (32, 32, 8, 1)}
 DQ_TILES = {64: (64, 64, 4, 2), 128: (64, 64, 8, 2), 256: (16, 32, 4, 1)}
 DECODE_TILES = {64: (64, 4, 3), 128: (64, 4, 3), 256: (32, 4, 2)}  # BLOCK_N, warps, stages
 # Under the interpreter (tests on the CPU) small tiles keep tile counts realistic.
