@@ -401,3 +401,22 @@ def test_new_sequence_length_compiles_nothing(monkeypatch):
         driver.set_active(previous)
     assert counts[0] == 5  # fwd, dkdv, dq, decode, combine
     assert counts[1] == counts[2] == counts[0], f"recompiled on a new length: {compiles}"
+
+
+@pytest.mark.parametrize("form", ["parallel", "recurrent"])
+def test_packed_sequences_with_caches(form):
+    """cu_seqlens with a cache per sequence (one launch each, b = the sequence index)."""
+    first = softmax_attention(**softmax_inputs(1, 30, 4, 16, 16, G=2, dtype=torch.float32),
+                              cu_seqlens=torch.tensor([0, 10, 11, 30]), output_final_state=True,
+                              impl="reference")
+    new = softmax_inputs(1, 5, 4, 16, 16, G=2, dtype=torch.float32, seed=3)
+    slopes = torch.rand(4)
+    mod = lambda s, b, h, q, kv: s - slopes[h] * (q - kv) * (b + 1)  # noqa: E731
+    kwargs = dict(cu_seqlens=torch.tensor([0, 2, 3, 5]), initial_state=first.final_state,
+                  output_final_state=True, score_mod=mod, form=form, return_lse=True)
+    ours = softmax_attention(**new, **kwargs, impl="triton")
+    golden = softmax_attention(**new, **kwargs, impl="reference")
+    assert (ours.output - golden.output).abs().max() < 2e-5
+    assert (ours.lse - golden.lse).abs().max() < 2e-5
+    assert torch.equal(ours.final_state.positions, golden.final_state.positions)
+    assert torch.equal(ours.final_state.k, golden.final_state.k)
