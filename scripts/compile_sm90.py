@@ -101,6 +101,73 @@ def gated_delta_cases():
                     None if beta is None else beta[:, :1], 0.1, state, True, None)
 
 
+def softmax_cases():
+    """Every softmax-attention kernel variant at the benchmark's head size and the other
+    head dims (bf16): flash forward / backward with each masking feature, a compiled
+    score_mod (ALiBi, its captured-tensor gradient) and mask_mod with a block mask, a KV
+    cache, packed sequences, and the split-KV decode and combine kernels."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+    from attnforms.ops.softmax.triton import launch, modc
+    from attnforms.ops.softmax.triton.block_mask import build_block_mask
+
+    B, T, H = 1, 256, 4
+    slopes = torch.rand(H, requires_grad=True)
+    alibi = modc.trace(lambda s, b, h, q, kv: s - slopes[h] * (q - kv), "score")
+    doc = torch.zeros(B, T, dtype=torch.int32)
+    document = lambda b, h, q, kv: doc[b, q] == doc[b, kv]  # noqa: E731
+    mask = modc.trace(document, "mask")
+    block_mask = build_block_mask(document, B, 1, T, T)
+    table = torch.randn(H, 32, requires_grad=True)
+    t5 = modc.trace(lambda s, b, h, q, kv: s + table[h, torch.clamp(q - kv, 0, 31)], "score")
+    cum = torch.randn(B, H, T, requires_grad=True)
+    forget = modc.trace(lambda s, b, h, q, kv: 5.0 * torch.tanh(s / 5.0) + cum[b, h, q] - cum[b, h, kv], "score")
+    variants = {
+        "causal": dict(causal=True, window=None),
+        "bidirectional": dict(causal=False, window=None),
+        "window": dict(causal=True, window=64),
+        "sinks": dict(causal=True, window=None, sinks=torch.zeros(H)),
+        "alibi": dict(causal=True, window=None, score_graph=alibi),
+        "t5-bias": dict(causal=False, window=None, score_graph=t5),
+        "forgetting+softcap": dict(causal=True, window=None, score_graph=forget),
+        "mask+blockmask": dict(causal=False, window=None, mask_graph=mask, block_mask=block_mask),
+        "cache": dict(causal=True, window=None, cache=True),
+        "varlen": dict(causal=True, window=None, varlen=True),
+    }
+    for D in (64, 128, 256, 96, 32):
+        for name, options in variants.items():
+            if D in (96, 32) and name not in ("causal",):
+                continue
+            options = dict(options)
+            cache = options.pop("cache", False)
+            varlen = options.pop("varlen", False)
+            q, k = (torch.randn(B, T, H, D, dtype=torch.bfloat16) for _ in range(2))
+            v = torch.randn(B, T, H, D, dtype=torch.bfloat16)
+            plan = launch.Plan(scale=D ** -0.5, qoff=0, **options)
+            if cache:
+                plan.kvpos = torch.arange(T, dtype=torch.int32)[None]
+                plan.qoff = torch.zeros(B, dtype=torch.int32)
+            if varlen:
+                plan.cu = torch.tensor([0, 100, T], dtype=torch.int32)
+                plan.max_len = 156
+            label = f"softmax D{D} {name}"
+
+            def backward(q=q, k=k, v=v, plan=plan):
+                lse = torch.zeros(H, B * T)
+                grads = {0: torch.zeros(H)} if plan.score_graph is not None else {}
+                launch.backward(q, k, v, torch.randn_like(v), lse, lse, plan, grads)
+            yield label + " fwd", lambda q=q, k=k, v=v, plan=plan: launch.forward(q, k, v, plan)
+            if D != 32 and D != 96 or name == "causal":
+                yield label + " bwd", backward
+        for R in (1, 4):
+            q = torch.randn(8, 1, 4 * R, D, dtype=torch.bfloat16)
+            k = torch.randn(8, 1, 4, D, dtype=torch.bfloat16)
+            cache = torch.randn(8, 4096, 4, D, dtype=torch.bfloat16)
+            pos = torch.arange(4096)[None].expand(8, -1).contiguous()
+            plan = launch.Plan(causal=True, window=None, scale=D ** -0.5, score_graph=alibi if R == 4 else None)
+            yield f"softmax D{D} decode R{R}", lambda q=q, k=k, cache=cache, pos=pos, plan=plan: launch.decode(
+                q, k, k, cache, cache, pos, torch.full((8,), 4096, dtype=torch.int32), plan)
+
+
 def main():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
     from attnforms.ops.gated_delta.triton import launch
@@ -111,7 +178,7 @@ def main():
         setattr(launch, name, int(value))
     failures = 0
     seen = set()
-    for name, call in gated_delta_cases():
+    for name, call in (*gated_delta_cases(), *softmax_cases()):
         if wanted and not any(w in name for w in wanted):
             continue
         compiled.clear()

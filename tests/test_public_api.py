@@ -27,7 +27,7 @@ def _positional(fn):
 
 def test_softmax_attention_signature():
     assert _positional(af.softmax_attention) == ["q", "k", "v"]
-    assert _keywords(af.softmax_attention) == ["causal", "window", "score_mod", "mask_mod", "block_mask", "sinks"] + COMMON
+    assert _keywords(af.softmax_attention) == ["causal", "window", "score_mod", "mask_mod", "block_mask", "sinks"] + COMMON + ["return_lse"]
 
 
 MODS = {

@@ -6,7 +6,7 @@ shorter key sequence, GQA / MQA, sliding windows, attention sinks, FlexAttention
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -19,12 +19,32 @@ from ...core.states import AttentionOutput, KVCache
 from ...mods.block_mask import BlockMask
 from . import reference
 
+try:
+    from . import triton as kernels
+except ImportError:  # Triton is optional: without it only the reference runs.
+    kernels = None
+
 FAMILY = Family(
     name="softmax_attention",
     reference=forms_of(reference),
+    triton={} if kernels is None else {
+        "parallel": kernels.parallel, "chunk": kernels.chunk, "recurrent": kernels.recurrent},
     auto_form="parallel",
     variants=("sliding_window_attention",),
 )
+
+
+class SoftmaxOutput(NamedTuple):
+    """What `softmax_attention(..., return_lse=True)` returns: `AttentionOutput`'s two
+    fields and `lse [B, H, T]` float32 (`[1, H, T]` packed), the log-sum-exp of each
+    query's visible (modified) scores, sink excluded, -inf where no key is visible. Two
+    results over disjoint key sets combine as `lse = logaddexp(lse1, lse2)`,
+    `o = e^{lse1 - lse} o1 + e^{lse2 - lse} o2` (computed without sinks; a sink σ then
+    scales o by `e^{lse - logaddexp(lse, σ)}`). Not differentiable."""
+
+    output: torch.Tensor
+    final_state: KVCache | None
+    lse: torch.Tensor
 
 
 def softmax_attention(
@@ -45,6 +65,7 @@ def softmax_attention(
     chunk_size: int | None = None,
     form: str = "auto",
     impl: str = "auto",
+    return_lse: bool = False,
 ) -> AttentionOutput:
     """Softmax attention over absolute positions, with an optional KV cache.
 
@@ -94,18 +115,21 @@ def softmax_attention(
         chunk_size: query and key block size of the chunk form (default 64).
         form: "parallel" | "chunk" | "recurrent" | "auto" (see `attnforms.core.dispatch`).
         impl: "reference" | "triton" | "auto".
+        return_lse: also return the log-sum-exp of each query's visible scores (see
+            `SoftmaxOutput`), to combine partial results.
 
     Returns:
         `AttentionOutput(output [B, T, H, V] in q's dtype, KVCache or None)`. The cache
         has its filled slots left-aligned in position order and is padded with empty
         slots only up to the fullest row, whatever the form, so states compare equal.
+        With `return_lse=True`, a `SoftmaxOutput` (the same two fields and `lse`).
     """
     offsets = _validate(
         q, k, v, causal, window, score_mod, mask_mod, sinks, scale, initial_state,
         cu_seqlens, chunk_size,
     )
     _check_block_mask(block_mask, mask_mod, q, k, offsets, initial_state)
-    return run_op(
+    result = run_op(
         FAMILY, form=form, impl=impl, length=q.shape[1], device=q.device,
         per_token=dict(q=q, k=k, v=v),
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
@@ -116,6 +140,16 @@ def softmax_attention(
         # A packed sequence runs as batch row 0; its mods must still see b = its index.
         options_for_sequence=lambda n: dict(batch_offset=n),
     )
+    output = AttentionOutput(result.output, result.final_state)
+    if not return_lse:
+        return output
+    lse = getattr(result, "lse", None)
+    if lse is None:  # the reference path: computed apart, with the same rule
+        lse = reference.log_sum_exp(
+            q, k, v, causal=causal, window=window, score_mod=score_mod, mask_mod=mask_mod,
+            scale=default_options(q.shape[-1], scale, chunk_size)["scale"],
+            initial_state=initial_state, offsets=offsets)
+    return SoftmaxOutput(output.output, output.final_state, lse)
 
 
 def sliding_window_attention(q, k, v, window: int, **kwargs) -> AttentionOutput:

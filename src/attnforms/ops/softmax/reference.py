@@ -176,6 +176,32 @@ def recurrent(q, k, v, *, causal, window, score_mod, mask_mod, sinks, scale, ini
     return _finish(torch.cat(outputs, dim=2), cache, problem, window, output_final_state, v.dtype)
 
 
+def log_sum_exp(q, k, v, *, causal, window, score_mod, mask_mod, scale, initial_state,
+                offsets=None) -> torch.Tensor:
+    """`[B, H, T]` float32 log-sum-exp of each query's visible modified scores (no sink),
+    -inf where nothing is visible: what `return_lse=True` returns. With `offsets` (packed
+    sequences, B == 1) each sequence is computed apart, b = its index."""
+    if offsets is not None:
+        parts = []
+        for n, (start, end) in enumerate(zip(offsets, offsets[1:])):
+            state = None if initial_state is None else type(initial_state)(
+                *(x[n:n + 1] for x in initial_state))
+            parts.append(_log_sum_exp(q[:, start:end], k[:, start:end], v[:, start:end], causal,
+                                      window, score_mod, mask_mod, scale, state, n))
+        return torch.cat(parts, dim=2)
+    return _log_sum_exp(q, k, v, causal, window, score_mod, mask_mod, scale, initial_state, 0)
+
+
+def _log_sum_exp(q, k, v, causal, window, score_mod, mask_mod, scale, initial_state, batch_offset):
+    problem = _prepare(q, k, v, None, scale, initial_state)
+    rule = _Rule(causal, window, score_mod, mask_mod, batch_offset)
+    keys = _concat(problem.cache, problem.new)
+    heads = problem.q.shape[1]
+    keep = rule.visible(problem.q_pos, keys.positions, heads)
+    scores = rule.scores(problem.q, _heads(keys.k, heads), problem.q_pos, keys.positions, keep)
+    return torch.logsumexp(scores, dim=-1).float()
+
+
 def _prepare(q, k, v, sinks, scale, initial_state) -> _Problem:
     """Upcast to the compute dtype, put heads before time for q, and place every key."""
     dtype = compute_dtype(q.dtype)
