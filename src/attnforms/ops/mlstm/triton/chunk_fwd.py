@@ -165,9 +165,12 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
         p_s = (start + o_s) * H + i_h
         b_k = tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0.0).to(tl.float32)
         b_v = tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & m_v[None, :], other=0.0).to(tl.float32)
-        b_gs = tl.load(li + p_s, mask=m_s, other=0.0) - tl.load(b + p_s, mask=m_s, other=0.0)
+        b_bs = tl.load(b + p_s, mask=m_s, other=0.0)
+        b_li = tl.load(li + p_s, mask=m_s, other=0.0)
         causal = (o_s[None, :] <= o_r[:, None]) & m_s[None, :]
-        b_D = tl.where(causal, b_br[:, None] + b_gs[None, :], float("-inf"))
+        # (b_r − b_s) + li_s: exactly li_r on the diagonal, which is how the backward
+        # recognises the tokens where the stabiliser restarts (m_r == li_r).
+        b_D = tl.where(causal, (b_br[:, None] - b_bs[None, :]) + b_li[None, :], float("-inf"))
         # [BS, BK] @ [BK, BS] -> [BS, BS]
         b_s = tl.dot(b_q, tl.trans(b_k))
         if STABILISE:
