@@ -17,9 +17,15 @@ from ...core.shapes import (
 from ...core.states import AarenState, AttentionOutput
 from . import reference
 
+try:
+    from . import triton as kernels
+except ImportError:  # Triton is optional: without it only the reference runs.
+    kernels = None
+
 FAMILY = Family(
     name="aaren",
     reference=forms_of(reference),
+    triton={} if kernels is None else {"chunk": kernels.chunk, "recurrent": kernels.recurrent},
     auto_form="chunk",
 )
 
