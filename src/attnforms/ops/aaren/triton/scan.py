@@ -70,7 +70,7 @@ def _scan_fwd_kernel(s, v, o, L, initial_m, initial_u, initial_w, final_m, final
         b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0).to(tl.float32)
         # Prefix max of every row, with the carried max: M_r = max(m, max_{j<=r} s_j).
         b_M = tl.maximum(tl.max(tl.where(causal, b_s[None, :], float("-inf")), axis=1), b_m)
-        b_W = tl.where(causal, tl.exp(b_s[None, :] - b_M[:, None]), 0.0)
+        b_W = tl.exp(tl.where(causal, b_s[None, :] - b_M[:, None], float("-inf")))
         b_carry = tl.exp(b_m - b_M)
         b_ur = b_carry * b_u + tl.sum(b_W, axis=1)
         # [BT, BT] @ [BT, BV] -> [BT, BV]
@@ -122,7 +122,7 @@ def _scan_bwd_kernel(s, v, do, L, delta, G_init, Gamma_init, initial_m, dv, ds_p
         b_delta = tl.load(delta + p_t, mask=m_t, other=0.0)
         b_R = tl.load(L + (start + valid - 1) * H + i_h)
         # [t, j]: the attention weight of token j at row t.
-        b_P = tl.where(causal & m_t[:, None], tl.exp(b_s[None, :] - b_L[:, None]), 0.0)
+        b_P = tl.exp(tl.where(causal & m_t[:, None], b_s[None, :] - b_L[:, None], float("-inf")))
         b_to_end = tl.exp(b_s - b_R)
         # [BT, BT]ᵀ @ [BT, BV] -> [BT, BV]
         b_dv = tl.dot(tl.trans(b_P), b_do) + b_to_end[:, None] * b_G[None, :]
