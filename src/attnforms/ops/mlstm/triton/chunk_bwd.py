@@ -20,7 +20,7 @@ for wide heads.
 import triton
 import triton.language as tl
 
-from .chunk_fwd import _chunk_bounds
+from .chunk_fwd import _chunk_bounds, _operand
 
 
 @triton.jit
@@ -93,8 +93,8 @@ def _state_bwd_kernel(q, do, b, m_row, rho, dden, states, states_n, chunk_m, fin
 @triton.jit
 def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, dq, xq,
                chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
-               V: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr,
-               BV: tl.constexpr, BVS: tl.constexpr):
+               V: tl.constexpr, NATIVE: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
+               BK: tl.constexpr, BV: tl.constexpr, BVS: tl.constexpr):
     i_cq, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     NQ: tl.constexpr = BT // BS
     i_c, i_q = i_cq // NQ, i_cq % NQ
@@ -109,8 +109,7 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
     m_v = o_v < V
     p_r = (start + o_r) * H + i_h
     m_rk = m_r[:, None] & m_k[None, :]
-    b_q = tl.load(q + p_r[:, None] * K + o_k[None, :], mask=m_rk, other=0.0).to(tl.float32)
-    b_do = tl.load(do + p_r[:, None] * V + o_v[None, :], mask=m_r[:, None] & m_v[None, :], other=0.0).to(tl.float32)
+    b_do = _operand(tl.load(do + p_r[:, None] * V + o_v[None, :], mask=m_r[:, None] & m_v[None, :], other=0.0), NATIVE)
     b_br = tl.load(b + p_r, mask=m_r, other=0.0)
     b_mr = tl.load(m_row + p_r, mask=m_r, other=0.0)
     b_rho = tl.load(rho + p_r, mask=m_r, other=0.0)
@@ -120,15 +119,15 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
         o_s = j * BS + tl.arange(0, BS)
         m_s = o_s < valid
         p_s = (start + o_s) * H + i_h
-        b_k = tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0.0).to(tl.float32)
-        b_v = tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & m_v[None, :], other=0.0).to(tl.float32)
+        b_k = _operand(tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0.0), NATIVE)
+        b_v = _operand(tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & m_v[None, :], other=0.0), NATIVE)
         b_gs = tl.load(li + p_s, mask=m_s, other=0.0) - tl.load(b + p_s, mask=m_s, other=0.0)
         causal = (o_s[None, :] <= o_r[:, None]) & m_s[None, :] & m_r[:, None]
         b_E = tl.exp(tl.where(causal, b_br[:, None] + b_gs[None, :] - b_mr[:, None], float("-inf")))
         # [BS, BV] @ [BV, BS] -> [BS, BS]
         b_dP = tl.dot(b_do, tl.trans(b_v)) * b_rho[:, None] + b_dden[:, None]
         # [BS, BS] @ [BS, BK] -> [BS, BK]
-        b_dq += tl.dot(b_dP * b_E, b_k)
+        b_dq += tl.dot((b_dP * b_E).to(b_k.dtype), b_k)
     b_m_in = tl.load(chunk_m + (i_c * H + i_h) * 2)
     b_w = tl.where(m_r, tl.exp(b_br + b_m_in - b_mr), 0.0)
     for v0 in range(0, BV, BVS):
@@ -142,14 +141,15 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
     b_dq += (b_w * b_dden)[:, None] * b_n[None, :]
     b_dq *= scale
     tl.store(dq + p_r[:, None] * K + o_k[None, :], b_dq.to(dq.dtype.element_ty), mask=m_rk)
+    b_q = tl.load(q + p_r[:, None] * K + o_k[None, :], mask=m_rk, other=0.0).to(tl.float32)
     tl.store(xq + p_r, tl.sum(b_q * b_dq, axis=1), mask=m_r)
 
 
 @triton.jit
 def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_n, dk, dv, xk,
                 chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
-                V: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr,
-                BV: tl.constexpr, BKS: tl.constexpr, BVS: tl.constexpr):
+                V: tl.constexpr, NATIVE: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
+                BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr, BVS: tl.constexpr):
     i_cs, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     NS: tl.constexpr = BT // BS
     i_c, i_s = i_cs // NS, i_cs % NS
@@ -165,37 +165,17 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
     p_s = (start + o_s) * H + i_h
     m_sk = m_s[:, None] & m_k[None, :]
     m_sv = m_s[:, None] & m_v[None, :]
-    b_k = tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_sk, other=0.0).to(tl.float32)
-    b_v = tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_sv, other=0.0).to(tl.float32)
+    b_k = _operand(tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_sk, other=0.0), NATIVE)
+    b_v = _operand(tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_sv, other=0.0), NATIVE)
     b_gs = tl.load(li + p_s, mask=m_s, other=0.0) - tl.load(b + p_s, mask=m_s, other=0.0)
-    b_dk = tl.zeros([BS, BK], dtype=tl.float32)
-    b_dv = tl.zeros([BS, BV], dtype=tl.float32)
-    for i_r in range(i_s, tl.cdiv(valid, BS)):
-        o_r = i_r * BS + tl.arange(0, BS)
-        m_r = o_r < valid
-        p_r = (start + o_r) * H + i_h
-        b_q = tl.load(q + p_r[:, None] * K + o_k[None, :], mask=m_r[:, None] & m_k[None, :], other=0.0).to(tl.float32) * scale
-        b_do = tl.load(do + p_r[:, None] * V + o_v[None, :], mask=m_r[:, None] & m_v[None, :], other=0.0).to(tl.float32)
-        b_br = tl.load(b + p_r, mask=m_r, other=0.0)
-        b_mr = tl.load(m_row + p_r, mask=m_r, other=0.0)
-        b_rho = tl.load(rho + p_r, mask=m_r, other=0.0)
-        b_dden = tl.load(dden + p_r, mask=m_r, other=0.0)
-        causal = (o_s[:, None] <= o_r[None, :]) & m_r[None, :] & m_s[:, None]
-        # [BS(keys), BS(queries)]: the transposed gate matrix.
-        b_E = tl.exp(tl.where(causal, b_br[None, :] - b_mr[None, :] + b_gs[:, None], float("-inf")))
-        # [BS, BK] @ [BK, BS] -> [BS, BS]
-        b_P = tl.dot(b_k, tl.trans(b_q)) * b_E
-        # [BS, BV] @ [BV, BS] -> [BS, BS]
-        b_dP = tl.dot(b_v, tl.trans(b_do)) * b_rho[None, :] + b_dden[None, :]
-        # [BS, BS] @ [BS, BK] -> [BS, BK]
-        b_dk += tl.dot(b_dP * b_E, b_q)
-        # [BS, BS] @ [BS, BV] -> [BS, BV]
-        b_dv += tl.dot(b_P, b_do * b_rho[:, None])
-    # The exit state's part: the writes reach the chunk end with e^{a_s − m_out}.
+    # The exit state's part first, so its float32 tiles are dead before the loop: the
+    # writes reach the chunk end with e^{a_s − m_out}.
     g = tl.load(b + (start + valid - 1) * H + i_h)
     b_m_out = tl.load(chunk_m + (i_c * H + i_h) * 2 + 1)
     b_e = tl.where(m_s, tl.exp(g + b_gs - b_m_out), 0.0)
     p_dC = dstates + (i_c * H + i_h) * K * V
+    b_dk = tl.zeros([BS, BK], dtype=tl.float32)
+    b_dv = tl.zeros([BS, BV], dtype=tl.float32)
     for v0 in range(0, BV, BVS):
         o_vs = v0 + tl.arange(0, BVS)
         m_vs = o_vs < V
@@ -210,11 +190,33 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
         b_dC = tl.load(p_dC + o_ks[:, None] * V + o_v[None, :], mask=m_ks[:, None] & m_v[None, :], other=0.0)
         # [BS, BKS] @ [BKS, BV] -> [BS, BV]
         b_dv += tl.dot(b_ks * b_e[:, None], b_dC)
+    # The in-chunk part: the query tiles from the diagonal on.
+    for i_r in range(i_s, tl.cdiv(valid, BS)):
+        o_r = i_r * BS + tl.arange(0, BS)
+        m_r = o_r < valid
+        p_r = (start + o_r) * H + i_h
+        b_q = _operand(tl.load(q + p_r[:, None] * K + o_k[None, :], mask=m_r[:, None] & m_k[None, :], other=0.0), NATIVE)
+        b_do = _operand(tl.load(do + p_r[:, None] * V + o_v[None, :], mask=m_r[:, None] & m_v[None, :], other=0.0), NATIVE)
+        b_br = tl.load(b + p_r, mask=m_r, other=0.0)
+        b_mr = tl.load(m_row + p_r, mask=m_r, other=0.0)
+        b_rho = tl.load(rho + p_r, mask=m_r, other=0.0)
+        b_dden = tl.load(dden + p_r, mask=m_r, other=0.0)
+        causal = (o_s[:, None] <= o_r[None, :]) & m_r[None, :] & m_s[:, None]
+        # [BS(keys), BS(queries)]: the transposed gate matrix.
+        b_E = tl.exp(tl.where(causal, b_br[None, :] - b_mr[None, :] + b_gs[:, None], float("-inf")))
+        # [BS, BK] @ [BK, BS] -> [BS, BS]
+        b_P = tl.dot(b_k, tl.trans(b_q)) * (scale * b_E)
+        # [BS, BV] @ [BV, BS] -> [BS, BS]
+        b_dP = tl.dot(b_v, tl.trans(b_do)) * b_rho[None, :] + b_dden[None, :]
+        # [BS, BS] @ [BS, BK] -> [BS, BK]  (q̂ = scale·q)
+        b_dk += tl.dot((b_dP * (scale * b_E)).to(b_q.dtype), b_q)
+        # [BS, BS] @ [BS, BV] -> [BS, BV]
+        b_dv += tl.dot((b_P * b_rho[None, :]).to(b_do.dtype), b_do)
     b_dn = tl.load(dstates_n + (i_c * H + i_h) * K + o_k, mask=m_k, other=0.0)
     b_dk += b_e[:, None] * b_dn[None, :]
     tl.store(dk + p_s[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_sk)
     tl.store(dv + p_s[:, None] * V + o_v[None, :], b_dv.to(dv.dtype.element_ty), mask=m_sv)
-    tl.store(xk + p_s, tl.sum(b_k * b_dk, axis=1), mask=m_s)
+    tl.store(xk + p_s, tl.sum(b_k.to(tl.float32) * b_dk, axis=1), mask=m_s)
 
 
 @triton.jit

@@ -135,10 +135,21 @@ def _state_kernel(k, v, b, li, states, states_n, chunk_m, initial_C, initial_n, 
 
 
 @triton.jit
+def _operand(x, NATIVE: tl.constexpr):
+    """A block as a `tl.dot` operand: its own dtype on the GPU (bf16 / fp16 tensor cores,
+    float32 accumulation), float32 under the interpreter, whose half-precision dot is
+    wrong."""
+    if NATIVE:
+        return x
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
 def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices,
                    cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                   STABILISE: tl.constexpr, EPS: tl.constexpr, BT: tl.constexpr,
-                   BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                   STABILISE: tl.constexpr, NATIVE: tl.constexpr, EPS: tl.constexpr,
+                   BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     i_v, i_cq, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     NQ: tl.constexpr = BT // BS
     i_c, i_q = i_cq // NQ, i_cq % NQ
@@ -152,19 +163,28 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
     m_k = o_k < K
     m_v = o_v < V
     p_r = (start + o_r) * H + i_h
-    b_q = tl.load(q + p_r[:, None] * K + o_k[None, :], mask=m_r[:, None] & m_k[None, :], other=0.0).to(tl.float32) * scale
+    b_q = _operand(tl.load(q + p_r[:, None] * K + o_k[None, :], mask=m_r[:, None] & m_k[None, :], other=0.0), NATIVE)
     b_br = tl.load(b + p_r, mask=m_r, other=0.0)
-    b_acc = tl.zeros([BS, BV], dtype=tl.float32)
-    b_den = tl.zeros([BS], dtype=tl.float32)
-    b_m = tl.zeros([BS], dtype=tl.float32)
+    # Start from the entering state, read with log weight b_r + m_in: with the running
+    # max started there its weight is 1 (0 when nothing was written yet, m_in = −inf).
+    b_m_in = tl.load(chunk_m + (i_c * H + i_h) * 2)
     if STABILISE:
-        b_m += float("-inf")
+        b_m = b_br + b_m_in
+        b_qw = b_q.to(tl.float32) * tl.where(b_m_in > float("-inf"), scale, 0.0)
+    else:
+        b_m = tl.zeros([BS], dtype=tl.float32)
+        b_qw = b_q.to(tl.float32) * (scale * tl.exp(b_br + b_m_in))[:, None]
+    b_C = tl.load(states + (i_c * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0)
+    b_n = tl.load(states_n + (i_c * H + i_h) * K + o_k, mask=m_k, other=0.0)
+    # [BS, BK] @ [BK, BV] -> [BS, BV]
+    b_acc = tl.dot(b_qw, b_C)
+    b_den = tl.sum(b_qw * b_n[None, :], axis=1)
     for j in range(0, i_q + 1):
         o_s = j * BS + tl.arange(0, BS)
         m_s = o_s < valid
         p_s = (start + o_s) * H + i_h
-        b_k = tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0.0).to(tl.float32)
-        b_v = tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & m_v[None, :], other=0.0).to(tl.float32)
+        b_k = _operand(tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0.0), NATIVE)
+        b_v = _operand(tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & m_v[None, :], other=0.0), NATIVE)
         b_bs = tl.load(b + p_s, mask=m_s, other=0.0)
         b_li = tl.load(li + p_s, mask=m_s, other=0.0)
         causal = (o_s[None, :] <= o_r[:, None]) & m_s[None, :]
@@ -172,7 +192,7 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
         # recognises the tokens where the stabiliser restarts (m_r == li_r).
         b_D = tl.where(causal, (b_br[:, None] - b_bs[None, :]) + b_li[None, :], float("-inf"))
         # [BS, BK] @ [BK, BS] -> [BS, BS]
-        b_s = tl.dot(b_q, tl.trans(b_k))
+        b_s = tl.dot(b_q, tl.trans(b_k)) * scale
         if STABILISE:
             b_m_new = tl.maximum(b_m, tl.max(b_D, axis=1))
             b_alpha = tl.exp(b_m - b_m_new)
@@ -183,23 +203,8 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
         else:
             b_P = b_s * tl.exp(b_D)
         # [BS, BS] @ [BS, BV] -> [BS, BV]
-        b_acc += tl.dot(b_P, b_v)
+        b_acc += tl.dot(b_P.to(b_v.dtype), b_v)
         b_den += tl.sum(b_P, axis=1)
-    # The entering state, read with log weight b_r + m_in.
-    b_m_in = tl.load(chunk_m + (i_c * H + i_h) * 2)
-    b_from_state = b_br + b_m_in
-    if STABILISE:
-        b_m_new = tl.maximum(b_m, b_from_state)
-        b_alpha = tl.exp(b_m - b_m_new)
-        b_acc *= b_alpha[:, None]
-        b_den *= b_alpha
-        b_m = b_m_new
-    b_w = tl.exp(b_from_state - b_m)
-    b_C = tl.load(states + (i_c * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0)
-    b_n = tl.load(states_n + (i_c * H + i_h) * K + o_k, mask=m_k, other=0.0)
-    # [BS, BK] @ [BK, BV] -> [BS, BV]
-    b_acc += tl.dot(b_q * b_w[:, None], b_C)
-    b_den += b_w * tl.sum(b_q * b_n[None, :], axis=1)
     b_o = b_acc * _normaliser(b_den, b_m, EPS)[:, None]
     tl.store(o + p_r[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_r[:, None] & m_v[None, :])
     if i_v == 0:

@@ -27,11 +27,23 @@ CHUNK_SIZES = (16, 32, 64, 128, 256)
 TILE = 64
 # `[K, BV]` float32 slice of a sequential state pass held in registers.
 STATE_ELEMENTS = 128 * 64
-STATE_WARPS = 4
+STATE_WARPS = 8
 # Value tile of the output kernel; key / value sub-tiles of the backward's state parts.
 OUTPUT_BV = 64
 SUB = 64
-OUTPUT_WARPS, BWD_WARPS = 4, 8
+OUTPUT_WARPS, OUTPUT_STAGES = 8, 2
+BWD_WARPS, BWD_STAGES = 8, 1
+STATE_STAGES = 1
+
+
+# Compile the GPU code path (half-precision dot operands) for CPU tensors too: set by
+# scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
+NATIVE_ON_CPU = False
+
+
+def _native(device: torch.device) -> bool:
+    """Half-precision `tl.dot` operands on the GPU; float32 under the interpreter."""
+    return device.type == "cuda" or NATIVE_ON_CPU
 
 
 def sequence_offsets(B: int, T: int, offsets) -> tuple[int, ...]:
@@ -114,13 +126,14 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
         k, v, b, li, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base, cu_seqlens,
         H=H, K=K, V=V, STABILISE=stabilise, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
         BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
+        num_stages=STATE_STAGES,
     )
     o = torch.empty(B, T, H, V, dtype=out_dtype or v.dtype, device=device)
     m_row, den_row = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
     _output_kernel[(triton.cdiv(V, t.out_BV), num_chunks * (t.BT // t.BS), H)](
         q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices, cu_seqlens,
-        scale, H=H, K=K, V=V, STABILISE=stabilise, EPS=MLSTM_EPS, BT=t.BT, BS=t.BS, BK=t.BK,
-        BV=t.out_BV, num_warps=OUTPUT_WARPS,
+        scale, H=H, K=K, V=V, STABILISE=stabilise, NATIVE=_native(device), EPS=MLSTM_EPS,
+        BT=t.BT, BS=t.BS, BK=t.BK, BV=t.out_BV, num_warps=OUTPUT_WARPS, num_stages=OUTPUT_STAGES,
     )
     saved = Saved(b, li, m_row, den_row, states, states_n, chunk_m, final)
     return o, (final if store_final else None), saved
@@ -170,19 +183,22 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
         C_f, n_f, dC_f, dn_f, dstates, dstates_n, dg_part, dC0, dn0, chunk_base, cu_seqlens, scale,
         H=H, K=K, V=V, NV=NV, USE_DFINAL=use_dfinal, STORE_DINITIAL=initial is not None,
         BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
+        num_stages=STATE_STAGES,
     )
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     xq, xk = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
     grid = (num_chunks * (t.BT // t.BS), H)
+    native = _native(device)
     _dq_kernel[grid](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.states, saved.states_n,
-        saved.chunk_m, dq, xq, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, BT=t.BT, BS=t.BS,
-        BK=t.BK, BV=t.BV, BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
+        saved.chunk_m, dq, xq, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
+        BT=t.BT, BS=t.BS, BK=t.BK, BV=t.BV, BVS=min(SUB, t.BV), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
     )
     _dkv_kernel[grid](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.chunk_m, dstates, dstates_n,
-        dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, BT=t.BT, BS=t.BS, BK=t.BK,
-        BV=t.BV, BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
+        dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native, BT=t.BT,
+        BS=t.BS, BK=t.BK, BV=t.BV, BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
+        num_stages=BWD_STAGES,
     )
     dlf, dli = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
     _gate_bwd_kernel[(num_chunks, H)](xq, xk, dg_part.sum(-1).contiguous(), dlf, dli, chunk_indices,
