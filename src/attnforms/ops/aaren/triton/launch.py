@@ -18,6 +18,7 @@ from .scan import _scan_bwd_kernel, _scan_fwd_kernel, _score_bwd_kernel, _score_
 CHUNK = 64
 # Value tile of the scans: more tiles, more programs walking each sequence in parallel.
 SCAN_BV = 64
+SCAN_WARPS = 8
 
 
 def sequence_offsets(B: int, T: int, offsets) -> tuple[int, ...]:
@@ -67,6 +68,7 @@ def forward(q, k, v, scale, initial, store_final, offsets, out_dtype=None):
     _scan_fwd_kernel[(triton.cdiv(V, BV), N * H)](
         s, v.contiguous(), o, L, *(initial or (None,) * 3), *final, cu_seqlens, H=H, V=V,
         USE_INITIAL=initial is not None, STORE_FINAL=store_final, BT=CHUNK, BV=BV,
+        num_warps=SCAN_WARPS,
     )
     return o, (final if store_final else None), (s, L)
 
@@ -95,7 +97,7 @@ def backward(q, k, v, scale, initial, saved, final, o32, do, dfinal, offsets):
     _scan_bwd_kernel[(NV, N * H)](
         s, v.contiguous(), do, L, delta, G.contiguous(), Gamma.contiguous(),
         None if initial is None else initial[0], dv, ds_part, du0, dw0, cu_seqlens, H=H, V=V, NV=NV,
-        USE_INITIAL=initial is not None, BT=CHUNK, BV=BV,
+        USE_INITIAL=initial is not None, BT=CHUNK, BV=BV, num_warps=SCAN_WARPS,
     )
     ds = ds_part.sum(-1)
     # The final max m_T: its own gradient less the rescaling of u and w it implies, to the
