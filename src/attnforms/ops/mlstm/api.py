@@ -75,7 +75,9 @@ def mlstm(
         chunk_size: tokens per chunk in the chunk form (default: 64 for the reference,
             the kernels' level-1 chunk, 128, for impl='triton'; 16 to 256 there).
         form: "parallel" | "chunk" | "recurrent" | "auto" (see `attnforms.core.dispatch`).
-        impl: "reference" | "triton" | "auto".
+        impl: "reference" | "triton" | "auto". Triton kernels exist for the chunk and
+            recurrent forms (float16 / bfloat16 / float32, K, V <= 256, both gates,
+            with gradients of every input and of the initial state).
 
     Returns:
         `AttentionOutput(output [B, T, H, V] in q's dtype, MLSTMState with C
