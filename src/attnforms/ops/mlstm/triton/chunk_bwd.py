@@ -149,14 +149,17 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
 def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_n, dk, dv, xk,
                 chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
                 V: tl.constexpr, NATIVE: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-                BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr, BVS: tl.constexpr):
+                BSK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr,
+                BVS: tl.constexpr):
+    """Key tiles of BSK tokens (smaller than the query tiles of BS: two `[BSK, K]` and
+    `[BSK, V]` float32 accumulators live in registers)."""
     i_cs, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    NS: tl.constexpr = BT // BS
+    NS: tl.constexpr = BT // BSK
     i_c, i_s = i_cs // NS, i_cs % NS
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
-    if i_s * BS >= valid:
+    if i_s * BSK >= valid:
         return
-    o_s = i_s * BS + tl.arange(0, BS)
+    o_s = i_s * BSK + tl.arange(0, BSK)
     m_s = o_s < valid
     o_k = tl.arange(0, BK)
     o_v = tl.arange(0, BV)
@@ -174,24 +177,24 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
     b_m_out = tl.load(chunk_m + (i_c * H + i_h) * 2 + 1)
     b_e = tl.where(m_s, tl.exp(g + b_gs - b_m_out), 0.0)
     p_dC = dstates + (i_c * H + i_h) * K * V
-    b_dk = tl.zeros([BS, BK], dtype=tl.float32)
-    b_dv = tl.zeros([BS, BV], dtype=tl.float32)
+    b_dk = tl.zeros([BSK, BK], dtype=tl.float32)
+    b_dv = tl.zeros([BSK, BV], dtype=tl.float32)
     for v0 in range(0, BV, BVS):
         o_vs = v0 + tl.arange(0, BVS)
         m_vs = o_vs < V
         b_vs = tl.load(v + p_s[:, None] * V + o_vs[None, :], mask=m_s[:, None] & m_vs[None, :], other=0.0).to(tl.float32)
         b_dC = tl.load(p_dC + o_k[:, None] * V + o_vs[None, :], mask=m_k[:, None] & m_vs[None, :], other=0.0)
-        # [BS, BVS] @ [BVS, BK] -> [BS, BK]
+        # [BSK, BVS] @ [BVS, BK] -> [BSK, BK]
         b_dk += tl.dot(b_vs * b_e[:, None], tl.trans(b_dC))
     for k0 in range(0, BK, BKS):
         o_ks = k0 + tl.arange(0, BKS)
         m_ks = o_ks < K
         b_ks = tl.load(k + p_s[:, None] * K + o_ks[None, :], mask=m_s[:, None] & m_ks[None, :], other=0.0).to(tl.float32)
         b_dC = tl.load(p_dC + o_ks[:, None] * V + o_v[None, :], mask=m_ks[:, None] & m_v[None, :], other=0.0)
-        # [BS, BKS] @ [BKS, BV] -> [BS, BV]
+        # [BSK, BKS] @ [BKS, BV] -> [BSK, BV]
         b_dv += tl.dot(b_ks * b_e[:, None], b_dC)
     # The in-chunk part: the query tiles from the diagonal on.
-    for i_r in range(i_s, tl.cdiv(valid, BS)):
+    for i_r in range(i_s * BSK // BS, tl.cdiv(valid, BS)):
         o_r = i_r * BS + tl.arange(0, BS)
         m_r = o_r < valid
         p_r = (start + o_r) * H + i_h
@@ -202,15 +205,15 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
         b_rho = tl.load(rho + p_r, mask=m_r, other=0.0)
         b_dden = tl.load(dden + p_r, mask=m_r, other=0.0)
         causal = (o_s[:, None] <= o_r[None, :]) & m_r[None, :] & m_s[:, None]
-        # [BS(keys), BS(queries)]: the transposed gate matrix.
+        # [BSK(keys), BS(queries)]: the transposed gate matrix.
         b_E = tl.exp(tl.where(causal, b_br[None, :] - b_mr[None, :] + b_gs[:, None], float("-inf")))
-        # [BS, BK] @ [BK, BS] -> [BS, BS]
+        # [BSK, BK] @ [BK, BS] -> [BSK, BS]
         b_P = tl.dot(b_k, tl.trans(b_q)) * (scale * b_E)
-        # [BS, BV] @ [BV, BS] -> [BS, BS]
+        # [BSK, BV] @ [BV, BS] -> [BSK, BS]
         b_dP = tl.dot(b_v, tl.trans(b_do)) * b_rho[None, :] + b_dden[None, :]
-        # [BS, BS] @ [BS, BK] -> [BS, BK]  (q̂ = scale·q)
+        # [BSK, BS] @ [BS, BK] -> [BSK, BK]  (q̂ = scale·q)
         b_dk += tl.dot((b_dP * (scale * b_E)).to(b_q.dtype), b_q)
-        # [BS, BS] @ [BS, BV] -> [BS, BV]
+        # [BSK, BS] @ [BS, BV] -> [BSK, BV]
         b_dv += tl.dot((b_P * b_rho[None, :]).to(b_do.dtype), b_do)
     b_dn = tl.load(dstates_n + (i_c * H + i_h) * K + o_k, mask=m_k, other=0.0)
     b_dk += b_e[:, None] * b_dn[None, :]

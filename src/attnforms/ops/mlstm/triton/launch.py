@@ -30,6 +30,8 @@ STATE_ELEMENTS = 128 * 64
 STATE_WARPS = 8
 # Value tile of the output kernel; key / value sub-tiles of the backward's state parts.
 OUTPUT_BV = 64
+# Key tile of the dk / dv kernel (its two float32 accumulators are the register bound).
+DKV_TILE = 32
 SUB = 64
 OUTPUT_WARPS, OUTPUT_STAGES = 8, 2
 BWD_WARPS, BWD_STAGES = 8, 1
@@ -194,10 +196,11 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
         saved.chunk_m, dq, xq, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
         BT=t.BT, BS=t.BS, BK=t.BK, BV=t.BV, BVS=min(SUB, t.BV), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
     )
-    _dkv_kernel[grid](
+    BSK = min(t.BS, DKV_TILE)
+    _dkv_kernel[(num_chunks * (t.BT // BSK), H)](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.chunk_m, dstates, dstates_n,
         dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native, BT=t.BT,
-        BS=t.BS, BK=t.BK, BV=t.BV, BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
+        BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV, BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
         num_stages=BWD_STAGES,
     )
     dlf, dli = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
