@@ -142,6 +142,31 @@ def check_aaren(shapes):
     return results
 
 
+def _compiled_variants(kernel) -> int:
+    caches = getattr(kernel, "device_caches", None)
+    if caches is not None:  # Triton >= 3.2: device -> (kernel cache, ...)
+        return sum(len(entry[0]) for entry in caches.values())
+    return sum(len(c) for c in getattr(kernel, "cache", {}).values())
+
+
+def check_no_recompile(lengths):
+    """Run the chunk forward + backward at several lengths; a kernel that took T as a
+    compile-time constant would compile once per length."""
+    import importlib
+    names = ["mlstm.triton.chunk_fwd", "mlstm.triton.chunk_bwd", "aaren.triton.scan"]
+    kernels = {f"{m}.{n}": getattr(mod, n) for m in names for mod in [importlib.import_module(f"attnforms.ops.{m}")]
+               for n in dir(mod) if n.endswith("_kernel")}
+    counts = []
+    for T in lengths:
+        x = mlstm_inputs(1, T, 2, 64, 64, dtype=torch.bfloat16, device=DEVICE, requires_grad=True)
+        af.mlstm(**x, impl="triton", form="chunk").output.sum().backward()
+        y = aaren_inputs(1, T, 2, 64, 64, dtype=torch.bfloat16, device=DEVICE, requires_grad=True)
+        af.aaren(**y, impl="triton", form="chunk").output.sum().backward()
+        counts.append({name: _compiled_variants(k) for name, k in kernels.items()})
+    grown = {name: [c[name] for c in counts] for name in kernels if counts[-1][name] != counts[0][name]}
+    return dict(lengths=list(lengths), variants_after_each=counts, grown=grown, passed=not grown)
+
+
 # ---------------------------------------------------------------------------- timing
 
 def _timed_pair(forward, tensors, dry):
@@ -307,6 +332,9 @@ def main():
     t0 = time.time()
     report["check_mlstm"] = check_mlstm(check_shapes)
     report["check_aaren"] = check_aaren(check_shapes)
+    if DEVICE == "cuda":
+        report["no_recompile"] = check_no_recompile((1000, 1001, 4096, 777))
+        print(json.dumps(report["no_recompile"]["grown"]), flush=True)
     report["time_mlstm"] = time_ours(seq_shapes, args.dry)
     report["time_decode"] = time_decode(batches, *decode_dims, args.dry)
     report["time_aaren"] = time_aaren(seq_shapes, args.dry)

@@ -187,3 +187,17 @@ def test_default_chunk_is_the_launchers():
     assert launch.CHUNK in launch.CHUNK_SIZES
     tiles = launch.tiles(128, 128, launch.CHUNK)
     assert tiles.BT == launch.CHUNK and tiles.BT % tiles.BS == 0
+
+
+def test_no_kernel_takes_the_sequence_length():
+    # Sequences are addressed through cu_seqlens, so a new length never compiles anew:
+    # no kernel argument is a length (the GPU check counts compiled variants too).
+    import importlib
+
+    names = ["mlstm.triton.chunk_fwd", "mlstm.triton.chunk_bwd", "mlstm.triton.recurrent_fwd",
+             "aaren.triton.scan", "aaren.triton.recurrent"]
+    modules = [importlib.import_module(f"attnforms.ops.{name}") for name in names]
+    kernels = [getattr(m, n) for m in modules for n in dir(m) if n.endswith("_kernel")]
+    assert len(kernels) == 13
+    for kernel in kernels:
+        assert not {"T", "rows", "length", "seq_len"} & set(kernel.arg_names), kernel
