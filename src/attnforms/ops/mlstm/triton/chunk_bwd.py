@@ -20,7 +20,7 @@ for wide heads.
 import triton
 import triton.language as tl
 
-from .chunk_fwd import _chunk_bounds, _operand
+from .chunk_fwd import _chunk_bounds, _mixed_dot, _operand
 
 
 @triton.jit
@@ -93,8 +93,8 @@ def _state_bwd_kernel(q, do, b, m_row, rho, dden, states, states_n, chunk_m, fin
 @triton.jit
 def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, dq, xq,
                chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
-               V: tl.constexpr, NATIVE: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-               BK: tl.constexpr, BV: tl.constexpr, BVS: tl.constexpr):
+               V: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr, BT: tl.constexpr,
+               BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BVS: tl.constexpr):
     i_cq, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     NQ: tl.constexpr = BT // BS
     i_c, i_q = i_cq // NQ, i_cq % NQ
@@ -127,7 +127,7 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
         # [BS, BV] @ [BV, BS] -> [BS, BS]
         b_dP = tl.dot(b_do, tl.trans(b_v)) * b_rho[:, None] + b_dden[:, None]
         # [BS, BS] @ [BS, BK] -> [BS, BK]
-        b_dq += tl.dot((b_dP * b_E).to(b_k.dtype), b_k)
+        b_dq += _mixed_dot(b_dP * b_E, b_k, HALF_P)
     b_m_in = tl.load(chunk_m + (i_c * H + i_h) * 2)
     b_w = tl.where(m_r, tl.exp(b_br + b_m_in - b_mr), 0.0)
     for v0 in range(0, BV, BVS):
@@ -148,8 +148,8 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
 @triton.jit
 def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_n, dk, dv, xk,
                 chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
-                V: tl.constexpr, NATIVE: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-                BSK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr,
+                V: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr, BT: tl.constexpr,
+                BS: tl.constexpr, BSK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr,
                 BVS: tl.constexpr):
     """Key tiles of BSK tokens (smaller than the query tiles of BS: two `[BSK, K]` and
     `[BSK, V]` float32 accumulators live in registers)."""
@@ -212,9 +212,9 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
         # [BSK, BV] @ [BV, BS] -> [BSK, BS]
         b_dP = tl.dot(b_v, tl.trans(b_do)) * b_rho[None, :] + b_dden[None, :]
         # [BSK, BS] @ [BS, BK] -> [BSK, BK]  (q̂ = scale·q)
-        b_dk += tl.dot((b_dP * (scale * b_E)).to(b_q.dtype), b_q)
+        b_dk += _mixed_dot(b_dP * (scale * b_E), b_q, HALF_P)
         # [BSK, BS] @ [BS, BV] -> [BSK, BV]
-        b_dv += tl.dot((b_P * b_rho[None, :]).to(b_do.dtype), b_do)
+        b_dv += _mixed_dot(b_P * b_rho[None, :], b_do, HALF_P)
     b_dn = tl.load(dstates_n + (i_c * H + i_h) * K + o_k, mask=m_k, other=0.0)
     b_dk += b_e[:, None] * b_dn[None, :]
     tl.store(dk + p_s[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_sk)

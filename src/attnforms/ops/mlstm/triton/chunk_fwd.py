@@ -146,10 +146,23 @@ def _operand(x, NATIVE: tl.constexpr):
 
 
 @triton.jit
+def _mixed_dot(a, b, HALF_P: tl.constexpr):
+    """`a @ b` for a computed float32 `a` (gate-weighted scores) and an input block `b`:
+    HALF_P rounds `a` to b's dtype (FlashAttention's choice, bf16 tensor cores); otherwise
+    `b` is widened and the product runs in tf32 on the GPU, 8x finer than bf16 rounding
+    of `a`, which the noise rule needs (see ../README.md, "Triton kernels")."""
+    if HALF_P:
+        return tl.dot(a.to(b.dtype), b)
+    else:
+        return tl.dot(a, b.to(tl.float32))
+
+
+@triton.jit
 def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices,
                    cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                   STABILISE: tl.constexpr, NATIVE: tl.constexpr, EPS: tl.constexpr,
-                   BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                   STABILISE: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr,
+                   EPS: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr,
+                   BV: tl.constexpr):
     i_v, i_cq, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     NQ: tl.constexpr = BT // BS
     i_c, i_q = i_cq // NQ, i_cq % NQ
@@ -203,7 +216,7 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
         else:
             b_P = b_s * tl.exp(b_D)
         # [BS, BS] @ [BS, BV] -> [BS, BV]
-        b_acc += tl.dot(b_P.to(b_v.dtype), b_v)
+        b_acc += _mixed_dot(b_P, b_v, HALF_P)
         b_den += tl.sum(b_P, axis=1)
     b_o = b_acc * _normaliser(b_den, b_m, EPS)[:, None]
     tl.store(o + p_r[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_r[:, None] & m_v[None, :])

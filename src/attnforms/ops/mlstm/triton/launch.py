@@ -38,6 +38,11 @@ BWD_WARPS, BWD_STAGES = 8, 1
 STATE_STAGES = 1
 
 
+# Round the gate-weighted scores to the input precision before their products with
+# values / keys / queries (bf16 tensor cores, as FlashAttention does). Off: those
+# products run in tf32, which keeps bf16 results within 2x the reference's own error
+# (bf16 rounding of P measured up to ~2x over it, emulated on the CPU).
+HALF_PRECISION_P = False
 # Compile the GPU code path (half-precision dot operands) for CPU tensors too: set by
 # scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
 NATIVE_ON_CPU = False
@@ -134,8 +139,8 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     m_row, den_row = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
     _output_kernel[(triton.cdiv(V, t.out_BV), num_chunks * (t.BT // t.BS), H)](
         q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices, cu_seqlens,
-        scale, H=H, K=K, V=V, STABILISE=stabilise, NATIVE=_native(device), EPS=MLSTM_EPS,
-        BT=t.BT, BS=t.BS, BK=t.BK, BV=t.out_BV, num_warps=OUTPUT_WARPS, num_stages=OUTPUT_STAGES,
+        scale, H=H, K=K, V=V, STABILISE=stabilise, NATIVE=_native(device), HALF_P=HALF_PRECISION_P,
+        EPS=MLSTM_EPS, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.out_BV, num_warps=OUTPUT_WARPS, num_stages=OUTPUT_STAGES,
     )
     saved = Saved(b, li, m_row, den_row, states, states_n, chunk_m, final)
     return o, (final if store_final else None), saved
@@ -194,13 +199,15 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     _dq_kernel[grid](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.states, saved.states_n,
         saved.chunk_m, dq, xq, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
-        BT=t.BT, BS=t.BS, BK=t.BK, BV=t.BV, BVS=min(SUB, t.BV), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
+        HALF_P=HALF_PRECISION_P, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.BV, BVS=min(SUB, t.BV),
+        num_warps=BWD_WARPS, num_stages=BWD_STAGES,
     )
     BSK = min(t.BS, DKV_TILE)
     _dkv_kernel[(num_chunks * (t.BT // BSK), H)](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.chunk_m, dstates, dstates_n,
-        dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native, BT=t.BT,
-        BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV, BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
+        dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
+        HALF_P=HALF_PRECISION_P, BT=t.BT, BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV, BKS=min(SUB, t.BK),
+        BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
         num_stages=BWD_STAGES,
     )
     dlf, dli = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
