@@ -1,6 +1,6 @@
 """Check and time the mLSTM and Aaren Triton kernels on one GPU, in one call.
 
-    python scripts/device_mlstm_check.py [--dry] [--out DIR] [--skip-peers]
+    python scripts/device_mlstm_check.py [--dry] [--out DIR] [--sections check,time,sweep,peers]
 
 1. Correctness: every forward output, final state and gradient (q, k, v, gates, the
    initial state) in bf16 against the float64 reference, with the noise-relative rule
@@ -17,7 +17,8 @@
    the gate-weighted scores to bf16 (`launch.HALF_PRECISION_P`): accuracy and time.
 4. That no kernel compiles anew for a new sequence length (compiled-variant counts).
 
-Everything lands in DIR/device_mlstm_check.json (DIR: --out, else $OUT, else .).
+Everything lands in DIR/device_mlstm_check.json (DIR: --out, else $OUT, else .),
+rewritten after every section, so a run cut short keeps what it measured.
 `--dry` runs tiny shapes (on the CPU through the Triton interpreter when there is no
 GPU) to check that the script itself works.
 """
@@ -330,7 +331,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry", action="store_true", help="tiny shapes; checks the script itself")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
-    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--sections", default="check,time,sweep,peers",
+                        help="comma-separated subset of check,time,sweep,peers (default: all)")
     parser.add_argument("--peer", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
@@ -350,35 +352,47 @@ def main():
     report = dict(device=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (interpreter)", dry=args.dry)
     from attnforms.bench.peers import versions
     report["versions"] = versions()
-    t0 = time.time()
-    report["check_mlstm"] = check_mlstm(check_shapes)
-    report["check_aaren"] = check_aaren(check_shapes)
-    if DEVICE == "cuda":
-        report["no_recompile"] = check_no_recompile((1000, 1001, 4096, 777))
-        print(json.dumps(report["no_recompile"]["grown"]), flush=True)
-    report["time_mlstm"] = time_ours(seq_shapes, args.dry)
-    report["time_decode"] = time_decode(batches, *decode_dims, args.dry)
-    report["time_aaren"] = time_aaren(seq_shapes, args.dry)
-    report["chunk_sweep"] = time_ours({"S1": seq_shapes["S1"]}, args.dry, chunk_sizes=sweep)
-    # The faster, less precise variant: gate-weighted scores rounded to bf16 before their
-    # products (launch.HALF_PRECISION_P); its accuracy and speed, to decide the default.
-    from attnforms.ops.mlstm.triton import launch
-    launch.HALF_PRECISION_P = True
-    try:
-        report["half_p_check"] = check_mlstm(check_shapes[:1])
-        report["half_p_time"] = time_ours({"S1": seq_shapes["S1"]}, args.dry)
-    finally:
-        launch.HALF_PRECISION_P = False
-    if not args.skip_peers and not args.dry:
-        report["peers"] = time_peers(seq_shapes, batches, *decode_dims)
-    report["all_checks_passed"] = (all(e.get("passed") for e in report["check_mlstm"] + report["check_aaren"])
-                                   and report.get("no_recompile", {}).get("passed", True))
-    report["seconds"] = time.time() - t0
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "device_mlstm_check.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=1)
-    print(f"all checks passed: {report['all_checks_passed']}; wrote {path} in {report['seconds']:.0f} s")
+    t0 = time.time()
+
+    def save():  # after every section: a run cut short still leaves what it measured
+        report["seconds"] = time.time() - t0
+        with open(path, "w") as f:
+            json.dump(report, f, indent=1)
+
+    sections = set(args.sections.split(","))
+    if "check" in sections:
+        report["check_mlstm"] = check_mlstm(check_shapes)
+        report["check_aaren"] = check_aaren(check_shapes)
+        if DEVICE == "cuda":
+            report["no_recompile"] = check_no_recompile((1000, 1001, 4096, 777))
+            print(json.dumps(report["no_recompile"].get("grown")), flush=True)
+        report["all_checks_passed"] = (all(e.get("passed") for e in report["check_mlstm"] + report["check_aaren"])
+                                       and report.get("no_recompile", {}).get("passed", True))
+        save()
+    if "time" in sections:
+        report["time_mlstm"] = time_ours(seq_shapes, args.dry)
+        report["time_decode"] = time_decode(batches, *decode_dims, args.dry)
+        report["time_aaren"] = time_aaren(seq_shapes, args.dry)
+        save()
+    if "sweep" in sections:
+        report["chunk_sweep"] = time_ours({"S1": seq_shapes["S1"]}, args.dry, chunk_sizes=sweep)
+        # The faster, less precise variant: gate-weighted scores rounded to bf16 before
+        # their products (launch.HALF_PRECISION_P); its accuracy and speed.
+        from attnforms.ops.mlstm.triton import launch
+        launch.HALF_PRECISION_P = True
+        try:
+            report["half_p_check"] = check_mlstm(check_shapes[:1])
+            report["half_p_time"] = time_ours({"S1": seq_shapes["S1"]}, args.dry)
+        finally:
+            launch.HALF_PRECISION_P = False
+        save()
+    if "peers" in sections and not args.dry:
+        report["peers"] = time_peers(seq_shapes, batches, *decode_dims)
+        save()
+    save()
+    print(f"all checks passed: {report.get('all_checks_passed')}; wrote {path} in {report['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
