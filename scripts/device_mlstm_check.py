@@ -17,7 +17,7 @@
    the gate-weighted scores to bf16 (`launch.HALF_PRECISION_P`): accuracy and time.
 4. That no kernel compiles anew for a new sequence length (compiled-variant counts).
 
-Everything lands in DIR/device_mlstm_check.json (DIR: --out, else $OUT, else .),
+Everything lands in DIR/device_mlstm_check[-SECTIONS].json (DIR: --out, else $OUT, else .),
 rewritten after every section, so a run cut short keeps what it measured.
 `--dry` runs tiny shapes (on the CPU through the Triton interpreter when there is no
 GPU) to check that the script itself works.
@@ -44,6 +44,7 @@ from attnforms.testing import aaren_inputs, mlstm_inputs, noise_relative_check  
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GATES = ("exp", "sigmoid")
+DEFAULT_SECTIONS = "check,time,sweep,peers"
 
 
 def _bench(fn, grad_to_none=None, dry=False):
@@ -331,7 +332,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry", action="store_true", help="tiny shapes; checks the script itself")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
-    parser.add_argument("--sections", default="check,time,sweep,peers",
+    parser.add_argument("--sections", default=DEFAULT_SECTIONS,
                         help="comma-separated subset of check,time,sweep,peers (default: all)")
     parser.add_argument("--peer", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -353,7 +354,8 @@ def main():
     from attnforms.bench.peers import versions
     report["versions"] = versions()
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "device_mlstm_check.json")
+    suffix = "" if args.sections == DEFAULT_SECTIONS else "-" + args.sections.replace(",", "-")
+    path = os.path.join(args.out, f"device_mlstm_check{suffix}.json")
     t0 = time.time()
 
     def save():  # after every section: a run cut short still leaves what it measured
