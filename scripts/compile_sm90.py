@@ -13,6 +13,7 @@ reports an sm_90 target, and every launch is turned into a warm-up (compile, no 
 the launchers run on CPU tensors whose contents never matter. Registers and spills come
 from the bundled ptxas run on each kernel's PTX.
 """
+import itertools
 import os
 import re
 import subprocess
@@ -166,6 +167,67 @@ def softmax_cases():
             plan = launch.Plan(causal=True, window=None, scale=D ** -0.5, score_graph=alibi if R == 4 else None)
             yield f"softmax D{D} decode R{R}", lambda q=q, k=k, cache=cache, pos=pos, plan=plan: launch.decode(
                 q, k, k, cache, cache, pos, torch.full((8,), 4096, dtype=torch.int32), plan)
+def mlstm_cases():
+    """Every mLSTM launcher at the benchmark's head size and at wide / awkward heads, both
+    input gates, at the default chunk and the ends of the chunk sweep."""
+    from attnforms.ops.mlstm.triton import launch
+
+    launch.NATIVE_ON_CPU = True
+    B, T, H = 1, 256, 2
+    for K, V in ((128, 128), (64, 64), (256, 256), (100, 60)):
+        for stabilise in (True, False):
+            for chunk in (launch.CHUNK, 64, 256):
+                if chunk != launch.CHUNK and (K, V) != (128, 128):
+                    continue
+                name = f"mlstm K{K} V{V} {'exp' if stabilise else 'sig'} chunk{chunk}"
+                q, k = (torch.randn(B, T, H, K, dtype=torch.bfloat16) for _ in range(2))
+                v = torch.randn(B, T, H, V, dtype=torch.bfloat16)
+                i, f = torch.randn(B, T, H), torch.randn(B, T, H)
+                state = (torch.zeros(B, H, K, V), torch.zeros(B, H, K), torch.zeros(B, H))
+
+                def forward(q=q, k=k, v=v, i=i, f=f, state=state, stabilise=stabilise, chunk=chunk):
+                    return launch.chunk_forward(q, k, v, i, f, 0.1, stabilise, state, True, None, chunk,
+                                                out_dtype=torch.float32)
+
+                yield name + " fwd", forward
+
+                def backward(q=q, k=k, v=v, i=i, f=f, state=state, stabilise=stabilise, chunk=chunk, forward=forward):
+                    o, final, saved = forward()
+                    saved = saved._replace(m_row=torch.zeros_like(saved.m_row), li=torch.ones_like(saved.li),
+                                           den_row=torch.ones_like(saved.den_row), final=state)
+                    launch.chunk_backward(q, k, v, i, f, 0.1, stabilise, state, saved, torch.zeros(B, T, H, V),
+                                          torch.randn(B, T, H, V, dtype=torch.bfloat16), state, None, chunk)
+                yield name + " bwd", backward
+                yield name + " recurrent", lambda q=q, k=k, v=v, i=i, f=f, state=state, stabilise=stabilise: (
+                    launch.recurrent_forward(q[:, :1], k[:, :1], v[:, :1], i[:, :1], f[:, :1], 0.1, stabilise,
+                                             state, True, None))
+
+
+def aaren_cases():
+    """Every Aaren launcher (score, scans, recurrent step) at several head sizes."""
+    from attnforms.ops.aaren.triton import launch
+
+    B, T, H = 1, 256, 2
+    for K, V in ((128, 128), (64, 64), (256, 256), (100, 60)):
+        name = f"aaren K{K} V{V}"
+        q = torch.randn(B, H, K, dtype=torch.bfloat16)
+        k = torch.randn(B, T, H, K, dtype=torch.bfloat16)
+        v = torch.randn(B, T, H, V, dtype=torch.bfloat16)
+        state = (torch.zeros(B, H), torch.ones(B, H), torch.zeros(B, H, V))
+
+        def forward(q=q, k=k, v=v, state=state):
+            return launch.forward(q, k, v, 0.1, state, True, None, out_dtype=torch.float32)
+
+        yield name + " fwd", forward
+
+        def backward(q=q, k=k, v=v, state=state, forward=forward):
+            o, final, saved = forward()
+            launch.backward(q, k, v, 0.1, state, (torch.zeros(B * T, H), torch.zeros(B * T, H)), state,
+                            torch.zeros(B, T, H, V), torch.randn(B, T, H, V, dtype=torch.bfloat16),
+                            (None, None, None), None)
+        yield name + " bwd", backward
+        yield name + " recurrent", lambda q=q, k=k, v=v, state=state: launch.recurrent_forward(
+            q, k[:, :1], v[:, :1], 0.1, state, True, None)
 
 
 def main():
@@ -178,7 +240,7 @@ def main():
         setattr(launch, name, int(value))
     failures = 0
     seen = set()
-    for name, call in (*gated_delta_cases(), *softmax_cases()):
+    for name, call in itertools.chain(gated_delta_cases(), softmax_cases(), mlstm_cases(), aaren_cases()):
         if wanted and not any(w in name for w in wanted):
             continue
         compiled.clear()

@@ -19,9 +19,10 @@ def test_check_passes_every_row(capsys):
     reference_rows = [line for line in rows if " reference " in line]
     # 6 softmax + 6 gated delta + 2 mLSTM + 1 Aaren cases, three forms each.
     assert len(reference_rows) == 15 * 3
-    # Under the interpreter (set by the conftest) the kernels are checked too: gated delta
-    # 6 configurations in the chunk and recurrent forms, softmax 6 cases in all three.
-    assert len([line for line in rows if " triton " in line]) == 6 * 2 + 6 * 3
+    # Under the interpreter (set by the conftest) the Triton kernels are checked too:
+    # 6 gated delta + 2 mLSTM + 1 Aaren configurations in the chunk and recurrent forms,
+    # and 6 softmax cases in all three.
+    assert len([line for line in rows if " triton " in line]) == 9 * 2 + 6 * 3
 
 
 def test_check_reports_a_wrong_form_as_failed(monkeypatch, capsys):

@@ -155,12 +155,13 @@ def test_quick_bench_runs_end_to_end_on_cpu(tmp_path, one_thread, capsys):
     assert payload["complete"] and payload["device"] == "cpu"
     assert set(payload["ceilings"]["constants"]) == {"matmul_flops_per_s", "copy_bytes_per_s"}
     ours = [r for r in payload["rows"] if r["ours"]]
-    # 5 ops x 3 shapes + 2 decode batches, every one gated and timed.
-    assert len(ours) == 17
+    # 7 ops x 3 shapes + 2 decode steps x 2 batches, every one gated and timed.
+    assert len(ours) == 25
     assert all(r["status"] == "ok" and r["fwd_ms"] is not None for r in ours)
     assert all(r["fwd_bwd_ms"] is not None for r in ours if r["section"] == "sequence")
     assert all(all(c["passed"] for c in r["gate"].values()) for r in ours)
-    assert {r["op"] for r in ours} == {"KDA", "GDN", "simple GLA", "GLA", "mLSTM exp", "GDN decode"}
+    assert {r["op"] for r in ours} == {"KDA", "GDN", "simple GLA", "GLA", "mLSTM exp", "mLSTM sig", "Aaren",
+                                       "GDN decode", "mLSTM decode"}
     peers = [r for r in payload["rows"] if not r["ours"]]
     if importlib.util.find_spec("fla") is None:
         assert all(r["status"].startswith("unavailable") for r in peers if r["runner"].startswith("fla"))

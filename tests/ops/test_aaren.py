@@ -304,6 +304,8 @@ def test_bad_input_raises_a_clear_error(inputs, options, error, message):
         aaren(**inputs, **options)
 
 
-def test_explicit_triton_request_never_falls_back():
+def test_explicit_triton_request_never_falls_back(monkeypatch):
+    # CPU tensors without the interpreter: Triton cannot run, and an explicit request says so.
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ImplUnavailableError, match="impl='triton'"):
         aaren(**_bad(), impl="triton")

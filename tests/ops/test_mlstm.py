@@ -202,7 +202,7 @@ def _bad_inputs():
         ("sigmoid_state_m", dict(input_gate="sigmoid", initial_state=exp_state), ValueError, r"initial_state\.m: expected all zeros"),
         ("cu_seqlens_batch", dict(cu_seqlens=torch.tensor([0, 8])), ValueError, "cu_seqlens: expects a packed batch"),
         ("form", dict(form="fast"), ValueError, "form: expected one of"),
-        ("impl_triton", dict(impl="triton"), ImplUnavailableError, "impl='triton'"),
+        ("impl_triton_float64", dict(impl="triton"), TypeError, "q: impl='triton' takes float16, bfloat16 or float32"),
     ]
     return [pytest.param(inputs, change, error, pattern, id=name) for name, change, error, pattern in cases]
 
@@ -211,6 +211,13 @@ def _bad_inputs():
 def test_bad_input_names_the_argument(inputs, change, error, pattern):
     with pytest.raises(error, match=pattern):
         mlstm(**{**inputs, **change})
+
+
+def test_explicit_triton_request_never_falls_back(monkeypatch):
+    # CPU tensors without the interpreter: Triton cannot run, and an explicit request says so.
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ImplUnavailableError, match="impl='triton'"):
+        mlstm(**mlstm_inputs(1, 8, 2, 4, 3, dtype=torch.float32), impl="triton")
 
 
 def test_packed_input_needs_cu_seqlens_ending_at_t():

@@ -63,6 +63,12 @@ def mlstm_flops(B: int, T: int, H: int, K: int, V: int, *, C: int = CHUNK) -> fl
     return gated_delta_flops(B, T, H, K, V, beta=False, C=C) + float(B * H * _chunks(T, C) * 4 * C * K)
 
 
+def aaren_flops(B: int, T: int, H: int, K: int, V: int, *, C: int = CHUNK) -> float:
+    """Aaren's chunk form: the scores (2K per token) and, per chunk, the masked `[C, C]`
+    weights times the values (C·V multiply-adds per token, half of them masked)."""
+    return 2.0 * B * T * H * (K + C * V / 2)
+
+
 def fwd_bwd_flops(forward: float) -> float:
     """FLOPs of one forward and one backward pass."""
     return forward * (1.0 + BACKWARD_FACTOR)
@@ -72,10 +78,12 @@ def sequence_bytes(
     B: int, T: int, H: int, K: int, V: int, *, gate: str, beta: bool, itemsize: int = 2
 ) -> int:
     """Forward HBM floor: q, k, v, the gate (`"none"`, `"scalar"` [B,T,H], `"channel"`
-    [B,T,H,K], or `"mlstm"`: two [B,T,H] gates), beta, read once; o written once."""
+    [B,T,H,K], `"mlstm"`: two [B,T,H] gates, or `"aaren"`: no gate and q per sequence),
+    beta, read once; o written once."""
     tokens = B * T * H
     elements = tokens * (2 * K + 2 * V)  # q, k, v, o
-    elements += {"none": 0, "scalar": tokens, "channel": tokens * K, "mlstm": 2 * tokens}[gate]
+    # Aaren's query is one per sequence, not one per token: its q is not counted.
+    elements += {"none": 0, "scalar": tokens, "channel": tokens * K, "mlstm": 2 * tokens, "aaren": -tokens * K}[gate]
     if beta:
         elements += tokens
     return elements * itemsize

@@ -1,6 +1,6 @@
-"""The linear family's benchmark cases: the gated delta rule's four named configurations
-and the mLSTM in the chunk form, and Gated DeltaNet's one-token decode step, each against
-the peers that compute the same function.
+"""The linear family's benchmark cases: the gated delta rule's four named configurations,
+the mLSTM (both input gates) and Aaren in the chunk form, and the one-token decode steps
+of Gated DeltaNet and the mLSTM, each against the peers that compute the same function.
 
 A run is a plan of `Item`s (one implementation of one op at one shape), executed in
 order by `ItemRunner` (inside a worker process, see `workers.py`). For each item:
@@ -27,11 +27,11 @@ import torch
 
 import attnforms as af
 from ..core.dispatch import ImplUnavailableError
-from ..core.states import LinearState
-from ..testing import gated_delta_inputs, mlstm_inputs
+from ..core.states import LinearState, MLSTMState
+from ..testing import aaren_inputs, gated_delta_inputs, mlstm_inputs
 from . import flops
 from .gate import Expected, as_tuple, check, expected, leaves, to_native
-from .peers import DECODE_PEERS, SEQUENCE_PEERS, Runner
+from .peers import DECODE_PEERS, MLSTM_DECODE_PEERS, SEQUENCE_PEERS, Runner
 from .report import Pairing, Row
 from .shapes import Shape, ShapeSet
 from .timing import TimingSettings, median_ms, peak_extra_bytes
@@ -44,8 +44,8 @@ class SequenceOp:
     """One function, as attnforms computes it.
 
     key:   the name `--ops` takes.
-    gate:  "channel" `[B, T, H, K]` / "scalar" `[B, T, H]` log-decay, or "mlstm" (i, f
-           pre-activations).
+    gate:  "channel" `[B, T, H, K]` / "scalar" `[B, T, H]` log-decay, "mlstm" (i, f
+           pre-activations), or "aaren" (no gate; one query per sequence `[B, H, K]`).
     names: the inputs it takes (attnforms names); all of them get gradients.
     call:  `call(impl)(**inputs)` -> output `[B, T, H, V]`.
     """
@@ -61,6 +61,8 @@ class SequenceOp:
         dims = shape.dims()
         if self.gate == "mlstm":
             return flops.mlstm_flops(**dims)
+        if self.gate == "aaren":
+            return flops.aaren_flops(**dims)
         return flops.gated_delta_flops(**dims, beta=self.beta)
 
     def bytes(self, shape: Shape) -> int:
@@ -76,12 +78,21 @@ SEQUENCE_OPS = (
     SequenceOp("simple_gla", "simple GLA", "scalar", False, ("q", "k", "v", "g"), _chunk(af.simple_gla)),
     SequenceOp("gla", "GLA", "channel", False, ("q", "k", "v", "g"), _chunk(af.gla)),
     SequenceOp("mlstm", "mLSTM exp", "mlstm", False, ("q", "k", "v", "i", "f"), _chunk(af.mlstm, input_gate="exp")),
+    SequenceOp("mlstm_sig", "mLSTM sig", "mlstm", False, ("q", "k", "v", "i", "f"),
+               _chunk(af.mlstm, input_gate="sigmoid")),
+    SequenceOp("aaren", "Aaren", "aaren", False, ("q", "k", "v"), _chunk(af.aaren)),
     SequenceOp("kda", "KDA", "channel", True, ("q", "k", "v", "g", "beta"), _chunk(af.kda)),
 )
 OPS = {op.key: op for op in SEQUENCE_OPS}
 OP_KEYS = tuple(OPS)
 DECODE_KEY = "gdn_decode"  # decode runs Gated DeltaNet's recurrent step; needs "gdn" in --ops
 DECODE_NAME = "GDN decode"
+MLSTM_DECODE_KEY = "mlstm_decode"  # the mLSTM's recurrent step (exp gate); needs "mlstm"
+# decode key -> (table name, the sequence op that enables it, its peers)
+DECODE_OPS = {
+    DECODE_KEY: (DECODE_NAME, "gdn", DECODE_PEERS),
+    MLSTM_DECODE_KEY: ("mLSTM decode", "mlstm", MLSTM_DECODE_PEERS),
+}
 
 # Comparisons across functions: our GDN against TFLA's mLSTM (the fastest chunkwise
 # kernel of another family, the number a GDN training kernel should be near).
@@ -99,8 +110,9 @@ def pairings(op_keys: tuple[str, ...]) -> list[Pairing]:
         for key in OP_KEYS if key in op_keys for label in SEQUENCE_PEERS[key]
     ]
     found += [p for p in CROSS_PAIRINGS if p.ours_op in op_keys and p.peer_op in op_keys]
-    if "gdn" in op_keys:
-        found += [Pairing(f"GDN decode vs {label}", DECODE_KEY, DECODE_KEY, label) for label in DECODE_PEERS]
+    for key, (name, needs, peers) in DECODE_OPS.items():
+        if needs in op_keys:
+            found += [Pairing(f"{name} vs {label}", key, key, label) for label in peers]
     return found
 
 
@@ -120,10 +132,11 @@ class Item:
 def plan(op_keys: tuple[str, ...], shape_names: tuple[str, ...], shapes: ShapeSet, impl: str) -> list[Item]:
     """Decode first, then every sequence shape in turn; ours before the peers."""
     items = []
-    if "decode" in shape_names and "gdn" in op_keys:
-        for B in shapes.decode_batches:
-            for label in [ours_label(impl), *DECODE_PEERS]:
-                items.append(Item("decode", DECODE_KEY, label, f"B={B}"))
+    for key, (_, needs, peers) in DECODE_OPS.items():
+        if "decode" in shape_names and needs in op_keys:
+            for B in shapes.decode_batches:
+                for label in [ours_label(impl), *peers]:
+                    items.append(Item("decode", key, label, f"B={B}"))
     for shape_name in [s for s in shape_names if s in shapes.sequences]:
         for key in [k for k in OP_KEYS if k in op_keys]:
             for label in [ours_label(impl), *SEQUENCE_PEERS[key]]:
@@ -138,7 +151,7 @@ def blank_row(item: Item, shapes: ShapeSet) -> Row:
         B = int(item.shape.removeprefix("B="))
         dims = dict(B=B, T=1, H=shapes.decode_heads, K=shapes.decode_K, V=shapes.decode_V)
         state_bytes = flops.decode_state_bytes(B, dims["H"], dims["K"], dims["V"])
-        return Row("decode", item.op_key, DECODE_NAME, item.runner, ours, item.shape, dims,
+        return Row("decode", item.op_key, DECODE_OPS[item.op_key][0], item.runner, ours, item.shape, dims,
                    bytes_floor=state_bytes, floor_ms=flops.floor_seconds(state_bytes) * 1e3)
     op, shape = OPS[item.op_key], shapes.sequences[item.shape]
     forward = op.flops(shape)
@@ -150,7 +163,9 @@ def blank_row(item: Item, shapes: ShapeSet) -> Row:
 def make_runner(item: Item, impl: str) -> Runner:
     """The implementation `item.runner` names (a peer is imported here)."""
     if item.section == "decode":
-        return ours_decode(impl) if item.runner.startswith("ours") else DECODE_PEERS[item.runner]()
+        if item.runner.startswith("ours"):
+            return ours_decode(impl) if item.op_key == DECODE_KEY else ours_mlstm_decode(impl)
+        return DECODE_OPS[item.op_key][2][item.runner]()
     if item.runner.startswith("ours"):
         return Runner(ours_label(impl), OPS[item.op_key].call(impl), is_ours=True)
     return SEQUENCE_PEERS[item.op_key][item.runner]()
@@ -164,6 +179,8 @@ def _draw(gate: str, B: int, T: int, shape: Shape, device) -> dict:
     dims = dict(B=B, T=T, H=shape.H, K=shape.K, V=shape.V, dtype=DTYPE, device=device, seed=0)
     if gate == "mlstm":
         return mlstm_inputs(**dims)
+    if gate == "aaren":
+        return aaren_inputs(**dims)
     return gated_delta_inputs(**dims, gate=gate, beta=True)
 
 
@@ -178,7 +195,7 @@ class InputCache:
         self.device, self.entries = device, {}
 
     def get(self, op: SequenceOp, shape: Shape, T: int) -> dict:
-        if T == shape.T:
+        if T == shape.T and op.gate != "aaren":  # Aaren's query is per sequence: drawn per shape
             key = (op.gate, shape.B * shape.T, shape.H, shape.K, shape.V)
             if key not in self.entries:
                 self.entries[key] = _draw(op.gate, 1, shape.B * shape.T, shape, self.device)
@@ -195,10 +212,16 @@ class InputCache:
         self.entries = {k: v for k, v in self.entries.items() if not isinstance(k[1], Shape) or k[1] == shape}
 
 
-def decode_inputs(shapes: ShapeSet, B: int, device) -> dict:
+def decode_inputs(shapes: ShapeSet, B: int, device, key: str = DECODE_KEY) -> dict:
     """One bf16 token (q, k, v `[B, 1, H, D]`, g, beta `[B, 1, H]`) and a float32 state
-    `S [B, H, K, V]`: the reference's state after a `decode_prefix`-token prefix."""
+    `S [B, H, K, V]`: the reference's state after a `decode_prefix`-token prefix. For
+    the mLSTM (`key`), i, f `[B, 1, H]` and the state C, n, m."""
     dims = dict(B=B, H=shapes.decode_heads, K=shapes.decode_K, V=shapes.decode_V, device=device)
+    if key == MLSTM_DECODE_KEY:
+        prefix = mlstm_inputs(**dims, T=shapes.decode_prefix, dtype=torch.float32, seed=12)
+        with torch.no_grad():
+            state = af.mlstm(**prefix, output_final_state=True, form="chunk", impl="reference").final_state
+        return dict(mlstm_inputs(**dims, T=1, dtype=DTYPE, seed=11), C=state.C, n=state.n, m=state.m)
     prefix = gated_delta_inputs(**dims, T=shapes.decode_prefix, gate="scalar", beta=True, dtype=torch.float32, seed=12)
     with torch.no_grad():
         state = af.gated_deltanet(**prefix, output_final_state=True, form="chunk", impl="reference").final_state.S
@@ -225,6 +248,18 @@ def ours_decode(impl: str) -> Runner:
                                    form="recurrent", impl=impl)
         return result.output, result.final_state.S
     return Runner(ours_label(impl), run_reference, is_ours=True)
+
+
+def _mlstm_decode(impl: str):
+    def run(q, k, v, i, f, C, n, m):
+        result = af.mlstm(q, k, v, i, f, initial_state=MLSTMState(C, n, m), output_final_state=True,
+                          form="recurrent", impl=impl)
+        return result.output, result.final_state.C
+    return run
+
+
+def ours_mlstm_decode(impl: str) -> Runner:
+    return Runner(ours_label(impl), _mlstm_decode(impl), is_ours=True)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -316,8 +351,9 @@ class ItemRunner:
             self.expected = {}  # only the current op and shape are kept
             s = self.session
             if item.section == "decode":
-                inputs = decode_inputs(s.shapes, int(item.shape.removeprefix("B=")), s.device)
-                self.expected[key] = expected(_decode_reference, inputs, ("output", "state"), ())
+                inputs = decode_inputs(s.shapes, int(item.shape.removeprefix("B=")), s.device, item.op_key)
+                reference = _decode_reference if item.op_key == DECODE_KEY else _mlstm_decode("reference")
+                self.expected[key] = expected(reference, inputs, ("output", "state"), ())
             else:
                 op, shape = OPS[item.op_key], s.shapes.sequences[item.shape]
                 gate_inputs = self.inputs.get(op, shape, s.shapes.check_T)

@@ -45,6 +45,18 @@ mlstm_kernels:
   forward aborts the interpreter (an LLVM assertion in SLPVectorizer while compiling,
   with or without TORCHDYNAMO_DISABLE=1), which is why runs isolate implementations in
   processes (`workers.py`).
+- `"chunkwise--triton_xl_chunk_siging"` is `mlstm_siging_chunkwise__xl_chunk(q, k, v, i,
+  f, c_initial=None, n_initial=None, return_last_states=False, eps=1e-6,
+  normalize=True, chunk_size=128, ...)`: the same layout; with `normalize=True` the same
+  function as `attnforms.mlstm(input_gate="sigmoid")` (no stabiliser, floor 1).
+- `mlstm_kernels.torch.get_mlstm_step_kernel("triton_fused")` (or the first available
+  step kernel) takes `q, k, v [B, H, D]`, `i, f [B, H, 1]`, `c [B, H, K, V]`, `n [B, H, K]`,
+  `m [B, H, 1]` float32, `eps`, and returns `(h [B, H, V], (c, n, m))`: one exp-gate step
+  with the scale `K ** -0.5`, the same as attnforms' recurrent mLSTM.
+
+Aaren has no external peer; it is compared with the computation it replaces, attnforms'
+softmax reference with the query repeated at every position (causal), and a plain
+`torch.cumsum` of globally max-shifted weights (the same function, less stable).
 """
 from __future__ import annotations
 
@@ -146,6 +158,55 @@ def tfla_xl_chunk() -> Runner:
     )
 
 
+def tfla_xl_chunk_siging() -> Runner:
+    def wrap(get_mlstm_kernel):
+        kernel = get_mlstm_kernel("chunkwise--triton_xl_chunk_siging")
+
+        def run(q, k, v, i, f):
+            return kernel(q, k, v, i, f, return_last_states=False, eps=1e-6, normalize=True)
+        return run
+
+    return _runner(
+        "mlstm_kernels triton_xl_chunk_siging", "mlstm_kernels.torch", "get_mlstm_kernel", wrap, head_major=True,
+    )
+
+
+def tfla_step() -> Runner:
+    def wrap(get_mlstm_step_kernel):
+        from mlstm_kernels.torch import get_available_mlstm_step_kernels
+
+        names = get_available_mlstm_step_kernels()
+        step = get_mlstm_step_kernel("triton_fused" if "triton_fused" in names else names[0])
+
+        def run(q, k, v, i, f, C, n, m):
+            h, (C, _, _) = step(q=q[:, 0], k=k[:, 0], v=v[:, 0], i=i[:, 0, :, None], f=f[:, 0, :, None],
+                                c=C, n=n, m=m[..., None], eps=1e-6)
+            return h[:, None], C
+        return run
+
+    return _runner("mlstm_kernels step", "mlstm_kernels.torch", "get_mlstm_step_kernel", wrap)
+
+
+def softmax_repeated_query() -> Runner:
+    def run(q, k, v):
+        import attnforms
+
+        B, T, H, K = k.shape
+        return attnforms.softmax_attention(q[:, None].expand(B, T, H, K), k, v, causal=True,
+                                           impl="reference", form="parallel").output
+    return Runner("softmax reference, q repeated", run)
+
+
+def cumsum_baseline() -> Runner:
+    def run(q, k, v):
+        import torch
+
+        s = torch.einsum("bhk,bthk->bth", q.float(), k.float()) * q.shape[-1] ** -0.5
+        w = torch.exp(s - s.amax(dim=1, keepdim=True))
+        return (torch.cumsum(w[..., None] * v.float(), dim=1) / torch.cumsum(w, dim=1)[..., None]).to(v.dtype)
+    return Runner("torch.cumsum baseline", run)
+
+
 def fla_fused_recurrent_gated_delta_rule() -> Runner:
     def wrap(fused_recurrent):
         def run(q, k, v, g, beta, S):
@@ -168,10 +229,13 @@ SEQUENCE_PEERS: dict[str, dict[str, Callable[[], Runner]]] = {
     "simple_gla": {"fla chunk_simple_gla": fla_chunk_simple_gla},
     "gla": {"fla chunk_gla": fla_chunk_gla},
     "mlstm": {"mlstm_kernels triton_xl_chunk": tfla_xl_chunk},
+    "mlstm_sig": {"mlstm_kernels triton_xl_chunk_siging": tfla_xl_chunk_siging},
+    "aaren": {"softmax reference, q repeated": softmax_repeated_query, "torch.cumsum baseline": cumsum_baseline},
 }
 DECODE_PEERS: dict[str, Callable[[], Runner]] = {
     "fla fused_recurrent_gated_delta_rule": fla_fused_recurrent_gated_delta_rule,
 }
+MLSTM_DECODE_PEERS: dict[str, Callable[[], Runner]] = {"mlstm_kernels step": tfla_step}
 
 
 def versions() -> dict:

@@ -203,7 +203,7 @@ def _warm_child(conn, config: WorkerConfig, item) -> None:
             conn.send(("warm", item, dict(error=runner.unavailable)))
             return
         if item.section == "decode":
-            inputs = decode_inputs(session.shapes, int(item.shape.removeprefix("B=")), session.device)
+            inputs = decode_inputs(session.shapes, int(item.shape.removeprefix("B=")), session.device, item.op_key)
         else:
             op, shape = OPS[item.op_key], session.shapes.sequences[item.shape]
             inputs = InputCache(session.device).get(op, shape, session.shapes.check_T)

@@ -17,9 +17,15 @@ from ...core.shapes import (
 from ...core.states import AarenState, AttentionOutput
 from . import reference
 
+try:
+    from . import triton as kernels
+except ImportError:  # Triton is optional: without it only the reference runs.
+    kernels = None
+
 FAMILY = Family(
     name="aaren",
     reference=forms_of(reference),
+    triton={} if kernels is None else {"chunk": kernels.chunk, "recurrent": kernels.recurrent},
     auto_form="chunk",
 )
 
@@ -60,9 +66,11 @@ def aaren(
             (`m = -inf, u = 0, w = 0`).
         output_final_state: return the state after the last token.
         cu_seqlens: `[N + 1]` int offsets of N packed sequences (then B == 1 for k and v).
-        chunk_size: tokens per chunk in the chunk form (default 64).
+        chunk_size: tokens per chunk in the reference chunk form (default 64); the Triton
+            kernels use their own (the function is the same).
         form: "parallel" | "chunk" | "recurrent" | "auto" (see `attnforms.core.dispatch`).
-        impl: "reference" | "triton" | "auto".
+        impl: "reference" | "triton" | "auto". Triton kernels exist for the chunk and
+            recurrent forms (float16 / bfloat16 / float32, K, V <= 256, with gradients).
 
     Returns:
         `AttentionOutput(output [B, T, H, V] in q's dtype, AarenState with m, u

@@ -17,11 +17,17 @@ from ...core.shapes import (
 from ...core.states import AttentionOutput, MLSTMState
 from . import reference
 
+try:
+    from . import triton as kernels
+except ImportError:  # Triton is optional: without it only the reference runs.
+    kernels = None
+
 INPUT_GATES = ("exp", "sigmoid")
 
 FAMILY = Family(
     name="mlstm",
     reference=forms_of(reference),
+    triton={} if kernels is None else {"chunk": kernels.chunk, "recurrent": kernels.recurrent},
     auto_form="chunk",
 )
 
@@ -66,9 +72,12 @@ def mlstm(
             `m` must be all zeros (checked), as in every state that gate returns.
         output_final_state: return the state after the last token.
         cu_seqlens: `[N + 1]` int offsets of N packed sequences (then B == 1).
-        chunk_size: tokens per chunk in the chunk form (default 64).
+        chunk_size: tokens per chunk in the chunk form (default: 64 for the reference,
+            the kernels' level-1 chunk, 128, for impl='triton'; 16 to 256 there).
         form: "parallel" | "chunk" | "recurrent" | "auto" (see `attnforms.core.dispatch`).
-        impl: "reference" | "triton" | "auto".
+        impl: "reference" | "triton" | "auto". Triton kernels exist for the chunk and
+            recurrent forms (float16 / bfloat16 / float32, K, V <= 256, both gates,
+            with gradients of every input and of the initial state).
 
     Returns:
         `AttentionOutput(output [B, T, H, V] in q's dtype, MLSTMState with C
@@ -80,8 +89,15 @@ def mlstm(
         FAMILY, form=form, impl=impl, length=q.shape[1], device=q.device,
         per_token=dict(q=q, k=k, v=v, i=i, f=f),
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
-        options=dict(input_gate=input_gate, **default_options(q.shape[-1], scale, chunk_size)),
+        options={"input_gate": input_gate, **default_options(q.shape[-1], scale, chunk_size),
+                 **_chunk_option(chunk_size)},
     )
+
+
+def _chunk_option(chunk_size):
+    """Without an explicit `chunk_size`, each implementation takes its own default (the
+    reference 64, the Triton kernels TFLA's larger level-1 chunk): None tells them to."""
+    return {"chunk_size": None} if chunk_size is None else {}
 
 
 def _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk_size):

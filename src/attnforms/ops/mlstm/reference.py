@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ...core.constants import MLSTM_EPS
+from ...core.constants import DEFAULT_CHUNK_SIZE, MLSTM_EPS
 from ...core.shapes import compute_dtype
 from ...core.states import AttentionOutput, MLSTMState
 
@@ -50,7 +50,8 @@ def recurrent(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_s
 
 def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state, chunk_size):
     """Chunks of `chunk_size` tokens: parallel inside a chunk, the state `(C, n, m)`
-    passed between chunks."""
+    passed between chunks (`chunk_size` None: DEFAULT_CHUNK_SIZE)."""
+    chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
     dtype = v.dtype
     q, k, v, lf, li, state, stabilise = _prepare(q, k, v, i, f, input_gate, scale, initial_state)
     outputs = []

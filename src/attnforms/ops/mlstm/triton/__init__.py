@@ -1,0 +1,122 @@
+"""Triton kernels of the mLSTM: the chunk form (TFLA's two-level tiling), forward and
+backward, and the recurrent form (a fused step for decoding), for both input gates.
+
+The entry points take the reference forms' signature (plus native `offsets` for packed
+sequences) and return `AttentionOutput`. They never import `reference.py`.
+"""
+from __future__ import annotations
+
+import torch
+
+from ....core.states import AttentionOutput, MLSTMState
+from . import launch
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_HEAD_DIM = 256
+
+
+def _check(q, v, chunk_size=None):
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"q: impl='triton' takes float16, bfloat16 or float32 inputs, got {q.dtype}")
+    if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
+        raise ValueError(f"q, v: impl='triton' takes head dims K, V <= {MAX_HEAD_DIM}, "
+                         f"got K = {q.shape[-1]}, V = {v.shape[-1]}")
+    if chunk_size is not None and chunk_size not in launch.CHUNK_SIZES:
+        raise ValueError(f"chunk_size: impl='triton' takes one of {launch.CHUNK_SIZES}, got {chunk_size}")
+
+
+def _initial(state):
+    if state is None:
+        return None, None, None
+    return tuple(x.float().contiguous() for x in state)
+
+
+def _grad_needed(ctx):
+    return any(ctx.needs_input_grad[:8])
+
+
+class _ChunkFunction(torch.autograd.Function):
+    """Autograd boundary of the chunk kernels: the forward keeps its intermediates (and,
+    when a gradient is needed, the float32 output the backward's row terms read)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, i, f, C0, n0, m0, scale, stabilise, offsets, chunk_size, output_final_state):
+        training = _grad_needed(ctx)
+        initial = None if C0 is None else (C0, n0, m0)
+        o, final, saved = launch.chunk_forward(
+            q, k, v, i, f, scale, stabilise, initial, output_final_state or training, offsets,
+            chunk_size, out_dtype=torch.float32 if training else None)
+        o32 = o
+        o = o.to(v.dtype)
+        if training:
+            ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, o32, *saved[:-1], *saved.final)
+        ctx.options = (scale, stabilise, offsets, chunk_size)
+        final = final if output_final_state else (None, None, None)
+        return (o, *final)
+
+    @staticmethod
+    def backward(ctx, do, dC, dn, dm):
+        q, k, v, i, f, C0, n0, m0, o32, *rest = ctx.saved_tensors
+        scale, stabilise, offsets, chunk_size = ctx.options
+        saved = launch.Saved(*rest[:7], tuple(rest[7:]))
+        initial = None if C0 is None else (C0, n0, m0)
+        do = torch.zeros_like(o32) if do is None else do
+        grads = launch.chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved, o32, do,
+                                      (dC, dn, dm), offsets, chunk_size)
+        return (*grads, None, None, None, None, None)
+
+
+def _result(o, C, n, m, output_final_state):
+    return AttentionOutput(o, MLSTMState(C, n, m) if output_final_state else None)
+
+
+def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state, chunk_size,
+          offsets=None):
+    """Chunk form on Triton kernels; arguments as in the reference forms. `chunk_size`
+    None takes the launcher's `CHUNK`."""
+    chunk_size = chunk_size or launch.CHUNK
+    _check(q, v, chunk_size)
+    out = _ChunkFunction.apply(q, k, v, i, f, *_initial(initial_state), scale, input_gate == "exp",
+                               offsets, chunk_size, output_final_state)
+    return _result(*out, output_final_state)
+
+
+class _RecurrentFunction(torch.autograd.Function):
+    """Autograd boundary of the recurrent kernel. It computes the same function as the
+    chunk form, so its backward recomputes the chunk intermediates and runs the chunk
+    backward kernels (the recurrent form serves decoding, where the forward matters)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, i, f, C0, n0, m0, scale, stabilise, offsets, output_final_state):
+        initial = None if C0 is None else (C0, n0, m0)
+        o, final = launch.recurrent_forward(q, k, v, i, f, scale, stabilise, initial,
+                                            output_final_state, offsets)
+        if _grad_needed(ctx):
+            ctx.save_for_backward(q, k, v, i, f, C0, n0, m0)
+        ctx.options = (scale, stabilise, offsets)
+        return (o, *(final if output_final_state else (None, None, None)))
+
+    @staticmethod
+    def backward(ctx, do, dC, dn, dm):
+        q, k, v, i, f, C0, n0, m0 = ctx.saved_tensors
+        scale, stabilise, offsets = ctx.options
+        initial = None if C0 is None else (C0, n0, m0)
+        o32, _, saved = launch.chunk_forward(q, k, v, i, f, scale, stabilise, initial, True, offsets,
+                                             launch.CHUNK, out_dtype=torch.float32)
+        do = torch.zeros_like(o32) if do is None else do
+        grads = launch.chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved, o32, do,
+                                      (dC, dn, dm), offsets, launch.CHUNK)
+        return (*grads, None, None, None, None)
+
+
+def recurrent(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state, chunk_size,
+              offsets=None):
+    """Recurrent form in one Triton launch; arguments as in the reference forms."""
+    _check(q, v)
+    out = _RecurrentFunction.apply(q, k, v, i, f, *_initial(initial_state), scale, input_gate == "exp",
+                                   offsets, output_final_state)
+    return _result(*out, output_final_state)
+
+
+for _entry in (chunk, recurrent):
+    _entry.native_varlen = True

@@ -1,0 +1,257 @@
+"""Launchers of the mLSTM kernels: allocate, pick tiles, build grids, call.
+
+Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packed with
+`offsets`); states are `[N, H, K, V]`, `[N, H, K]`, `[N, H]` float32.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+
+from ....core.constants import MLSTM_EPS
+from .chunk_bwd import _dkv_kernel, _dq_kernel, _gate_bwd_kernel, _state_bwd_kernel
+from .chunk_fwd import _gate_kernel, _output_kernel, _state_kernel
+from .recurrent_fwd import _recurrent_kernel
+from .stabiliser_grad import add_stabiliser_grad
+
+# Level-1 chunk (tokens per stored state) when the caller gives none: TFLA's optimum on
+# Hopper is 128 to 256 (research notes §4e); swept by scripts/device_mlstm_check.py.
+CHUNK = 128
+CHUNK_SIZES = (16, 32, 64, 128, 256)
+# Level-2 token tile inside a chunk: query and key tiles of the output and backward
+# kernels, and the write tiles of the state pass. Halved for heads wider than 128.
+TILE = 64
+# `[K, BV]` float32 slice of a sequential state pass held in registers.
+STATE_ELEMENTS = 128 * 64
+STATE_WARPS = 8
+# Value tile of the output kernel; key / value sub-tiles of the backward's state parts.
+OUTPUT_BV = 64
+# Key tile of the dk / dv kernel (its two float32 accumulators are the register bound).
+DKV_TILE = 32
+SUB = 64
+OUTPUT_WARPS, OUTPUT_STAGES = 8, 2
+BWD_WARPS, BWD_STAGES = 8, 1
+STATE_STAGES = 1
+
+
+# Round the gate-weighted scores to the input precision before their products with
+# values / keys / queries (bf16 tensor cores, as FlashAttention does). Off: those
+# products run in tf32, which keeps bf16 results within 2x the reference's own error
+# (bf16 rounding of P measured up to ~2x over it, emulated on the CPU).
+HALF_PRECISION_P = False
+# Compile the GPU code path (half-precision dot operands) for CPU tensors too: set by
+# scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
+NATIVE_ON_CPU = False
+
+
+def _native(device: torch.device) -> bool:
+    """Half-precision `tl.dot` operands on the GPU; float32 under the interpreter."""
+    return device.type == "cuda" or NATIVE_ON_CPU
+
+
+def sequence_offsets(B: int, T: int, offsets) -> tuple[int, ...]:
+    return tuple(range(0, B * T + 1, T)) if offsets is None else tuple(int(x) for x in offsets)
+
+
+@functools.lru_cache(maxsize=64)
+def _cu_seqlens(offsets: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(offsets, dtype=torch.int64, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.device):
+    """chunk_indices `[chunks, 2]` int32 (sequence, chunk in sequence) and chunk_base
+    `[N]` int64 (global id of each sequence's first chunk)."""
+    counts = [triton.cdiv(end - start, chunk_size) for start, end in zip(offsets, offsets[1:])]
+    indices = torch.tensor([[n, t] for n, c in enumerate(counts) for t in range(c)],
+                           dtype=torch.int32, device=device).reshape(-1, 2)
+    base = torch.tensor([0] + counts[:-1], device=device).cumsum(0)
+    return indices, base
+
+
+class Tiles(NamedTuple):
+    BT: int   # level-1 chunk
+    BS: int   # level-2 token tile
+    BK: int   # full key dim (padded to a power of two)
+    BV: int   # full value dim
+    state_BV: int
+    out_BV: int
+
+
+def tiles(K: int, V: int, chunk_size: int) -> Tiles:
+    BK = max(16, triton.next_power_of_2(K))
+    BV = max(16, triton.next_power_of_2(V))
+    BS = min(chunk_size, TILE if max(BK, BV) <= 128 else TILE // 2)
+    return Tiles(chunk_size, BS, BK, BV, max(16, min(BV, STATE_ELEMENTS // BK)), min(BV, OUTPUT_BV))
+
+
+class Saved(NamedTuple):
+    """Forward intermediates the backward reads (float32). Rows are packed tokens.
+
+    b, li, m_row, den_row: `[rows, H]` in-chunk cumulative log forget gate, log input gate,
+    row stabiliser, denominator. states `[chunks, H, K, V]`, states_n `[chunks, H, K]`:
+    each chunk's entering state; chunk_m `[chunks, H, 2]`: its (m_in, m_out).
+    final: the final (C, n, m).
+    """
+
+    b: torch.Tensor
+    li: torch.Tensor
+    m_row: torch.Tensor
+    den_row: torch.Tensor
+    states: torch.Tensor
+    states_n: torch.Tensor
+    chunk_m: torch.Tensor
+    final: tuple
+
+
+def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets, chunk_size,
+                  out_dtype=None):
+    """Returns the output `[B, T, H, V]` (in `out_dtype`, default v's), the final state
+    (C, n, m) or None, and `Saved`."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    rows, device = B * T, q.device
+    t = tiles(K, V, chunk_size)
+    offsets = sequence_offsets(B, T, offsets)
+    cu_seqlens = _cu_seqlens(offsets, device)
+    chunk_indices, chunk_base = _chunk_tables(offsets, t.BT, device)
+    num_chunks, N = len(chunk_indices), len(offsets) - 1
+    q, k, v, i, f = (x.contiguous() for x in (q, k, v, i, f))
+    f32 = dict(dtype=torch.float32, device=device)
+    b, li = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
+    _gate_kernel[(num_chunks, H)](i, f, b, li, chunk_indices, cu_seqlens, H=H, STABILISE=stabilise, BT=t.BT)
+    states = torch.empty(num_chunks, H, K, V, **f32)
+    states_n = torch.empty(num_chunks, H, K, **f32)
+    chunk_m = torch.empty(num_chunks, H, 2, **f32)
+    final = (torch.empty(N, H, K, V, **f32), torch.empty(N, H, K, **f32), torch.empty(N, H, **f32)) if store_final else (None,) * 3
+    C0, n0, m0 = initial if initial is not None else (None,) * 3
+    _state_kernel[(triton.cdiv(V, t.state_BV), N * H)](
+        k, v, b, li, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base, cu_seqlens,
+        H=H, K=K, V=V, STABILISE=stabilise, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
+        BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
+        num_stages=STATE_STAGES,
+    )
+    o = torch.empty(B, T, H, V, dtype=out_dtype or v.dtype, device=device)
+    m_row, den_row = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
+    _output_kernel[(triton.cdiv(V, t.out_BV), num_chunks * (t.BT // t.BS), H)](
+        q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices, cu_seqlens,
+        scale, H=H, K=K, V=V, STABILISE=stabilise, NATIVE=_native(device), HALF_P=HALF_PRECISION_P,
+        EPS=MLSTM_EPS, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.out_BV, num_warps=OUTPUT_WARPS, num_stages=OUTPUT_STAGES,
+    )
+    saved = Saved(b, li, m_row, den_row, states, states_n, chunk_m, final)
+    return o, (final if store_final else None), saved
+
+
+def row_coefficients(o32, do, den_row, m_row):
+    """ρ (the normaliser's reciprocal), dden (the gradient of the denominator) and the
+    stabiliser gradient −ε ρ (do·h), each `[rows, H]`, from the float32 output."""
+    rows, H = den_row.shape
+    delta = (do.float() * o32).sum(-1).reshape(rows, H)
+    from_den = 1.0 / (den_row.abs() + MLSTM_EPS)
+    from_floor = torch.sigmoid(m_row + math.log(MLSTM_EPS)) / MLSTM_EPS
+    rho = torch.minimum(from_den, from_floor)
+    dden = torch.where(from_den < from_floor, -delta * rho * torch.sign(den_row), 0.0)
+    return rho.contiguous(), dden.contiguous(), -MLSTM_EPS * rho * delta
+
+
+def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, do, dfinal,
+                   offsets, chunk_size):
+    """Gradients of q, k, v, i, f and the initial (C, n, m) (None without one).
+    dfinal: the final state's gradients (dC, dn, dm), each possibly None."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    rows, device = B * T, q.device
+    t = tiles(K, V, chunk_size)
+    offsets = sequence_offsets(B, T, offsets)
+    cu_seqlens = _cu_seqlens(offsets, device)
+    chunk_indices, chunk_base = _chunk_tables(offsets, t.BT, device)
+    num_chunks, N = len(chunk_indices), len(offsets) - 1
+    q, k, v, do = (x.contiguous() for x in (q, k, v, do))
+    f32 = dict(dtype=torch.float32, device=device)
+    rho, dden, dm_row = row_coefficients(o32, do, saved.den_row, saved.m_row)
+    dC_f, dn_f, dm_f = dfinal
+    use_dfinal = dC_f is not None or dn_f is not None
+    if use_dfinal:
+        dC_f = torch.zeros(N, H, K, V, **f32) if dC_f is None else dC_f.float().contiguous()
+        dn_f = torch.zeros(N, H, K, **f32) if dn_f is None else dn_f.float().contiguous()
+    dstates = torch.empty(num_chunks, H, K, V, **f32)
+    dstates_n = torch.empty(num_chunks, H, K, **f32)
+    NV = triton.cdiv(V, t.state_BV)
+    dg_part = torch.empty(num_chunks, H, NV, **f32)
+    dC0 = torch.empty(N, H, K, V, **f32) if initial is not None else None
+    dn0 = torch.empty(N, H, K, **f32) if initial is not None else None
+    C_f, n_f, m_f = saved.final
+    _state_bwd_kernel[(NV, N * H)](
+        q, do, saved.b, saved.m_row, rho, dden, saved.states, saved.states_n, saved.chunk_m,
+        C_f, n_f, dC_f, dn_f, dstates, dstates_n, dg_part, dC0, dn0, chunk_base, cu_seqlens, scale,
+        H=H, K=K, V=V, NV=NV, USE_DFINAL=use_dfinal, STORE_DINITIAL=initial is not None,
+        BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
+        num_stages=STATE_STAGES,
+    )
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    xq, xk = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
+    grid = (num_chunks * (t.BT // t.BS), H)
+    native = _native(device)
+    _dq_kernel[grid](
+        q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.states, saved.states_n,
+        saved.chunk_m, dq, xq, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
+        HALF_P=HALF_PRECISION_P, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.BV, BVS=min(SUB, t.BV),
+        num_warps=BWD_WARPS, num_stages=BWD_STAGES,
+    )
+    BSK = min(t.BS, DKV_TILE)
+    _dkv_kernel[(num_chunks * (t.BT // BSK), H)](
+        q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.chunk_m, dstates, dstates_n,
+        dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
+        HALF_P=HALF_PRECISION_P, BT=t.BT, BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV, BKS=min(SUB, t.BK),
+        BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
+        num_stages=BWD_STAGES,
+    )
+    dlf, dli = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
+    _gate_bwd_kernel[(num_chunks, H)](xq, xk, dg_part.sum(-1).contiguous(), dlf, dli, chunk_indices,
+                                      cu_seqlens, H=H, BT=t.BT)
+    dm0 = None
+    if initial is not None:
+        C0, n0, _ = initial
+        dm0 = (dC0 * C0).sum((-1, -2)) + (dn0 * n0).sum(-1)
+    if stabilise:
+        # The final state's m: its own gradient, less the rescaling of C and n it implies.
+        if use_dfinal or dm_f is not None:
+            mu = torch.zeros(N, H, **f32) if dm_f is None else dm_f.float().clone()
+            if use_dfinal:
+                mu -= (dC_f * C_f).sum((-1, -2)) + (dn_f * n_f).sum(-1)
+            last = torch.tensor(offsets[1:], device=device) - 1
+            dm_row[last] += mu
+        dm_initial = add_stabiliser_grad(dm_row, saved.m_row, saved.li, cu_seqlens, dlf, dli,
+                                         initial is not None)
+        if initial is not None:
+            dm0 = dm0 + dm_initial
+    i_pre, f_pre = i.reshape(rows, H).float(), f.reshape(rows, H).float()
+    df = (dlf * torch.sigmoid(-f_pre)).reshape(f.shape).to(f.dtype)
+    di = (dli if stabilise else dli * torch.sigmoid(-i_pre)).reshape(i.shape).to(i.dtype)
+    return dq, dk, dv, di, df, dC0, dn0, dm0
+
+
+def recurrent_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets):
+    """Token by token in one launch; returns the output and the final (C, n, m) or None."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    device = q.device
+    offsets = sequence_offsets(B, T, offsets)
+    cu_seqlens = _cu_seqlens(offsets, device)
+    N = len(offsets) - 1
+    BK = max(16, triton.next_power_of_2(K))
+    BV = max(16, min(triton.next_power_of_2(V), STATE_ELEMENTS // BK // 2))
+    f32 = dict(dtype=torch.float32, device=device)
+    final = (torch.empty(N, H, K, V, **f32), torch.empty(N, H, K, **f32), torch.empty(N, H, **f32)) if store_final else (None,) * 3
+    C0, n0, m0 = initial if initial is not None else (None,) * 3
+    o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
+    _recurrent_kernel[(triton.cdiv(V, BV), N * H)](
+        q.contiguous(), k.contiguous(), v.contiguous(), i.contiguous(), f.contiguous(), o,
+        C0, n0, m0, *final, cu_seqlens, scale, H=H, K=K, V=V, STABILISE=stabilise,
+        USE_INITIAL=initial is not None, STORE_FINAL=store_final, EPS=MLSTM_EPS, BK=BK, BV=BV,
+    )
+    return o, (final if store_final else None)

@@ -1,0 +1,203 @@
+"""mlstm on Triton kernels, run on the CPU through Triton's interpreter (the conftest sets
+TRITON_INTERPRET=1 where there is no GPU) at small shapes: outputs, final states and the
+gradients of every input and of the initial state against the float64 reference, for
+both input gates, several level-1 chunks (so the level-2 tiles inside a chunk are
+exercised), varlen, state hand-off and the kernels' limits.
+
+The interpreter computes in the inputs' precision on the CPU, so float32 inputs are
+compared with the float64 reference at float32 noise, relative to the size of what is
+compared; bf16 accuracy at real sizes is checked on the GPU by
+scripts/device_mlstm_check.py.
+"""
+import pytest
+import torch
+
+import attnforms as af
+from attnforms.ops.mlstm.triton import launch
+from attnforms.testing import max_error, mlstm_inputs, noise_relative_check
+
+GATES = ["exp", "sigmoid"]
+FLOAT32_NOISE = 2e-5
+SHAPES = [(1, 16, 16), (63, 60, 20), (65, 16, 100)]
+
+
+def _close(actual, expected):
+    return max_error(actual, expected) < FLOAT32_NOISE * (expected.abs().max().item() + 1)
+
+
+def _state(N, H, K, V, gate, seed=3, requires_grad=False):
+    generator = torch.Generator().manual_seed(seed)
+    m = torch.randn(N, H, generator=generator) if gate == "exp" else torch.zeros(N, H)
+    parts = (torch.randn(N, H, K, V, generator=generator) * 0.3, torch.randn(N, H, K, generator=generator) * 0.3, m)
+    return af.MLSTMState(*(x.requires_grad_(requires_grad) for x in parts))
+
+
+def _double(inputs, state):
+    return ({n: x.double() for n, x in inputs.items()},
+            None if state is None else af.MLSTMState(*(x.double() for x in state)))
+
+
+def _run(inputs, state, impl, gate, **kwargs):
+    return af.mlstm(**inputs, input_gate=gate, initial_state=state, output_final_state=True,
+                    impl=impl, **kwargs)
+
+
+def _assert_forward(result, golden):
+    assert _close(result.output, golden.output)
+    for name, actual, expected in zip("Cnm", result.final_state, golden.final_state):
+        assert actual.dtype == torch.float32, name
+        assert _close(actual, expected), name
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("form,chunk_size", [("chunk", 16), ("chunk", 32), ("chunk", 128), ("recurrent", None)])
+@pytest.mark.parametrize("T,K,V", SHAPES, ids=lambda x: str(x))
+def test_forward_matches_reference(gate, form, chunk_size, T, K, V):
+    inputs = mlstm_inputs(2, T, 2, K, V, dtype=torch.float32)
+    state = _state(2, 2, K, V, gate)
+    golden = _run(*_double(inputs, state), "reference", gate, form="chunk")
+    result = _run(inputs, state, "triton", gate, form=form, chunk_size=chunk_size)
+    assert result.output.dtype == torch.float32
+    _assert_forward(result, golden)
+
+
+@pytest.mark.parametrize("gate", GATES)
+def test_forward_without_initial_state_and_default_chunk(gate):
+    inputs = mlstm_inputs(1, 200, 2, 32, 32, dtype=torch.float32)
+    golden = _run(*_double(inputs, None), "reference", gate, form="chunk")
+    _assert_forward(_run(inputs, None, "triton", gate, form="chunk"), golden)
+
+
+def _gradients(inputs, state, impl, gate, **kwargs):
+    """Gradients of every input and the initial state under fixed random upstream
+    gradients of the output and of every part of the final state."""
+    generator = torch.Generator().manual_seed(5)
+    result = _run(inputs, state, impl, gate, **kwargs)
+    loss = 0
+    for x in (result.output, *result.final_state):
+        loss = loss + (x * torch.randn(x.shape, generator=generator).to(x.dtype)).sum()
+    names = list(inputs) + ["C", "n", "m"]
+    return dict(zip(names, torch.autograd.grad(loss, [*inputs.values(), *state])))
+
+
+def _assert_gradients(inputs, state, gate, **kwargs):
+    shared = {n: x for n, x in kwargs.items() if n == "cu_seqlens"}
+    expected = _gradients(*_double(inputs, state), "reference", gate, form="chunk", **shared)
+    actual = _gradients(inputs, state, "triton", gate, **kwargs)
+    for name, grad in actual.items():
+        assert grad.dtype == torch.float32, name
+        assert _close(grad, expected[name]), (name, max_error(grad, expected[name]))
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("chunk_size", [16, 64])
+@pytest.mark.parametrize("T,K,V", SHAPES, ids=lambda x: str(x))
+def test_backward_matches_reference(gate, chunk_size, T, K, V):
+    inputs = mlstm_inputs(2, T, 2, K, V, dtype=torch.float32, requires_grad=True)
+    _assert_gradients(inputs, _state(2, 2, K, V, gate, requires_grad=True), gate, form="chunk",
+                      chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("gate", GATES)
+def test_recurrent_form_backward_matches_reference(gate):
+    inputs = mlstm_inputs(2, 37, 2, 16, 20, dtype=torch.float32, requires_grad=True)
+    _assert_gradients(inputs, _state(2, 2, 16, 20, gate, requires_grad=True), gate, form="recurrent")
+
+
+def test_backward_through_the_stabiliser_without_initial_state():
+    # Large input gates make m large, so the floor's ε·e^m term (the only way the output
+    # depends on m) carries a visible gradient through the max to i and f.
+    inputs = mlstm_inputs(1, 70, 2, 16, 16, dtype=torch.float32)
+    inputs["i"] = inputs["i"] * 4 + 6
+    inputs = {n: x.requires_grad_() for n, x in inputs.items()}
+    generator = torch.Generator().manual_seed(5)
+    upstream = torch.randn(1, 70, 2, 16, generator=generator)
+
+    def grads(x, impl):
+        out = af.mlstm(**x, impl=impl, form="chunk", chunk_size=32 if impl == "triton" else 64).output
+        return torch.autograd.grad((out * upstream.to(out.dtype)).sum(), [x["i"], x["f"]])
+
+    reference = grads({n: x.double() for n, x in inputs.items()}, "reference")
+    for actual, wanted in zip(grads(inputs, "triton"), reference):
+        assert _close(actual, wanted)
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+def test_varlen_matches_reference(gate, form):
+    offsets = torch.tensor([0, 7, 40, 41, 90])
+    inputs = mlstm_inputs(1, 90, 2, 16, 16, dtype=torch.float32, requires_grad=True)
+    state = _state(4, 2, 16, 16, gate, requires_grad=True)
+    golden = _run(*_double(inputs, state), "reference", gate, form="chunk", cu_seqlens=offsets)
+    _assert_forward(_run(inputs, state, "triton", gate, form=form, chunk_size=16, cu_seqlens=offsets), golden)
+    if form == "chunk":
+        _assert_gradients(inputs, state, gate, form="chunk", chunk_size=32, cu_seqlens=offsets)
+
+
+@pytest.mark.parametrize("gate", GATES)
+def test_state_hand_off_from_chunk_kernel_to_recurrent_kernel(gate):
+    inputs = mlstm_inputs(1, 50, 2, 16, 16, dtype=torch.float32)
+    whole = _run(*_double(inputs, None), "reference", gate, form="chunk")
+    first = _run({n: x[:, :33] for n, x in inputs.items()}, None, "triton", gate, form="chunk", chunk_size=16)
+    rest = _run({n: x[:, 33:] for n, x in inputs.items()}, first.final_state, "triton", gate, form="recurrent")
+    assert _close(torch.cat([first.output, rest.output], dim=1), whole.output)
+    for actual, expected in zip(rest.final_state, whole.final_state):
+        assert _close(actual, expected)
+
+
+@pytest.mark.parametrize("gate", GATES)
+def test_extreme_gates_stay_finite_and_right(gate):
+    inputs = mlstm_inputs(1, 64, 2, 16, 16, dtype=torch.float32)
+    draw = torch.rand(inputs["i"].shape, generator=torch.Generator().manual_seed(1))
+    inputs["i"] = torch.where(draw < 0.3, -1e4, torch.where(draw > 0.8, 30.0, inputs["i"]))
+    inputs["f"] = torch.where(draw < 0.5, -30.0, 30.0)
+    golden = _run(*_double(inputs, None), "reference", gate, form="chunk")
+    for form in ("chunk", "recurrent"):
+        result = _run(inputs, None, "triton", gate, form=form, chunk_size=32)
+        assert torch.isfinite(result.output).all()
+        _assert_forward(result, golden)
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_within_reference_noise(gate, dtype):
+    inputs = mlstm_inputs(2, 65, 2, 32, 32, dtype=torch.float32)
+    golden = _run(*_double(inputs, None), "reference", gate, form="chunk")
+    low = {n: x.to(dtype) for n, x in inputs.items()}
+    eager = _run(low, None, "reference", gate, form="chunk")
+    for form in ("chunk", "recurrent"):
+        result = _run(low, None, "triton", gate, form=form)
+        assert result.output.dtype == dtype
+        check = noise_relative_check(result.output, golden.output, eager.output, atol=1e-5, rounding=dtype)
+        assert check.passed, (form, check)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(chunk_size=48), "chunk_size: impl='triton' takes one of"),
+    (dict(dtype=torch.float64), "q: impl='triton' takes float16, bfloat16 or float32"),
+    (dict(K=300), "head dims K, V <= 256"),
+])
+def test_kernel_limits_are_clear_errors(bad, message):
+    inputs = mlstm_inputs(1, 8, 2, bad.pop("K", 16), 16, dtype=bad.pop("dtype", torch.float32))
+    with pytest.raises((TypeError, ValueError), match=message):
+        af.mlstm(**inputs, impl="triton", form="chunk", **bad)
+
+
+def test_default_chunk_is_the_launchers():
+    assert launch.CHUNK in launch.CHUNK_SIZES
+    tiles = launch.tiles(128, 128, launch.CHUNK)
+    assert tiles.BT == launch.CHUNK and tiles.BT % tiles.BS == 0
+
+
+def test_no_kernel_takes_the_sequence_length():
+    # Sequences are addressed through cu_seqlens, so a new length never compiles anew:
+    # no kernel argument is a length (the GPU check counts compiled variants too).
+    import importlib
+
+    names = ["mlstm.triton.chunk_fwd", "mlstm.triton.chunk_bwd", "mlstm.triton.recurrent_fwd",
+             "aaren.triton.scan", "aaren.triton.recurrent"]
+    modules = [importlib.import_module(f"attnforms.ops.{name}") for name in names]
+    kernels = [getattr(m, n) for m in modules for n in dir(m) if n.endswith("_kernel")]
+    assert len(kernels) == 13
+    for kernel in kernels:
+        assert not {"T", "rows", "length", "seq_len"} & set(kernel.arg_names), kernel
