@@ -109,7 +109,7 @@ def softmax_cases():
     cache, packed sequences, and the split-KV decode and combine kernels."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
     from attnforms.ops.softmax.triton import launch, modc
-    from attnforms.ops.softmax.triton.block_mask import build_block_mask
+    from attnforms.mods import create_block_mask
 
     B, T, H = 1, 256, 4
     slopes = torch.rand(H, requires_grad=True)
@@ -117,7 +117,7 @@ def softmax_cases():
     doc = torch.zeros(B, T, dtype=torch.int32)
     document = lambda b, h, q, kv: doc[b, q] == doc[b, kv]  # noqa: E731
     mask = modc.trace(document, "mask")
-    block_mask = build_block_mask(document, B, 1, T, T)
+    block_mask = create_block_mask(document, B, 1, T, T)
     table = torch.randn(H, 32, requires_grad=True)
     t5 = modc.trace(lambda s, b, h, q, kv: s + table[h, torch.clamp(q - kv, 0, 31)], "score")
     cum = torch.randn(B, H, T, requires_grad=True)

@@ -37,7 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import attnforms as af  # noqa: E402
 from attnforms.ops.softmax.api import softmax_attention  # noqa: E402
-from attnforms.ops.softmax.triton.block_mask import build_block_mask  # noqa: E402
+from attnforms.mods import create_block_mask  # noqa: E402
 from attnforms.testing import noise_relative_check  # noqa: E402
 
 FACTOR, ATOL = 2.0, 1e-3
@@ -131,7 +131,7 @@ def checks(device, dtype, dry):
         make_kwargs=lambda e: dict(score_mod=alibi_mod(e["slopes"]))))
     doc = (torch.arange(T, device=device) * 3 // T)[None].expand(B, T).contiguous()
     document = lambda b, h, q_idx, kv_idx: doc[b, q_idx] == doc[b, kv_idx]  # noqa: E731
-    bm = build_block_mask(document, B, 1, T, T, 16 if dry else 128, 16 if dry else 128, device=device)
+    bm = create_block_mask(document, B, 1, T, T, 16 if dry else 128, 16 if dry else 128, device=device)
     add("document mask_mod + block_mask", lambda: check(
         "document mask_mod + block_mask", base, dtype=dtype,
         make_kwargs=lambda e: dict(mask_mod=document, block_mask=bm)))

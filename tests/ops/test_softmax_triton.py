@@ -15,10 +15,24 @@ import torch.nn.functional as F
 import attnforms as af
 from attnforms.ops.softmax.api import softmax_attention
 from attnforms.ops.softmax.triton import ModError
-from attnforms.ops.softmax.triton.block_mask import build_block_mask, from_block_maps
+from attnforms.mods import BlockMask, create_block_mask
 from attnforms.testing import noise_relative_check, softmax_inputs
 
 ATOL = 1e-5
+
+
+def from_block_maps(partial: torch.Tensor, full: torch.Tensor, mask_mod, T: int, S: int,
+                    block_q: int, block_kv: int) -> BlockMask:
+    """A BlockMask from bool maps `[1, 1, T_blocks, S_blocks]` of partial and full blocks
+    (disjoint), to test the kernel's reading of a map independently of the mask."""
+    def lists(blocks):
+        order = torch.argsort((~blocks).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        return blocks.sum(-1).to(torch.int32), order
+    kvn, kvi = lists(partial)
+    fkvn, fkvi = lists(full)
+    qn, qi = lists(partial.transpose(-1, -2))
+    fqn, fqi = lists(full.transpose(-1, -2))
+    return BlockMask(kvn, kvi, fkvn, fkvi, qn, qi, fqn, fqi, block_q, block_kv, mask_mod, (T, S))
 
 
 def _leafs(inputs: dict, dtype) -> dict:
@@ -171,7 +185,7 @@ def test_block_mask_skips_blocks_and_matches_reference():
     T = S = 70
     mask_mod = lambda b, h, q, kv: ((q - kv) < 24) | (kv < 8)  # noqa: E731  sliding + global prefix
     inputs = softmax_inputs(2, T, 4, 16, 16)
-    bm = build_block_mask(mask_mod, 1, 1, T, S, block_q=32, block_kv=32)
+    bm = create_block_mask(mask_mod, 1, 1, T, S, block_q=32, block_kv=32)
     assert int(bm.full_kv_num_blocks.sum()) > 0 and int(bm.kv_num_blocks.sum()) > 0
     _check(inputs, mods=lambda dtype: (dict(mask_mod=mask_mod), {}), block_mask=bm)
 
@@ -182,7 +196,7 @@ def test_block_mask_with_packed_sequences():
     limits = torch.tensor([40, 3, 10])
     mask_mod = lambda b, h, q, kv: (q - kv < limits[b]) & (kv <= q)  # noqa: E731
     inputs = softmax_inputs(1, 90, 4, 16, 16, G=2)
-    bm = build_block_mask(mask_mod, 3, 1, 45, 45, block_q=16, block_kv=32)
+    bm = create_block_mask(mask_mod, 3, 1, 45, 45, block_q=16, block_kv=32)
     _check(inputs, mods=lambda dtype: (dict(mask_mod=mask_mod), {}), block_mask=bm, causal=False,
            cu_seqlens=torch.tensor(offsets))
 
@@ -207,7 +221,7 @@ def test_block_mask_semantics_full_blocks_skip_the_mask_empty_blocks_skipped():
 
 def test_block_mask_must_come_from_the_mask_mod():
     inputs = softmax_inputs(1, 8, 2, 16, 16)
-    bm = build_block_mask(lambda b, h, q, kv: q >= kv, 1, 1, 8, 8, 16, 16)
+    bm = create_block_mask(lambda b, h, q, kv: q >= kv, 1, 1, 8, 8, 16, 16)
     with pytest.raises(ValueError, match="block_mask"):
         softmax_attention(**inputs, mask_mod=lambda b, h, q, kv: q >= kv, block_mask=bm, impl="reference")
 
@@ -322,7 +336,7 @@ def test_float64_is_refused_and_auto_does_not_use_the_interpreter():
 def test_triton_with_a_cache_refuses_a_block_mask():
     inputs = softmax_inputs(1, 4, 2, 16, 16, dtype=torch.float32)
     mask_mod = lambda b, h, q, kv: q >= kv  # noqa: E731
-    bm = build_block_mask(mask_mod, 1, 1, 4, 4, 16, 16)
+    bm = create_block_mask(mask_mod, 1, 1, 4, 4, 16, 16)
     state = af.KVCache(torch.zeros(1, 2, 2, 16), torch.zeros(1, 2, 2, 16), torch.tensor([[0, 1]]),
                        torch.tensor([2]))
     with pytest.raises(ValueError, match="block_mask"):
