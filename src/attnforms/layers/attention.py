@@ -22,7 +22,8 @@ from torch import nn
 
 from ..core.states import KVCache
 from ..ops.softmax import softmax_attention
-from .base import Mixer, check_positive, resolve_head_dim
+from ..core.shapes import check_positive_int
+from .base import Mixer, resolve_head_dim
 from .caches import MixerOutput
 from .norms import DEFAULT_EPS, RMSNorm
 from .rotary import DEFAULT_BASE, Rotary, positions_from
@@ -70,20 +71,20 @@ class Attention(Mixer):
         self.d_model, self.n_heads = d_model, n_heads
         self.head_dim = resolve_head_dim(d_model, n_heads, head_dim)
         self.n_query_heads = n_heads if n_query_heads is None else n_query_heads
-        check_positive("n_query_heads", self.n_query_heads)
+        check_positive_int("n_query_heads", self.n_query_heads, allow_none=False)
         if self.n_query_heads > n_heads:
             raise ValueError(
                 f"n_query_heads: expected at most n_heads = {n_heads} (fewer query heads is SQA), "
                 f"got {self.n_query_heads}"
             )
         self.n_kv_heads = self.n_query_heads if n_kv_heads is None else n_kv_heads
-        check_positive("n_kv_heads", self.n_kv_heads)
+        check_positive_int("n_kv_heads", self.n_kv_heads, allow_none=False)
         if self.n_query_heads % self.n_kv_heads:
             raise ValueError(
                 f"n_kv_heads: expected a divisor of the query heads {self.n_query_heads}, got {self.n_kv_heads}"
             )
-        check_positive("window", window, allow_none=True)
-        check_positive("chunk_size", chunk_size, allow_none=True)
+        check_positive_int("window", window)
+        check_positive_int("chunk_size", chunk_size)
         self.window, self.score_mod, self.mask_mod, self.chunk_size = window, score_mod, mask_mod, chunk_size
 
         Hq, G, K = self.n_query_heads, self.n_kv_heads, self.head_dim

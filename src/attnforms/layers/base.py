@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..core.shapes import check_positive_int
 from .caches import MixerOutput
 
 
@@ -70,19 +71,11 @@ class Mixer(nn.Module):
         return MixerOutput(output, cache if keep else None)
 
 
-def check_positive(name: str, value, *, allow_none: bool = False) -> None:
-    """Raise unless `value` is a positive int (or None when allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-
-
 def resolve_head_dim(d_model: int, n_heads: int, head_dim: int | None) -> int:
     """`head_dim`, or `d_model // n_heads` when None (then n_heads must divide d_model)."""
-    check_positive("d_model", d_model)
-    check_positive("n_heads", n_heads)
-    check_positive("head_dim", head_dim, allow_none=True)
+    check_positive_int("d_model", d_model, allow_none=False)
+    check_positive_int("n_heads", n_heads, allow_none=False)
+    check_positive_int("head_dim", head_dim)
     if head_dim is not None:
         return head_dim
     if d_model % n_heads:

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..ops.gated_delta import gated_delta_rule
-from .base import Mixer, check_positive, resolve_head_dim
+from ..core.shapes import check_positive_int
+from .base import Mixer, resolve_head_dim
 from .caches import MixerOutput, RecurrentCache
 from .conv import DEFAULT_CONV_SIZE, ShortConv
 from .norms import DEFAULT_EPS
@@ -45,8 +46,8 @@ class DeltaFamilyLayer(Mixer):
         super().__init__()
         self.d_model, self.n_heads = d_model, n_heads
         self.head_dim = resolve_head_dim(d_model, n_heads, head_dim)
-        check_positive("expand_v", expand_v)
-        check_positive("chunk_size", chunk_size, allow_none=True)
+        check_positive_int("expand_v", expand_v, allow_none=False)
+        check_positive_int("chunk_size", chunk_size)
         self.value_dim = expand_v * self.head_dim
         self.chunk_size, self.norm_eps = chunk_size, norm_eps
         H, K, V = n_heads, self.head_dim, self.value_dim

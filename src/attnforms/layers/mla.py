@@ -33,7 +33,8 @@ from ..core.dispatch import resolve_form
 from ..core.states import KVCache
 from ..ops.softmax import FAMILY as SOFTMAX
 from ..ops.softmax import softmax_attention
-from .base import Mixer, check_positive, resolve_head_dim
+from ..core.shapes import check_positive_int
+from .base import Mixer, resolve_head_dim
 from .caches import LatentCache, MixerOutput
 from .norms import DEFAULT_EPS, RMSNorm
 from .rotary import DEFAULT_BASE, Rotary, positions_from
@@ -69,10 +70,10 @@ class MultiHeadLatentAttention(Mixer):
         if not isinstance(self.rope_dim, int) or self.rope_dim < 0 or self.rope_dim % 2:
             raise ValueError(f"rope_dim: expected an even int >= 0, got {self.rope_dim!r}")
         self.v_dim = self.nope_dim if v_dim is None else v_dim
-        check_positive("v_dim", self.v_dim)
-        check_positive("kv_rank", kv_rank)
-        check_positive("q_rank", q_rank, allow_none=True)
-        check_positive("chunk_size", chunk_size, allow_none=True)
+        check_positive_int("v_dim", self.v_dim, allow_none=False)
+        check_positive_int("kv_rank", kv_rank, allow_none=False)
+        check_positive_int("q_rank", q_rank)
+        check_positive_int("chunk_size", chunk_size)
         self.kv_rank, self.chunk_size = kv_rank, chunk_size
 
         H, N, P, V, R = n_heads, self.nope_dim, self.rope_dim, self.v_dim, kv_rank

@@ -10,7 +10,8 @@ from torch import nn
 from ..ops.aaren import aaren
 from ..ops.mlstm import mlstm
 from ..ops.mlstm.api import INPUT_GATES
-from .base import Mixer, check_positive, resolve_head_dim
+from ..core.shapes import check_positive_int
+from .base import Mixer, resolve_head_dim
 from .caches import MixerOutput, RecurrentCache
 from .conv import DEFAULT_CONV_SIZE, ShortConv
 from .gates import OutputGate
@@ -46,7 +47,7 @@ class MLSTMLayer(Mixer):
         super().__init__()
         if input_gate not in INPUT_GATES:
             raise ValueError(f"input_gate: expected one of {INPUT_GATES}, got {input_gate!r}")
-        check_positive("chunk_size", chunk_size, allow_none=True)
+        check_positive_int("chunk_size", chunk_size)
         self.d_model, self.n_heads, self.input_gate, self.chunk_size = d_model, n_heads, input_gate, chunk_size
         self.head_dim = K = resolve_head_dim(d_model, n_heads, head_dim)
         H = n_heads
@@ -104,7 +105,7 @@ class AarenLayer(Mixer):
     def __init__(self, d_model: int, n_heads: int, *, head_dim: int | None = None,
                  chunk_size: int | None = None):
         super().__init__()
-        check_positive("chunk_size", chunk_size, allow_none=True)
+        check_positive_int("chunk_size", chunk_size)
         self.d_model, self.n_heads, self.chunk_size = d_model, n_heads, chunk_size
         self.head_dim = K = resolve_head_dim(d_model, n_heads, head_dim)
         self.query = nn.Parameter(torch.empty(n_heads, K))
