@@ -123,8 +123,10 @@ def _state_kernel(k, v, b, li, states, states_n, chunk_m, initial_C, initial_n, 
             b_k = tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0.0).to(tl.float32)
             b_v = tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & (o_v < V)[None, :], other=0.0).to(tl.float32)
             b_kw = b_k * tl.exp(b_a)[:, None]
-            # [BK, BS] @ [BS, BV] -> [BK, BV]
-            b_C += tl.dot(tl.trans(b_kw), b_v)
+            # [BK, BS] @ [BS, BV] -> [BK, BV]. tf32x3 (three tf32 products, about float32
+            # accuracy): with one tf32 product the float32 state missed the noise rule on
+            # the H200 (final C 40x over its bound, bench/results/dev/*-mlstm-*).
+            b_C += tl.dot(tl.trans(b_kw), b_v, input_precision="tf32x3")
             b_n += tl.sum(b_kw, axis=0)
         b_m = m_out
     if STORE_FINAL:
