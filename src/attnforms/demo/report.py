@@ -72,8 +72,11 @@ def _markdown(results: dict) -> str:
     ]
     t0a = results["tasks"]["T0-a"]
     parts += [main_table(results), "",
-              f"- Sliding window W 8: fraction of queries whose key is < 2·8 tokens back "
-              f"(counted on generated batches): **{t0a['window_reach']:.3f}**.",
+              f"- Sliding window W 8: fraction of queries whose key lies within the model's receptive "
+              f"field, {t0a.get('window_reach_tokens', '?')} tokens back (two windows of 8 and the block "
+              f"convolution before each; counted on generated batches): **{t0a['window_reach']:.3f}**; "
+              f"without the convolution (quality-anchors T0-c's count, < 2·8 tokens back): "
+              f"{t0a.get('window_reach_no_conv', float('nan')):.3f}.",
               f"- Chance without lookup (uniform over the context's values, 1/K): "
               f"**{t0a['chance']['context_values']:.3f}**; uniform over the value vocabulary: "
               f"{t0a['chance']['value_vocabulary']:.4f}.",

@@ -15,7 +15,7 @@ from ..tasks import MQAR_SETTINGS, CharLM
 from ..tasks.train import TrainConfig, train
 from .costs import decode_cost
 from .lineup import LABELS, PRESET_NAMES, SHORT_CONV_NOTE, lineup, state_bytes_per_layer
-from .mqar_baselines import chance_accuracy, window_reach_fraction
+from .mqar_baselines import chance_accuracy, receptive_field, window_reach_fraction
 from .report import write_report
 from .settings import DemoSettings, settings_for
 
@@ -109,7 +109,14 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
         block = {"task": {"name": task.name, **task.__dict__}, "metric": task.metric, "steps": steps,
                  "results": task_results}
         if task.name == "mqar":
-            block["window_reach"] = window_reach_fraction(task, SWA_WINDOW)
+            # The receptive field of the demo's sliding-window model: its windows and the
+            # block convolution before each of them (mqar_baselines.receptive_field).
+            config = task_entries[0].config
+            conv_size = config.conv_size if config.block_conv else 1
+            block["window_reach"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers,
+                                                          conv_size=conv_size)
+            block["window_reach_tokens"] = receptive_field(SWA_WINDOW, layers=config.n_layers, conv_size=conv_size)
+            block["window_reach_no_conv"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers)
             block["chance"] = chance_accuracy(task)
         results["tasks"][name] = block
         if name == "T0-a":
