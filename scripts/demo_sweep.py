@@ -9,6 +9,7 @@ Prints one line per run: preset, lr, steps, warm-up, batch, the accuracy curve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import time
 
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--eval-examples", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--stop-at", type=float, default=None)
+    parser.add_argument("--chunk", type=int, default=None, help="ModelConfig.chunk_size")
     parser.add_argument("--patch", action="append", default=[],
                         help="screen a constant: module:NAME=value (e.g. attnforms.layers.recurrent:INPUT_GATE_BIAS_STD=0.0)")
     args = parser.parse_args()
@@ -43,15 +46,16 @@ def main() -> None:
     (entry,) = lineup(task.vocab_size, n_heads=1, presets=(args.preset,))
     for lr in (float(x) for x in args.lrs.split(",")):
         torch.manual_seed(args.seed)
-        model = models.build_model(entry.config)
+        model = models.build_model(dataclasses.replace(entry.config, chunk_size=args.chunk))
         config = TrainConfig(steps=args.steps, batch_size=args.batch, lr=lr, warmup_steps=args.warmup,
                              eval_every=args.eval_every, eval_examples=args.eval_examples,
-                             train_examples=20_000, seed=args.seed, device="cpu", progress=False)
+                             train_examples=20_000, seed=args.seed, device="cpu", progress=False,
+                             stop_at=args.stop_at)
         start = time.perf_counter()
         log = train(model, task, config)
         curve = " ".join(f"{e['step']}:{e['accuracy']:.3f}" for e in log["evals"])
         print(f"{args.preset} {' '.join(args.patch)} lr={lr:g} steps={args.steps} warmup={args.warmup} batch={args.batch} "
-              f"seed={args.seed} | {curve} | final {log['final']['accuracy']:.3f} "
+              f"seed={args.seed} | {curve} | final {log['final']['accuracy']:.3f} at {log['stopped_at']} "
               f"| {time.perf_counter() - start:.0f} s", flush=True)
 
 
