@@ -42,10 +42,11 @@ def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, see
     model = models.build_model(entry.config)
     config = TrainConfig(
         steps=steps, batch_size=settings.batch_size, lr=settings.lr_for(entry.preset),
-        warmup_steps=min(settings.warmup_steps, steps), eval_every=min(settings.eval_every, steps),
+        warmup_steps=settings.warmup_for(entry.preset, steps), eval_every=min(settings.eval_every, steps),
         eval_examples=settings.eval_examples,
         train_examples=settings.train_examples if task.name == "mqar" else None,
         seed=seed, device=device, progress=False,
+        stop_at=settings.stop_at if task.name == "mqar" else None,
     )
     start = time.perf_counter()
     log = train(model, task, config)
@@ -54,8 +55,8 @@ def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, see
     timed = [e["tokens_per_s"] for e in log["evals"]]
     return {
         "label": entry.label, "d_model": entry.config.d_model, "n_heads": entry.config.n_heads,
-        "lr": settings.lr_for(entry.preset),
-        "parameters": entry.parameters, metric: log["final"][metric],
+        "lr": settings.lr_for(entry.preset), "warmup_steps": settings.warmup_for(entry.preset, steps),
+        "parameters": entry.parameters, metric: log["final"][metric], "steps": log["stopped_at"],
         "curve": [[e["step"], e[metric]] for e in log["evals"]],
         "tokens_per_s": sum(timed) / len(timed), "train_s": seconds,
         "state_bytes_per_layer": state_bytes_per_layer(entry.config, task.seq_len),
@@ -85,14 +86,15 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
     torch.set_num_threads(threads)
 
     t0a = MQAR_SETTINGS["T0-a"].task
-    entries = lineup(t0a.vocab_size, n_heads=1, presets=presets)
+    chunk = settings.chunk_size
+    entries = lineup(t0a.vocab_size, n_heads=1, presets=presets, chunk_size=chunk)
     runs = [("T0-a", t0a, entries, settings.steps)]
     if settings.t0b:
         t0b = MQAR_SETTINGS["T0-b"].task
-        runs.append(("T0-b", t0b, lineup(t0b.vocab_size, n_heads=8, presets=presets), settings.steps))
+        runs.append(("T0-b", t0b, lineup(t0b.vocab_size, n_heads=8, presets=presets, chunk_size=chunk), settings.steps))
     if settings.char_lm_steps:
         char = CharLM(seq_len=128, corpus="pydoc_topics")
-        runs.append(("char-LM", char, lineup(char.vocab_size, n_heads=1, presets=presets), settings.char_lm_steps))
+        runs.append(("char-LM", char, lineup(char.vocab_size, n_heads=1, presets=presets, chunk_size=chunk), settings.char_lm_steps))
     total = sum(len(r[2]) for r in runs) + len(entries) + 1
     bar = tqdm(total=total, disable=not progress, unit="job", dynamic_ncols=True, leave=False)
 
