@@ -177,6 +177,27 @@ def test_gates_are_log_decays_with_the_papers_initialisation():
     assert torch.allclose(torch.exp(16 * gla(x)), torch.sigmoid(gla.proj(x)).view(B, T, H, 8))
 
 
+def test_mlstm_gates_start_as_in_the_xlstm_cell_and_do_not_starve_the_read_out():
+    torch.manual_seed(0)
+    layer = MLSTMLayer(D, H)
+    # xLSTM's mLSTMCell.reset_parameters: gate weights 0, input bias N(0, 0.1²), forget
+    # biases linspace(3, 6) over the heads.
+    assert not layer.i_proj.weight.any() and not layer.f_proj.weight.any()
+    assert torch.equal(layer.f_proj.bias, torch.linspace(3.0, 6.0, H))
+    assert float(layer.i_proj.bias.abs().max()) < 0.5
+    # With exp(i) ≈ 1 the cell output h = Cᵀq / max(|nᵀq|, exp(-m)) is of order 1, so its
+    # mean square is far above the output RMSNorm's eps and the norm takes it to unit RMS
+    # (x / sqrt(mean(x²) + eps) has RMS sqrt(ms / (ms + eps))). An input-gate bias of -10
+    # leaves mean(h²) near 1e-9 and the normalised read-out near 0.03 RMS.
+    seen = []
+    layer.norm.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+    layer(torch.randn(B, T, D))
+    h, normed = seen[0]
+    mean_square = h.square().mean(-1)
+    assert float(mean_square.median()) > 1e3 * layer.norm.eps
+    assert float(normed.square().mean(-1).sqrt().median()) > 0.99
+
+
 def test_l2_normalize_gives_unit_vectors():
     x = torch.randn(3, 5, 7, dtype=torch.float64) * 10
     assert torch.allclose(l2_normalize(x).norm(dim=-1), torch.ones(3, 5, dtype=torch.float64))

@@ -84,6 +84,25 @@ def test_resuming_gives_the_losses_of_an_uninterrupted_run(tiny_model, tmp_path,
         assert torch.equal(a, b)
 
 
+def test_stop_at_ends_training_after_the_first_evaluation_that_reaches_it(tiny_model, tmp_path):
+    whole = train(tiny_model(TASK.vocab_size), TASK, config(steps=40, eval_every=4))
+    assert whole["stopped_at"] == 40
+    # The threshold: the accuracy of an evaluation in the middle of the uninterrupted run,
+    # so the same run (same seed, same data) must stop exactly at the first one reaching it.
+    accuracies = [e["accuracy"] for e in whole["evals"]]
+    threshold = accuracies[len(accuracies) // 2]
+    first = next(e["step"] for e in whole["evals"] if e["accuracy"] >= threshold)
+    c = config(steps=40, eval_every=4, stop_at=threshold, out_dir=str(tmp_path / "run"))
+    stopped = train(tiny_model(TASK.vocab_size), TASK, c)
+    assert stopped["stopped_at"] == first == stopped["final"]["step"]
+    assert len(stopped["train_losses"]) == first
+    assert stopped["train_losses"] == whole["train_losses"][:first]
+    assert [step for step, _ in saved_steps(tmp_path / "run")][-1] == first
+    # Resuming a run that has stopped trains no further.
+    again = train(tiny_model(TASK.vocab_size), TASK, c, resume=tmp_path / "run")
+    assert again["stopped_at"] == first and len(again["train_losses"]) == first
+
+
 def test_runs_are_reproducible_from_the_seed(tiny_model):
     first = train(tiny_model(TASK.vocab_size), TASK, config(steps=5, seed=3))
     second = train(tiny_model(TASK.vocab_size), TASK, config(steps=5, seed=3))
@@ -94,7 +113,8 @@ def test_runs_are_reproducible_from_the_seed(tiny_model):
 
 def test_the_log_has_its_documented_fields_and_is_written_as_json(tiny_model, tmp_path):
     log = train(tiny_model(TASK.vocab_size), TASK, config(steps=10, eval_every=4, out_dir=str(tmp_path)))
-    assert set(log) == {"task", "config", "model", "device", "precision", "metric", "evals", "train_losses", "final"}
+    assert set(log) == {"task", "config", "model", "device", "precision", "metric", "evals", "train_losses", "final",
+                        "stopped_at"}
     assert log["task"] == {"name": "mqar", "vocab_size": 32, "seq_len": 16, "num_pairs": 2, "power_a": 0.01,
                            "num_passes": 1, "random_non_queries": False}
     assert (log["device"], log["precision"], log["metric"]) == ("cpu", "float32", "accuracy")

@@ -44,13 +44,16 @@ class Entry:
     parameters: int
 
 
-def lineup(vocab_size: int, n_heads: int = 1, n_layers: int = 2, presets=PRESET_NAMES) -> list[Entry]:
+def lineup(vocab_size: int, n_heads: int = 1, n_layers: int = 2, presets=PRESET_NAMES,
+           chunk_size: int | None = None) -> list[Entry]:
     """Every formulation in `presets` at the width whose parameter count is closest to the
-    softmax transformer's at width 64 (`match_parameters`)."""
+    softmax transformer's at width 64 (`match_parameters`). chunk_size: the mixers' chunk
+    length (None: the ops' default); it changes speed only, not what a model computes."""
     unknown = [name for name in presets if name not in LABELS]
     if unknown:
         raise ValueError(f"presets: unknown {unknown}; the demo knows {', '.join(PRESET_NAMES)}")
-    common = dict(n_layers=n_layers, n_heads=n_heads, vocab_size=vocab_size, block_conv=True, short_conv=False)
+    common = dict(n_layers=n_layers, n_heads=n_heads, vocab_size=vocab_size, block_conv=True, short_conv=False,
+                  chunk_size=chunk_size)
     target = models.count_parameters(models.preset_config(REFERENCE_PRESET, d_model=REFERENCE_WIDTH, **common))
     entries = []
     for name, label, extra in FORMULATIONS:

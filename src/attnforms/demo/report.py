@@ -35,12 +35,13 @@ def main_table(results: dict, task: str = "T0-a") -> str:
     block = results["tasks"][task]
     metric = block["metric"]
     lines = [f"| formulation | width | params | state B/layer/seq @T={block['task']['seq_len']} | "
-             f"peak lr | {metric.replace('_', ' ')} | train tok/s | T0-a expectation |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"peak lr | steps | {metric.replace('_', ' ')} | train tok/s | T0-a expectation |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for preset, row in block["results"].items():
         note = _expectation(preset, block) if task == "T0-a" else ""
         lines.append(f"| {row['label']} | {row['d_model']} | {row['parameters']:,} | "
-                     f"{row['state_bytes_per_layer']:,.0f} | {row['lr']:g} | {row[metric]:.3f} | "
+                     f"{row['state_bytes_per_layer']:,.0f} | {row['lr']:g} | {row.get('steps', block['steps'])} | "
+                     f"{row[metric]:.3f} | "
                      f"{row['tokens_per_s']:,.0f} | {note} |")
     return "\n".join(lines)
 
@@ -65,15 +66,21 @@ def _markdown(results: dict) -> str:
         f"## Check\n\n`attnforms check`: {check['passed']} of {check['rows']} rows pass"
         + ("." if not check["failed"] else ":\n\n" + "\n".join(f"- FAIL {f}" for f in check["failed"])) + "\n",
         "## MQAR T0-a\n",
-        f"Training: {s['steps']} steps, batch {s['batch_size']}, peak lr per formulation (the table), AdamW, "
-        f"{s['train_examples']} training examples; accuracy on {s['eval_examples']} held-out examples. "
+        f"Training: at most {s['steps']} steps, batch {s['batch_size']}, peak lr per formulation (the table), "
+        f"AdamW, {s['train_examples']} training examples; accuracy on {s['eval_examples']} held-out examples"
+        + (f", evaluated every {s['eval_every']} steps; a run stops at the first evaluation with accuracy "
+           f"≥ {s['stop_at']} (as Zoology's MQAR runs do; *steps* is where it stopped)"
+           if s.get("stop_at") else "") + ". "
         f"Models: 2 blocks, 1 head, equal parameter count (widths from `match_parameters`). "
         f"Short convolution: {results['short_conv']}.\n",
     ]
     t0a = results["tasks"]["T0-a"]
     parts += [main_table(results), "",
-              f"- Sliding window W 8: fraction of queries whose key is < 2·8 tokens back "
-              f"(counted on generated batches): **{t0a['window_reach']:.3f}**.",
+              f"- Sliding window W 8: fraction of queries whose key lies within the model's receptive "
+              f"field, {t0a.get('window_reach_tokens', '?')} tokens back (two windows of 8 and the block "
+              f"convolution before each; counted on generated batches): **{t0a['window_reach']:.3f}**; "
+              f"without the convolution (quality-anchors T0-c's count, < 2·8 tokens back): "
+              f"{t0a.get('window_reach_no_conv', float('nan')):.3f}.",
               f"- Chance without lookup (uniform over the context's values, 1/K): "
               f"**{t0a['chance']['context_values']:.3f}**; uniform over the value vocabulary: "
               f"{t0a['chance']['value_vocabulary']:.4f}.",

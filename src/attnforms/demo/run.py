@@ -15,7 +15,7 @@ from ..tasks import MQAR_SETTINGS, CharLM
 from ..tasks.train import TrainConfig, train
 from .costs import decode_cost
 from .lineup import LABELS, PRESET_NAMES, SHORT_CONV_NOTE, lineup, state_bytes_per_layer
-from .mqar_baselines import chance_accuracy, window_reach_fraction
+from .mqar_baselines import chance_accuracy, receptive_field, window_reach_fraction
 from .report import write_report
 from .settings import DemoSettings, settings_for
 
@@ -42,10 +42,11 @@ def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, see
     model = models.build_model(entry.config)
     config = TrainConfig(
         steps=steps, batch_size=settings.batch_size, lr=settings.lr_for(entry.preset),
-        warmup_steps=min(settings.warmup_steps, steps), eval_every=min(settings.eval_every, steps),
+        warmup_steps=settings.warmup_for(entry.preset, steps), eval_every=min(settings.eval_every, steps),
         eval_examples=settings.eval_examples,
         train_examples=settings.train_examples if task.name == "mqar" else None,
         seed=seed, device=device, progress=False,
+        stop_at=settings.stop_at if task.name == "mqar" else None,
     )
     start = time.perf_counter()
     log = train(model, task, config)
@@ -54,8 +55,8 @@ def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, see
     timed = [e["tokens_per_s"] for e in log["evals"]]
     return {
         "label": entry.label, "d_model": entry.config.d_model, "n_heads": entry.config.n_heads,
-        "lr": settings.lr_for(entry.preset),
-        "parameters": entry.parameters, metric: log["final"][metric],
+        "lr": settings.lr_for(entry.preset), "warmup_steps": settings.warmup_for(entry.preset, steps),
+        "parameters": entry.parameters, metric: log["final"][metric], "steps": log["stopped_at"],
         "curve": [[e["step"], e[metric]] for e in log["evals"]],
         "tokens_per_s": sum(timed) / len(timed), "train_s": seconds,
         "state_bytes_per_layer": state_bytes_per_layer(entry.config, task.seq_len),
@@ -85,14 +86,15 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
     torch.set_num_threads(threads)
 
     t0a = MQAR_SETTINGS["T0-a"].task
-    entries = lineup(t0a.vocab_size, n_heads=1, presets=presets)
+    chunk = settings.chunk_size
+    entries = lineup(t0a.vocab_size, n_heads=1, presets=presets, chunk_size=chunk)
     runs = [("T0-a", t0a, entries, settings.steps)]
     if settings.t0b:
         t0b = MQAR_SETTINGS["T0-b"].task
-        runs.append(("T0-b", t0b, lineup(t0b.vocab_size, n_heads=8, presets=presets), settings.steps))
+        runs.append(("T0-b", t0b, lineup(t0b.vocab_size, n_heads=8, presets=presets, chunk_size=chunk), settings.steps))
     if settings.char_lm_steps:
         char = CharLM(seq_len=128, corpus="pydoc_topics")
-        runs.append(("char-LM", char, lineup(char.vocab_size, n_heads=1, presets=presets), settings.char_lm_steps))
+        runs.append(("char-LM", char, lineup(char.vocab_size, n_heads=1, presets=presets, chunk_size=chunk), settings.char_lm_steps))
     total = sum(len(r[2]) for r in runs) + len(entries) + 1
     bar = tqdm(total=total, disable=not progress, unit="job", dynamic_ncols=True, leave=False)
 
@@ -109,7 +111,14 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
         block = {"task": {"name": task.name, **task.__dict__}, "metric": task.metric, "steps": steps,
                  "results": task_results}
         if task.name == "mqar":
-            block["window_reach"] = window_reach_fraction(task, SWA_WINDOW)
+            # The receptive field of the demo's sliding-window model: its windows and the
+            # block convolution before each of them (mqar_baselines.receptive_field).
+            config = task_entries[0].config
+            conv_size = config.conv_size if config.block_conv else 1
+            block["window_reach"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers,
+                                                          conv_size=conv_size)
+            block["window_reach_tokens"] = receptive_field(SWA_WINDOW, layers=config.n_layers, conv_size=conv_size)
+            block["window_reach_no_conv"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers)
             block["chance"] = chance_accuracy(task)
         results["tasks"][name] = block
         if name == "T0-a":

@@ -12,7 +12,9 @@ task, on CPU or GPU, seeded, checkpointed and resumable.
 - bf16 autocast on CUDA, float32 on the CPU (`precision="auto"`); the loss is taken in
   float32 either way.
 - Evaluation every `eval_every` steps and at the end, on one fixed held-out set drawn
-  from seed `seed + 2**31` (split "validation").
+  from seed `seed + 2**31` (split "validation"). With `stop_at`, training ends after the
+  first evaluation whose metric reaches it (Zoology's MQAR runs stop once validation
+  accuracy exceeds 0.99); the learning-rate schedule stays the one of `steps`.
 - Reproducible: training data comes from a generator seeded with `seed` and torch's
   global RNG (dropout) is seeded with `seed` at the start. On the CPU in float32 a run
   resumed from a checkpoint gives bit-identical losses to an uninterrupted run; on a GPU
@@ -30,6 +32,7 @@ The log (returned, and written to `<out_dir>/log.json` at every evaluation):
                   evaluation), wall_s (wall time since the run started, across resumes)
     train_losses  the loss of every step
     final         the last entry of evals
+    stopped_at    the step training stopped at: `steps`, or earlier with `stop_at`
 """
 from __future__ import annotations
 
@@ -73,7 +76,8 @@ class TrainConfig:
     out_dir: where the log and checkpoints go (None: nothing is written).
     checkpoint_every: steps between checkpoints (None: eval_every); one is always
     written at the end. keep_checkpoints: newest checkpoints kept (None: all).
-    progress: show a tqdm bar."""
+    progress: show a tqdm bar. stop_at: None, or stop after the first evaluation whose
+    metric reaches it (accuracy >= stop_at; bits per char <= stop_at)."""
 
     steps: int
     batch_size: int = 64
@@ -94,6 +98,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     keep_checkpoints: int | None = 1
     progress: bool = True
+    stop_at: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "eval_examples"):
@@ -115,6 +120,8 @@ class TrainConfig:
             raise ValueError(f"min_lr_ratio: expected a float in [0, 1], got {self.min_lr_ratio!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip: expected > 0 or None, got {self.grad_clip!r}")
+        if self.stop_at is not None and not (isinstance(self.stop_at, (int, float)) and self.stop_at > 0):
+            raise ValueError(f"stop_at: expected a number > 0 or None, got {self.stop_at!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
 
@@ -177,6 +184,15 @@ def evaluate(
         metric_sum, count = metric_sum + numerator, count + scored
     model.train(was_training)
     return loss_sum / max(count, 1), metric_sum / max(count, 1)
+
+
+def _reached(entry: dict | None, metric: str, stop_at: float | None) -> bool:
+    """Whether an evaluation entry reaches `stop_at` (higher is better for accuracy,
+    lower for bits per char)."""
+    if stop_at is None or entry is None:
+        return False
+    value = entry[metric]
+    return value <= stop_at if metric == "bits_per_char" else value >= stop_at
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -254,7 +270,7 @@ def train(
         "task": describe(task), "config": dataclasses.asdict(config),
         "model": {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters())},
         "device": str(device), "precision": "bf16" if bf16 else "float32", "metric": task.metric,
-        "evals": [], "train_losses": [], "final": None,
+        "evals": [], "train_losses": [], "final": None, "stopped_at": None,
     }
     # since_eval: losses of the steps after the last evaluation; wall_before: wall time of
     # the runs this one resumes.
@@ -265,6 +281,8 @@ def train(
         state = _restore(resume, model, optimizer, stream, task, device, load_model)
         start_step, wall_before, since_eval = state["step"], state["wall_s"], state["since_eval"]
         log.update({key: state["log"][key] for key in ("evals", "train_losses", "final")})
+        if _reached(log["final"], task.metric, config.stop_at):
+            start_step = config.steps  # it had already stopped: nothing left to train
 
     checkpoint_every = config.checkpoint_every or config.eval_every
     tokens_per_step = config.batch_size * task.seq_len
@@ -279,6 +297,7 @@ def train(
         since_eval.extend(values)
         pending.clear()
 
+    stopped_at = config.steps
     for step in range(start_step, config.steps):
         step_start = time.perf_counter()
         lr = learning_rate_at(step, config)
@@ -317,6 +336,9 @@ def train(
             if config.progress:
                 bar.write(f"step {done}: train loss {entry['train_loss']:.4f}, eval loss {eval_loss:.4f}, "
                           f"{task.metric} {value:.4f}")
+            if _reached(entry, task.metric, config.stop_at):
+                stopped_at = done
+                checkpointing = config.out_dir is not None
             _write_log(config.out_dir, log)
         if checkpointing:
             trainer_state = {
@@ -327,7 +349,11 @@ def train(
             }
             write_checkpoint(Path(config.out_dir), done, model, optimizer, trainer_state, save_model,
                              config.keep_checkpoints)
+        if stopped_at == done:
+            break
     bar.close()
     read_losses()
+    # A resumed run that had already stopped trains no further: it stopped at its last evaluation.
+    log["stopped_at"] = stopped_at if start_step < config.steps or log["final"] is None else log["final"]["step"]
     _write_log(config.out_dir, log)
     return log
