@@ -9,7 +9,10 @@ from attnforms.demo.lineup import PRESET_NAMES, lineup
 from attnforms.demo.report import PLOTS
 
 
-def test_quick_demo_writes_the_report(tmp_path, capsys):
+def test_quick_demo_writes_the_report(tmp_path, capsys, monkeypatch):
+    # As on a CPU machine: the demo's check runs the reference (the interpreted kernel
+    # rows take minutes; tests/test_cli.py has them as a slow test).
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     out = tmp_path / "report"
     assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     for name in ("report.md", "results.json", *PLOTS):
