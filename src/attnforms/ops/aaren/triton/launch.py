@@ -10,6 +10,7 @@ import functools
 import torch
 import triton
 
+from ....kernels.sequences import sequence_offsets
 from .recurrent import _recurrent_kernel
 from .scan import _scan_bwd_kernel, _scan_fwd_kernel, _score_bwd_kernel, _score_kernel
 
@@ -19,10 +20,6 @@ CHUNK = 64
 # Value tile of the scans: more tiles, more programs walking each sequence in parallel.
 SCAN_BV = 64
 SCAN_WARPS = 8
-
-
-def sequence_offsets(B: int, T: int, offsets) -> tuple[int, ...]:
-    return tuple(range(0, B * T + 1, T)) if offsets is None else tuple(int(x) for x in offsets)
 
 
 @functools.lru_cache(maxsize=64)

@@ -2,17 +2,7 @@
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT: tl.constexpr):
-    """The sequence of global chunk i_c: (sequence index, first token row of the chunk,
-    number of valid rows in it)."""
-    i_n = tl.load(chunk_indices + i_c * 2).to(tl.int64)
-    i_t = tl.load(chunk_indices + i_c * 2 + 1).to(tl.int64)
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    start = bos + i_t * BT
-    return i_n, start, tl.minimum(eos - start, BT)
+from ....kernels.sequences import chunk_bounds as _chunk_bounds  # noqa: F401  (re-exported)
 
 
 @triton.jit

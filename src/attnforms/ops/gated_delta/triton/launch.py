@@ -11,6 +11,10 @@ from typing import NamedTuple
 import torch
 import triton
 
+from ....kernels.sequences import (
+    batch_cu_seqlens as _batch_cu_seqlens, chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens,
+    sequence_offsets,
+)
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
 from .chunk_fwd import _state_output_kernel
@@ -57,41 +61,6 @@ BWD_BK, BWD_BV, BWD_WARPS, BWD_STAGES = 32, 64, 8, 2
 def gate_mode(g: torch.Tensor | None) -> int:
     """0: no decay, 1: one log-decay per head `[B, T, H]`, 2: one per key channel."""
     return 0 if g is None else (1 if g.ndim == 3 else 2)
-
-
-def sequence_offsets(B: int, T: int, offsets: list[int] | None) -> tuple[int, ...]:
-    """Packed-sequence offsets; a plain batch is B sequences of length T."""
-    return tuple(range(0, B * T + 1, T)) if offsets is None else tuple(offsets)
-
-
-@functools.lru_cache(maxsize=64)
-def _cu_seqlens(offsets: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """`[N + 1]` int64 offsets on `device`, made once per packing: a host to device copy
-    on every call would cost more than a decoding step."""
-    return torch.tensor(offsets, dtype=torch.int64, device=device)
-
-
-@functools.lru_cache(maxsize=64)
-def _batch_cu_seqlens(B: int, T: int, device: torch.device) -> torch.Tensor:
-    """`_cu_seqlens` of a plain batch, keyed by (B, T): no offsets tuple to build and hash
-    on every decoding step."""
-    return torch.arange(0, B * T + 1, T, dtype=torch.int64, device=device)
-
-
-@functools.lru_cache(maxsize=64)
-def _chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.device):
-    """Chunk tables of one packing, made once per (offsets, chunk size, device).
-
-    Returns chunk_indices `[chunks, 2]` int32 (sequence, chunk in sequence) and
-    chunk_base `[N]` int64 (global id of each sequence's first chunk).
-    """
-    chunk_counts = [triton.cdiv(end - start, chunk_size) for start, end in zip(offsets, offsets[1:])]
-    chunk_indices = torch.tensor(
-        [[n, t] for n, count in enumerate(chunk_counts) for t in range(count)],
-        dtype=torch.int32, device=device,
-    )
-    chunk_base = torch.tensor([0] + chunk_counts[:-1], device=device).cumsum(0)
-    return chunk_indices, chunk_base
 
 
 @functools.lru_cache(maxsize=8)

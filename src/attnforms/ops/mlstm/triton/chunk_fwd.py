@@ -22,16 +22,7 @@ compile-time constant. STABILISE: exp input gate (running max) or sigmoid (m = 0
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT: tl.constexpr):
-    """(sequence, first row of chunk i_c, valid rows in it)."""
-    i_n = tl.load(chunk_indices + i_c * 2).to(tl.int64)
-    i_t = tl.load(chunk_indices + i_c * 2 + 1).to(tl.int64)
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    start = bos + i_t * BT
-    return i_n, start, tl.minimum(eos - start, BT)
+from ....kernels.sequences import chunk_bounds as _chunk_bounds
 
 
 @triton.jit

@@ -5,7 +5,6 @@ Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packe
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -13,6 +12,8 @@ import torch
 import triton
 
 from ....core.constants import MLSTM_EPS
+from ....kernels.sequences import chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens
+from ....kernels.sequences import sequence_offsets
 from .chunk_bwd import _dkv_kernel, _dq_kernel, _gate_bwd_kernel, _state_bwd_kernel
 from .chunk_fwd import _gate_kernel, _output_kernel, _state_kernel
 from .recurrent_fwd import _recurrent_kernel
@@ -51,26 +52,6 @@ NATIVE_ON_CPU = False
 def _native(device: torch.device) -> bool:
     """Half-precision `tl.dot` operands on the GPU; float32 under the interpreter."""
     return device.type == "cuda" or NATIVE_ON_CPU
-
-
-def sequence_offsets(B: int, T: int, offsets) -> tuple[int, ...]:
-    return tuple(range(0, B * T + 1, T)) if offsets is None else tuple(int(x) for x in offsets)
-
-
-@functools.lru_cache(maxsize=64)
-def _cu_seqlens(offsets: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    return torch.tensor(offsets, dtype=torch.int64, device=device)
-
-
-@functools.lru_cache(maxsize=64)
-def _chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.device):
-    """chunk_indices `[chunks, 2]` int32 (sequence, chunk in sequence) and chunk_base
-    `[N]` int64 (global id of each sequence's first chunk)."""
-    counts = [triton.cdiv(end - start, chunk_size) for start, end in zip(offsets, offsets[1:])]
-    indices = torch.tensor([[n, t] for n, c in enumerate(counts) for t in range(c)],
-                           dtype=torch.int32, device=device).reshape(-1, 2)
-    base = torch.tensor([0] + counts[:-1], device=device).cumsum(0)
-    return indices, base
 
 
 class Tiles(NamedTuple):

@@ -1,0 +1,67 @@
+"""Packed sequences and their chunks, shared by every chunked kernel family.
+
+A batch is addressed as packed sequences: `cu_seqlens [N + 1]` int64 offsets (a plain
+batch `[B, T]` is B sequences of length T), and a chunked kernel's program `i_c` finds
+its chunk through `chunk_indices [chunks, 2]` int32 (sequence, chunk in sequence). T is
+then never a compile-time constant, so a new length never recompiles a kernel.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+
+def sequence_offsets(B: int, T: int, offsets) -> tuple[int, ...]:
+    """Packed-sequence offsets as a tuple; a plain batch is B sequences of length T."""
+    return tuple(range(0, B * T + 1, T)) if offsets is None else tuple(int(x) for x in offsets)
+
+
+@functools.lru_cache(maxsize=64)
+def cu_seqlens_tensor(offsets: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """`[N + 1]` int64 offsets on `device`, made once per packing: a host to device copy
+    on every call would cost more than a decoding step."""
+    return torch.tensor(offsets, dtype=torch.int64, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def batch_cu_seqlens(B: int, T: int, device: torch.device) -> torch.Tensor:
+    """`cu_seqlens_tensor` of a plain batch, keyed by (B, T): no offsets tuple to build
+    and hash on every decoding step."""
+    return torch.arange(0, B * T + 1, T, dtype=torch.int64, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.device):
+    """Chunk tables of one packing, made once per (offsets, chunk size, device).
+
+    Returns chunk_indices `[chunks, 2]` int32 (sequence, chunk in sequence) and
+    chunk_base `[N]` int64 (global id of each sequence's first chunk).
+    """
+    counts = [triton.cdiv(end - start, chunk_size) for start, end in zip(offsets, offsets[1:])]
+    chunk_indices = torch.tensor([[n, t] for n, count in enumerate(counts) for t in range(count)],
+                                 dtype=torch.int32, device=device).reshape(-1, 2)
+    chunk_base = torch.tensor([0] + counts[:-1], device=device).cumsum(0)
+    return chunk_indices, chunk_base
+
+
+@triton.jit
+def chunk_bounds(chunk_indices, cu_seqlens, i_c, BT: tl.constexpr):
+    """The sequence of global chunk i_c: (sequence index, first token row of the chunk,
+    number of valid rows in it), int64."""
+    i_n = tl.load(chunk_indices + i_c * 2).to(tl.int64)
+    i_t = tl.load(chunk_indices + i_c * 2 + 1).to(tl.int64)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    start = bos + i_t * BT
+    return i_n, start, tl.minimum(eos - start, BT)
+
+
+def chunk_bounds_ref(chunk_indices: torch.Tensor, cu_seqlens: torch.Tensor, i_c: int, BT: int) -> tuple[int, int, int]:
+    """`chunk_bounds` in plain Python."""
+    n, t = (int(x) for x in chunk_indices[i_c])
+    bos, eos = int(cu_seqlens[n]), int(cu_seqlens[n + 1])
+    start = bos + t * BT
+    return n, start, min(eos - start, BT)
