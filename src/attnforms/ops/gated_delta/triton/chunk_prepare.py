@@ -222,6 +222,20 @@ def _invert_unit_lower(L, BC: tl.constexpr):
 
 
 @triton.jit
+def _pick(j: tl.constexpr, M0, M1, M2, M3):
+    """M_ij of block row i, given as M0..M3, for a compile-time j."""
+    if j == 0:
+        b_m = M0
+    elif j == 1:
+        b_m = M1
+    elif j == 2:
+        b_m = M2
+    else:
+        b_m = M3
+    return b_m
+
+
+@triton.jit
 def _wu_rows(k, v, G, beta, w, u, start, valid, i_h, i: tl.constexpr, M0, M1, M2, M3,
              H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
              LOW: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
@@ -242,14 +256,7 @@ def _wu_rows(k, v, G, beta, w, u, start, valid, i_h, i: tl.constexpr, M0, M1, M2
                 b_x *= tl.exp(tl.load(G + (start + o_s) * H + i_h, mask=o_s < valid, other=0.0))[:, None]
             elif GATE == 2:
                 b_x *= tl.exp(tl.load(G + p_s, mask=m_sk, other=0.0))
-            if j == 0:
-                b_m = M0
-            elif j == 1:
-                b_m = M1
-            elif j == 2:
-                b_m = M2
-            else:
-                b_m = M3
+            b_m = _pick(j, M0, M1, M2, M3)
             # [BC, BC] @ [BC, BK] -> [BC, BK]
             b_w += tl.dot(b_m, b_x)
         tl.store(w + ((start + o_r[:, None]) * H + i_h) * K + o_k[None, :], b_w.to(w.dtype.element_ty),
@@ -263,14 +270,7 @@ def _wu_rows(k, v, G, beta, w, u, start, valid, i_h, i: tl.constexpr, M0, M1, M2
             p_s = ((start + o_s[:, None]) * H + i_h) * V + o_v[None, :]
             b_x = tl.load(v + p_s, mask=(o_s < valid)[:, None] & m_v[None, :], other=0.0).to(tl.float32)
             b_x *= _beta_rows(beta, start, valid, i_h, j, H, BC)
-            if j == 0:
-                b_m = M0
-            elif j == 1:
-                b_m = M1
-            elif j == 2:
-                b_m = M2
-            else:
-                b_m = M3
+            b_m = _pick(j, M0, M1, M2, M3)
             # [BC, BC] @ [BC, BV] -> [BC, BV]
             b_u += tl.dot(b_m, b_x)
         tl.store(u + ((start + o_r[:, None]) * H + i_h) * V + o_v[None, :], b_u.to(u.dtype.element_ty),
