@@ -5,7 +5,8 @@ import triton
 import triton.language as tl
 
 from attnforms.kernels.sequences import (
-    chunk_bounds, chunk_bounds_ref, chunk_tables, cu_seqlens_tensor, sequence_offsets,
+    chunk_bounds, chunk_bounds_ref, chunk_tables, cu_seqlens_tensor, sequence_head_program,
+    sequence_head_program_ref, sequence_offsets,
 )
 
 
@@ -37,3 +38,24 @@ def test_chunk_bounds_matches_its_reference_on_ragged_packings():
 
 def test_plain_batch_offsets():
     assert sequence_offsets(3, 5, None) == (0, 5, 10, 15)
+
+
+@triton.jit
+def _program_kernel(cu_seqlens, out, H: tl.constexpr):
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
+    p = out + (i_v * tl.num_programs(1) + i_nh) * 6
+    tl.store(p, i_v)
+    tl.store(p + 1, i_nh)
+    tl.store(p + 2, i_n)
+    tl.store(p + 3, i_h)
+    tl.store(p + 4, bos)
+    tl.store(p + 5, eos)
+
+
+def test_sequence_head_program_matches_its_reference():
+    cu_seqlens = cu_seqlens_tensor((0, 3, 3, 10), torch.device("cpu"))
+    H, tiles = 2, 2
+    out = torch.empty(tiles, 3 * H, 6, dtype=torch.int64)
+    _program_kernel[(tiles, 3 * H)](cu_seqlens, out, H=H)
+    expected = [[list(sequence_head_program_ref(cu_seqlens, v, nh, H)) for nh in range(3 * H)] for v in range(tiles)]
+    assert out.tolist() == expected

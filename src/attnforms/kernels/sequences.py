@@ -59,6 +59,23 @@ def chunk_bounds(chunk_indices, cu_seqlens, i_c, BT: tl.constexpr):
     return i_n, start, tl.minimum(eos - start, BT)
 
 
+@triton.jit
+def sequence_head_program(cu_seqlens, H: tl.constexpr):
+    """A program of a grid `(value tiles, N·H)` over packed sequences: (value tile, sequence
+    and head i_nh, sequence, head, first row, end row of the sequence), int64."""
+    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_n = i_nh // H
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    return i_v, i_nh, i_n, i_nh % H, bos, eos
+
+
+def sequence_head_program_ref(cu_seqlens: torch.Tensor, i_v: int, i_nh: int, H: int):
+    """`sequence_head_program` in plain Python, for program (i_v, i_nh)."""
+    n = i_nh // H
+    return i_v, i_nh, n, i_nh % H, int(cu_seqlens[n]), int(cu_seqlens[n + 1])
+
+
 def chunk_bounds_ref(chunk_indices: torch.Tensor, cu_seqlens: torch.Tensor, i_c: int, BT: int) -> tuple[int, int, int]:
     """`chunk_bounds` in plain Python."""
     n, t = (int(x) for x in chunk_indices[i_c])

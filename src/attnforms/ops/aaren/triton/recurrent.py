@@ -4,16 +4,15 @@ sequence·head), the triple in registers for the whole input."""
 import triton
 import triton.language as tl
 
+from ....kernels.sequences import sequence_head_program
+
 
 @triton.jit
 def _recurrent_kernel(q, k, v, o, initial_m, initial_u, initial_w, final_m, final_u, final_w,
                       cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                       USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr, BK: tl.constexpr,
                       BV: tl.constexpr):
-    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k = o_k < K

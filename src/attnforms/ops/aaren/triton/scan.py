@@ -17,7 +17,7 @@ backward (see ../README.md, "Kernels").
 import triton
 import triton.language as tl
 
-from ....kernels.sequences import chunk_bounds as _chunk_bounds
+from ....kernels.sequences import chunk_bounds as _chunk_bounds, sequence_head_program
 
 
 @triton.jit
@@ -39,10 +39,7 @@ def _score_kernel(q, k, s, chunk_indices, cu_seqlens, scale, H: tl.constexpr, K:
 def _scan_fwd_kernel(s, v, o, L, initial_m, initial_u, initial_w, final_m, final_u, final_w,
                      cu_seqlens, H: tl.constexpr, V: tl.constexpr, USE_INITIAL: tl.constexpr,
                      STORE_FINAL: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr):
-    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_t = tl.arange(0, BT)
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
@@ -87,10 +84,7 @@ def _scan_fwd_kernel(s, v, o, L, initial_m, initial_u, initial_w, final_m, final
 def _scan_bwd_kernel(s, v, do, L, delta, G_init, Gamma_init, initial_m, dv, ds_part, dinitial_u,
                      dinitial_w, cu_seqlens, H: tl.constexpr, V: tl.constexpr, NV: tl.constexpr,
                      USE_INITIAL: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr):
-    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_t = tl.arange(0, BT)
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V

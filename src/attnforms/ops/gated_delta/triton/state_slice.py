@@ -3,6 +3,8 @@ recurrent kernel): which sequence, head and `[BK, BV]` state slice a program own
 import triton
 import triton.language as tl
 
+from ....kernels.sequences import sequence_head_program
+
 
 @triton.jit
 def state_slice(initial, cu_seqlens, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -11,10 +13,7 @@ def state_slice(initial, cu_seqlens, H: tl.constexpr, K: tl.constexpr, V: tl.con
     i_nh // H. Returns (sequence index, head, first row, end row, key offsets `[BK]`,
     value offsets `[BV]`, their masks, the slice's offsets and mask `[BK, BV]` into a
     `[N, H, K, V]` state, and the initial slice in float32, zeros without one)."""
-    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k = o_k < K

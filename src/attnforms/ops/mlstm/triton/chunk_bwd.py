@@ -20,6 +20,8 @@ for wide heads.
 import triton
 import triton.language as tl
 
+from ....kernels.sequences import sequence_head_program
+
 from .chunk_fwd import _chunk_bounds, _mixed_dot, _operand
 
 
@@ -30,10 +32,7 @@ def _state_bwd_kernel(q, do, b, m_row, rho, dden, states, states_n, chunk_m, fin
                       V: tl.constexpr, NV: tl.constexpr, USE_DFINAL: tl.constexpr,
                       STORE_DINITIAL: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
                       BK: tl.constexpr, BV: tl.constexpr):
-    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k = o_k < K

@@ -22,7 +22,7 @@ compile-time constant. STABILISE: exp input gate (running max) or sigmoid (m = 0
 import triton
 import triton.language as tl
 
-from ....kernels.sequences import chunk_bounds as _chunk_bounds
+from ....kernels.sequences import chunk_bounds as _chunk_bounds, sequence_head_program
 
 
 @triton.jit
@@ -71,10 +71,7 @@ def _state_kernel(k, v, b, li, states, states_n, chunk_m, initial_C, initial_n, 
                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, STABILISE: tl.constexpr,
                   USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr, BT: tl.constexpr,
                   BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
-    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k = o_k < K

@@ -8,6 +8,8 @@ only the first stores it.
 import triton
 import triton.language as tl
 
+from ....kernels.sequences import sequence_head_program
+
 from .chunk_fwd import _logsigmoid, _normaliser
 
 
@@ -17,10 +19,7 @@ def _recurrent_kernel(q, k, v, i, f, o, initial_C, initial_n, initial_m, final_C
                       V: tl.constexpr, STABILISE: tl.constexpr, USE_INITIAL: tl.constexpr,
                       STORE_FINAL: tl.constexpr, EPS: tl.constexpr, BK: tl.constexpr,
                       BV: tl.constexpr):
-    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k = o_k < K
