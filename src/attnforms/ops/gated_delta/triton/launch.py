@@ -19,6 +19,7 @@ from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
 from .chunk_fwd import _state_output_kernel
 from .chunk_prepare import _cumsum_kernel, _prepare_kernel
+from .chunk_prepare_dense import _dense_prepare_kernel
 from .recurrent_fwd import _recurrent_kernel
 
 # Sub-block length for per-channel decays inside a chunk (tl.dot needs >= 16).
@@ -52,8 +53,11 @@ STATE_BACKWARD = StateTiling(128 * 32, 8, 2)
 # many programs, each with enough bytes in flight).
 RECURRENT_ELEMENTS = 128 * 32
 RECURRENT_WARPS = 4
-# Warps of the per-chunk preparation (chunk_prepare.py): `[16, 16]` blocks throughout.
+# Warps of the per-chunk preparations (chunk_prepare.py, chunk_prepare_dense.py).
 PREPARE_WARPS = 4
+# Tensor-core precision of the dense preparation's inverse and W / U products for
+# 16-bit inputs (float32 operands); float32 inputs always take "ieee".
+DENSE_PREPARE_PRECISION = "tf32"
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 BWD_BK, BWD_BV, BWD_WARPS, BWD_STAGES = 32, 64, 8, 2
 
@@ -107,6 +111,32 @@ def low_precision_products(x: torch.Tensor) -> bool:
     return x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cuda"
 
 
+def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, *, GATE, store_aqk,
+             save, low, BT):
+    """Launch the per-chunk preparation: whole-chunk products without a per-channel
+    decay (chunk_prepare_dense.py), 16-token blocks with one (chunk_prepare.py)."""
+    _, T, H, K = q.shape
+    V = v.shape[-1]
+    BC = min(SUBCHUNK, BT)
+    grid = (len(chunk_indices), H)
+    common = dict(H=H, K=K, V=V, GATE=GATE, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save,
+                  LOW=low, BT=BT, BC=BC, num_warps=PREPARE_WARPS)
+    if GATE == 2:
+        # Key slice of a score block: the per-channel decay forms `[BC, BK]` decay tiles.
+        _prepare_kernel[grid](
+            q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
+            BK=min(SCORE_BK, triton.next_power_of_2(K)), BKW=min(64, triton.next_power_of_2(K)),
+            BV=min(64, triton.next_power_of_2(V)), **common,
+        )
+        return
+    _dense_prepare_kernel[grid](
+        q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
+        PRECISION=DENSE_PREPARE_PRECISION if low else "ieee",
+        DIAG_SQUARINGS=BC.bit_length() - 2, BLOCK_SQUARINGS=max((BT // BC).bit_length() - 2, 0),
+        BK=min(128, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))), **common,
+    )
+
+
 def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets, chunk_size,
                   save=True):
     """The chunked forward: a cumsum (with a decay), the per-chunk preparation (with beta,
@@ -148,15 +178,8 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         wu = dict(dtype=q.dtype if low else torch.float32, device=device)
         w, u = torch.empty(rows, H, K, **wu), torch.empty(rows, H, V, **wu)
     if store_aqk or use_beta:
-        # Key slice of a score block: a per-channel decay forms `[BC, BK]` decay tiles.
-        score_bk = SCORE_BK if GATE == 2 else 128
-        _prepare_kernel[(num_chunks, H)](
-            q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
-            H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, STORE_AQK=store_aqk, SAVE=save, LOW=low,
-            BT=BT, BC=min(SUBCHUNK, BT), BK=min(score_bk, triton.next_power_of_2(K)),
-            BKW=min(64, triton.next_power_of_2(K)), BV=min(64, triton.next_power_of_2(V)),
-            num_warps=PREPARE_WARPS,
-        )
+        _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale,
+                 GATE=GATE, store_aqk=store_aqk, save=save, low=low, BT=BT)
     tiling = STATE_FORWARD[GATE, use_beta]
     if K > 128:
         # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.

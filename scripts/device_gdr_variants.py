@@ -1,0 +1,111 @@
+"""Development run on the GPU: the same gated delta configurations under several launch
+settings of `attnforms.ops.gated_delta.triton.launch`, each checked and timed.
+
+    OUT=<folder> python3 scripts/device_gdr_variants.py 'DENSE_PREPARE_PRECISION=tf32,PREPARE_WARPS=4' ...
+
+Each argument is one variant: comma-separated NAME=VALUE settings of launch's module
+constants (ints stay ints). Per variant: the bf16 check of device_gdr_profile.py (output
+and every gradient against float64 under the noise rule) for GDN and simple GLA, a hard
+check (T 4096, log-gates down to -20 per step, runs of repeated keys), then the forward
+and forward + backward at S1 and S2 with each kernel's device time. Writes
+$OUT/gdr_variants.json.
+"""
+import json
+import os
+import sys
+
+import torch
+from triton.testing import do_bench
+
+sys.path.insert(0, os.path.dirname(__file__))
+from device_gdr_profile import GRADS, SHAPES, check, kernel_times, outputs_and_grads, run  # noqa: E402
+
+from attnforms.ops.gated_delta.triton import launch  # noqa: E402
+from attnforms.testing import gated_delta_inputs, noise_relative_check  # noqa: E402
+
+device = "cuda"
+OPS = {"GDN": ("scalar", True), "simple GLA": ("scalar", False)}
+
+
+def apply(variant: str) -> dict:
+    settings = {}
+    for item in filter(None, variant.split(",")):
+        name, value = item.split("=")
+        settings[name] = int(value) if value.lstrip("-").isdigit() else value
+        setattr(launch, name, settings[name])
+    return settings
+
+
+def hard_check():
+    """GDN at T 4096 with log-gates uniform in [-20, 0] on half the heads and every key
+    repeated over runs of 8 tokens (near-singular in-chunk systems)."""
+    x = gated_delta_inputs(1, 4096, 4, 128, 128, gate="scalar", beta=True, dtype=torch.float32, device=device)
+    x["g"][..., :2] = -20 * torch.rand_like(x["g"][..., :2])
+    x["k"] = x["k"][:, ::8].repeat_interleave(8, dim=1)
+    do = torch.randn(1, 4096, 4, 128, device=device)
+    gold = outputs_and_grads({n: None if t is None else t.double() for n, t in x.items()}, do.double(), "reference")
+    low = {n: None if t is None else t.bfloat16() for n, t in x.items()}
+    eager = outputs_and_grads(low, do, "reference")
+    ours = outputs_and_grads(low, do, "triton")
+    row = {}
+    for key in gold:
+        result = noise_relative_check(ours[key], gold[key], eager[key], rounding=torch.bfloat16)
+        row[key] = {"passed": result.passed, "error": result.error, "eager_error": result.eager_error}
+    print("hard", row, flush=True)
+    return row
+
+
+def timings(shapes):
+    rows = []
+    for shape in shapes:
+        B, T = SHAPES[shape]
+        for name, (gate, beta) in OPS.items():
+            x = gated_delta_inputs(B, T, 16, 128, 128, gate=gate, beta=beta, dtype=torch.bfloat16, device=device)
+            leaves = {n: None if t is None else t.requires_grad_(n in GRADS) for n, t in x.items()}
+            do = torch.randn(B, T, 16, 128, device=device, dtype=torch.bfloat16)
+
+            def fwd():
+                with torch.no_grad():
+                    return run(leaves)
+
+            def fwd_bwd():
+                run(leaves).backward(do)
+
+            entry = {"shape": shape, "op": name,
+                     "fwd_ms": do_bench(fwd, warmup=25, rep=100, return_mode="median"),
+                     "fwd_bwd_ms": do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median",
+                                            grad_to_none=[t for t in leaves.values() if t is not None]),
+                     "fwd_kernels_ms": kernel_times(fwd), "fwd_bwd_kernels_ms": kernel_times(fwd_bwd)}
+            rows.append(entry)
+            print(json.dumps(entry), flush=True)
+    return rows
+
+
+def main():
+    results = {"device": torch.cuda.get_device_name(), "variants": []}
+    for variant in sys.argv[1:]:
+        entry = {"settings": apply(variant), "checks": {}}
+        print("== variant", entry["settings"], flush=True)
+        for name, (gate, beta) in OPS.items():
+            try:
+                entry["checks"][name] = check(name, gate, beta)
+            except Exception as exc:  # recorded, the run goes on
+                entry["checks"][name] = repr(exc)[:300]
+                print(name, "check failed", repr(exc)[:300], flush=True)
+        try:
+            entry["checks"]["hard"] = hard_check()
+        except Exception as exc:
+            entry["checks"]["hard"] = repr(exc)[:300]
+            print("hard check failed", repr(exc)[:300], flush=True)
+        entry["timing"] = timings(os.environ.get("SHAPES", "S1,S2").split(","))
+        results["variants"].append(entry)
+        with open(os.path.join(os.environ.get("OUT", "."), "gdr_variants.json"), "w") as f:
+            json.dump(results, f, indent=1)
+    print("\nvariant shape op fwd_ms fwd_bwd_ms")
+    for entry in results["variants"]:
+        for row in entry["timing"]:
+            print(entry["settings"], row["shape"], row["op"], round(row["fwd_ms"], 3), round(row["fwd_bwd_ms"], 3))
+
+
+if __name__ == "__main__":
+    main()
