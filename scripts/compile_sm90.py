@@ -5,8 +5,8 @@ and spills. Catches compile errors and shared-memory overflows at no device time
     pip install --no-deps --target /tmp/triton36 triton==3.6.0
     python scripts/compile_sm90.py /tmp/triton36 [NAME=VALUE ...] [case ...]
 
-NAME=VALUE sets a module constant of the launcher first (e.g. BWD_BK=64), to compare
-tile choices; a case is a substring of the case names (e.g. "K128 V128").
+NAME=VALUE sets a module constant of the launcher first (e.g. BWD_BK=64,
+STATE_BACKWARD=StateTiling(4096,4,2), DENSE_PREPARE_PRECISION=tf32), to compare tile choices; a case is a substring of the case names (e.g. "K128 V128").
 
 How: Triton's launch path is kept, but the active driver is replaced by one that
 reports an sm_90 target, and every launch is turned into a warm-up (compile, no run);
@@ -233,11 +233,14 @@ def aaren_cases():
 def main():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
     from attnforms.ops.gated_delta.triton import launch
-    settings = [a for a in sys.argv[2:] if re.fullmatch(r"[A-Z_]+=\d+", a)]
+    settings = [a for a in sys.argv[2:] if re.fullmatch(r"[A-Z_]+=\S+", a)]
     wanted = [a for a in sys.argv[2:] if a not in settings]
     for setting in settings:
-        name, value = setting.split("=")
-        setattr(launch, name, int(value))
+        name, value = setting.split("=", 1)
+        try:  # an expression in the launcher's names (an int, StateTiling(4096, 4, 2)) ...
+            setattr(launch, name, eval(value, vars(launch)))
+        except NameError:  # ... or a bare string (tf32)
+            setattr(launch, name, value)
     failures = 0
     seen = set()
     for name, call in itertools.chain(gated_delta_cases(), softmax_cases(), mlstm_cases(), aaren_cases()):

@@ -1,10 +1,10 @@
 """Development run on the GPU: the same gated delta configurations under several launch
 settings of `attnforms.ops.gated_delta.triton.launch`, each checked and timed.
 
-    OUT=<folder> python3 scripts/device_gdr_variants.py 'DENSE_PREPARE_PRECISION=tf32,PREPARE_WARPS=4' ...
+    OUT=<folder> python3 scripts/device_gdr_variants.py 'DENSE_PREPARE_PRECISION=tf32;PREPARE_WARPS=4' ...
 
-Each argument is one variant: comma-separated NAME=VALUE settings of launch's module
-constants (ints stay ints). Per variant: the bf16 check of device_gdr_profile.py (output
+Each argument is one variant: NAME=VALUE settings of launch's module constants,
+separated by ';' (CHECK=0: skip the checks). Per variant: the bf16 check of device_gdr_profile.py (output
 and every gradient against float64 under the noise rule) for GDN and simple GLA, a hard
 check (T 4096, log-gates down to -20 per step, runs of repeated keys), then the forward
 and forward + backward at S1 and S2 with each kernel's device time. Writes
@@ -28,11 +28,17 @@ OPS = {"GDN": ("scalar", True), "simple GLA": ("scalar", False)}
 
 
 def apply(variant: str) -> dict:
+    """Set launch's constants from `NAME=VALUE;NAME=VALUE` (a value is an expression in
+    launch's names, or a bare string); CHECK=0 is the script's own: timings only."""
     settings = {}
-    for item in filter(None, variant.split(",")):
-        name, value = item.split("=")
-        settings[name] = int(value) if value.lstrip("-").isdigit() else value
-        setattr(launch, name, settings[name])
+    for item in filter(None, variant.split(";")):
+        name, value = item.split("=", 1)
+        settings[name] = value
+        if name != "CHECK":
+            try:
+                setattr(launch, name, eval(value, vars(launch)))
+            except NameError:
+                setattr(launch, name, value)
     return settings
 
 
@@ -87,13 +93,16 @@ def main():
         entry = {"settings": apply(variant), "checks": {}}
         print("== variant", entry["settings"], flush=True)
         for name, (gate, beta) in OPS.items():
+            if entry["settings"].get("CHECK") == "0":
+                break
             try:
                 entry["checks"][name] = check(name, gate, beta)
             except Exception as exc:  # recorded, the run goes on
                 entry["checks"][name] = repr(exc)[:300]
                 print(name, "check failed", repr(exc)[:300], flush=True)
         try:
-            entry["checks"]["hard"] = hard_check()
+            if entry["settings"].get("CHECK") != "0":
+                entry["checks"]["hard"] = hard_check()
         except Exception as exc:
             entry["checks"]["hard"] = repr(exc)[:300]
             print("hard check failed", repr(exc)[:300], flush=True)

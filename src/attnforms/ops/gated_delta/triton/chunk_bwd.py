@@ -14,6 +14,7 @@ head (GATE 0 / 1) or per key channel (GATE 2). Derivation in ../README.md ("Back
 import triton
 import triton.language as tl
 
+from .chunk_fwd import _operand
 from .common import _chunk_bounds, _decay_exp
 from .state_slice import state_slice
 
@@ -22,8 +23,12 @@ from .state_slice import state_slice
 def _state_bwd_kernel(q, k, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, dinitial, chunk_base,
                       cu_seqlens, scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                       GATE: tl.constexpr, USE_BETA: tl.constexpr, USE_DFINAL: tl.constexpr,
-                      STORE_DINITIAL: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                      BV: tl.constexpr):
+                      STORE_DINITIAL: tl.constexpr, LOW: tl.constexpr, BT: tl.constexpr,
+                      BK: tl.constexpr, BV: tl.constexpr):
+    """The reverse pass over one sequence's chunks for value columns i_v·BV..: dS `[BK,
+    BV]` float32 in registers. A decay per head scales rows of the `[BT, BV]` tiles, so q
+    and k enter the products as loaded; LOW: 16-bit operands (q, k, dO as loaded; A_qk,
+    M, dS, dŨ rounded), float32 accumulation, as in the forward pass (chunk_fwd.py)."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_dS = state_slice(
         dfinal, cu_seqlens, H, K, V, USE_DFINAL, BK, BV)
     first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
@@ -37,45 +42,55 @@ def _state_bwd_kernel(q, k, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, diniti
         m_tk = m_t[:, None] & m_k[None, :]
         m_tv = m_t[:, None] & m_v[None, :]
         tl.store(dstates + ((first_chunk + i_t) * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]), b_dS, mask=m_kv)
-        b_q = tl.load(q + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
-        b_k = tl.load(k + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        p_tk = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+        b_q = _operand(tl.load(q + p_tk, mask=m_tk, other=0.0), LOW, q)
+        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0)
         b_do = tl.load(do + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0).to(tl.float32)
-        b_kg = b_k
-        b_qg = b_q
-        b_k_end = b_k
-        if GATE == 1:
-            b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
-            b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
-            b_k_end = b_k * _decay_exp(b_G_last - b_G)[:, None]
-            b_kg = b_k * tl.exp(b_G)[:, None]
-            b_qg = b_q * tl.exp(b_G)[:, None]
-        elif GATE == 2:
-            b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :], mask=m_tk, other=0.0)
+        b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+        b_dS_op = _operand(b_dS, LOW, q)
+        if GATE == 2:
+            b_G = tl.load(G + p_tk, mask=m_tk, other=0.0)
             b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-            b_k_end = b_k * _decay_exp(b_G_last[None, :] - b_G)
-            b_kg = b_k * tl.exp(b_G)
-            b_qg = b_q * tl.exp(b_G)
-        # dŨ = A_qkᵀ dO + (K ⊙ Γ_end) dS: [BT, BT]ᵀ @ [BT, BV] + [BT, BK] @ [BK, BV]
-        b_du = tl.dot(tl.trans(b_A), b_do) + tl.dot(b_k_end, b_dS)
-        # dS_entering = scale (Q ⊙ γ)ᵀ dO + γ_C dS (− (K ⊙ γ)ᵀ (β ⊙ dR) with beta)
-        b_dS_in = scale * tl.dot(tl.trans(b_qg), b_do)
-        if GATE == 1:
-            b_dS_in += b_dS * tl.exp(b_G_last)
-        elif GATE == 2:
-            b_dS_in += b_dS * tl.exp(b_G_last)[:, None]
+            b_gamma = tl.exp(b_G)
+            b_k_end = _operand(b_k.to(tl.float32) * _decay_exp(b_G_last[None, :] - b_G), LOW, q)
+            b_qg = _operand(b_q.to(tl.float32) * b_gamma, LOW, q)
+            b_kg = _operand(b_k.to(tl.float32) * b_gamma, LOW, q)
+            # dŨ = A_qkᵀ dO + (K ⊙ Γ_end) dS: [BT, BT]ᵀ @ [BT, BV] + [BT, BK] @ [BK, BV]
+            b_du = tl.dot(tl.trans(_operand(b_A, LOW, q)), _operand(b_do, LOW, q)) + tl.dot(b_k_end, b_dS_op)
+            # dS_entering = scale (Q ⊙ γ)ᵀ dO + γ_C dS (− (K ⊙ γ)ᵀ (β ⊙ dR) with beta)
+            b_dS_in = scale * tl.dot(tl.trans(b_qg), _operand(b_do, LOW, q)) + b_dS * tl.exp(b_G_last)[:, None]
         else:
-            b_dS_in += b_dS
+            b_k = _operand(b_k, LOW, q)
+            b_kg = b_k
+            # Per-row factors: γ (from the chunk start) and Γ_end (to the chunk end).
+            b_gamma = tl.full([BT], 1.0, dtype=tl.float32)
+            b_to_end = tl.full([BT], 1.0, dtype=tl.float32)
+            if GATE == 1:
+                b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
+                b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
+                b_gamma = tl.exp(b_G)
+                b_to_end = _decay_exp(b_G_last - b_G)
+            b_du = tl.dot(tl.trans(_operand(b_A, LOW, q)), _operand(b_do, LOW, q))
+            b_du += b_to_end[:, None] * tl.dot(b_k, b_dS_op)
+            # [BT, BK]ᵀ @ [BT, BV] -> [BK, BV]
+            b_dS_in = scale * tl.dot(tl.trans(b_q), _operand(b_gamma[:, None] * b_do, LOW, q))
+            if GATE == 1:
+                b_dS_in += b_dS * tl.exp(b_G_last)
+            else:
+                b_dS_in += b_dS
         p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
         if USE_BETA:
             b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
             b_M = tl.load(M + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
             # dR = Mᵀ dŨ: [BT, BT]ᵀ @ [BT, BV]
-            b_dr = tl.dot(tl.trans(b_M), b_du)
+            b_dr = tl.dot(tl.trans(_operand(b_M, LOW, q)), _operand(b_du, LOW, q))
             tl.store(dR + p_tv, b_dr, mask=m_tv)
             tl.store(dv + p_tv, (b_beta[:, None] * b_dr).to(dv.dtype.element_ty), mask=m_tv)
             # [BT, BK]ᵀ @ [BT, BV] -> [BK, BV]
-            b_dS_in -= tl.dot(tl.trans(b_kg), b_beta[:, None] * b_dr)
+            b_bdr = b_beta[:, None] * b_dr
+            if GATE != 2:
+                b_bdr *= b_gamma[:, None]
+            b_dS_in -= tl.dot(tl.trans(b_kg), _operand(b_bdr, LOW, q))
         else:
             tl.store(dv + p_tv, b_du.to(dv.dtype.element_ty), mask=m_tv)
         b_dS = b_dS_in
@@ -88,14 +103,16 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
                       dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part,
                       chunk_indices, cu_seqlens, scale, T,
                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
-                      USE_BETA: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                      USE_BETA: tl.constexpr, LOW: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                      BV: tl.constexpr):
     """Gradients of one chunk's q, k, β and g, in two phases: the `[BT, BT]` score
     gradients (sums over the value dimension, in tiles of BV), then the key dimension
     in tiles of BK, each with its own sums over the value tiles; only `[BT, BK]` and
     `[BT, BT]` blocks live in registers. With a per-channel decay (GATE 2) the in-chunk
     products need the decay inside the sum over channels: this kernel then stores the
     coefficient matrices and the other parts in float32 and `_channel_bwd_kernel`
-    finishes dq, dk and dg."""
+    finishes dq, dk and dg. LOW: 16-bit product operands (the inputs as loaded, the
+    float32 intermediates rounded), float32 accumulation and float32 elementwise sums."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
@@ -113,16 +130,16 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
         o_v = v0 + tl.arange(0, BV)
         m_tv = m_t[:, None] & (o_v < V)[None, :]
         p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
-        b_do = tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_u = tl.load(v_new + p_tv, mask=m_tv, other=0.0).to(tl.float32)
+        b_do = _operand(tl.load(do + p_tv, mask=m_tv, other=0.0), LOW, q)
+        b_u = _operand(tl.load(v_new + p_tv, mask=m_tv, other=0.0), LOW, q)
         # [BT, BV] @ [BV, BT] -> [BT, BT]
         b_dAqk += tl.dot(b_do, tl.trans(b_u))
         if USE_BETA:
             b_dr = tl.load(dR + p_tv, mask=m_tv, other=0.0)
             b_v = tl.load(v + p_tv, mask=m_tv, other=0.0).to(tl.float32)
             # [BT, BV] @ [BV, BT] -> [BT, BT]
-            b_dAkk -= tl.dot(b_dr, tl.trans(b_u))
-            b_dbeta += tl.sum(b_dr * b_v, axis=1)
+            b_dAkk -= tl.dot(_operand(b_dr, LOW, q), tl.trans(b_u))
+            b_dbeta += tl.sum(b_dr.to(tl.float32) * b_v, axis=1)
     b_dAqk = tl.where((o_t[:, None] >= o_t[None, :]) & m_t[:, None], b_dAqk, 0.0) * scale
     if USE_BETA:
         b_dAkk = tl.where((o_t[:, None] > o_t[None, :]) & m_t[:, None], b_dAkk, 0.0)
@@ -177,18 +194,19 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
             m_kv = m_k[:, None] & m_v[None, :]
             p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
             p_kv = (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :])
-            b_do = tl.load(do + p_tv, mask=m_tv, other=0.0).to(tl.float32)
-            b_u = tl.load(v_new + p_tv, mask=m_tv, other=0.0).to(tl.float32)
-            b_S = tl.load(states + p_kv, mask=m_kv, other=0.0).to(tl.float32)
-            b_dS = tl.load(dstates + p_kv, mask=m_kv, other=0.0).to(tl.float32)
+            b_do = _operand(tl.load(do + p_tv, mask=m_tv, other=0.0), LOW, q)
+            b_u = _operand(tl.load(v_new + p_tv, mask=m_tv, other=0.0), LOW, q)
+            b_S = tl.load(states + p_kv, mask=m_kv, other=0.0)
+            b_dS = tl.load(dstates + p_kv, mask=m_kv, other=0.0)
+            b_S_op = _operand(b_S, LOW, q)
             # [BT, BV] @ [BV, BK] -> [BT, BK], twice
-            b_dq_state += tl.dot(b_do, tl.trans(b_S))
-            b_dk_write += tl.dot(b_u, tl.trans(b_dS))
+            b_dq_state += tl.dot(b_do, tl.trans(b_S_op))
+            b_dk_write += tl.dot(b_u, tl.trans(_operand(b_dS, LOW, q)))
             b_dG_last += tl.sum(b_S * b_dS, axis=1)
             if USE_BETA:
-                b_dr = tl.load(dR + p_tv, mask=m_tv, other=0.0)
+                b_dr = _operand(tl.load(dR + p_tv, mask=m_tv, other=0.0), LOW, q)
                 # [BT, BV] @ [BV, BK] -> [BT, BK]
-                b_drS += tl.dot(b_dr, tl.trans(b_S))
+                b_drS += tl.dot(b_dr, tl.trans(b_S_op))
         b_dk_rhs = -b_beta[:, None] * b_drS
         if USE_BETA:
             # dβ's other term: −Σ_v dR ⊙ ((K ⊙ γ) S₀), regrouped by key channel.
@@ -211,14 +229,16 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
             tl.store(dG_part + p_tk, b_dG, mask=m_tk)
         else:
             # [BT, BT] @ [BT, BK] -> [BT, BK], twice
-            b_dq_intra = tl.dot(b_cqk, b_k)
-            b_dk_intra = tl.dot(tl.trans(b_cqk), b_q)
+            b_cqk_op = _operand(b_cqk, LOW, q)
+            b_dq_intra = tl.dot(b_cqk_op, _operand(b_k, LOW, q))
+            b_dk_intra = tl.dot(tl.trans(b_cqk_op), _operand(b_q, LOW, q))
             b_dq += b_dq_intra
             b_dk += b_dk_intra
             if USE_BETA:
                 # [BT, BT] @ [BT, BK] -> [BT, BK], twice
-                b_dk_row = tl.dot(b_ckk, b_k)
-                b_dk_col = tl.dot(tl.trans(b_ckk), b_k)
+                b_ckk_op = _operand(b_ckk, LOW, q)
+                b_dk_row = tl.dot(b_ckk_op, _operand(b_k, LOW, q))
+                b_dk_col = tl.dot(tl.trans(b_ckk_op), _operand(b_k, LOW, q))
                 b_dk += b_dk_row + b_dk_col
             tl.store(dq + p_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
             tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)

@@ -223,7 +223,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         q, k, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
         None if dfinal is None else dfinal.contiguous(), dinitial, chunk_base, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_DFINAL=dfinal is not None,
-        STORE_DINITIAL=dinitial is not None, BT=BT, BK=BK, BV=BV,
+        STORE_DINITIAL=dinitial is not None, LOW=low_precision_products(q), BT=BT, BK=BK, BV=BV,
         num_warps=STATE_BACKWARD.warps, num_stages=STATE_BACKWARD.stages,
     )
     dq, dk = torch.empty_like(q), torch.empty_like(k)
@@ -237,7 +237,8 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     _chunk_bwd_kernel[(num_chunks, H)](
         q, k, v, saved.G, beta, saved.Aqk, saved.Akk, saved.states, saved.v_new, do, dstates, dR,
         dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part, chunk_indices, cu_seqlens, scale, T,
-        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, BT=BT, BK=min(BWD_BK, triton.next_power_of_2(K)),
+        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, LOW=low_precision_products(q), BT=BT,
+        BK=min(BWD_BK, triton.next_power_of_2(K)),
         BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
     )
     if channel:
