@@ -61,6 +61,26 @@ def test_varlen_is_native_and_matches_reference(gate, beta, form):
     assert max_error(result.final_state.S, golden.final_state.S) < FLOAT32_NOISE
 
 
+@pytest.mark.parametrize("gate,beta", SWITCHES)
+@pytest.mark.parametrize("save", [False, True], ids=["no_grad", "grad"])
+def test_split_forward_matches_reference(gate, beta, save, monkeypatch):
+    """The split forward (a state-only sequential pass, then the output in parallel over
+    chunks), which a GPU takes for few sequences·heads, on packed sequences of odd
+    lengths, with and without a backward's intermediates."""
+    from attnforms.ops.gated_delta.triton import launch
+    monkeypatch.setattr(launch, "FORWARD_SPLIT", "always")
+    offsets = torch.tensor([0, 7, 40, 41, 90])
+    inputs = gated_delta_inputs(1, 90, 2, 60, 20, gate=gate, beta=beta, dtype=torch.float32)
+    state = _state(4, 2, 60, 20)
+    golden = _reference(inputs, state, cu_seqlens=offsets, chunk_size=32)
+    with torch.set_grad_enabled(save):
+        inputs["q"].requires_grad_(save)
+        result = af.gated_delta_rule(**inputs, initial_state=state, output_final_state=True,
+                                     impl="triton", form="chunk", chunk_size=32, cu_seqlens=offsets)
+    assert max_error(result.output, golden.output) < FLOAT32_NOISE
+    assert max_error(result.final_state.S, golden.final_state.S) < FLOAT32_NOISE
+
+
 def test_state_hand_off_from_chunk_kernel_to_recurrent_kernel():
     inputs = gated_delta_inputs(1, 50, 2, 16, 16, gate="channel", beta=True, dtype=torch.float32)
     whole = _reference(inputs, None)

@@ -19,7 +19,7 @@ Gate layout switch GATE: 0 none, 1 one per head, 2 one per key channel.
 import triton
 import triton.language as tl
 
-from .common import _decay_exp
+from .common import _chunk_bounds, _decay_exp
 from .state_slice import state_slice
 
 
@@ -34,20 +34,80 @@ def _operand(x, LOW: tl.constexpr, like):
     return y
 
 
+@triton.jit
+def _chunk_output(b_q, b_k, b_S_op, b_u_op, G, Aqk, start, valid, i_h, scale, o_k, m_k,
+                  H: tl.constexpr, K: tl.constexpr, GATE: tl.constexpr, LOW: tl.constexpr,
+                  BT: tl.constexpr, like):
+    """O = scale·(Q ⊙ γ) S + A_qk Ũ for one chunk: `[BT, BV]` float32 from the loaded q, k
+    `[BT, BK]`, the entering state S `[BK, BV]` and Ũ `[BT, BV]` as operands. A_qk is
+    formed from Q Kᵀ ⊙ Γ (no decay or one per head: the decay scales rows of Q S, so q
+    enters as loaded) or read (per channel)."""
+    o_t = tl.arange(0, BT)
+    m_t = o_t < valid
+    if GATE == 2:
+        b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+        b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :],
+                      mask=m_t[:, None] & m_k[None, :], other=0.0)
+        # [BT, BK] @ [BK, BV] -> [BT, BV]
+        b_o = tl.dot(_operand(b_q.to(tl.float32) * tl.exp(b_G) * scale, LOW, like), b_S_op)
+    else:
+        # [BT, BK] @ [BK, BT] -> [BT, BT]
+        b_A = tl.dot(_operand(b_q, LOW, like), tl.trans(_operand(b_k, LOW, like)))
+        # [BT, BK] @ [BK, BV] -> [BT, BV]
+        b_o = tl.dot(_operand(b_q, LOW, like), b_S_op)
+        if GATE == 1:
+            b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
+            b_A *= _decay_exp(b_G[:, None] - b_G[None, :])
+            b_o *= (tl.exp(b_G) * scale)[:, None]
+        else:
+            b_o *= scale
+        b_A = tl.where(o_t[:, None] >= o_t[None, :], b_A * scale, 0.0)
+    # [BT, BT] @ [BT, BV] -> [BT, BV]
+    return b_o + tl.dot(_operand(b_A, LOW, like), b_u_op)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, cu_seqlens, scale, T,
+                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
+                   LOW: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+    """O of chunk `program_id(1)`, head `program_id(2)`, value columns `program_id(0)`·BV..
+    from the states and Ũ the sequential pass stored (`[chunks, H, K, V]`, `[rows, H, V]`):
+    the split forward for few sequences·heads, where the sequential pass alone is the
+    critical path and the output need not sit on it."""
+    i_v, i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_t = o_t < valid
+    m_k = o_k < K
+    m_v = o_v < V
+    p_tk = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+    p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+    b_q = tl.load(q + p_tk, mask=m_t[:, None] & m_k[None, :], other=0.0)
+    b_k = tl.load(k + p_tk, mask=m_t[:, None] & m_k[None, :], other=0.0)
+    b_S = tl.load(states + (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]),
+                  mask=m_k[:, None] & m_v[None, :], other=0.0)
+    b_u = tl.load(v_new + p_tv, mask=m_t[:, None] & m_v[None, :], other=0.0)
+    b_o = _chunk_output(b_q, b_k, _operand(b_S, LOW, q), _operand(b_u, LOW, q), G, Aqk, start, valid, i_h,
+                        scale, o_k, m_k, H, K, GATE, LOW, BT, q)
+    tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_t[:, None] & m_v[None, :])
+
+
 @triton.jit(do_not_specialize=["T"])
 def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, chunk_base,
                          cu_seqlens, scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                          GATE: tl.constexpr, USE_BETA: tl.constexpr, USE_INITIAL: tl.constexpr,
-                         STORE_FINAL: tl.constexpr, SAVE: tl.constexpr, LOW: tl.constexpr,
-                         BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                         STORE_FINAL: tl.constexpr, SAVE: tl.constexpr, WRITE_O: tl.constexpr,
+                         LOW: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     """With beta, `v` and `w` are the chunks' U and W (`[rows, H, V]`, `[rows, H, K]`).
-    Writes o `[rows, H, V]`; with SAVE the entering states `[chunks, H, K, V]` and (with
-    beta) Ũ `[rows, H, V]`, float32."""
+    Writes o `[rows, H, V]` (WRITE_O); with SAVE, or without WRITE_O (then chunk_output.py
+    forms o in parallel over the chunks), the entering states `[chunks, H, K, V]` and
+    (with beta) Ũ `[rows, H, V]`, in their buffers' dtypes."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_S = state_slice(
         initial, cu_seqlens, H, K, V, USE_INITIAL, BK, BV)
     first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
-    m_causal = o_t[:, None] >= o_t[None, :]
     for i_t in range(tl.cdiv(eos - bos, BT)):
         start = bos + i_t * BT
         valid = tl.minimum(eos - start, BT)
@@ -56,9 +116,9 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
         m_tv = m_t[:, None] & m_v[None, :]
         p_tk = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
         p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
-        if SAVE:
-            tl.store(states + ((first_chunk + i_t) * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]), b_S, mask=m_kv)
-        b_q = tl.load(q + p_tk, mask=m_tk, other=0.0)
+        if SAVE or not WRITE_O:
+            tl.store(states + ((first_chunk + i_t) * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]),
+                     b_S.to(states.dtype.element_ty), mask=m_kv)
         b_k = tl.load(k + p_tk, mask=m_tk, other=0.0)
         b_S_op = _operand(b_S, LOW, q)
         # Ũ = U − W S: [BT, BK] @ [BK, BV] -> [BT, BV] (W, U: see chunk_prepare.py)
@@ -66,42 +126,26 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
         if USE_BETA:
             b_w = _operand(tl.load(w + p_tk, mask=m_tk, other=0.0), LOW, q)
             b_u -= tl.dot(b_w, b_S_op)
-            if SAVE:
-                tl.store(v_new + p_tv, b_u, mask=m_tv)
-        b_u_op = _operand(b_u, LOW, q)
-        # The in-chunk scores A_qk `[BT, BT]`.
-        if GATE == 2:
-            b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
-        else:
-            # [BT, BK] @ [BK, BT] -> [BT, BT]
-            b_A = tl.dot(_operand(b_q, LOW, q), tl.trans(_operand(b_k, LOW, q)))
-            if GATE == 1:
-                b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
-                b_A *= _decay_exp(b_G[:, None] - b_G[None, :])
-            b_A = tl.where(m_causal, b_A * scale, 0.0)
-        # O = scale (Q ⊙ γ) S + A_qk Ũ and S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ. A decay
-        # per head scales rows: of the product Q S, and of Ũ, so the `[BT, BK]` tiles
-        # enter the products as loaded. Per channel, the tiles themselves are decayed.
+            if SAVE or not WRITE_O:
+                tl.store(v_new + p_tv, b_u.to(v_new.dtype.element_ty), mask=m_tv)
+        # S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ; a decay per head scales the rows of Ũ,
+        # so the `[BT, BK]` key tile enters the product as loaded.
         b_u_end = b_u
         if GATE == 2:
             b_G = tl.load(G + p_tk, mask=m_tk, other=0.0)
             b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-            b_q_in = b_q.to(tl.float32) * tl.exp(b_G) * scale
             b_k_in = b_k.to(tl.float32) * _decay_exp(b_G_last[None, :] - b_G)
         else:
-            b_q_in = b_q
             b_k_in = b_k
-        # [BT, BK] @ [BK, BV] -> [BT, BV]
-        b_o = tl.dot(_operand(b_q_in, LOW, q), b_S_op)
         if GATE == 1:
+            b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
             b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
-            b_o *= (tl.exp(b_G) * scale)[:, None]
             b_u_end = b_u * _decay_exp(b_G_last - b_G)[:, None]
-        elif GATE == 0:
-            b_o *= scale
-        # [BT, BT] @ [BT, BV] -> [BT, BV]
-        b_o += tl.dot(_operand(b_A, LOW, q), b_u_op)
-        tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_tv)
+        if WRITE_O:
+            b_q = tl.load(q + p_tk, mask=m_tk, other=0.0)
+            b_o = _chunk_output(b_q, b_k, b_S_op, _operand(b_u, LOW, q), G, Aqk, start, valid, i_h, scale,
+                                o_k, m_k, H, K, GATE, LOW, BT, q)
+            tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_tv)
         if GATE == 1:
             b_S *= tl.exp(b_G_last)
         elif GATE == 2:

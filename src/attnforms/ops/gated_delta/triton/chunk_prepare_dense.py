@@ -4,16 +4,11 @@ whole-chunk `[BT, BT]` products on the tensor cores; one program per (chunk, hea
 1. A' = K Kᵀ ⊙ Γ (s < r) and A_qk = scale·(Q Kᵀ ⊙ Γ) (s <= r), Γ_rs = exp(G_r − G_s):
    one `[BT, K] @ [K, BT]` product each.
 2. (with beta) M = (I + L)⁻¹, L = Diag(β) A' strictly lower, without serial row steps:
-   - the diagonal `[BC, BC]` blocks of L, as one block-diagonal matrix L_d, are inverted
-     together: (I + L_d)⁻¹ = (I − L_d)(I + L_d²)(I + L_d⁴)(I + L_d⁸), exact because every
-     block is strictly lower, so L_d¹⁶ = 0 (BC = 16);
-   - the rest N = L − L_d is strictly block-lower: with D = I + L_d and E = D⁻¹ N,
-     (I + L)⁻¹ = (I + E)⁻¹ D⁻¹ and (I + E)⁻¹ = (I − E)(I + E²)..., exact since E^NB = 0
-     (NB = BT / BC blocks).
-   Every factor stays bounded where the plain Neumann series over 64 rows would not
-   (identical keys make the entries of L⁸ binomially large), as in a block forward
-   substitution, but each step is one `[BT, BT] @ [BT, BT]` product.
-3. (with beta) W = M Diag(β)(γ ⊙ K) `[BT, K]` and U = M Diag(β) V `[BT, V]`.
+   block forward substitution by doubling, two `[BT, BT]` products per level of log2(BT)
+   (`_invert_unit_lower`). It only ever forms inverses of diagonal blocks of I + L, so
+   it stays as well conditioned as row-by-row substitution.
+3. (with beta) W = M Diag(β)(γ ⊙ K) `[BT, K]` and U = M Diag(β) V `[BT, V]`, with the
+   16-bit K and V exact as operands and M split into two 16-bit halves.
 
 A', M (SAVE, for the backward) and A_qk (STORE_AQK) are stored whole per chunk row
 `[rows, H, BT]`, zero above the diagonal. The per-channel decay (GATE 2) forms its scores
@@ -72,43 +67,46 @@ def _store_square(A, b_A, start, valid, i_h, H: tl.constexpr, BT: tl.constexpr):
 
 
 @triton.jit
-def _mm(a, b, PRECISION: tl.constexpr):
-    """`[BT, BT] @ [BT, BT]`, float32 operands, in the given tensor-core precision."""
-    return tl.dot(a, b, input_precision=PRECISION)
-
-
-@triton.jit
-def _invert_unit_lower(L, PRECISION: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-                       DIAG_SQUARINGS: tl.constexpr, BLOCK_SQUARINGS: tl.constexpr):
-    """(I + L)⁻¹ for a strictly lower `[BT, BT]` L, by the two factorisations of the
-    module docstring; `[BT, BT]`. DIAG_SQUARINGS = log2(BC) − 1 and BLOCK_SQUARINGS =
-    log2(NB) − 1 (NB = BT / BC) factors make each product exact."""
+def _invert_unit_lower(L, PRECISION: tl.constexpr, BT: tl.constexpr, LEVELS: tl.constexpr):
+    """(I + L)⁻¹ for a strictly lower `[BT, BT]` L (float32), LEVELS = log2(BT): block
+    forward substitution by doubling. X_s, the inverse of I plus the part of L inside
+    the diagonal blocks of s rows, becomes X_2s = X_s − X_s N_s X_s, N_s the part of L
+    inside blocks of 2s but outside those of s (exact: N_s X_s N_s = 0). Every X_s is a
+    true inverse of diagonal blocks of I + L, bounded as the answer is (a Neumann series
+    would form powers of L, binomially large for repeated keys); two `[BT, BT]` products
+    per level."""
     o_t = tl.arange(0, BT)
-    eye = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
-    same_block = (o_t[:, None] // BC) == (o_t[None, :] // BC)
-    L_d = tl.where(same_block, L, 0.0)
-    # D⁻¹ = Π (I + (−L_d)^(2^p)), p < log2(BC): (I − L_d)(I + L_d²)(I + L_d⁴)...
-    D_inv = eye - L_d
-    P = L_d
-    for _ in tl.static_range(DIAG_SQUARINGS):
-        P = _mm(P, P, PRECISION)
-        D_inv += _mm(D_inv, P, PRECISION)
-    inverse = D_inv
-    if BT > BC:
-        E = _mm(D_inv, L - L_d, PRECISION)
-        Y = eye - E
-        P = E
-        for _ in tl.static_range(BLOCK_SQUARINGS):
-            P = _mm(P, P, PRECISION)
-            Y += _mm(Y, P, PRECISION)
-        inverse = _mm(Y, D_inv, PRECISION)
-    return inverse
+    X = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
+    for level in tl.static_range(LEVELS):
+        inner = (o_t[:, None] >> level) == (o_t[None, :] >> level)
+        outer = (o_t[:, None] >> (level + 1)) == (o_t[None, :] >> (level + 1))
+        N = tl.where(outer & ~inner, L, 0.0)
+        X -= tl.dot(X, tl.dot(N, X, input_precision=PRECISION), input_precision=PRECISION)
+    return X
 
 
 @triton.jit
-def _weighted_rows(M, x, PRECISION: tl.constexpr):
-    """M `[BT, BT]` @ x `[BT, BD]` (float32 both) -> `[BT, BD]`."""
-    return tl.dot(M, x, input_precision=PRECISION)
+def _split(M, like, LOW: tl.constexpr):
+    """M `[BT, BT]` float32 as two operands whose sum is M to about 16 bits of mantissa:
+    16-bit halves M_hi + M_lo in the dtype of pointer `like` when LOW; else (M, 0)."""
+    if LOW:
+        hi = M.to(like.dtype.element_ty)
+        lo = (M - hi.to(tl.float32)).to(like.dtype.element_ty)
+    else:
+        hi = M
+        lo = tl.zeros_like(M)
+    return hi, lo
+
+
+@triton.jit
+def _weighted_rows(hi, lo, x, LOW: tl.constexpr):
+    """(hi + lo) `[BT, BT]` @ x `[BT, BD]` -> `[BT, BD]` float32. LOW: x 16-bit as
+    loaded (exact), two tensor-core products; otherwise one in full float32."""
+    if LOW:
+        out = tl.dot(hi, x) + tl.dot(lo, x)
+    else:
+        out = tl.dot(hi, x.to(tl.float32), input_precision="ieee")
+    return out
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -116,11 +114,10 @@ def _dense_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu
                           H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                           USE_BETA: tl.constexpr, STORE_AQK: tl.constexpr, SAVE: tl.constexpr,
                           LOW: tl.constexpr, PRECISION: tl.constexpr, BT: tl.constexpr,
-                          BC: tl.constexpr, DIAG_SQUARINGS: tl.constexpr,
-                          BLOCK_SQUARINGS: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
+                          LEVELS: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
     """Steps 1-3 of the module docstring for chunk `program_id(0)`, head `program_id(1)`.
     Buffers `[rows, H, BT]` (Aqk, Akk, M) and `[rows, H, K or V]` (w, u). PRECISION: of
-    the inverse and the W / U products (their float32 operands)."""
+    the inverse's products (float32 operands); LEVELS = log2(BT)."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     if STORE_AQK:
@@ -134,23 +131,25 @@ def _dense_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu
         b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
         if SAVE:
             _store_square(Akk, b_kk, start, valid, i_h, H, BT)
-        b_M = _invert_unit_lower(b_beta[:, None] * b_kk, PRECISION, BT, BC, DIAG_SQUARINGS,
-                                BLOCK_SQUARINGS)
+        b_M = _invert_unit_lower(b_beta[:, None] * b_kk, PRECISION, BT, LEVELS)
         if SAVE:
             _store_square(M, b_M, start, valid, i_h, H, BT)
-        # The weights of the rows of K and V: β, and for K the decay from the chunk start.
+        # W = (M Diag(β γ)) K and U = (M Diag(β)) V: the weights scale M's columns, so the
+        # 16-bit K and V tiles enter the products as loaded.
         b_wk = b_beta
         if GATE == 1:
             b_wk *= tl.exp(tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0))
+        b_Mk_hi, b_Mk_lo = _split(b_M * b_wk[None, :], k, LOW)
+        b_Mv_hi, b_Mv_lo = _split(b_M * b_beta[None, :], k, LOW)
         for k0 in range(0, K, BD):
             o_k = k0 + tl.arange(0, BD)
             m = m_t[:, None] & (o_k < K)[None, :]
             rows = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
-            b_x = tl.load(k + rows, mask=m, other=0.0).to(tl.float32) * b_wk[:, None]
-            tl.store(w + rows, _weighted_rows(b_M, b_x, PRECISION).to(w.dtype.element_ty), mask=m)
+            b_x = tl.load(k + rows, mask=m, other=0.0)
+            tl.store(w + rows, _weighted_rows(b_Mk_hi, b_Mk_lo, b_x, LOW).to(w.dtype.element_ty), mask=m)
         for v0 in range(0, V, BD):
             o_v = v0 + tl.arange(0, BD)
             m = m_t[:, None] & (o_v < V)[None, :]
             rows = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
-            b_x = tl.load(v + rows, mask=m, other=0.0).to(tl.float32) * b_beta[:, None]
-            tl.store(u + rows, _weighted_rows(b_M, b_x, PRECISION).to(u.dtype.element_ty), mask=m)
+            b_x = tl.load(v + rows, mask=m, other=0.0)
+            tl.store(u + rows, _weighted_rows(b_Mv_hi, b_Mv_lo, b_x, LOW).to(u.dtype.element_ty), mask=m)

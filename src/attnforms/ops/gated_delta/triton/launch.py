@@ -17,7 +17,7 @@ from ....kernels.sequences import (
 )
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
-from .chunk_fwd import _state_output_kernel
+from .chunk_fwd import _output_kernel, _state_output_kernel
 from .chunk_prepare import _cumsum_kernel, _prepare_kernel
 from .chunk_prepare_dense import _dense_prepare_kernel
 from .recurrent_fwd import _recurrent_kernel
@@ -49,14 +49,20 @@ STATE_FORWARD = {
     (2, True): StateTiling(128 * 64, 4, 2),
 }
 STATE_BACKWARD = StateTiling(128 * 32, 8, 2)
+# The split forward (`_split_forward`): "auto" splits when there are fewer than one
+# sequence·head per SPLIT_PER_MULTIPROCESSOR multiprocessors; "always" / "never" for
+# measurements. The output pass's value tile and warps.
+FORWARD_SPLIT = "auto"
+SPLIT_PER_MULTIPROCESSOR = 2
+OUTPUT_BV, OUTPUT_WARPS = 64, 4
 # The recurrent kernel's state slice and warps (a decode step streams the state once:
 # many programs, each with enough bytes in flight).
 RECURRENT_ELEMENTS = 128 * 32
 RECURRENT_WARPS = 4
 # Warps of the per-chunk preparations (chunk_prepare.py, chunk_prepare_dense.py).
 PREPARE_WARPS = 4
-# Tensor-core precision of the dense preparation's inverse and W / U products for
-# 16-bit inputs (float32 operands); float32 inputs always take "ieee".
+# Tensor-core precision of the dense preparation's inverse for 16-bit inputs (float32
+# operands); float32 inputs always take "ieee".
 DENSE_PREPARE_PRECISION = "tf32"
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 BWD_BK, BWD_BV, BWD_WARPS, BWD_STAGES = 32, 64, 8, 2
@@ -80,6 +86,16 @@ def _forward_value_tile(K: int, V: int, elements: int, sequences_heads: int, dev
     while BV > 16 and sequences_heads * triton.cdiv(V, BV) < _multiprocessors(device):
         BV //= 2
     return BK, BV
+
+
+def _split_forward(sequences_heads: int, device) -> bool:
+    """Whether the forward writes the output in a parallel pass of its own
+    (`_output_kernel`) after a sequential pass that only carries the state: when there
+    are few sequences·heads (one long sequence), the sequential chain is the critical
+    path and the output's products should not lengthen it."""
+    if FORWARD_SPLIT != "auto":
+        return FORWARD_SPLIT == "always"
+    return sequences_heads * SPLIT_PER_MULTIPROCESSOR < _multiprocessors(device)
 
 
 def _value_tile(K: int, V: int, elements: int) -> tuple[int, int]:
@@ -117,22 +133,21 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, sca
     decay (chunk_prepare_dense.py), 16-token blocks with one (chunk_prepare.py)."""
     _, T, H, K = q.shape
     V = v.shape[-1]
-    BC = min(SUBCHUNK, BT)
     grid = (len(chunk_indices), H)
     common = dict(H=H, K=K, V=V, GATE=GATE, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save,
-                  LOW=low, BT=BT, BC=BC, num_warps=PREPARE_WARPS)
+                  LOW=low, BT=BT, num_warps=PREPARE_WARPS)
     if GATE == 2:
         # Key slice of a score block: the per-channel decay forms `[BC, BK]` decay tiles.
         _prepare_kernel[grid](
             q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
-            BK=min(SCORE_BK, triton.next_power_of_2(K)), BKW=min(64, triton.next_power_of_2(K)),
+            BC=min(SUBCHUNK, BT), BK=min(SCORE_BK, triton.next_power_of_2(K)), BKW=min(64, triton.next_power_of_2(K)),
             BV=min(64, triton.next_power_of_2(V)), **common,
         )
         return
     _dense_prepare_kernel[grid](
         q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
         PRECISION=DENSE_PREPARE_PRECISION if low else "ieee",
-        DIAG_SQUARINGS=BC.bit_length() - 2, BLOCK_SQUARINGS=max((BT // BC).bit_length() - 2, 0),
+        LEVELS=BT.bit_length() - 1,
         BK=min(128, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))), **common,
     )
 
@@ -185,16 +200,27 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.
         tiling = tiling._replace(stages=1)
     BK, BV = _forward_value_tile(K, V, tiling.elements, N * H, device)
-    states = torch.empty(num_chunks, H, K, V, **f32) if save else None
-    v_new = torch.empty(rows, H, V, **f32) if save and use_beta else None
+    split = _split_forward(N * H, device)
+    # Without a backward, the split path's states and Ũ are only product operands: kept in
+    # the operands' dtype (the fused pass rounds them the same way).
+    kept = f32 if save or not low else dict(dtype=q.dtype, device=device)
+    states = torch.empty(num_chunks, H, K, V, **kept) if save or split else None
+    v_new = torch.empty(rows, H, V, **kept) if (save or split) and use_beta else None
     final = torch.empty(N, H, K, V, **f32) if output_final_state else None
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
     _state_output_kernel[(triton.cdiv(V, BV), N * H)](
         q, k, u if use_beta else v, w, G, Aqk, o, states, v_new, initial_state, final, chunk_base,
         cu_seqlens, scale, T, H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta,
-        USE_INITIAL=initial_state is not None, STORE_FINAL=output_final_state, SAVE=save, LOW=low,
-        BT=BT, BK=BK, BV=BV, num_warps=tiling.warps, num_stages=tiling.stages,
+        USE_INITIAL=initial_state is not None, STORE_FINAL=output_final_state, SAVE=save,
+        WRITE_O=not split, LOW=low, BT=BT, BK=BK, BV=BV, num_warps=tiling.warps, num_stages=tiling.stages,
     )
+    if split:
+        BVO = min(OUTPUT_BV, triton.next_power_of_2(V))
+        _output_kernel[(triton.cdiv(V, BVO), num_chunks, H)](
+            q, k, v_new if use_beta else v, G, Aqk, states, o, chunk_indices, cu_seqlens, scale, T,
+            H=H, K=K, V=V, GATE=GATE, LOW=low, BT=BT, BK=triton.next_power_of_2(K), BV=BVO,
+            num_warps=OUTPUT_WARPS,
+        )
     saved = ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v) if save else None
     return o, final, saved
 
