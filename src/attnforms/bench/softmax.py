@@ -69,7 +69,7 @@ def new_score_mod() -> Callable:
     return new_mod
 
 
-def _score_mod(kind: str | None) -> Callable[[int, torch.device], Callable] | None:
+def score_mod_factory(kind: str | None) -> Callable[[int, torch.device], Callable] | None:
     """`(H, device) -> score_mod` of a score kind (None: no score_mod)."""
     if kind == "alibi":
         return _alibi
@@ -101,7 +101,7 @@ class SoftmaxOp:
 
     def call(self, impl: str, window: int) -> Callable[..., torch.Tensor]:
         """`fn(q, k, v)` with q, k, v `[B, T, H, D]` -> output `[B, T, H, D]`."""
-        modify = _score_mod(self.score)
+        modify = score_mod_factory(self.score)
 
         def run(q, k, v):
             return af.softmax_attention(
@@ -214,7 +214,7 @@ def make_runner(item: Item, impl: str, device, shapes: ShapeSet) -> Runner:
     if item.runner.startswith("ours"):
         return Runner(ours_label(impl), op.call(impl, window), is_ours=True)
     if item.runner == FLEX_LABEL:
-        return flex(device, window=window if op.window else None, score_mod=_score_mod(op.score))
+        return flex(device, window=window if op.window else None, score_mod=score_mod_factory(op.score))
     return sdpa(item.runner.removeprefix("sdpa "), device)
 
 
