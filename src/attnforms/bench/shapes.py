@@ -33,11 +33,12 @@ class SoftmaxSizes:
     """Sizes of the softmax ops (issue 6).
 
     window:       W of `softmax_window` (causal, each query sees W keys, itself included).
-    gate_B, gate_T: the correctness gate of the sequence ops runs at B = min(shape's B,
-                  gate_B) and T = min(shape's T, gate_T), with the shape's H and D: the
-                  float64 reference materialises its scores, 8·16·4096²·8 B = 17 GB per
-                  matrix at S1 (and 8 times that at S2). gate_T > window, so the window
-                  cuts inside the gate; gate_B = 2 still checks batch indexing.
+    gate_B, gate_T: the correctness gate of the sequence ops runs at B = gate_B and
+                  T = min(shape's T, gate_T), with the shape's H and D: the float64
+                  reference materialises its scores, 8·16·4096²·8 B = 17 GB per matrix at
+                  S1 (and 8 times that at S2). gate_T > window, so the window cuts inside
+                  the gate; gate_B = 2 checks batch indexing. One gate size for S1 and S2,
+                  so compiled peers (Flex, static shapes) compile it once.
     decode_batches: batch sizes of `softmax_decode` (one new token).
     decode_cache: tokens already in the KV cache when timed.
     decode_gate_cache: the cache length of the decode gate (the batch is kept): float64
