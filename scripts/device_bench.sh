@@ -2,7 +2,9 @@
 # The one command to run on the GPU machine: install the carried peer wheels (.whl/:
 # fla-core, flash-linear-attention, mlstm-kernels, einops; pure Python, no network
 # needed; the softmax peers are torch's own and need none), print the GPU, then check
-# and time everything, keeping the log next to the results:
+# and time the ops the options choose (all by default, which no longer fits one
+# 10-minute call: pass one family's --ops, see the README), keeping the log next to the
+# results:
 #
 #     OUT=<results folder> bash scripts/device_bench.sh [more `attnforms bench` options]
 #
