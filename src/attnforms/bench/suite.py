@@ -85,7 +85,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
                       shapes=list(config.shapes), ops=list(config.ops), dtype="bfloat16",
                       first_call=("wall time of the first forward / forward+backward of each implementation, "
                                   + ("in parallel warm-up processes (autotuning benchmarks serialised by a lock)"
-                                     if warmup_workers else "in its first correctness gate"))),
+                                     if warmup_workers else "in its first correctness gate")
+                                  + "; items never warmed up (a new mod's compile) in the measuring process's gate")),
         shapes={k: v.dims() for k, v in shapes.sequences.items()},
         decode=dict(batches=list(shapes.decode_batches), H=shapes.decode_heads, K=shapes.decode_K, V=shapes.decode_V,
                     prefix=shapes.decode_prefix),
