@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # The one command to run on the GPU machine: install the carried peer wheels (.whl/:
 # fla-core, flash-linear-attention, mlstm-kernels, einops; pure Python, no network
-# needed), print the GPU, then check and time everything, keeping the log next to the
+# needed; the softmax peers are torch's own and need none), print the GPU, then check
+# and time the ops the options choose (all by default, which no longer fits one
+# 10-minute call: pass one family's --ops, see the README), keeping the log next to the
 # results:
 #
 #     OUT=<results folder> bash scripts/device_bench.sh [more `attnforms bench` options]
+#
+# e.g. the softmax ops of issue 6 (about 5-8 minutes, bench/NOTES-softmax.md):
+#
+#     OUT=<dir> bash scripts/device_bench.sh --shapes S1,S2,decode \
+#         --ops softmax_new_mod,softmax_causal,softmax_window,softmax_alibi,softmax_decode
 #
 # Writes $OUT/<date>-<gpu>.json, $OUT/<date>-<gpu>.png and $OUT/bench.log. The run
 # stops starting new measurements after --budget-s seconds (default 450), so it fits in
@@ -14,7 +21,11 @@ cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
 mkdir -p "$OUT"
 site=$(mktemp -d)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+else
+    echo "no .whl/*.whl here: fla and mlstm_kernels peers will be recorded as unavailable"
+fi
 export PYTHONPATH="$site:$PWD/src"
 nvidia-smi -L
 PYTHONUNBUFFERED=1 python3 -m attnforms bench --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"

@@ -73,14 +73,15 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _add_bench_options(command: argparse.ArgumentParser) -> None:
-    from .bench.linear import OP_KEYS
+    from .bench.cases import OP_KEYS
     from .bench.shapes import SHAPE_NAMES
     from .bench.suite import DEFAULT_BUDGET_S, DEFAULT_WARMUP_WORKERS
 
     command.add_argument("--shapes", type=_csv(SHAPE_NAMES), default=SHAPE_NAMES,
                          help=f"comma-separated subset of {','.join(SHAPE_NAMES)} (default: all)")
     command.add_argument("--ops", type=_csv(OP_KEYS), default=OP_KEYS,
-                         help=f"comma-separated subset of {','.join(OP_KEYS)} (default: all; decode runs with gdn)")
+                         help=f"comma-separated subset of {','.join(OP_KEYS)} (default: all; with the decode shape, "
+                              "gdn and mlstm bring their decode steps, softmax_decode is its own)")
     command.add_argument("--out", type=Path, default=Path("bench/results"),
                          help="folder for <date>-<gpu>.json and .png (default: bench/results)")
     command.add_argument("--quick", action="store_true",

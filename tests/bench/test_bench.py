@@ -155,13 +155,16 @@ def test_quick_bench_runs_end_to_end_on_cpu(tmp_path, one_thread, capsys):
     assert payload["complete"] and payload["device"] == "cpu"
     assert set(payload["ceilings"]["constants"]) == {"matmul_flops_per_s", "copy_bytes_per_s"}
     ours = [r for r in payload["rows"] if r["ours"]]
-    # 7 ops x 3 shapes + 2 decode steps x 2 batches, every one gated and timed.
-    assert len(ours) == 25
+    # Linear: 7 ops x 3 shapes + 2 decode steps x 2 batches; softmax: 3 ops x 3 shapes,
+    # the new mod once, decode at one batch size; every one gated and timed.
+    assert len(ours) == 25 + 11
     assert all(r["status"] == "ok" and r["fwd_ms"] is not None for r in ours)
-    assert all(r["fwd_bwd_ms"] is not None for r in ours if r["section"] == "sequence")
+    assert all(r["fwd_bwd_ms"] is not None for r in ours if r["fwd_bwd_status"] != "n/a")
+    assert {r["op_key"] for r in ours if r["section"] == "sequence" and r["fwd_bwd_ms"] is None} == {"softmax_alibi"}
     assert all(all(c["passed"] for c in r["gate"].values()) for r in ours)
     assert {r["op"] for r in ours} == {"KDA", "GDN", "simple GLA", "GLA", "mLSTM exp", "mLSTM sig", "Aaren",
-                                       "GDN decode", "mLSTM decode"}
+                                       "GDN decode", "mLSTM decode", "softmax causal", "softmax window",
+                                       "softmax ALiBi", "new score_mod", "softmax decode"}
     peers = [r for r in payload["rows"] if not r["ours"]]
     if importlib.util.find_spec("fla") is None:
         assert all(r["status"].startswith("unavailable") for r in peers if r["runner"].startswith("fla"))
@@ -194,7 +197,7 @@ def _crashing_worker(conn, config, items):
     """A worker body that dies on the second implementation, as a compiler abort would."""
     from dataclasses import asdict
 
-    from attnforms.bench.linear import blank_row
+    from attnforms.bench.cases import blank_row
     from attnforms.bench.shapes import shape_set
 
     for item in items:
@@ -208,7 +211,8 @@ def _crashing_worker(conn, config, items):
 
 
 def test_a_dead_worker_costs_only_its_implementation(tmp_path):
-    from attnforms.bench.linear import Item, blank_row
+    from attnforms.bench.cases import blank_row
+    from attnforms.bench.family import Item
     from attnforms.bench.shapes import shape_set
     from attnforms.bench.timing import TimingSettings
     from attnforms.bench.workers import WorkerConfig, measure_items

@@ -20,8 +20,15 @@ Elementwise work (decays, exponentials, gating) is not counted. A last partial c
 counts as a full one. The backward pass counts twice the forward (two products per
 forward product); recomputation is not counted, so fwd+bwd = 3 × fwd.
 
+Softmax attention counts model FLOPs of the visible query-key pairs, whatever tiles a
+kernel computes: per head and visible pair, `2·K` for the score and `2·V` for the
+weighted value (BENCHMARKS.md's `4·B·H·T²·D / 2` for causal at K = V = D, counting
+T(T+1)/2 pairs, 0.02% more at T = 4096); the backward counts 2.5 times the forward (five
+products to the forward's two), so fwd+bwd = 3.5 × fwd.
+
 Bytes are the least HBM traffic of a call: every input read once and the output written
-once in the input dtype; for decode, the float32 state read and written once.
+once in the input dtype; for decode, the float32 state read and written once (the
+linear families) or the KV cache read once (softmax).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from dataclasses import dataclass
 
 CHUNK = 64
 BACKWARD_FACTOR = 2.0  # backward FLOPs per forward FLOP
+SOFTMAX_BACKWARD_FACTOR = 2.5  # softmax attention's backward: dV, dP, dQ, dK and the recomputed scores
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,35 @@ def sequence_bytes(
     if beta:
         elements += tokens
     return elements * itemsize
+
+
+def causal_pairs(T: int, window: int | None = None) -> int:
+    """Query-key pairs a causal query sequence of length T sees: query i sees
+    min(i + 1, window) keys."""
+    if window is None or window >= T:
+        return T * (T + 1) // 2
+    return window * (window + 1) // 2 + (T - window) * window
+
+
+def softmax_flops(B: int, T: int, H: int, K: int, V: int, *, window: int | None = None) -> float:
+    """Forward FLOPs of causal softmax attention (with an optional window)."""
+    return float(B * H * causal_pairs(T, window) * 2 * (K + V))
+
+
+def softmax_fwd_bwd_flops(forward: float) -> float:
+    return forward * (1.0 + SOFTMAX_BACKWARD_FACTOR)
+
+
+def softmax_decode_flops(B: int, L: int, H: int, K: int, V: int) -> float:
+    """One new token per row against L cached keys (L + 1 keys visible)."""
+    return float(B * H * (L + 1) * 2 * (K + V))
+
+
+def softmax_decode_bytes(B: int, L: int, H: int, K: int, V: int, *, G: int | None = None, itemsize: int = 2) -> int:
+    """Least traffic of one decode step: the L cached and the new key / value of each of
+    G key heads read once (G = H without GQA), the query read and the output written."""
+    G = H if G is None else G
+    return (B * (L + 1) * G * (K + V) + B * H * (K + V)) * itemsize
 
 
 def decode_state_bytes(B: int, H: int, K: int, V: int, *, state_itemsize: int = 4) -> int:

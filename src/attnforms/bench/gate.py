@@ -36,6 +36,14 @@ def to_native(runner: Runner, x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).contiguous() if runner.head_major else x
 
 
+def native_args(runner: Runner, inputs: dict) -> dict:
+    """The runner's keyword arguments for `inputs` (attnforms layout): its own
+    `prepare`, or every tensor moved to its layout."""
+    if runner.prepare is not None:
+        return runner.prepare(inputs)
+    return {name: to_native(runner, x) for name, x in inputs.items()}
+
+
 def from_native(runner: Runner, x: torch.Tensor) -> torch.Tensor:
     """The runner's layout -> attnforms layout (a view)."""
     return x.transpose(1, 2) if runner.head_major else x
@@ -75,7 +83,8 @@ def run_reference(reference: Callable, inputs: dict, results: tuple[str, ...], g
                   upstream: torch.Tensor | None, dtype: torch.dtype | None) -> dict:
     """The reference's named results (and gradients) on `inputs`, cast to `dtype` (None:
     as given)."""
-    convert = (lambda x: x.to(dtype)) if dtype is not None else (lambda x: x)
+    # Only floating tensors change precision: integer ones (cache positions) are indices.
+    convert = (lambda x: x.to(dtype) if x.is_floating_point() else x) if dtype is not None else (lambda x: x)
     args = leaves(inputs, grad_names, convert)
     with torch.enable_grad():
         out = as_tuple(reference(**args))
@@ -142,7 +151,7 @@ def check(runner: Runner, exp: Expected) -> GateResult:
     device = exp.inputs["q"].device
     factor = GATE_FACTOR if runner.is_ours else PEER_GATE_FACTOR
     checks: dict = {}
-    args = {name: to_native(runner, x) for name, x in exp.inputs.items()}
+    args = native_args(runner, exp.inputs)
     with torch.no_grad():
         forward_s, out = timed_call(lambda: as_tuple(runner.fn(**args)), device)
     verdicts = [_compare(name, from_native(runner, y), exp, checks, factor) for name, y in zip(exp.results, out)]

@@ -2,16 +2,8 @@
 the mLSTM (both input gates) and Aaren in the chunk form, and the one-token decode steps
 of Gated DeltaNet and the mLSTM, each against the peers that compute the same function.
 
-A run is a plan of `Item`s (one implementation of one op at one shape), executed in
-order by `ItemRunner` (inside a worker process, see `workers.py`). For each item:
-1. the correctness gate (`gate.py`) at the shape's B, H, K, V and `check_T` tokens: the
-   forward, then (if it passed) forward + backward, each wall-timed: without a warm-up
-   phase, at the first shape these are the process's first calls, compilation and
-   autotuning included; a WRONG forward is neither timed nor run backward, a WRONG or
-   refused backward leaves fwd+bwd untimed;
-2. the forward (under `torch.no_grad`) and forward + backward (a random upstream
-   gradient) at the full shape, medians of do_bench, and the peak memory of one call of
-   each.
+The family interface (`family.py`) is implemented at the end of this module; measuring
+is generic (`measure.py`). Gate cases keep the shape's B, H, K, V at `check_T` tokens.
 
 Decode comes first (cheap), then the sequence shapes one by one, each op's own
 implementation before its peers; KDA is the last op, because fla's `chunk_kda`
@@ -19,22 +11,19 @@ autotunes for minutes on its first call.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 import attnforms as af
-from ..core.dispatch import ImplUnavailableError
 from ..core.states import LinearState, MLSTMState
 from ..testing import aaren_inputs, gated_delta_inputs, mlstm_inputs
 from . import flops
-from .gate import Expected, as_tuple, check, expected, leaves, to_native
+from .family import GateCase, Item, ours_label
 from .peers import DECODE_PEERS, MLSTM_DECODE_PEERS, SEQUENCE_PEERS, Runner
 from .report import Pairing, Row
 from .shapes import Shape, ShapeSet
-from .timing import TimingSettings, median_ms, peak_extra_bytes
 
 DTYPE = torch.bfloat16
 
@@ -93,14 +82,11 @@ DECODE_OPS = {
     DECODE_KEY: (DECODE_NAME, "gdn", DECODE_PEERS),
     MLSTM_DECODE_KEY: ("mLSTM decode", "mlstm", MLSTM_DECODE_PEERS),
 }
+ITEM_KEYS = OP_KEYS + tuple(DECODE_OPS)  # the op keys its items and rows carry
 
 # Comparisons across functions: our GDN against TFLA's mLSTM (the fastest chunkwise
 # kernel of another family, the number a GDN training kernel should be near).
 CROSS_PAIRINGS = (Pairing("GDN (ours) vs mlstm_kernels TFLA", "gdn", "mlstm", "mlstm_kernels triton_xl_chunk"),)
-
-
-def ours_label(impl: str) -> str:
-    return f"ours ({impl})"
 
 
 def pairings(op_keys: tuple[str, ...]) -> list[Pairing]:
@@ -117,17 +103,6 @@ def pairings(op_keys: tuple[str, ...]) -> list[Pairing]:
 
 
 # ----------------------------------------------------------------------------- plan
-
-@dataclass(frozen=True)
-class Item:
-    """One implementation (`runner`, a label) of one op at one shape ("S1", or "B=64"
-    for decode)."""
-
-    section: str  # "sequence" | "decode"
-    op_key: str
-    runner: str
-    shape: str
-
 
 def plan(op_keys: tuple[str, ...], shape_names: tuple[str, ...], shapes: ShapeSet, impl: str) -> list[Item]:
     """Decode first, then every sequence shape in turn; ours before the peers."""
@@ -155,13 +130,14 @@ def blank_row(item: Item, shapes: ShapeSet) -> Row:
                    bytes_floor=state_bytes, floor_ms=flops.floor_seconds(state_bytes) * 1e3)
     op, shape = OPS[item.op_key], shapes.sequences[item.shape]
     forward = op.flops(shape)
-    return Row("sequence", op.key, op.name, item.runner, ours, shape.name, shape.dims(),
+    return Row("sequence", op.key, op.name, item.runner, ours, shape.name, shape.dims(), fwd_bwd_status="not run",
                flops_fwd=forward, flops_fwd_bwd=flops.fwd_bwd_flops(forward), bytes_floor=op.bytes(shape),
                floor_ms=flops.floor_seconds(op.bytes(shape)) * 1e3)
 
 
-def make_runner(item: Item, impl: str) -> Runner:
-    """The implementation `item.runner` names (a peer is imported here)."""
+def make_runner(item: Item, impl: str, device=None, shapes: ShapeSet | None = None) -> Runner:
+    """The implementation `item.runner` names (a peer is imported here; `device` and
+    `shapes` are not needed: the linear peers fail by themselves where they cannot run)."""
     if item.section == "decode":
         if item.runner.startswith("ours"):
             return ours_decode(impl) if item.op_key == DECODE_KEY else ours_mlstm_decode(impl)
@@ -262,143 +238,28 @@ def ours_mlstm_decode(impl: str) -> Runner:
     return Runner(ours_label(impl), _mlstm_decode(impl), is_ours=True)
 
 
-# ----------------------------------------------------------------------------- measuring
+# ----------------------------------------------------------------------------- worker side
 
-@dataclass
-class Session:
-    """What a worker needs: where, how fast, until when (`deadline`: `time.time()` after
-    which no new measurement starts), and where log lines go."""
+class WorkerInputs:
+    """Gate cases and timing inputs of the linear items inside one worker (`family.py`);
+    the drawn sequence inputs are shared across ops and shapes (`InputCache`)."""
 
-    device: torch.device
-    impl: str
-    shapes: ShapeSet
-    settings: TimingSettings
-    deadline: float
-    start: float = field(default_factory=time.time)
-    log: Callable[[str], None] = print
+    def __init__(self, session):
+        self.shapes = session.shapes
+        self.cache = InputCache(session.device)
 
-    def out_of_time(self) -> bool:
-        return time.time() > self.deadline
+    def gate_case(self, item: Item) -> GateCase:
+        if item.section == "decode":
+            inputs = decode_inputs(self.shapes, int(item.shape.removeprefix("B=")), self.cache.device, item.op_key)
+            reference = _decode_reference if item.op_key == DECODE_KEY else _mlstm_decode("reference")
+            return GateCase(reference, inputs, ("output", "state"), ())
+        op, shape = OPS[item.op_key], self.shapes.sequences[item.shape]
+        self.cache.forget_except(shape)
+        return GateCase(op.call("reference"), self.cache.get(op, shape, self.shapes.check_T), ("output",), op.names)
 
-
-def failure(exc: BaseException) -> str:
-    if isinstance(exc, ImplUnavailableError):
-        return f"unavailable: {exc}"
-    return f"failed: {type(exc).__name__}: {exc}"
-
-
-def _release(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def measure(session: Session, runner: Runner, row: Row, full: dict, exp: Expected, backward: bool) -> None:
-    """Steps 1-2 of the module docstring for one runner at one shape (`full`: its inputs
-    in attnforms layout), filling `row`. Raises on a forward failure (the caller
-    records it)."""
-    device = session.device
-    gate = check(runner, exp)
-    row.gate, row.gate_T = gate.checks, exp.inputs["q"].shape[1]
-    row.first_call_fwd_s, row.first_call_fwd_bwd_s = gate.forward_s, gate.fwd_bwd_s
-    if not gate.forward_ok:
-        row.status = "WRONG"
-        session.log(f"    WRONG: {gate.failures()}")
-        return
-
-    args = {name: to_native(runner, x) for name, x in full.items()}
-
-    def forward():
-        with torch.no_grad():
-            return runner.fn(**args)
-
-    row.fwd_ms = median_ms(forward, device, session.settings)
-    row.peak_fwd_bytes = peak_extra_bytes(forward, device)
-    if not backward:
-        return
-    row.fwd_bwd_status = gate.backward
-    if gate.backward != "ok":
-        session.log(f"    fwd+bwd {gate.backward if gate.backward != 'WRONG' else 'WRONG: ' + gate.failures()}"[:300])
-        return
-    if session.out_of_time():
-        row.fwd_bwd_status = "skipped: time budget"
-        return
-    grad_args = leaves(full, tuple(full), lambda x: to_native(runner, x))
-    upstream = to_native(runner, torch.randn_like(full["v"]))
-
-    def step():
-        as_tuple(runner.fn(**grad_args))[0].backward(upstream)
-
-    try:  # it passed the gate at check_T; at the full shape it may still fail (memory)
-        row.fwd_bwd_ms = median_ms(step, device, session.settings, grad_to_none=list(grad_args.values()))
-        row.peak_fwd_bwd_bytes = peak_extra_bytes(step, device)
-    except Exception as exc:
-        row.fwd_bwd_status = failure(exc)
-
-
-class ItemRunner:
-    """Runs items one after another, keeping what consecutive items share: inputs, the
-    float64 expectations of the current op and shape, and the constructed runners."""
-
-    def __init__(self, session: Session):
-        self.session = session
-        self.inputs = InputCache(session.device)
-        self.expected: dict = {}
-        self.runners: dict = {}
-
-    def _expected(self, item: Item) -> Expected:
-        key = (item.section, item.op_key, item.shape)
-        if key not in self.expected:
-            self.expected = {}  # only the current op and shape are kept
-            s = self.session
-            if item.section == "decode":
-                inputs = decode_inputs(s.shapes, int(item.shape.removeprefix("B=")), s.device, item.op_key)
-                reference = _decode_reference if item.op_key == DECODE_KEY else _mlstm_decode("reference")
-                self.expected[key] = expected(reference, inputs, ("output", "state"), ())
-            else:
-                op, shape = OPS[item.op_key], s.shapes.sequences[item.shape]
-                gate_inputs = self.inputs.get(op, shape, s.shapes.check_T)
-                self.expected[key] = expected(op.call("reference"), gate_inputs, ("output",), op.names)
-        return self.expected[key]
-
-    def _runner(self, item: Item) -> Runner:
-        key = (item.section, item.op_key, item.runner)
-        if key not in self.runners:
-            self.runners[key] = make_runner(item, self.session.impl)
-        return self.runners[key]
-
-    def run(self, item: Item) -> Row:
-        """Measure `item`; every failure is recorded in the returned row."""
-        s = self.session
-        row = blank_row(item, s.shapes)
-        if item.section == "sequence":
-            row.fwd_bwd_status = "not run"
-        try:
-            runner = self._runner(item)
-            if runner.unavailable:
-                row.status = runner.unavailable
-            elif s.out_of_time():
-                row.status = "skipped: time budget"
-            elif item.section == "decode":
-                exp = self._expected(item)
-                if runner.in_place:
-                    exp = replace(exp, inputs={**exp.inputs, "S": exp.inputs["S"].clone()})
-                measure(s, runner, row, exp.inputs, exp, backward=False)
-                if row.fwd_ms:
-                    row.achieved_bytes_per_s = row.bytes_floor / (row.fwd_ms * 1e-3)
-            else:
-                op, shape = OPS[item.op_key], s.shapes.sequences[item.shape]
-                self.inputs.forget_except(shape)
-                exp = self._expected(item)
-                measure(s, runner, row, self.inputs.get(op, shape, shape.T), exp, backward=True)
-                row.tflops_fwd = flops.tflops(row.flops_fwd, row.fwd_ms)
-                row.tflops_fwd_bwd = flops.tflops(row.flops_fwd_bwd, row.fwd_bwd_ms)
-        except Exception as exc:
-            row.status = failure(exc)
-        if row.status != "ok" and row.fwd_bwd_status == "ok":
-            row.fwd_bwd_status = "not run"
-        _release(s.device)
-        times = "" if row.fwd_ms is None else f"fwd {row.fwd_ms:.3f} ms"
-        if row.fwd_bwd_ms is not None:
-            times += f", fwd+bwd {row.fwd_bwd_ms:.3f} ms"
-        s.log(f"[{time.time() - s.start:6.1f}s] {row.shape:<6} {row.op:<11} {row.runner:<38} {row.status[:120]} {times}")
-        return row
+    def timing_inputs(self, item: Item) -> dict | None:
+        """Decode is timed on its gate inputs (already full size)."""
+        if item.section == "decode":
+            return None
+        op, shape = OPS[item.op_key], self.shapes.sequences[item.shape]
+        return self.cache.get(op, shape, shape.T)

@@ -78,6 +78,13 @@ class Runner:
     is_ours:     attnforms itself (the denominator of every ratio).
     in_place:    (decode) writes the new state over its state argument `S`, so it is
                  given its own copy of the inputs.
+    prepare:     None, or `prepare(inputs) -> args`: builds this runner's arguments from
+                 the inputs (attnforms layout) once, outside the timed region, where a
+                 per-tensor layout change is not enough (e.g. SDPA decoding reads the
+                 cache and the new token as one concatenated key tensor).
+    compiles_per_shape: compiled for static shapes (torch.compile): every new shape is a
+                 new compile, so the warm-up also calls it at the item's other shapes
+                 (filling the on-disk compile caches the measuring process then reads).
     """
 
     label: str
@@ -86,6 +93,8 @@ class Runner:
     head_major: bool = False
     in_place: bool = False
     is_ours: bool = False
+    prepare: Callable[[dict], dict] | None = None
+    compiles_per_shape: bool = False
 
 
 def _load(module: str, attr: str):

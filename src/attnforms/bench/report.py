@@ -2,7 +2,9 @@
 
 A ratio is `peer time / our time` for the same op and shape in the same run (above 1:
 ours is faster). It exists only where both sides passed the correctness gate and were
-timed; a missing side is shown as "-".
+timed; a missing side is shown as "-". A pairing may carry the floors an issue sets for
+its ratios, and a row a limit on its first-call time; `targets` lists each with the
+measured value and whether it is met.
 """
 from __future__ import annotations
 
@@ -49,33 +51,68 @@ class Row:
     peak_fwd_bwd_bytes: int | None = None
     first_call_fwd_s: float | None = None
     first_call_fwd_bwd_s: float | None = None
+    first_call_limit_s: float | None = None  # a target on the first calls (each must be under it)
     gate_T: int | None = None
+    gate_shapes: dict = field(default_factory=dict)  # input name -> shape at which the gate ran
     gate: dict = field(default_factory=dict)
+
+
+RATIO_KINDS = ("fwd", "fwd_bwd")
 
 
 @dataclass(frozen=True)
 class Pairing:
-    """Our `ours_op` against the peer `peer_label` that runs for `peer_op`."""
+    """Our `ours_op` against the peer `peer_label` that runs for `peer_op`. floors:
+    `(("fwd", 1.1), ...)`, the least ratio an issue asks for, by kind (fwd, fwd_bwd)."""
 
     name: str
     ours_op: str
     peer_op: str
     peer_label: str
+    floors: tuple[tuple[str, float], ...] = ()
 
 
 def compute_ratios(rows: list[Row], pairings: list[Pairing]) -> list[dict]:
-    """`peer / ours` for fwd and fwd+bwd, per pairing and shape where either side ran."""
+    """`peer / ours` for fwd and fwd+bwd, per pairing and shape where either side ran,
+    with the pairing's floors (`floor_fwd`, `floor_fwd_bwd`: None where it has none)."""
     ratios = []
     for pairing in pairings:
         ours = {r.shape: r for r in rows if r.op_key == pairing.ours_op and r.ours}
         peer = {r.shape: r for r in rows if r.op_key == pairing.peer_op and r.runner == pairing.peer_label}
+        floors = dict(pairing.floors)
         for shape in [s for s in ours if s in peer]:
             mine, theirs = ours[shape], peer[shape]
             entry = dict(pairing=pairing.name, shape=shape, ours=mine.runner, peer=theirs.runner,
                          fwd=_ratio(theirs.fwd_ms, mine.fwd_ms), fwd_bwd=_ratio(theirs.fwd_bwd_ms, mine.fwd_bwd_ms),
+                         **{f"floor_{kind}": floors.get(kind) for kind in RATIO_KINDS},
                          why_missing=_why_missing(mine, theirs))
             ratios.append(entry)
     return ratios
+
+
+def targets(rows: list[Row], ratios: list[dict]) -> list[dict]:
+    """Every target of the run: the floor of each ratio that has one, and the limit of
+    each first-call time (forward, and forward + backward: the first training step).
+    `met` is None where the value was not measured."""
+    found = []
+    for entry in ratios:
+        for kind in RATIO_KINDS:
+            floor = entry.get(f"floor_{kind}")
+            if floor is not None:
+                value = entry[kind]
+                found.append(dict(what=f"{entry['pairing']} {kind.replace('_', '+')}", shape=entry["shape"],
+                                  measured=value, target=f">= {floor:g}x",
+                                  met=None if value is None else value >= floor,
+                                  why_missing=entry["why_missing"] if value is None else None))
+    for row in rows:
+        if row.first_call_limit_s is None:
+            continue
+        for kind, value in (("fwd", row.first_call_fwd_s), ("fwd+bwd", row.first_call_fwd_bwd_s)):
+            found.append(dict(what=f"{row.op} {row.runner}: first {kind} call", shape=row.shape,
+                              measured=value, target=f"<= {row.first_call_limit_s:g} s",
+                              met=None if value is None else value <= row.first_call_limit_s,
+                              why_missing=None if value is not None else _short(row.status)))
+    return found
 
 
 def _ratio(peer_ms, our_ms):
@@ -108,7 +145,8 @@ def _status_cell(status: str) -> str:
 
 
 def format_tables(rows: list[Row], ratios: list[dict]) -> str:
-    """The sequence table, the decode table, the ratios, and the long messages as notes."""
+    """The sequence table, the decode table, the ratios, the targets, and the long
+    messages as notes."""
     lines, notes = [], {}
 
     def note(row: Row, text: str) -> str:
@@ -119,26 +157,27 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
 
     sequence = [r for r in rows if r.section == "sequence"]
     if sequence:
-        header = (f"{'op':<12} {'runner':<32} {'shape':<5} {'status':<12} {'fwd ms':>9} {'fwd+bwd ms':>11} "
+        header = (f"{'op':<16} {'runner':<32} {'shape':<5} {'status':<12} {'fwd ms':>9} {'fwd+bwd ms':>11} "
                   f"{'fwd TF/s':>9} {'f+b TF/s':>9} {'peak MB f/fb':>15} {'1st call s':>11}")
-        lines += ["sequence ops (chunk form; bf16 inputs; TFLOP/s of the chunkwise count at C=64; "
-                  "1st call: the gate's fwd/fwd+bwd, compile and autotune included at the first shape)", header, "-" * len(header)]
+        lines += ["sequence ops (bf16 inputs; TFLOP/s of each op's model count, flops.py: linear ops the chunkwise "
+                  "count at C=64, softmax the visible query-key pairs; 1st call: the gate's fwd/fwd+bwd, "
+                  "compile and autotune included at the first shape)", header, "-" * len(header)]
         for r in sequence:
             status = _status_cell(r.status)
             if r.status not in ("ok",):
                 status = f"{status} {note(r, r.status if r.status != 'WRONG' else _gate_text(r))}"
             fwd_bwd = _num(r.fwd_bwd_ms, ".3f")
-            if r.status == "ok" and r.fwd_bwd_ms is None:
+            if r.status == "ok" and r.fwd_bwd_ms is None and r.fwd_bwd_status != "n/a":
                 fwd_bwd = f"{_status_cell(r.fwd_bwd_status)} {note(r, r.fwd_bwd_status if r.fwd_bwd_status != 'WRONG' else _gate_text(r))}"
             peak = f"{_mb(r.peak_fwd_bytes)}/{_mb(r.peak_fwd_bwd_bytes)}"
             first = "-" if r.first_call_fwd_s is None else f"{r.first_call_fwd_s:.1f}/{_num(r.first_call_fwd_bwd_s, '.1f')}"
-            lines.append(f"{r.op:<12} {_short(r.runner, 32):<32} {r.shape:<5} {status:<12} {_num(r.fwd_ms, '.3f'):>9} "
+            lines.append(f"{r.op:<16} {_short(r.runner, 32):<32} {r.shape:<5} {status:<12} {_num(r.fwd_ms, '.3f'):>9} "
                          f"{fwd_bwd:>11} {_num(r.tflops_fwd, '.3g'):>9} {_num(r.tflops_fwd_bwd, '.3g'):>9} {peak:>15} {first:>11}")
     decode = [r for r in rows if r.section == "decode"]
     if decode:
-        header = f"{'op':<12} {'runner':<38} {'batch':<7} {'status':<12} {'µs':>9} {'floor µs':>9} {'state TB/s':>11} {'1st call s':>11}"
-        lines += ["", "decode (one token, float32 state in and out; floor = state read + write at the copy ceiling)",
-                  header, "-" * len(header)]
+        header = f"{'op':<16} {'runner':<38} {'batch':<7} {'status':<12} {'µs':>9} {'floor µs':>9} {'TB/s':>11} {'1st call s':>11}"
+        lines += ["", "decode (one token; floor = the least bytes moved at the copy ceiling: the linear families' "
+                  "float32 state read + written, softmax's KV cache read)", header, "-" * len(header)]
         for r in decode:
             status = _status_cell(r.status)
             if r.status != "ok":
@@ -146,14 +185,25 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
             us = None if r.fwd_ms is None else r.fwd_ms * 1e3
             floor = None if r.floor_ms is None else r.floor_ms * 1e3
             rate = None if r.achieved_bytes_per_s is None else r.achieved_bytes_per_s / 1e12
-            lines.append(f"{r.op:<12} {_short(r.runner, 38):<38} {r.shape:<7} {status:<12} {_num(us, '.1f'):>9} "
+            lines.append(f"{r.op:<16} {_short(r.runner, 38):<38} {r.shape:<7} {status:<12} {_num(us, '.1f'):>9} "
                          f"{_num(floor, '.3g'):>9} {_num(rate, '.3g'):>11} {_num(r.first_call_fwd_s, '.2f'):>11}")
     if ratios:
-        header = f"{'pairing':<44} {'shape':<7} {'fwd':>7} {'fwd+bwd':>8}  missing because"
-        lines += ["", "ratios: peer time / our time (above 1 = ours faster)", header, "-" * len(header)]
+        header = f"{'pairing':<44} {'shape':<7} {'fwd':>7} {'fwd+bwd':>8} {'floors':>11}  missing because"
+        lines += ["", "ratios: peer time / our time (above 1 = ours faster; floors: the issue's targets, fwd/fwd+bwd)",
+                  header, "-" * len(header)]
         for entry in ratios:
+            floors = "/".join(_num(entry.get(f"floor_{kind}"), "g") for kind in RATIO_KINDS)
             lines.append(f"{_short(entry['pairing'], 44):<44} {entry['shape']:<7} {_num(entry['fwd'], '.2f'):>7} "
-                         f"{_num(entry['fwd_bwd'], '.2f'):>8}  {entry['why_missing'] or ''}")
+                         f"{_num(entry['fwd_bwd'], '.2f'):>8} {floors if floors != '-/-' else '':>11}  "
+                         f"{entry['why_missing'] or ''}")
+    goals = targets(rows, ratios)
+    if goals:
+        header = f"{'target':<58} {'shape':<7} {'measured':>9} {'wanted':>9}  verdict"
+        lines += ["", "targets", header, "-" * len(header)]
+        for goal in goals:
+            verdict = {True: "met", False: "MISSED", None: f"not measured ({goal['why_missing'] or '?'})"}[goal["met"]]
+            lines.append(f"{_short(goal['what'], 58):<58} {goal['shape']:<7} {_num(goal['measured'], '.3g'):>9} "
+                         f"{goal['target']:>9}  {verdict}")
     if notes:
         lines += ["", "notes:"] + [f"[{number}] {key}" for key, number in notes.items()]
     return "\n".join(lines)
@@ -224,9 +274,13 @@ def write_png(path: Path, ratios: list[dict], title: str) -> str | None:
         for offset, key, label in ((-width / 2, "fwd", "fwd"), (width / 2, "fwd_bwd", "fwd+bwd")):
             values = [e[key] if e[key] is not None else float("nan") for e in shown]
             axes.bar([p + offset for p in positions], values, width, label=label)
+            for p, e in zip(positions, shown):  # the issue's floor, a tick across the bar
+                if e.get(f"floor_{key}") is not None:
+                    axes.plot([p + offset - width / 2, p + offset + width / 2], [e[f"floor_{key}"]] * 2,
+                              color="red", linewidth=1.5)
         axes.axhline(1.0, color="black", linewidth=0.8)
         axes.set_yscale("log")
-        axes.set_ylabel("peer time / our time")
+        axes.set_ylabel("peer time / our time (red ticks: targets)")
         axes.set_xticks(list(positions))
         axes.set_xticklabels([f"{e['pairing']}\n{e['shape']}" for e in shown], rotation=60, ha="right", fontsize=7)
         axes.legend(fontsize=8)

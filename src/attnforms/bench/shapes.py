@@ -29,6 +29,33 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class SoftmaxSizes:
+    """Sizes of the softmax ops (issue 6).
+
+    window:       W of `softmax_window` (causal, each query sees W keys, itself included).
+    gate_B, gate_T: the correctness gate of the sequence ops runs at B = gate_B and
+                  T = min(shape's T, gate_T), with the shape's H and D: the float64
+                  reference materialises its scores, 8·16·4096²·8 B = 17 GB per matrix at
+                  S1 (and 8 times that at S2). gate_T > window, so the window cuts inside
+                  the gate; gate_B = 2 checks batch indexing. One gate size for S1 and S2,
+                  so compiled peers (Flex, static shapes) compile it once.
+    decode_batches: batch sizes of `softmax_decode` (one new token).
+    decode_cache: tokens already in the KV cache when timed.
+    decode_gate_cache: the cache length of the decode gate (the batch is kept): float64
+                  caches at B = 64, L = 32768 would be 2 · 34 GB. At B = 64 the split-KV
+                  kernel uses one split at either length, so the gate takes the timed path.
+    Heads and head dims of decode are the ShapeSet's `decode_heads`, `decode_K`, `decode_V`.
+    """
+
+    window: int
+    gate_B: int
+    gate_T: int
+    decode_batches: tuple[int, ...]
+    decode_cache: int
+    decode_gate_cache: int
+
+
+@dataclass(frozen=True)
 class ShapeSet:
     """Everything one run needs to know about sizes.
 
@@ -38,6 +65,7 @@ class ShapeSet:
     check_T:       length of the correctness gate (float64 references at long T are too
                    slow); the gate keeps the shape's B, H, K, V.
     decode_prefix: tokens run through the reference to make a realistic decode state.
+    softmax:       the softmax ops' window, gate and decode sizes.
     """
 
     sequences: dict[str, Shape]
@@ -47,6 +75,7 @@ class ShapeSet:
     decode_V: int
     check_T: int
     decode_prefix: int
+    softmax: SoftmaxSizes
 
 
 CANONICAL = ShapeSet(
@@ -61,6 +90,8 @@ CANONICAL = ShapeSet(
     decode_V=128,
     check_T=512,
     decode_prefix=64,
+    softmax=SoftmaxSizes(window=1024, gate_B=2, gate_T=2048, decode_batches=(64,), decode_cache=32768,
+                         decode_gate_cache=2048),
 )
 
 # `--quick`: small enough for the float reference on a CPU, or the Triton interpreter,
@@ -78,6 +109,8 @@ QUICK = ShapeSet(
     decode_V=32,
     check_T=128,
     decode_prefix=16,
+    # The window cuts inside the gate (T 128) and the shapes; caches span several key tiles.
+    softmax=SoftmaxSizes(window=48, gate_B=2, gate_T=128, decode_batches=(3,), decode_cache=80, decode_gate_cache=40),
 )
 
 SHAPE_NAMES = ("S1", "S2", "S3", "decode")

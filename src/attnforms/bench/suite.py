@@ -15,9 +15,9 @@ import torch
 
 from . import flops
 from .gate import GATE_ATOL, GATE_FACTOR
-from .linear import OP_KEYS, blank_row, pairings, plan
+from .cases import OP_KEYS, blank_row, pairings, plan
 from .peers import versions
-from .report import Row, compute_ratios, format_tables, output_stem, write_json, write_png
+from .report import Row, compute_ratios, format_tables, output_stem, targets, write_json, write_png
 from .shapes import SHAPE_NAMES, shape_set
 from .timing import TimingSettings, measure_ceilings
 from .workers import HARD_STOP_GRACE_S, WorkerConfig, measure_items, warm_up
@@ -31,7 +31,8 @@ DEFAULT_WARMUP_WORKERS = 8
 @dataclass(frozen=True)
 class BenchConfig:
     """device: torch device string. shapes: subset of S1, S2, S3, decode. ops: subset of
-    `linear.OP_KEYS` (decode runs with "gdn"). out: results folder. quick: tiny shapes.
+    `cases.OP_KEYS` (the linear decode steps run with "gdn" / "mlstm"; softmax decode is
+    "softmax_decode"; all decode needs "decode" in shapes). out: results folder. quick: tiny shapes.
     impl: our implementation ("triton" or "reference"). budget_s: no new measurement
     starts after this many seconds (what is left is recorded as skipped; workers are
     killed `HARD_STOP_GRACE_S` later). warmup_workers: parallel first-call processes
@@ -80,15 +81,18 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         settings=dict(asdict(config.timing()), budget_s=config.budget_s, hard_stop_grace_s=HARD_STOP_GRACE_S,
                       warmup_workers=warmup_workers, check_T=shapes.check_T, gate_factor=GATE_FACTOR,
                       gate_atol=GATE_ATOL, flop_chunk=flops.CHUNK, backward_flop_factor=flops.BACKWARD_FACTOR,
+                      softmax_backward_flop_factor=flops.SOFTMAX_BACKWARD_FACTOR,
                       shapes=list(config.shapes), ops=list(config.ops), dtype="bfloat16",
                       first_call=("wall time of the first forward / forward+backward of each implementation, "
                                   + ("in parallel warm-up processes (autotuning benchmarks serialised by a lock)"
-                                     if warmup_workers else "in its first correctness gate"))),
+                                     if warmup_workers else "in its first correctness gate")
+                                  + "; items never warmed up (a new mod's compile) in the measuring process's gate")),
         shapes={k: v.dims() for k, v in shapes.sequences.items()},
         decode=dict(batches=list(shapes.decode_batches), H=shapes.decode_heads, K=shapes.decode_K, V=shapes.decode_V,
                     prefix=shapes.decode_prefix),
+        softmax=asdict(shapes.softmax),
         ceilings=dict(constants=asdict(flops.H200)),
-        rows=rows, ratios=[], warm_up={}, complete=False,
+        rows=rows, ratios=[], targets=[], warm_up={}, complete=False,
     )
     log(f"attnforms bench: {name} ({device}), impl={config.impl}, quick={config.quick}, "
         f"budget {config.budget_s:.0f} s -> {json_path}")
@@ -110,9 +114,10 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
     worker = WorkerConfig(device=str(device), impl=config.impl, quick=config.quick, settings=config.timing(),
                           deadline=start + config.budget_s, start=start, threads=torch.get_num_threads())
     warm: dict = {}
-    if warmup_workers and items:
+    warm_items = [item for item in items if item.warm_up]
+    if warmup_workers and warm_items:
         log(f"warm-up: first calls of every implementation, {warmup_workers} processes at a time")
-        warm = warm_up(worker, items, warmup_workers)
+        warm = warm_up(worker, warm_items, warmup_workers)
         payload["warm_up"] = {" / ".join(key): result for key, result in warm.items()}
     first_items = {}
     for item in items:
@@ -125,6 +130,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
             row.first_call_fwd_s, row.first_call_fwd_bwd_s = result["fwd_s"], result.get("fwd_bwd_s")
         rows.append(row)
         payload["ratios"] = compute_ratios(rows, pairs)
+        payload["targets"] = targets(rows, payload["ratios"])
         payload["elapsed_s"] = time.time() - start
         write_json(json_path, payload)
 
@@ -134,7 +140,6 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         if died:  # it would kill the measuring worker too
             row = blank_row(item, shapes)
             row.status = f"failed: its first call killed the warm-up process ({died})"
-            row.fwd_bwd_status = "not run" if row.section == "sequence" else "n/a"
             emit(row)
         else:
             to_measure.append(item)
@@ -142,6 +147,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
     order = {(i.section, i.op_key, i.runner, i.shape): n for n, i in enumerate(items)}
     rows.sort(key=lambda row: order[(row.section, row.op_key, row.runner, row.shape)])
     payload["ratios"] = compute_ratios(rows, pairs)
+    payload["targets"] = targets(rows, payload["ratios"])
 
     payload["complete"] = True
     payload["elapsed_s"] = time.time() - start

@@ -13,7 +13,11 @@ Two phases, both in `spawn`ed processes:
   them, and every autotuning benchmark holds an exclusive lock file while it times (each
   configuration is compiled and run once before taking the lock), so configurations
   are timed one process at a time, as in a sequential run. The wall times of these first
-  calls are the rows' first-call times.
+  calls are the rows' first-call times. A runner compiled per shape (compiled
+  FlexAttention: `Runner.compiles_per_shape`) is then also called once at each of its
+  items' timed sizes, so that its compiles for every shape run here in parallel and the
+  measuring process finds them in inductor's on-disk caches. Items with
+  `warm_up=False` (a new mod's compile time) are left to the measuring process.
 - measurement: the planned items in order, in one worker process; when a worker dies,
   its current item is recorded as failed, the same implementation's later items are
   skipped, and a new worker continues with the rest. At the hard stop (the budget plus
@@ -61,7 +65,7 @@ def _log(text: str) -> None:
 
 
 def _session(config: WorkerConfig):
-    from .linear import Session
+    from .measure import Session
     from .shapes import shape_set
 
     os.environ["TRITON_CACHE_AUTOTUNING"] = "1"
@@ -75,7 +79,7 @@ def _session(config: WorkerConfig):
 
 
 def _measure_child(conn, config: WorkerConfig, items: list) -> None:
-    from .linear import ItemRunner
+    from .measure import ItemRunner
 
     runner = ItemRunner(_session(config))
     for item in items:
@@ -111,8 +115,6 @@ def measure_items(config: WorkerConfig, items: list, blank_row, on_row, log=_log
     def give_up(item, status: str) -> None:
         row = blank_row(item)
         row.status = status
-        if row.section == "sequence":
-            row.fwd_bwd_status = "not run"
         remaining.remove(item)
         on_row(row)
 
@@ -188,36 +190,59 @@ def _lock_autotune_benchmarks(lock_path: str) -> None:
     triton.testing.do_bench = locked_do_bench
 
 
-def _warm_child(conn, config: WorkerConfig, item) -> None:
-    from .gate import as_tuple, leaves, to_native
-    from .linear import OPS, InputCache, decode_inputs, failure, make_runner
+def _first_calls(runner, inputs: dict, backward: bool, device) -> dict:
+    """Wall seconds of one forward (no_grad) and, with `backward`, one forward + backward
+    of `runner` on `inputs` (attnforms layout)."""
+    from .gate import as_tuple, leaves, native_args, to_native
+    from .measure import failure
     from .timing import timed_call
+
+    result = {}
+    args = native_args(runner, inputs)
+    with torch.no_grad():
+        result["fwd_s"], _ = timed_call(lambda: runner.fn(**args), device)
+    del args
+    if backward:
+        grad_args = leaves(inputs, tuple(inputs), lambda x: to_native(runner, x))
+        upstream = to_native(runner, torch.randn_like(inputs["v"]))
+        try:
+            result["fwd_bwd_s"], _ = timed_call(
+                lambda: as_tuple(runner.fn(**grad_args))[0].backward(upstream), device)
+        except Exception as exc:
+            result["bwd_error"] = failure(exc)
+    return result
+
+
+def _warm_child(conn, config: WorkerConfig, items: list) -> None:
+    """The first calls of one implementation at its first item's gate case; for a runner
+    compiled per shape, then one call at every item's timed size (not recorded: it fills
+    the on-disk compile caches the measuring process reads)."""
+    from . import cases
+    from .measure import failure
 
     if config.lock_path:
         _lock_autotune_benchmarks(config.lock_path)
     session = _session(config)
+    item = items[0]
     result: dict = {}
     try:
-        runner = make_runner(item, config.impl)
+        runner = cases.make_runner(item, config.impl, session.device, session.shapes)
         if runner.unavailable:
             conn.send(("warm", item, dict(error=runner.unavailable)))
             return
-        if item.section == "decode":
-            inputs = decode_inputs(session.shapes, int(item.shape.removeprefix("B=")), session.device, item.op_key)
-        else:
-            op, shape = OPS[item.op_key], session.shapes.sequences[item.shape]
-            inputs = InputCache(session.device).get(op, shape, session.shapes.check_T)
-        args = {name: to_native(runner, x) for name, x in inputs.items()}
-        with torch.no_grad():
-            result["fwd_s"], _ = timed_call(lambda: runner.fn(**args), session.device)
-        if item.section == "sequence":
-            grad_args = leaves(inputs, tuple(inputs), lambda x: to_native(runner, x))
-            upstream = to_native(runner, torch.randn_like(inputs["v"]))
-            try:
-                result["fwd_bwd_s"], _ = timed_call(
-                    lambda: as_tuple(runner.fn(**grad_args))[0].backward(upstream), session.device)
-            except Exception as exc:
-                result["bwd_error"] = failure(exc)
+        inputs = cases.family_of(item.op_key).WorkerInputs(session)
+        case = inputs.gate_case(item)
+        result.update(_first_calls(runner, case.inputs, bool(case.grad_names), session.device))
+        if runner.compiles_per_shape:
+            start = time.perf_counter()
+            for other in items:
+                full = inputs.timing_inputs(other)
+                if full is not None:
+                    _first_calls(runner, full, bool(case.grad_names), session.device)
+                    del full
+                    if session.device.type == "cuda":
+                        torch.cuda.empty_cache()
+            result["precompile_s"] = time.perf_counter() - start
     except Exception as exc:
         result["error"] = failure(exc)
     _log(f"[{time.time() - config.start:6.1f}s] warm-up {item.op_key} / {item.runner}: "
@@ -228,21 +253,22 @@ def _warm_child(conn, config: WorkerConfig, item) -> None:
 
 def warm_up(config: WorkerConfig, items: list, processes: int, log=_log) -> dict:
     """First calls of every distinct implementation in `items` (at its first item's
-    shape), `processes` at a time. Returns `(section, op_key, runner) -> result` with
+    gate case; a runner compiled per shape also at every item's timed size),
+    `processes` at a time. Returns `(section, op_key, runner) -> result` with
     `fwd_s`, `fwd_bwd_s` (wall seconds), `error` / `bwd_error`, or `died` (the process
     was killed by its implementation: the measurement phase then skips it)."""
-    firsts = {}
+    by_runner: dict = {}
     for item in items:
-        firsts.setdefault((item.section, item.op_key, item.runner), item)
-    pending, running, results = list(firsts.items()), {}, {}
+        by_runner.setdefault((item.section, item.op_key, item.runner), []).append(item)
+    pending, running, results = list(by_runner.items()), {}, {}
     lock_fd, lock_path = _make_lock_file()
     config = replace(config, lock_path=lock_path)
     try:
         while pending or running:
             while pending and len(running) < processes:
-                key, item = pending.pop(0)
+                key, its_items = pending.pop(0)
                 receiver, sender = _context().Pipe(duplex=False)
-                process = _context().Process(target=_warm_child, args=(sender, config, item), daemon=True)
+                process = _context().Process(target=_warm_child, args=(sender, config, its_items), daemon=True)
                 process.start()
                 sender.close()
                 running[receiver] = (key, process)
