@@ -41,7 +41,8 @@ def _state_bwd_kernel(q, k, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, diniti
         m_t = o_t < valid
         m_tk = m_t[:, None] & m_k[None, :]
         m_tv = m_t[:, None] & m_v[None, :]
-        tl.store(dstates + ((first_chunk + i_t) * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]), b_dS, mask=m_kv)
+        tl.store(dstates + ((first_chunk + i_t) * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]),
+                 b_dS.to(dstates.dtype.element_ty), mask=m_kv)
         p_tk = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
         b_q = _operand(tl.load(q + p_tk, mask=m_tk, other=0.0), LOW, q)
         b_k = tl.load(k + p_tk, mask=m_tk, other=0.0)
@@ -84,7 +85,7 @@ def _state_bwd_kernel(q, k, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, diniti
             b_M = tl.load(M + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
             # dR = Mᵀ dŨ: [BT, BT]ᵀ @ [BT, BV]
             b_dr = tl.dot(tl.trans(_operand(b_M, LOW, q)), _operand(b_du, LOW, q))
-            tl.store(dR + p_tv, b_dr, mask=m_tv)
+            tl.store(dR + p_tv, b_dr.to(dR.dtype.element_ty), mask=m_tv)
             tl.store(dv + p_tv, (b_beta[:, None] * b_dr).to(dv.dtype.element_ty), mask=m_tv)
             # [BT, BK]ᵀ @ [BT, BV] -> [BK, BV]
             b_bdr = b_beta[:, None] * b_dr
@@ -196,8 +197,8 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
             p_kv = (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :])
             b_do = _operand(tl.load(do + p_tv, mask=m_tv, other=0.0), LOW, q)
             b_u = _operand(tl.load(v_new + p_tv, mask=m_tv, other=0.0), LOW, q)
-            b_S = tl.load(states + p_kv, mask=m_kv, other=0.0)
-            b_dS = tl.load(dstates + p_kv, mask=m_kv, other=0.0)
+            b_S = tl.load(states + p_kv, mask=m_kv, other=0.0).to(tl.float32)
+            b_dS = tl.load(dstates + p_kv, mask=m_kv, other=0.0).to(tl.float32)
             b_S_op = _operand(b_S, LOW, q)
             # [BT, BV] @ [BV, BK] -> [BT, BK], twice
             b_dq_state += tl.dot(b_do, tl.trans(b_S_op))

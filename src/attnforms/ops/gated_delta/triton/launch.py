@@ -49,6 +49,11 @@ STATE_FORWARD = {
     (2, True): StateTiling(128 * 64, 4, 2),
 }
 STATE_BACKWARD = StateTiling(128 * 32, 8, 2)
+# The intermediates a backward reads, the chunks' states and Ũ from the forward and dS
+# and dR from the reverse pass, in the 16-bit inputs' dtype (float32 otherwise): each is
+# a tensor-core operand, rounded to that dtype at its use anyway, except in the sums
+# Σ S ⊙ dS (dg) and Σ dR ⊙ V (dβ), whose terms' rounding errors average out.
+KEEP_16BIT = True
 # The split forward (`_split_forward`): "auto" splits when there are fewer than one
 # sequence·head per SPLIT_PER_MULTIPROCESSOR multiprocessors; "always" / "never" for
 # measurements. The output pass's value tile and warps.
@@ -105,7 +110,8 @@ def _value_tile(K: int, V: int, elements: int) -> tuple[int, int]:
 
 
 class ChunkIntermediates(NamedTuple):
-    """What the chunked forward computes on the way, kept for the backward (float32).
+    """What the chunked forward computes on the way, kept for the backward (float32;
+    states and v_new in the 16-bit inputs' dtype under KEEP_16BIT).
 
     G: `[rows, H, K or 1]` in-chunk cumulative log-decay, or None.
     Aqk, Akk, M: `[rows, H, BT]` scores, unscaled key scores A' and the inverse of
@@ -201,9 +207,9 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         tiling = tiling._replace(stages=1)
     BK, BV = _forward_value_tile(K, V, tiling.elements, N * H, device)
     split = _split_forward(N * H, device)
-    # Without a backward, the split path's states and Ũ are only product operands: kept in
-    # the operands' dtype (the fused pass rounds them the same way).
-    kept = f32 if save or not low else dict(dtype=q.dtype, device=device)
+    # The states and Ũ kept for the split output pass or the backward, in the 16-bit
+    # operands' dtype (see KEEP_16BIT; without a backward they are only operands).
+    kept = dict(dtype=q.dtype, device=device) if low and (KEEP_16BIT or not save) else f32
     states = torch.empty(num_chunks, H, K, V, **kept) if save or split else None
     v_new = torch.empty(rows, H, V, **kept) if (save or split) and use_beta else None
     final = torch.empty(N, H, K, V, **f32) if output_final_state else None
@@ -241,8 +247,9 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
     f32 = dict(dtype=torch.float32, device=device)
     BK, BV = _value_tile(K, V, STATE_BACKWARD.elements)
-    dstates = torch.empty(num_chunks, H, K, V, **f32)
-    dR = torch.empty(B * T, H, V, **f32) if use_beta else None
+    kept = dict(dtype=q.dtype, device=device) if low_precision_products(q) and KEEP_16BIT else f32
+    dstates = torch.empty(num_chunks, H, K, V, **kept)
+    dR = torch.empty(B * T, H, V, **kept) if use_beta else None
     dv = torch.empty_like(v)
     dinitial = torch.empty(N, H, K, V, **f32) if initial_state is not None else None
     _state_bwd_kernel[(triton.cdiv(V, BV), N * H)](
