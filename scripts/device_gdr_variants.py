@@ -4,7 +4,8 @@ settings of `attnforms.ops.gated_delta.triton.launch`, each checked and timed.
     OUT=<folder> python3 scripts/device_gdr_variants.py 'DENSE_PREPARE_PRECISION=tf32;PREPARE_WARPS=4' ...
 
 Each argument is one variant: NAME=VALUE settings of launch's module constants,
-separated by ';' (CHECK=0: skip the checks). Per variant: the bf16 check of device_gdr_profile.py (output
+separated by ';' (the script's own: CHECK=0 skips the checks, SHAPES=S1+S2 picks the
+shapes; default $SHAPES or S1,S2). Per variant: the bf16 check of device_gdr_profile.py (output
 and every gradient against float64 under the noise rule) for GDN and simple GLA, a hard
 check (T 4096, log-gates down to -20 per step, runs of repeated keys), then the forward
 and forward + backward at S1 and S2 with each kernel's device time. Writes
@@ -34,7 +35,7 @@ def apply(variant: str) -> dict:
     for item in filter(None, variant.split(";")):
         name, value = item.split("=", 1)
         settings[name] = value
-        if name != "CHECK":
+        if name not in ("CHECK", "SHAPES"):
             try:
                 setattr(launch, name, eval(value, vars(launch)))
             except NameError:
@@ -106,7 +107,8 @@ def main():
         except Exception as exc:
             entry["checks"]["hard"] = repr(exc)[:300]
             print("hard check failed", repr(exc)[:300], flush=True)
-        entry["timing"] = timings(os.environ.get("SHAPES", "S1,S2").split(","))
+        shapes = entry["settings"].get("SHAPES", os.environ.get("SHAPES", "S1+S2"))
+        entry["timing"] = timings(shapes.split("+"))
         results["variants"].append(entry)
         with open(os.path.join(os.environ.get("OUT", "."), "gdr_variants.json"), "w") as f:
             json.dump(results, f, indent=1)
