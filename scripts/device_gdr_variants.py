@@ -28,9 +28,15 @@ device = "cuda"
 OPS = {"GDN": ("scalar", True), "simple GLA": ("scalar", False)}
 
 
+DEFAULTS = {name: value for name, value in vars(launch).items() if name.isupper()}
+
+
 def apply(variant: str) -> dict:
-    """Set launch's constants from `NAME=VALUE;NAME=VALUE` (a value is an expression in
-    launch's names, or a bare string); CHECK=0 is the script's own: timings only."""
+    """Reset launch's constants to their defaults, then set them from
+    `NAME=VALUE;NAME=VALUE` (a value is an expression in launch's names, or a bare
+    string); CHECK and SHAPES are the script's own."""
+    for name, value in DEFAULTS.items():
+        setattr(launch, name, value)
     settings = {}
     for item in filter(None, variant.split(";")):
         name, value = item.split("=", 1)
