@@ -39,7 +39,7 @@ def _gather(x, rows, o_k, start, valid, i_h, H: tl.constexpr, K: tl.constexpr):
 
 
 @triton.jit
-def _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level: tl.constexpr, H: tl.constexpr,
+def _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level, H: tl.constexpr,
                  K: tl.constexpr, WANT_QK: tl.constexpr, WANT_KK: tl.constexpr,
                  PRECISION: tl.constexpr, BT: tl.constexpr):
     """The contributions of one key slice o_k `[BK]` to the pairs (r, s) split at the
@@ -67,7 +67,7 @@ def _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level: tl.constexpr, 
 
 
 @triton.jit
-def _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step: tl.constexpr, H: tl.constexpr,
+def _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step, H: tl.constexpr,
                K: tl.constexpr, WANT_QK: tl.constexpr, WANT_KK: tl.constexpr, BT: tl.constexpr,
                LOG_BC: tl.constexpr):
     """Key step `step` of every leaf (2^LOG_BC steps) at once: row r pairs with key
@@ -102,12 +102,12 @@ def _channel_scores(q, k, G, start, valid, i_h, scale, H: tl.constexpr, K: tl.co
         b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
         b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
         b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
-        for level in tl.static_range(LOG_BC, LEVELS):
+        for level in range(LOG_BC, LEVELS):
             d_qk, d_kk = _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level, H, K, WANT_QK, WANT_KK,
                                       PRECISION, BT)
             b_qk += d_qk
             b_kk += d_kk
-        for step in tl.static_range(1 << LOG_BC):
+        for step in range(1 << LOG_BC):
             d_qk, d_kk = _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step, H, K, WANT_QK, WANT_KK,
                                     BT, LOG_BC)
             b_qk += d_qk

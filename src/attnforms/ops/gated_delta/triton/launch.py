@@ -71,7 +71,7 @@ DENSE_PREPARE_PRECISION = "tf32"
 CHANNEL_LEAF = 4
 CHANNEL_BK = 32
 CHANNEL_SCORE_PRECISION = "tf32"
-CHANNEL_PREPARE_WARPS = 4
+CHANNEL_PREPARE_WARPS, CHANNEL_PREPARE_STAGES = 8, 2
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 BWD_BK, BWD_BV, BWD_WARPS, BWD_STAGES = 32, 64, 8, 2
 
@@ -152,7 +152,7 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, sca
             SCORE_PRECISION=CHANNEL_SCORE_PRECISION if low else "ieee", BT=BT,
             LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1,
             BK=min(CHANNEL_BK, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))),
-            num_warps=CHANNEL_PREPARE_WARPS,
+            num_warps=CHANNEL_PREPARE_WARPS, num_stages=CHANNEL_PREPARE_STAGES,
         )
         return
     _dense_prepare_kernel[grid](
