@@ -9,11 +9,14 @@
    both factors <= 1 (a per-step log-decay of −20 never overflows), so one level's pairs
    are one `[BT, K] @ [K, BT]` product: rows q_r ⊙ exp(G_r − G_{a(r)}), columns
    k_s ⊙ exp(G_{a(s)} − G_s), where a(r) and a(s) are each one's own anchor at that
-   level. Pairs that do not split at that level get a bounded value (every factor is
-   <= 1) and are masked out. Below `leaf` steps (2^LOG_BC) the pairs are formed one
-   key step at a time, for the whole chunk at once (`[BT, BK]` tiles): a product per
-   level costs as much as about two such steps, and the low levels waste most of
-   their product, so the leaf takes them.
+   level. A step is a row only in a right half and a key only in a left one, so one
+   exponential per step and level gives both operands. Pairs that do not split at that
+   level get a bounded value (every factor is <= 1) and are masked out. Inside leaves
+   of 2^LOG_BC steps the pairs are formed one key step at a time, for all leaves of the
+   chunk at once (`[BT, BK]` tiles): a level costs an exponential tile and two products,
+   a leaf step an exponential tile and two row sums, and the low levels waste most of
+   their product (leaf 4 at BT 64: 4 levels + 4 steps, 8 exponential tiles per key
+   slice, where 16-step leaves took 16 + 2).
 2. (with beta) M = (I + Diag(β) A')⁻¹ by block doubling (chunk_prepare_dense.py).
 3. (with beta) W = M Diag(β)(γ ⊙ K), U = M Diag(β) V. γ ⊙ K (γ = exp(G) per channel)
    is not exact in 16 bits: it enters the tensor cores as two 16-bit halves.
@@ -47,12 +50,18 @@ def _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level, H: tl.constexp
     the chunk's `[BT, BK]` float32 tiles. Returns (Q Kᵀ ⊙ Γ, K Kᵀ ⊙ Γ) `[BT, BT]`,
     zero off those pairs (and where not wanted)."""
     o_t = tl.arange(0, BT)
-    # a(r): the step before r's half (r's left sibling's end); a(s): the end of s's half.
-    # They agree exactly for the pairs kept; elsewhere they only bound the junk.
-    a_r = ((o_t >> level) << level) - 1
-    a_s = o_t | ((1 << level) - 1)
-    dec_r = _decay_exp(b_G - _gather(G, a_r, o_k, start, valid, i_h, H, K))
-    col = b_k * _decay_exp(_gather(G, a_s, o_k, start, valid, i_h, H, K) - b_G)
+    # A step x is a row when it lies in the right half of its node, a key when in the
+    # left: one anchor and one exponential per step serve both roles. Row: a = the step
+    # before its half (the left sibling's end), factor exp(G_x − G_a); key: a = its own
+    # half's end, factor exp(G_a − G_x). Anchors agree exactly for the pairs kept.
+    right = ((o_t >> level) & 1) == 1
+    a = tl.where(right, ((o_t >> level) << level) - 1, o_t | ((1 << level) - 1))
+    d = b_G - _gather(G, a, o_k, start, valid, i_h, H, K)
+    dec = _decay_exp(tl.where(right[:, None], d, -d))
+    # Rows only in right halves, keys only in left ones: the product's remaining junk
+    # pairs (different nodes) are bounded and masked below.
+    dec_r = tl.where(right[:, None], dec, 0.0)
+    col = tl.where(right[:, None], 0.0, b_k * dec)
     r_half = o_t[:, None] >> level
     s_half = o_t[None, :] >> level
     pair = (r_half == s_half + 1) & ((s_half & 1) == 0)

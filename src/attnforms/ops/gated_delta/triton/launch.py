@@ -18,7 +18,7 @@ from ....kernels.sequences import (
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
 from .chunk_fwd import _output_kernel, _state_output_kernel
-from .chunk_prepare import _cumsum_kernel, _prepare_kernel
+from .chunk_prepare import _cumsum_kernel
 from .chunk_prepare_channel import _channel_prepare_kernel
 from .chunk_prepare_dense import _dense_prepare_kernel
 from .recurrent_fwd import _recurrent_kernel
@@ -60,7 +60,7 @@ OUTPUT_BV, OUTPUT_WARPS = 64, 4
 # many programs, each with enough bytes in flight).
 RECURRENT_ELEMENTS = 128 * 32
 RECURRENT_WARPS = 4
-# Warps of the per-chunk preparations (chunk_prepare.py, chunk_prepare_dense.py).
+# Warps of the per-chunk preparation without a per-channel decay (chunk_prepare_dense.py).
 PREPARE_WARPS = 4
 # Tensor-core precision of the dense preparation's inverse for 16-bit inputs (float32
 # operands); float32 inputs always take "ieee".
