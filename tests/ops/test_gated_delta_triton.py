@@ -110,6 +110,41 @@ def test_extreme_gates_stay_finite_and_right():
         assert max_error(result.output, golden.output) < bound
 
 
+
+@pytest.mark.parametrize("leaf", [1, 4, 16])
+@pytest.mark.parametrize("chunk_size", [16, 64])
+def test_channel_preparation_against_float64_pairs(leaf, chunk_size, monkeypatch):
+    """The per-channel preparation's intermediates against float64 computed pair by pair
+    from its own G: the scores (every pair factorised through the binary tree with leaf
+    1; leaves formed pairwise up to 16 steps) and M (W, U: the forward tests), on a partial
+    last chunk, K not a
+    power of two, and log-gates of -20 per step (no factor may overflow)."""
+    from attnforms.ops.gated_delta.triton import launch
+    monkeypatch.setattr(launch, "CHANNEL_LEAF", leaf)
+    T, H, K, V, scale = 50, 2, 60, 20, 0.25
+    inputs = gated_delta_inputs(1, T, H, K, V, gate="channel", beta=True, dtype=torch.float32)
+    inputs["g"] = torch.where(torch.rand_like(inputs["g"]) < 0.3, -20.0, inputs["g"])
+    q, k, v, beta = (inputs[n] for n in ("q", "k", "v", "beta"))
+    _, _, saved = launch.chunk_forward(q, k, v, inputs["g"], beta, scale, None, False, None, chunk_size)
+    q, k, v, beta, G = (x[0].double() for x in (q, k, v, beta, saved.G.view(1, T, H, K)))
+    for c0 in range(0, T, chunk_size):
+        n = min(chunk_size, T - c0)
+        rows = slice(c0, c0 + n)
+        for h in range(H):
+            Gc = G[rows, h]
+            decay = torch.exp((Gc[:, None, :] - Gc[None, :, :]).clamp(max=0))  # [r, s, K]
+            qk = torch.einsum("rc,sc,rsc->rs", q[rows, h], k[rows, h], decay)
+            kk = torch.einsum("rc,sc,rsc->rs", k[rows, h], k[rows, h], decay)
+            Aqk = scale * torch.tril(qk)
+            Akk = torch.tril(kk, -1)
+            Mref = torch.linalg.inv(torch.eye(n, dtype=torch.float64) + beta[rows, h, None] * Akk)
+            got = lambda x: x[rows, h, :n].double()  # noqa: E731
+            assert max_error(got(saved.Aqk), Aqk) < FLOAT32_NOISE * (Aqk.abs().max() + 1)
+            assert max_error(got(saved.Akk), Akk) < FLOAT32_NOISE * (Akk.abs().max() + 1)
+            assert max_error(got(saved.M), Mref) < FLOAT32_NOISE * (Mref.abs().max() + 1)
+            assert (saved.Aqk[rows, h, n:] == 0).all() and (saved.M[rows, h, n:] == 0).all()
+
+
 def _gradients(inputs, state, impl, **kwargs):
     """Gradients of every input and the initial state under fixed random upstream
     gradients of the output and the final state."""

@@ -18,7 +18,8 @@ from ....kernels.sequences import (
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
 from .chunk_fwd import _output_kernel, _state_output_kernel
-from .chunk_prepare import _cumsum_kernel, _prepare_kernel
+from .chunk_prepare import _cumsum_kernel
+from .chunk_prepare_channel import _channel_prepare_kernel
 from .chunk_prepare_dense import _dense_prepare_kernel
 from .recurrent_fwd import _recurrent_kernel
 
@@ -64,11 +65,18 @@ OUTPUT_BV, OUTPUT_WARPS = 64, 4
 # many programs, each with enough bytes in flight).
 RECURRENT_ELEMENTS = 128 * 32
 RECURRENT_WARPS = 4
-# Warps of the per-chunk preparations (chunk_prepare.py, chunk_prepare_dense.py).
+# Warps of the per-chunk preparation without a per-channel decay (chunk_prepare_dense.py).
 PREPARE_WARPS = 4
 # Tensor-core precision of the dense preparation's inverse for 16-bit inputs (float32
 # operands); float32 inputs always take "ieee".
 DENSE_PREPARE_PRECISION = "tf32"
+# The per-channel preparation (chunk_prepare_channel.py): the leaf of its tree of score
+# products (steps formed pairwise, a power of two), its key slice, the precision of its
+# score products for 16-bit inputs (float32 operands: decayed q, k), and its warps.
+CHANNEL_LEAF = 4
+CHANNEL_BK = 32
+CHANNEL_SCORE_PRECISION = "tf32"
+CHANNEL_PREPARE_WARPS, CHANNEL_PREPARE_STAGES = 8, 2
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 BWD_BK, BWD_BV, BWD_WARPS, BWD_STAGES = 32, 64, 8, 2
 
@@ -135,19 +143,22 @@ def low_precision_products(x: torch.Tensor) -> bool:
 
 def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, *, GATE, store_aqk,
              save, low, BT):
-    """Launch the per-chunk preparation: whole-chunk products without a per-channel
-    decay (chunk_prepare_dense.py), 16-token blocks with one (chunk_prepare.py)."""
+    """Launch the per-chunk preparation: whole-chunk `[BT, BT]` tiles, with a per-channel
+    decay (chunk_prepare_channel.py) or without one (chunk_prepare_dense.py)."""
     _, T, H, K = q.shape
     V = v.shape[-1]
     grid = (len(chunk_indices), H)
     common = dict(H=H, K=K, V=V, GATE=GATE, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save,
                   LOW=low, BT=BT, num_warps=PREPARE_WARPS)
     if GATE == 2:
-        # Key slice of a score block: the per-channel decay forms `[BC, BK]` decay tiles.
-        _prepare_kernel[grid](
+        _channel_prepare_kernel[grid](
             q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
-            BC=min(SUBCHUNK, BT), BK=min(SCORE_BK, triton.next_power_of_2(K)), BKW=min(64, triton.next_power_of_2(K)),
-            BV=min(64, triton.next_power_of_2(V)), **common,
+            H=H, K=K, V=V, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save, LOW=low,
+            PRECISION=DENSE_PREPARE_PRECISION if low else "ieee",
+            SCORE_PRECISION=CHANNEL_SCORE_PRECISION if low else "ieee", BT=BT,
+            LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1,
+            BK=min(CHANNEL_BK, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))),
+            num_warps=CHANNEL_PREPARE_WARPS, num_stages=CHANNEL_PREPARE_STAGES,
         )
         return
     _dense_prepare_kernel[grid](

@@ -1,0 +1,183 @@
+"""The per-chunk preparation for a per-channel log-decay (GATE 2: KDA, GLA) as whole-chunk
+`[BT, BT]` tiles; one program per (chunk, head).
+
+1. The scores A_qk = scale·(Q Kᵀ ⊙ Γ) (s <= r) and A' = K Kᵀ ⊙ Γ (s < r), with
+   Γ_rs = exp(G_r − G_s) per channel inside the sum over channels. Every pair s < r of
+   the chunk is split by exactly one node of the binary tree over its BT steps: at the
+   node of half-length h (`level` = log2 h), r lies in the right half and s in the left.
+   With a = the left half's last step, exp(G_r − G_s) = exp(G_r − G_a)·exp(G_a − G_s),
+   both factors <= 1 (a per-step log-decay of −20 never overflows), so one level's pairs
+   are one `[BT, K] @ [K, BT]` product: rows q_r ⊙ exp(G_r − G_{a(r)}), columns
+   k_s ⊙ exp(G_{a(s)} − G_s), where a(r) and a(s) are each one's own anchor at that
+   level. A step is a row only in a right half and a key only in a left one, so one
+   exponential per step and level gives both operands. Pairs that do not split at that
+   level get a bounded value (every factor is <= 1) and are masked out. Inside leaves
+   of 2^LOG_BC steps the pairs are formed one key step at a time, for all leaves of the
+   chunk at once (`[BT, BK]` tiles): a level costs an exponential tile and two products,
+   a leaf step an exponential tile and two row sums, and the low levels waste most of
+   their product (leaf 4 at BT 64: 4 levels + 4 steps, 8 exponential tiles per key
+   slice, where 16-step leaves took 16 + 2).
+2. (with beta) M = (I + Diag(β) A')⁻¹ by block doubling (chunk_prepare_dense.py).
+3. (with beta) W = M Diag(β)(γ ⊙ K), U = M Diag(β) V. γ ⊙ K (γ = exp(G) per channel)
+   is not exact in 16 bits: it enters the tensor cores as two 16-bit halves.
+
+A', M (SAVE) and A_qk (STORE_AQK) are stored whole per chunk row `[rows, H, BT]`, zero
+above the diagonal, as chunk_prepare_dense.py stores them.
+"""
+import triton
+import triton.language as tl
+
+from .chunk_prepare_dense import _invert_unit_lower, _split, _store_square, _weighted_rows
+from .common import _chunk_bounds, _decay_exp
+
+
+@triton.jit
+def _gather(x, rows, o_k, start, valid, i_h, H: tl.constexpr, K: tl.constexpr):
+    """x `[rows, H, K]` at the chunk rows `rows` `[BT]` (any order, repeats allowed) and
+    channels o_k `[BK]` -> `[BT, BK]` float32; zero for rows outside [0, valid) and
+    channels past K (the addresses are clamped too: masked lanes still compute them)."""
+    m = ((rows >= 0) & (rows < valid))[:, None] & (o_k < K)[None, :]
+    safe = tl.minimum(tl.maximum(rows, 0), valid - 1)
+    return tl.load(x + ((start + safe[:, None]) * H + i_h) * K + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level, H: tl.constexpr,
+                 K: tl.constexpr, WANT_QK: tl.constexpr, WANT_KK: tl.constexpr,
+                 PRECISION: tl.constexpr, BT: tl.constexpr):
+    """The contributions of one key slice o_k `[BK]` to the pairs (r, s) split at the
+    tree node of half-length 2^level: r in the right half, s in the left. b_q, b_k, b_G:
+    the chunk's `[BT, BK]` float32 tiles. Returns (Q Kᵀ ⊙ Γ, K Kᵀ ⊙ Γ) `[BT, BT]`,
+    zero off those pairs (and where not wanted)."""
+    o_t = tl.arange(0, BT)
+    # A step x is a row when it lies in the right half of its node, a key when in the
+    # left: one anchor and one exponential per step serve both roles. Row: a = the step
+    # before its half (the left sibling's end), factor exp(G_x − G_a); key: a = its own
+    # half's end, factor exp(G_a − G_x). Anchors agree exactly for the pairs kept.
+    right = ((o_t >> level) & 1) == 1
+    a = tl.where(right, ((o_t >> level) << level) - 1, o_t | ((1 << level) - 1))
+    d = b_G - _gather(G, a, o_k, start, valid, i_h, H, K)
+    dec = _decay_exp(tl.where(right[:, None], d, -d))
+    # Rows only in right halves, keys only in left ones: the product's remaining junk
+    # pairs (different nodes) are bounded and masked below.
+    dec_r = tl.where(right[:, None], dec, 0.0)
+    col = tl.where(right[:, None], 0.0, b_k * dec)
+    r_half = o_t[:, None] >> level
+    s_half = o_t[None, :] >> level
+    pair = (r_half == s_half + 1) & ((s_half & 1) == 0)
+    b_qk = tl.zeros([BT, BT], dtype=tl.float32)
+    b_kk = tl.zeros([BT, BT], dtype=tl.float32)
+    if WANT_QK:
+        # [BT, BK] @ [BK, BT] -> [BT, BT]
+        b_qk = tl.where(pair, tl.dot(b_q * dec_r, tl.trans(col), input_precision=PRECISION), 0.0)
+    if WANT_KK:
+        b_kk = tl.where(pair, tl.dot(b_k * dec_r, tl.trans(col), input_precision=PRECISION), 0.0)
+    return b_qk, b_kk
+
+
+@triton.jit
+def _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step, H: tl.constexpr,
+               K: tl.constexpr, WANT_QK: tl.constexpr, WANT_KK: tl.constexpr, BT: tl.constexpr,
+               LOG_BC: tl.constexpr):
+    """Key step `step` of every leaf (2^LOG_BC steps) at once: row r pairs with key
+    t(r) = its leaf's first step + step, decay formed pairwise per channel. Returns
+    (Q Kᵀ ⊙ Γ, K Kᵀ ⊙ Γ) `[BT, BT]` nonzero only in column t(r) of each row; pairs with
+    t(r) > r hold bounded junk (clamped exponent) for the caller's causal mask."""
+    o_t = tl.arange(0, BT)
+    t = ((o_t >> LOG_BC) << LOG_BC) + step
+    b_kd = _gather(k, t, o_k, start, valid, i_h, H, K)
+    b_kd *= _decay_exp(b_G - _gather(G, t, o_k, start, valid, i_h, H, K))
+    hit = o_t[None, :] == t[:, None]
+    b_qk = tl.zeros([BT, BT], dtype=tl.float32)
+    b_kk = tl.zeros([BT, BT], dtype=tl.float32)
+    if WANT_QK:
+        b_qk = tl.where(hit, tl.sum(b_q * b_kd, axis=1)[:, None], 0.0)
+    if WANT_KK:
+        b_kk = tl.where(hit, tl.sum(b_k * b_kd, axis=1)[:, None], 0.0)
+    return b_qk, b_kk
+
+
+@triton.jit
+def _channel_scores(q, k, G, start, valid, i_h, scale, H: tl.constexpr, K: tl.constexpr,
+                    WANT_QK: tl.constexpr, WANT_KK: tl.constexpr, PRECISION: tl.constexpr,
+                    BT: tl.constexpr, LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr):
+    """(A_qk scaled, A') of one chunk, `[BT, BT]` float32 each, causally masked (step 1
+    of the module docstring), by key slices of BK channels. LEVELS = log2(BT)."""
+    o_t = tl.arange(0, BT)
+    b_qk = tl.zeros([BT, BT], dtype=tl.float32)
+    b_kk = tl.zeros([BT, BT], dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        o_k = k0 + tl.arange(0, BK)
+        b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
+        b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
+        b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
+        for level in range(LOG_BC, LEVELS):
+            d_qk, d_kk = _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level, H, K, WANT_QK, WANT_KK,
+                                      PRECISION, BT)
+            b_qk += d_qk
+            b_kk += d_kk
+        for step in range(1 << LOG_BC):
+            d_qk, d_kk = _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step, H, K, WANT_QK, WANT_KK,
+                                    BT, LOG_BC)
+            b_qk += d_qk
+            b_kk += d_kk
+    b_qk = tl.where(o_t[:, None] >= o_t[None, :], b_qk * scale, 0.0)
+    b_kk = tl.where(o_t[:, None] > o_t[None, :], b_kk, 0.0)
+    return b_qk, b_kk
+
+
+@triton.jit
+def _decayed_rows(hi, lo, x, like, LOW: tl.constexpr):
+    """(hi + lo) `[BT, BT]` @ x `[BT, BD]` float32 -> `[BT, BD]` float32. LOW: x (not
+    exact in 16 bits) as two halves in the dtype of pointer `like`, three tensor-core
+    products (the lo·lo term is below float32 noise); otherwise one in full float32."""
+    if LOW:
+        x_hi = x.to(like.dtype.element_ty)
+        x_lo = (x - x_hi.to(tl.float32)).to(like.dtype.element_ty)
+        out = _weighted_rows(hi, lo, x_hi, LOW) + tl.dot(hi, x_lo)
+    else:
+        out = tl.dot(hi, x, input_precision="ieee")
+    return out
+
+
+@triton.jit(do_not_specialize=["T"])
+def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
+                            H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, USE_BETA: tl.constexpr,
+                            STORE_AQK: tl.constexpr, SAVE: tl.constexpr, LOW: tl.constexpr,
+                            PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, BT: tl.constexpr,
+                            LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
+    """Steps 1-3 of the module docstring for chunk `program_id(0)`, head `program_id(1)`.
+    Buffers `[rows, H, BT]` (Aqk, Akk, M), `[rows, H, K or V]` (w, u); G `[rows, H, K]`
+    float32 in-chunk cumulative log-decay. PRECISION: the inverse's products;
+    SCORE_PRECISION: the score products (float32 operands: the decayed q, k);
+    LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS)."""
+    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    # Both score matrices in one pass: they share every decay factor.
+    b_qk, b_kk = _channel_scores(q, k, G, start, valid, i_h, scale, H, K, STORE_AQK, USE_BETA, SCORE_PRECISION,
+                                 BT, LEVELS, LOG_BC, BK)
+    if STORE_AQK:
+        _store_square(Aqk, b_qk, start, valid, i_h, H, BT)
+    if USE_BETA:
+        o_t = tl.arange(0, BT)
+        m_t = o_t < valid
+        b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
+        if SAVE:
+            _store_square(Akk, b_kk, start, valid, i_h, H, BT)
+        b_M = _invert_unit_lower(b_beta[:, None] * b_kk, PRECISION, BT, LEVELS)
+        if SAVE:
+            _store_square(M, b_M, start, valid, i_h, H, BT)
+        # W = (M Diag(β))(γ ⊙ K), U = (M Diag(β)) V: the same weights; γ sits in K's operand.
+        b_hi, b_lo = _split(b_M * b_beta[None, :], k, LOW)
+        for k0 in range(0, K, BD):
+            o_k = k0 + tl.arange(0, BD)
+            m = m_t[:, None] & (o_k < K)[None, :]
+            rows = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+            b_x = tl.load(k + rows, mask=m, other=0.0).to(tl.float32) * tl.exp(tl.load(G + rows, mask=m, other=0.0))
+            tl.store(w + rows, _decayed_rows(b_hi, b_lo, b_x, k, LOW).to(w.dtype.element_ty), mask=m)
+        for v0 in range(0, V, BD):
+            o_v = v0 + tl.arange(0, BD)
+            m = m_t[:, None] & (o_v < V)[None, :]
+            rows = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+            b_x = tl.load(v + rows, mask=m, other=0.0)
+            tl.store(u + rows, _weighted_rows(b_hi, b_lo, b_x, LOW).to(u.dtype.element_ty), mask=m)
