@@ -35,19 +35,33 @@ def _operand(x, LOW: tl.constexpr, like):
 
 
 @triton.jit
-def _chunk_output(b_q, b_k, b_S_op, b_u_op, G, Aqk, start, valid, i_h, scale, o_k, m_k,
-                  H: tl.constexpr, K: tl.constexpr, GATE: tl.constexpr, LOW: tl.constexpr,
-                  BT: tl.constexpr, like):
+def _gate_tile(G, start, valid, i_h, o_k, m_k, H: tl.constexpr, K: tl.constexpr, GATE: tl.constexpr,
+               BT: tl.constexpr):
+    """A chunk's cumulative log-decay as `_chunk_output` and the state update take it:
+    `[BT]` per head, `[BT, BK]` per channel (zeros without a decay, never read)."""
+    o_t = tl.arange(0, BT)
+    m_t = o_t < valid
+    if GATE == 2:
+        b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :],
+                      mask=m_t[:, None] & m_k[None, :], other=0.0)
+    elif GATE == 1:
+        b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
+    else:
+        b_G = tl.zeros([BT], dtype=tl.float32)
+    return b_G
+
+
+@triton.jit
+def _chunk_output(b_q, b_k, b_S_op, b_u_op, b_G, Aqk, start, valid, i_h, scale, H: tl.constexpr,
+                  GATE: tl.constexpr, LOW: tl.constexpr, BT: tl.constexpr, like):
     """O = scale·(Q ⊙ γ) S + A_qk Ũ for one chunk: `[BT, BV]` float32 from the loaded q, k
-    `[BT, BK]`, the entering state S `[BK, BV]` and Ũ `[BT, BV]` as operands. A_qk is
-    formed from Q Kᵀ ⊙ Γ (no decay or one per head: the decay scales rows of Q S, so q
-    enters as loaded) or read (per channel)."""
+    `[BT, BK]`, the entering state S `[BK, BV]` and Ũ `[BT, BV]` as operands and the
+    `_gate_tile` b_G. A_qk is formed from Q Kᵀ ⊙ Γ (no decay or one per head: the decay
+    scales rows of Q S, so q enters as loaded) or read (per channel)."""
     o_t = tl.arange(0, BT)
     m_t = o_t < valid
     if GATE == 2:
         b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
-        b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :],
-                      mask=m_t[:, None] & m_k[None, :], other=0.0)
         # [BT, BK] @ [BK, BV] -> [BT, BV]
         b_o = tl.dot(_operand(b_q.to(tl.float32) * tl.exp(b_G) * scale, LOW, like), b_S_op)
     else:
@@ -56,7 +70,6 @@ def _chunk_output(b_q, b_k, b_S_op, b_u_op, G, Aqk, start, valid, i_h, scale, o_
         # [BT, BK] @ [BK, BV] -> [BT, BV]
         b_o = tl.dot(_operand(b_q, LOW, like), b_S_op)
         if GATE == 1:
-            b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
             b_A *= _decay_exp(b_G[:, None] - b_G[None, :])
             b_o *= (tl.exp(b_G) * scale)[:, None]
         else:
@@ -89,8 +102,9 @@ def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, cu_seqlens, sc
     b_S = tl.load(states + (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]),
                   mask=m_k[:, None] & m_v[None, :], other=0.0)
     b_u = tl.load(v_new + p_tv, mask=m_t[:, None] & m_v[None, :], other=0.0)
-    b_o = _chunk_output(b_q, b_k, _operand(b_S, LOW, q), _operand(b_u, LOW, q), G, Aqk, start, valid, i_h,
-                        scale, o_k, m_k, H, K, GATE, LOW, BT, q)
+    b_G = _gate_tile(G, start, valid, i_h, o_k, m_k, H, K, GATE, BT)
+    b_o = _chunk_output(b_q, b_k, _operand(b_S, LOW, q), _operand(b_u, LOW, q), b_G, Aqk, start, valid, i_h,
+                        scale, H, GATE, LOW, BT, q)
     tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_t[:, None] & m_v[None, :])
 
 
@@ -128,27 +142,23 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
             b_u -= tl.dot(b_w, b_S_op)
             if SAVE or not WRITE_O:
                 tl.store(v_new + p_tv, b_u.to(v_new.dtype.element_ty), mask=m_tv)
+        b_G = _gate_tile(G, start, valid, i_h, o_k, m_k, H, K, GATE, BT)
+        if WRITE_O:
+            b_q = tl.load(q + p_tk, mask=m_tk, other=0.0)
+            b_o = _chunk_output(b_q, b_k, b_S_op, _operand(b_u, LOW, q), b_G, Aqk, start, valid, i_h, scale,
+                                H, GATE, LOW, BT, q)
+            tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_tv)
         # S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ; a decay per head scales the rows of Ũ,
         # so the `[BT, BK]` key tile enters the product as loaded.
         b_u_end = b_u
-        if GATE == 2:
-            b_G = tl.load(G + p_tk, mask=m_tk, other=0.0)
-            b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-            b_k_in = b_k.to(tl.float32) * _decay_exp(b_G_last[None, :] - b_G)
-        else:
-            b_k_in = b_k
+        b_k_in = b_k
         if GATE == 1:
-            b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
             b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
             b_u_end = b_u * _decay_exp(b_G_last - b_G)[:, None]
-        if WRITE_O:
-            b_q = tl.load(q + p_tk, mask=m_tk, other=0.0)
-            b_o = _chunk_output(b_q, b_k, b_S_op, _operand(b_u, LOW, q), G, Aqk, start, valid, i_h, scale,
-                                o_k, m_k, H, K, GATE, LOW, BT, q)
-            tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_tv)
-        if GATE == 1:
             b_S *= tl.exp(b_G_last)
         elif GATE == 2:
+            b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+            b_k_in = b_k.to(tl.float32) * _decay_exp(b_G_last[None, :] - b_G)
             b_S *= tl.exp(b_G_last)[:, None]
         # [BK, BT] @ [BT, BV] -> [BK, BV]
         b_S += tl.dot(tl.trans(_operand(b_k_in, LOW, q)), _operand(b_u_end, LOW, q))

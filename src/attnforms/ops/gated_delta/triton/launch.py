@@ -59,7 +59,9 @@ KEEP_16BIT = True
 # sequence·head per SPLIT_PER_MULTIPROCESSOR multiprocessors; "always" / "never" for
 # measurements. The output pass's value tile and warps.
 FORWARD_SPLIT = "auto"
-SPLIT_PER_MULTIPROCESSOR = 2
+# (H100, 132 multiprocessors: 16 sequences·heads (S2) run faster split, 0.93 against
+# 1.22 ms for simple GLA; 32 (S3) faster fused, 1.18 against 1.25 ms for GDN.)
+SPLIT_PER_MULTIPROCESSOR = 6
 OUTPUT_BV, OUTPUT_WARPS = 64, 4
 # The recurrent kernel's state slice and warps (a decode step streams the state once:
 # many programs, each with enough bytes in flight).
@@ -78,7 +80,9 @@ CHANNEL_BK = 32
 CHANNEL_SCORE_PRECISION = "tf32"
 CHANNEL_PREPARE_WARPS, CHANNEL_PREPARE_STAGES = 8, 2
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
-BWD_BK, BWD_BV, BWD_WARPS, BWD_STAGES = 32, 64, 8, 2
+# (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
+# and two stages, 1.33 ms with BV 128; device_gdr_variants.py, bench/NOTES-gated-delta.md.)
+BWD_BK, BWD_BV, BWD_WARPS, BWD_STAGES = 32, 64, 4, 1
 
 
 def gate_mode(g: torch.Tensor | None) -> int:
