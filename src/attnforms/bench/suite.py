@@ -7,7 +7,7 @@ import datetime
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +26,7 @@ FULL_TIMING = TimingSettings(warmup_ms=25.0, rep_ms=100.0)
 QUICK_TIMING = TimingSettings(warmup_ms=1.0, rep_ms=5.0)
 DEFAULT_BUDGET_S = 450.0
 DEFAULT_WARMUP_WORKERS = 8
+WARMUP_SHARE = 0.4  # of the time budget, at most, for the parallel warm-up
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,11 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
     warm_items = [item for item in items if item.warm_up]
     if warmup_workers and warm_items:
         log(f"warm-up: first calls of every implementation, {warmup_workers} processes at a time")
-        warm = warm_up(worker, warm_items, warmup_workers)
+        # The warm-up gets a share of the budget: a peer that autotunes for minutes (fla's
+        # chunk_kda) must not leave nothing for the measurements. What it cuts short makes
+        # its first calls in the measuring process instead.
+        warm = warm_up(replace(worker, deadline=start + config.budget_s * WARMUP_SHARE), warm_items,
+                       warmup_workers)
         payload["warm_up"] = {" / ".join(key): result for key, result in warm.items()}
     first_items = {}
     for item in items:

@@ -2,7 +2,7 @@
 
 `_state_output_kernel` walks the chunks of one sequence in order, one program per
 (value tile, sequence·head), with the `[K, BV]` float32 state slice S in registers.
-Per chunk (the parallel parts before it are in chunk_prepare.py):
+Per chunk (the parallel parts before it are in chunk_prepare_dense.py and chunk_prepare_channel.py):
 
     Ũ = U − W S                      (with beta; without, Ũ = V)
     O = scale·(Q ⊙ γ) S + A_qk Ũ      A_qk formed here from Q Kᵀ ⊙ Γ (no decay or one per
@@ -135,7 +135,7 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
                      b_S.to(states.dtype.element_ty), mask=m_kv)
         b_k = tl.load(k + p_tk, mask=m_tk, other=0.0)
         b_S_op = _operand(b_S, LOW, q)
-        # Ũ = U − W S: [BT, BK] @ [BK, BV] -> [BT, BV] (W, U: see chunk_prepare.py)
+        # Ũ = U − W S: [BT, BK] @ [BK, BV] -> [BT, BV] (W, U: see chunk_prepare_dense.py)
         b_u = tl.load(v + p_tv, mask=m_tv, other=0.0).to(tl.float32)
         if USE_BETA:
             b_w = _operand(tl.load(w + p_tk, mask=m_tk, other=0.0), LOW, q)

@@ -18,15 +18,17 @@ from ....kernels.sequences import (
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
 from .chunk_fwd import _output_kernel, _state_output_kernel
-from .chunk_prepare import _cumsum_kernel
+from .chunk_cumsum import _cumsum_kernel
 from .chunk_prepare_channel import _channel_prepare_kernel
 from .chunk_prepare_dense import _dense_prepare_kernel
 from .recurrent_fwd import _recurrent_kernel
 
-# Sub-block length for per-channel decays inside a chunk (tl.dot needs >= 16).
+# The per-channel backward's sub-blocks (tl.dot needs >= 16) and key slice (it bounds
+# the `[BC, BC, BK]` pairwise decay tile).
 SUBCHUNK = 16
-# Key-dim slice of the score kernels: bounds the `[BC, BC, BK]` pairwise decay tile.
 SCORE_BK = 32
+
+
 class StateTiling(NamedTuple):
     """Launch shape of a sequential state pass: the `[K, BV]` float32 state slice lives
     in registers, so `elements` caps K·BV; then warps and software-pipelining stages."""
@@ -176,7 +178,7 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, sca
 def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets, chunk_size,
                   save=True):
     """The chunked forward: a cumsum (with a decay), the per-chunk preparation (with beta,
-    or to keep A_qk) and the sequential pass (see chunk_prepare.py, chunk_fwd.py).
+    or to keep A_qk) and the sequential pass (see chunk_prepare_dense.py, chunk_prepare_channel.py, chunk_fwd.py).
     Returns the output, the final state (or None) and the `ChunkIntermediates` (None
     unless `save`: only a backward reads them)."""
     B, T, H, K = q.shape
