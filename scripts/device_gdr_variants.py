@@ -7,8 +7,9 @@ Each argument is one variant: NAME=VALUE settings of launch's module constants,
 separated by ';' (the script's own: CHECK=0 skips the checks, SHAPES=S1+S2 picks the
 shapes; default $SHAPES or S1,S2). Per variant: the bf16 check of device_gdr_profile.py (output
 and every gradient against float64 under the noise rule) for GDN and simple GLA, a hard
-check (T 4096, log-gates down to -20 per step, runs of repeated keys), then the forward
-and forward + backward at S1 and S2 with each kernel's device time. Writes
+check of GDN (T 4096, log-gates down to -20 per step, runs of repeated keys), then the
+forward and forward + backward at S1 and S2 with each kernel's device time. $OPS picks
+other configurations: OPS='KDA,GLA' (names as in ALL_OPS). Writes
 $OUT/gdr_variants.json.
 """
 import json
@@ -25,7 +26,10 @@ from attnforms.ops.gated_delta.triton import launch  # noqa: E402
 from attnforms.testing import gated_delta_inputs, noise_relative_check  # noqa: E402
 
 device = "cuda"
-OPS = {"GDN": ("scalar", True), "simple GLA": ("scalar", False)}
+ALL_OPS = {"GDN": ("scalar", True), "simple GLA": ("scalar", False), "KDA": ("channel", True),
+           "GLA": ("channel", False)}
+# $OPS picks the configurations (default GDN,simple GLA).
+OPS = {name: ALL_OPS[name] for name in os.environ.get("OPS", "GDN,simple GLA").split(",")}
 
 
 DEFAULTS = {name: value for name, value in vars(launch).items() if name.isupper()}
