@@ -41,7 +41,13 @@ def outputs_and_grads(x, do, impl):
 
 def check(name, gate, beta):
     x = gated_delta_inputs(2, 1000, 4, 128, 128, gate=gate, beta=beta, dtype=torch.float32, device=device)
-    do = torch.randn(2, 1000, 4, 128, device=device)
+    return check_inputs(name, x)
+
+
+def check_inputs(name, x):
+    """The output and every gradient of ours in bf16 against float64, under the noise
+    rule (the reference run in bf16 sets the allowance), for float32 inputs x."""
+    do = torch.randn(*x["v"].shape, device=device)
     gold = outputs_and_grads({n: None if t is None else t.double() for n, t in x.items()}, do.double(), "reference")
     low = {n: None if t is None else t.bfloat16() for n, t in x.items()}
     eager = outputs_and_grads(low, do, "reference")
@@ -89,6 +95,34 @@ def kernel_times(fn, calls=5):
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
+def time_configuration(shape, name, gate, beta):
+    """Forward (no_grad) and forward + backward medians at `shape` (H 16, K = V = 128,
+    bf16), and each kernel's device time in both."""
+    B, T = SHAPES[shape]
+    x = gated_delta_inputs(B, T, 16, 128, 128, gate=gate, beta=beta, dtype=torch.bfloat16, device=device)
+    leaves = {n: None if t is None else t.requires_grad_(n in GRADS) for n, t in x.items()}
+    do = torch.randn(B, T, 16, 128, device=device, dtype=torch.bfloat16)
+
+    def fwd():
+        with torch.no_grad():
+            return run(leaves)
+
+    def fwd_bwd():
+        run(leaves).backward(do)
+
+    def fresh_fwd_bwd():  # no accumulation into .grad: its add kernels are not ours
+        for t in leaves.values():
+            if t is not None:
+                t.grad = None
+        fwd_bwd()
+
+    return {"shape": shape, "op": name,
+            "fwd_ms": do_bench(fwd, warmup=25, rep=100, return_mode="median"),
+            "fwd_bwd_ms": do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median",
+                                   grad_to_none=[t for t in leaves.values() if t is not None]),
+            "fwd_kernels_ms": kernel_times(fwd), "fwd_bwd_kernels_ms": kernel_times(fresh_fwd_bwd)}
+
+
 def main():
     shapes = sys.argv[1].split(",") if len(sys.argv) > 1 else ["S1", "S2"]
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -101,28 +135,10 @@ def main():
             results["checks"][name] = repr(exc)[:300]
             print(name, "check failed", repr(exc)[:300], flush=True)
     for shape in shapes:
-        B, T = SHAPES[shape]
         for name, (gate, beta) in OPS.items():
-            x = gated_delta_inputs(B, T, 16, 128, 128, gate=gate, beta=beta, dtype=torch.bfloat16, device=device)
-            leaves = {n: None if t is None else t.requires_grad_(n in GRADS) for n, t in x.items()}
-            do = torch.randn(B, T, 16, 128, device=device, dtype=torch.bfloat16)
-
-            def fwd():
-                with torch.no_grad():
-                    return run(leaves)
-
-            def fwd_bwd():
-                run(leaves).backward(do)
-
-            entry = {"shape": shape, "op": name}
-            entry["fwd_ms"] = do_bench(fwd, warmup=25, rep=100, return_mode="median")
-            entry["fwd_bwd_ms"] = do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median",
-                                           grad_to_none=[t for t in leaves.values() if t is not None])
-            entry["fwd_kernels_ms"] = kernel_times(fwd)
-            entry["fwd_bwd_kernels_ms"] = kernel_times(fwd_bwd)
+            entry = time_configuration(shape, name, gate, beta)
             results["timing"].append(entry)
             print(json.dumps(entry), flush=True)
-            del x, leaves
     with open(os.path.join(os.environ.get("OUT", "."), "gdr_profile.json"), "w") as f:
         json.dump(results, f, indent=1)
     print("\nshape op fwd_ms fwd_bwd_ms")

@@ -17,13 +17,12 @@ import os
 import sys
 
 import torch
-from triton.testing import do_bench
 
 sys.path.insert(0, os.path.dirname(__file__))
-from device_gdr_profile import GRADS, SHAPES, check, kernel_times, outputs_and_grads, run  # noqa: E402
+from device_gdr_profile import check, check_inputs, time_configuration  # noqa: E402
 
 from attnforms.ops.gated_delta.triton import launch  # noqa: E402
-from attnforms.testing import gated_delta_inputs, noise_relative_check  # noqa: E402
+from attnforms.testing import gated_delta_inputs  # noqa: E402
 
 device = "cuda"
 ALL_OPS = {"GDN": ("scalar", True), "simple GLA": ("scalar", False), "KDA": ("channel", True),
@@ -59,42 +58,15 @@ def hard_check():
     x = gated_delta_inputs(1, 4096, 4, 128, 128, gate="scalar", beta=True, dtype=torch.float32, device=device)
     x["g"][..., :2] = -20 * torch.rand_like(x["g"][..., :2])
     x["k"] = x["k"][:, ::8].repeat_interleave(8, dim=1)
-    do = torch.randn(1, 4096, 4, 128, device=device)
-    gold = outputs_and_grads({n: None if t is None else t.double() for n, t in x.items()}, do.double(), "reference")
-    low = {n: None if t is None else t.bfloat16() for n, t in x.items()}
-    eager = outputs_and_grads(low, do, "reference")
-    ours = outputs_and_grads(low, do, "triton")
-    row = {}
-    for key in gold:
-        result = noise_relative_check(ours[key], gold[key], eager[key], rounding=torch.bfloat16)
-        row[key] = {"passed": result.passed, "error": result.error, "eager_error": result.eager_error}
-    print("hard", row, flush=True)
-    return row
+    return check_inputs("hard", x)
 
 
 def timings(shapes):
     rows = []
     for shape in shapes:
-        B, T = SHAPES[shape]
         for name, (gate, beta) in OPS.items():
-            x = gated_delta_inputs(B, T, 16, 128, 128, gate=gate, beta=beta, dtype=torch.bfloat16, device=device)
-            leaves = {n: None if t is None else t.requires_grad_(n in GRADS) for n, t in x.items()}
-            do = torch.randn(B, T, 16, 128, device=device, dtype=torch.bfloat16)
-
-            def fwd():
-                with torch.no_grad():
-                    return run(leaves)
-
-            def fwd_bwd():
-                run(leaves).backward(do)
-
-            entry = {"shape": shape, "op": name,
-                     "fwd_ms": do_bench(fwd, warmup=25, rep=100, return_mode="median"),
-                     "fwd_bwd_ms": do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median",
-                                            grad_to_none=[t for t in leaves.values() if t is not None]),
-                     "fwd_kernels_ms": kernel_times(fwd), "fwd_bwd_kernels_ms": kernel_times(fwd_bwd)}
-            rows.append(entry)
-            print(json.dumps(entry), flush=True)
+            rows.append(time_configuration(shape, name, gate, beta))
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 

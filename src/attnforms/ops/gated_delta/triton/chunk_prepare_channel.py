@@ -27,7 +27,7 @@ above the diagonal, as chunk_prepare_dense.py stores them.
 import triton
 import triton.language as tl
 
-from .chunk_prepare_dense import _invert_unit_lower, _split, _store_square, _weighted_rows
+from .chunk_prepare_dense import _chunk_inverse, _split, _store_square, _store_values, _weighted_rows
 from .common import _chunk_bounds, _decay_exp
 
 
@@ -159,25 +159,15 @@ def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, 
     if STORE_AQK:
         _store_square(Aqk, b_qk, start, valid, i_h, H, BT)
     if USE_BETA:
-        o_t = tl.arange(0, BT)
-        m_t = o_t < valid
-        b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
-        if SAVE:
-            _store_square(Akk, b_kk, start, valid, i_h, H, BT)
-        b_M = _invert_unit_lower(b_beta[:, None] * b_kk, PRECISION, BT, LEVELS)
-        if SAVE:
-            _store_square(M, b_M, start, valid, i_h, H, BT)
+        b_beta, b_M = _chunk_inverse(b_kk, beta, Akk, M, start, valid, i_h, H, SAVE, PRECISION, BT, LEVELS)
         # W = (M Diag(β))(γ ⊙ K), U = (M Diag(β)) V: the same weights; γ sits in K's operand.
         b_hi, b_lo = _split(b_M * b_beta[None, :], k, LOW)
+        o_t = tl.arange(0, BT)
+        m_t = o_t < valid
         for k0 in range(0, K, BD):
             o_k = k0 + tl.arange(0, BD)
             m = m_t[:, None] & (o_k < K)[None, :]
             rows = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
             b_x = tl.load(k + rows, mask=m, other=0.0).to(tl.float32) * tl.exp(tl.load(G + rows, mask=m, other=0.0))
             tl.store(w + rows, _decayed_rows(b_hi, b_lo, b_x, k, LOW).to(w.dtype.element_ty), mask=m)
-        for v0 in range(0, V, BD):
-            o_v = v0 + tl.arange(0, BD)
-            m = m_t[:, None] & (o_v < V)[None, :]
-            rows = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
-            b_x = tl.load(v + rows, mask=m, other=0.0)
-            tl.store(u + rows, _weighted_rows(b_hi, b_lo, b_x, LOW).to(u.dtype.element_ty), mask=m)
+        _store_values(v, u, b_hi, b_lo, start, valid, i_h, H, V, LOW, BT, BD)

@@ -109,6 +109,35 @@ def _weighted_rows(hi, lo, x, LOW: tl.constexpr):
     return out
 
 
+@triton.jit
+def _chunk_inverse(b_kk, beta, Akk, M, start, valid, i_h, H: tl.constexpr, SAVE: tl.constexpr,
+                   PRECISION: tl.constexpr, BT: tl.constexpr, LEVELS: tl.constexpr):
+    """β `[BT]` and M = (I + Diag(β) A')⁻¹ `[BT, BT]` of one chunk from its masked A'
+    (b_kk); with SAVE, A' and M stored for the backward."""
+    o_t = tl.arange(0, BT)
+    b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=o_t < valid, other=0.0).to(tl.float32)
+    if SAVE:
+        _store_square(Akk, b_kk, start, valid, i_h, H, BT)
+    b_M = _invert_unit_lower(b_beta[:, None] * b_kk, PRECISION, BT, LEVELS)
+    if SAVE:
+        _store_square(M, b_M, start, valid, i_h, H, BT)
+    return b_beta, b_M
+
+
+@triton.jit
+def _store_values(v, u, hi, lo, start, valid, i_h, H: tl.constexpr, V: tl.constexpr, LOW: tl.constexpr,
+                  BT: tl.constexpr, BD: tl.constexpr):
+    """U = (hi + lo) V `[BT, V]` of one chunk (hi + lo = M Diag(β), `_split`), stored by
+    column tiles of BD; the 16-bit V tiles enter the products as loaded."""
+    o_t = tl.arange(0, BT)
+    for v0 in range(0, V, BD):
+        o_v = v0 + tl.arange(0, BD)
+        m = (o_t < valid)[:, None] & (o_v < V)[None, :]
+        rows = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+        b_x = tl.load(v + rows, mask=m, other=0.0)
+        tl.store(u + rows, _weighted_rows(hi, lo, b_x, LOW).to(u.dtype.element_ty), mask=m)
+
+
 @triton.jit(do_not_specialize=["T"])
 def _dense_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
                           H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
@@ -126,16 +155,11 @@ def _dense_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu
         _store_square(Aqk, b_qk, start, valid, i_h, H, BT)
     if USE_BETA:
         _, b_kk = _scores(q, k, G, start, valid, i_h, scale, H, K, GATE, False, True, LOW, BT, BK)
-        o_t = tl.arange(0, BT)
-        m_t = o_t < valid
-        b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
-        if SAVE:
-            _store_square(Akk, b_kk, start, valid, i_h, H, BT)
-        b_M = _invert_unit_lower(b_beta[:, None] * b_kk, PRECISION, BT, LEVELS)
-        if SAVE:
-            _store_square(M, b_M, start, valid, i_h, H, BT)
+        b_beta, b_M = _chunk_inverse(b_kk, beta, Akk, M, start, valid, i_h, H, SAVE, PRECISION, BT, LEVELS)
         # W = (M Diag(β γ)) K and U = (M Diag(β)) V: the weights scale M's columns, so the
         # 16-bit K and V tiles enter the products as loaded.
+        o_t = tl.arange(0, BT)
+        m_t = o_t < valid
         b_wk = b_beta
         if GATE == 1:
             b_wk *= tl.exp(tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0))
@@ -147,9 +171,4 @@ def _dense_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu
             rows = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
             b_x = tl.load(k + rows, mask=m, other=0.0)
             tl.store(w + rows, _weighted_rows(b_Mk_hi, b_Mk_lo, b_x, LOW).to(w.dtype.element_ty), mask=m)
-        for v0 in range(0, V, BD):
-            o_v = v0 + tl.arange(0, BD)
-            m = m_t[:, None] & (o_v < V)[None, :]
-            rows = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
-            b_x = tl.load(v + rows, mask=m, other=0.0)
-            tl.store(u + rows, _weighted_rows(b_Mv_hi, b_Mv_lo, b_x, LOW).to(u.dtype.element_ty), mask=m)
+        _store_values(v, u, b_Mv_hi, b_Mv_lo, start, valid, i_h, H, V, LOW, BT, BD)
