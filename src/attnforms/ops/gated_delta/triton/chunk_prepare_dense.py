@@ -61,9 +61,10 @@ def _scores(q, k, G, start, valid, i_h, scale, H: tl.constexpr, K: tl.constexpr,
 
 @triton.jit
 def _store_square(A, b_A, start, valid, i_h, H: tl.constexpr, BT: tl.constexpr):
-    """A chunk's `[BT, BT]` into its rows of a `[rows, H, BT]` buffer."""
+    """A chunk's `[BT, BT]` into its rows of a `[rows, H, BT]` buffer, in its dtype."""
     o_t = tl.arange(0, BT)
-    tl.store(A + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], b_A, mask=(o_t < valid)[:, None])
+    tl.store(A + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], b_A.to(A.dtype.element_ty),
+             mask=(o_t < valid)[:, None])
 
 
 @triton.jit

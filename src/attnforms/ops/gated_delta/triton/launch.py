@@ -125,7 +125,8 @@ def _value_tile(K: int, V: int, elements: int) -> tuple[int, int]:
 
 class ChunkIntermediates(NamedTuple):
     """What the chunked forward computes on the way, kept for the backward (float32;
-    states and v_new in the 16-bit inputs' dtype under KEEP_16BIT).
+    for 16-bit inputs on the GPU Aqk and M in their dtype, and states and v_new too
+    under KEEP_16BIT: each is only a product operand).
 
     G: `[rows, H, K or 1]` in-chunk cumulative log-decay, or None.
     Aqk, Akk, M: `[rows, H, BT]` scores, unscaled key scores A' and the inverse of
@@ -207,11 +208,13 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     # A_qk is formed inside the sequential pass unless the backward reads it or the
     # decay is per channel.
     store_aqk = save or GATE == 2
-    Aqk = torch.empty(rows, H, BT, **f32) if store_aqk else None
+    # A_qk and M are only ever product operands: kept in the 16-bit operands' dtype.
+    operand = dict(dtype=q.dtype, device=device) if low else f32
+    Aqk = torch.empty(rows, H, BT, **operand) if store_aqk else None
     Akk = M = w = u = None
     if use_beta:
         if save:
-            Akk, M = torch.empty(rows, H, BT, **f32), torch.empty(rows, H, BT, **f32)
+            Akk, M = torch.empty(rows, H, BT, **f32), torch.empty(rows, H, BT, **operand)
         # W and U in the inputs' dtype when they are 16-bit (the noise rule holds).
         wu = dict(dtype=q.dtype if low else torch.float32, device=device)
         w, u = torch.empty(rows, H, K, **wu), torch.empty(rows, H, V, **wu)
