@@ -12,13 +12,12 @@ is `scripts/device_bench.sh`). Writes $OUT/gdr_profile.json.
 import json
 import os
 import sys
-from collections import defaultdict
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
 import attnforms as af
+from attnforms.bench.timing import kernel_times_ms
 from attnforms.testing import gated_delta_inputs, noise_relative_check
 
 device = "cuda"
@@ -81,20 +80,6 @@ def decode_fast_path_check():
     return row
 
 
-def kernel_times(fn, calls=5):
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    totals = defaultdict(float)
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            totals[event.name] += event.device_time / calls / 1e3
-    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
-
-
 def time_configuration(shape, name, gate, beta):
     """Forward (no_grad) and forward + backward medians at `shape` (H 16, K = V = 128,
     bf16), and each kernel's device time in both."""
@@ -110,17 +95,12 @@ def time_configuration(shape, name, gate, beta):
     def fwd_bwd():
         run(leaves).backward(do)
 
-    def fresh_fwd_bwd():  # no accumulation into .grad: its add kernels are not ours
-        for t in leaves.values():
-            if t is not None:
-                t.grad = None
-        fwd_bwd()
-
     return {"shape": shape, "op": name,
             "fwd_ms": do_bench(fwd, warmup=25, rep=100, return_mode="median"),
             "fwd_bwd_ms": do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median",
                                    grad_to_none=[t for t in leaves.values() if t is not None]),
-            "fwd_kernels_ms": kernel_times(fwd), "fwd_bwd_kernels_ms": kernel_times(fresh_fwd_bwd)}
+            "fwd_kernels_ms": kernel_times_ms(fwd),
+            "fwd_bwd_kernels_ms": kernel_times_ms(fwd_bwd, grad_to_none=[t for t in leaves.values() if t is not None])}
 
 
 def main():

@@ -1,6 +1,6 @@
 """Check and time the mLSTM and Aaren Triton kernels on one GPU, in one call.
 
-    python scripts/device_mlstm_check.py [--dry] [--out DIR] [--sections check,time,sweep,peers]
+    python scripts/device_mlstm_check.py [--dry] [--out DIR] [--sections check,time,profile,sweep,peers]
 
 1. Correctness: every forward output, final state and gradient (q, k, v, gates, the
    initial state) in bf16 against the float64 reference, with the noise-relative rule
@@ -16,6 +16,8 @@
 3. A sweep of the level-1 chunk size (64, 128, 256) at S1, and the variant that rounds
    the gate-weighted scores to bf16 (`launch.HALF_PRECISION_P`): accuracy and time.
 4. That no kernel compiles anew for a new sequence length (compiled-variant counts).
+5. (profile, GPU only) device ms per kernel, ours and torch's ops, of the forward and
+   forward + backward at S1, each gate: where the exp gate's backward time goes.
 
 Everything lands in DIR/device_mlstm_check[-SECTIONS].json (DIR: --out, else $OUT, else .),
 rewritten after every section, so a run cut short keeps what it measured.
@@ -44,7 +46,7 @@ from attnforms.testing import aaren_inputs, mlstm_inputs, noise_relative_check  
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GATES = ("exp", "sigmoid")
-DEFAULT_SECTIONS = "check,time,sweep,peers"
+DEFAULT_SECTIONS = "check,time,profile,sweep,peers"
 
 
 def _bench(fn, grad_to_none=None, dry=False):
@@ -221,6 +223,28 @@ def time_ours(shapes, dry, chunk_sizes=(None,)):
     return rows
 
 
+def profile_ours(shapes):
+    """Device ms per kernel (ours and torch's own ops) of the chunk form's forward and
+    forward + backward, each gate, at each shape: where the time goes."""
+    from attnforms.bench.timing import kernel_times_ms
+    rows = []
+    for name, (B, T, H, K, V) in shapes.items():
+        for gate in GATES:
+            x = mlstm_inputs(B, T, H, K, V, dtype=torch.bfloat16, device=DEVICE, requires_grad=True)
+            fn = lambda: af.mlstm(**x, input_gate=gate, impl="triton", form="chunk").output  # noqa: E731
+            upstream = torch.randn_like(fn())
+
+            def inference():
+                with torch.no_grad():
+                    return fn()
+            entry = dict(gate=gate, shape=name, fwd_kernels_ms=kernel_times_ms(inference),
+                         fwd_bwd_kernels_ms=kernel_times_ms(lambda: torch.autograd.backward(fn(), upstream),
+                                                            grad_to_none=list(x.values())))
+            print(json.dumps(entry), flush=True)
+            rows.append(entry)
+    return rows
+
+
 def time_decode(batches, H, K, V, dry):
     rows = []
     for B in batches:
@@ -333,7 +357,7 @@ def main():
     parser.add_argument("--dry", action="store_true", help="tiny shapes; checks the script itself")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--sections", default=DEFAULT_SECTIONS,
-                        help="comma-separated subset of check,time,sweep,peers (default: all)")
+                        help="comma-separated subset of check,time,profile,sweep,peers (default: all)")
     parser.add_argument("--peer", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
@@ -377,6 +401,9 @@ def main():
         report["time_mlstm"] = time_ours(seq_shapes, args.dry)
         report["time_decode"] = time_decode(batches, *decode_dims, args.dry)
         report["time_aaren"] = time_aaren(seq_shapes, args.dry)
+        save()
+    if "profile" in sections and DEVICE == "cuda":
+        report["profile"] = profile_ours({"S1": seq_shapes["S1"]})
         save()
     if "sweep" in sections:
         report["chunk_sweep"] = time_ours({"S1": seq_shapes["S1"]}, args.dry, chunk_sizes=sweep)

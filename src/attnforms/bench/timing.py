@@ -84,6 +84,33 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int | No
     return int(torch.cuda.max_memory_allocated(device) - before)
 
 
+def kernel_times_ms(fn: Callable[[], object], calls: int = 5,
+                    grad_to_none: Sequence[torch.Tensor] = ()) -> dict[str, float]:
+    """Device milliseconds per call of `fn`, by kernel name (Triton kernels and torch's
+    own), largest first: torch.profiler over `calls` calls after one unprofiled call.
+    Gradients of `grad_to_none` are reset before every call (no accumulation kernels)."""
+    from collections import defaultdict
+
+    from torch.profiler import ProfilerActivity, profile
+
+    def call():
+        for t in grad_to_none:
+            t.grad = None
+        fn()
+
+    call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            call()
+        torch.cuda.synchronize()
+    totals: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name] += event.device_time / calls / 1e3
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
 def measure_ceilings(device: torch.device, settings: TimingSettings, *, quick: bool) -> dict:
     """Measure the device-to-device copy bandwidth (read + write bytes per second) and the
     bf16 matrix-product rate on `device`: 2 GiB copied and 8192³, or small sizes with
