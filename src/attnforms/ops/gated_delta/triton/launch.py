@@ -41,7 +41,7 @@ class StateTiling(NamedTuple):
 # The largest slices, by (gate layout: none / per head / per channel, beta), from the
 # H200 sweeps in bench/NOTES-gated-delta.md (4 warps beat 8 in the forward pass even
 # where 8 spill less; with beta the `[BT, K]` W tile is live too, hence the smaller
-# slice). `_forward_value_tile` narrows the slice when there are too few programs to
+# slice). `_sequential_value_tile` narrows the slice when there are too few programs to
 # fill the GPU.
 STATE_FORWARD = {
     (0, False): StateTiling(128 * 64, 4, 2),
@@ -97,10 +97,10 @@ def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
-def _forward_value_tile(K: int, V: int, elements: int, sequences_heads: int, device) -> tuple[int, int]:
-    """`_value_tile` for the sequential forward pass, halving BV (down to 16) while the
-    pass would run fewer programs than the GPU has multiprocessors: one long sequence
-    (S2: 16 programs at BV 64) is bound by the latency of its chunk steps."""
+def _sequential_value_tile(K: int, V: int, elements: int, sequences_heads: int, device) -> tuple[int, int]:
+    """`_value_tile` for a sequential pass (forward or reverse), halving BV (down to 16)
+    while the pass would run fewer programs than the GPU has multiprocessors: one long
+    sequence (S2: 16 programs at BV 64) is bound by the latency of its chunk steps."""
     BK, BV = _value_tile(K, V, elements)
     while BV > 16 and sequences_heads * triton.cdiv(V, BV) < _multiprocessors(device):
         BV //= 2
@@ -225,7 +225,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     if K > 128:
         # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.
         tiling = tiling._replace(stages=1)
-    BK, BV = _forward_value_tile(K, V, tiling.elements, N * H, device)
+    BK, BV = _sequential_value_tile(K, V, tiling.elements, N * H, device)
     split = _split_forward(N * H, device)
     # The states and Ũ kept for the split output pass or the backward, in the 16-bit
     # operands' dtype (see KEEP_16BIT; without a backward they are only operands).
@@ -266,7 +266,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     use_beta = beta is not None
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
     f32 = dict(dtype=torch.float32, device=device)
-    BK, BV = _value_tile(K, V, STATE_BACKWARD.elements)
+    BK, BV = _sequential_value_tile(K, V, STATE_BACKWARD.elements, N * H, device)
     kept = dict(dtype=q.dtype, device=device) if low_precision_products(q) and KEEP_16BIT else f32
     dstates = torch.empty(num_chunks, H, K, V, **kept)
     dR = torch.empty(B * T, H, V, **kept) if use_beta else None
