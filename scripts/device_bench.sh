@@ -16,6 +16,13 @@
 # Writes $OUT/<date>-<gpu>.json, $OUT/<date>-<gpu>.png and $OUT/bench.log. The run
 # stops starting new measurements after --budget-s seconds (default 450), so it fits in
 # one 10-minute call; its exit status is 1 when one of our kernels fails the gate.
+#
+# Compile caches: Triton's (with autotuning results: fla's chunk_kda autotunes for
+# minutes) and inductor's (compiled FlexAttention) go to fresh folders, and come back
+# as $OUT/cache/part.* (up to five 15 MB parts; skipped, with a note, when larger).
+# Copy those parts into .device-cache/ here (git ignores it), carry it, and set
+# USE_CARRIED_CACHE=1 to start the next run from them: first calls then hit the cache,
+# which bench.log says (their "1st call s" no longer measure a compile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
@@ -27,5 +34,21 @@ else
     echo "no .whl/*.whl here: fla and mlstm_kernels peers will be recorded as unavailable"
 fi
 export PYTHONPATH="$site:$PWD/src"
+caches=$(mktemp -d)
+export TRITON_CACHE_DIR="$caches/triton" TORCHINDUCTOR_CACHE_DIR="$caches/inductor" TRITON_CACHE_AUTOTUNING=1
+mkdir -p "$TRITON_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR"
+if [ "${USE_CARRIED_CACHE:-0}" = 1 ] && compgen -G ".device-cache/part.*" > /dev/null; then
+    cat .device-cache/part.* | tar -xz -C "$caches"
+    echo "compile caches: carried from an earlier run (first calls are cache hits)" | tee "$OUT/bench.log"
+fi
 nvidia-smi -L
-PYTHONUNBUFFERED=1 python3 -m attnforms bench --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"
+status=0
+PYTHONUNBUFFERED=1 python3 -m attnforms bench --out "$OUT" "$@" 2>&1 | tee -a "$OUT/bench.log" || status=$?
+mkdir -p "$OUT/cache"
+tar -cz -C "$caches" . > "$caches.tar.gz"
+if [ "$(stat -c %s "$caches.tar.gz")" -le $((75 * 1024 * 1024)) ]; then
+    split -b 15M -a 1 "$caches.tar.gz" "$OUT/cache/part."
+else
+    echo "compile caches: $(du -h "$caches.tar.gz" | cut -f1) compressed, too large to bring back" | tee -a "$OUT/bench.log"
+fi
+exit "$status"
