@@ -75,10 +75,11 @@ def _invert_unit_lower(L, PRECISION: tl.constexpr, BT: tl.constexpr, LEVELS: tl.
     inside blocks of 2s but outside those of s (exact: N_s X_s N_s = 0). Every X_s is a
     true inverse of diagonal blocks of I + L, bounded as the answer is (a Neumann series
     would form powers of L, binomially large for repeated keys); two `[BT, BT]` products
-    per level."""
+    per level, but none at the first, where X_1 = I makes X_2 = I − N_1."""
     o_t = tl.arange(0, BT)
-    X = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
-    for level in tl.static_range(LEVELS):
+    pairs = ((o_t[:, None] >> 1) == (o_t[None, :] >> 1)) & (o_t[:, None] != o_t[None, :])
+    X = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0) - tl.where(pairs, L, 0.0)
+    for level in tl.static_range(1, LEVELS):
         inner = (o_t[:, None] >> level) == (o_t[None, :] >> level)
         outer = (o_t[:, None] >> (level + 1)) == (o_t[None, :] >> (level + 1))
         N = tl.where(outer & ~inner, L, 0.0)
