@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from attnforms.check import _cases
 from attnforms.cli import main
 from attnforms.demo import settings_for
 from attnforms.demo.lineup import PRESET_NAMES, lineup
@@ -31,6 +32,11 @@ def test_quick_demo_writes_the_report(tmp_path, capsys, monkeypatch):
     assert results["decode"]["transformer"][1]["cache_bytes"] > results["decode"]["transformer"][0]["cache_bytes"]
     printed = capsys.readouterr().out
     assert "softmax transformer" in printed and str(out / "report.md") in printed
+    # Progress as it goes: one line per check case and one per trained formulation, so a
+    # long run (Triton compiling on a GPU) visibly stays alive.
+    lines = printed.splitlines()
+    assert sum(line.startswith("  check ") for line in lines) == len(_cases())
+    assert sum(line.startswith("  T0-a ") for line in lines) == len(PRESET_NAMES)
     assert "short conv" in (out / "report.md").read_text().lower()
 
 

@@ -3,6 +3,7 @@ measure decoding cost, and write the report folder."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,8 +31,24 @@ def choose_threads() -> int:
     return max(1, min(MAX_THREADS, cores))
 
 
-def _check_summary() -> dict:
-    rows = run_check(device="cpu")
+def say(line: str) -> None:
+    """Print one progress line now (through tqdm, so a live bar is not torn; flushed, so
+    a log file or a remote console shows it at once)."""
+    tqdm.write(line)
+    sys.stdout.flush()
+
+
+def _check_summary(device: str) -> dict:
+    """`attnforms check` on `device` (on a GPU it also runs, and first compiles, every
+    Triton kernel), printing one line per case as it finishes."""
+    say(f"check: every family x form against float64 on {device}"
+        + (" (each Triton kernel compiles on first use: tens of seconds each)" if device.startswith("cuda") else ""))
+
+    def on_case(case, rows, seconds):
+        bad = sum(not row.passed for row in rows)
+        say(f"  check {case.op} / {case.name}: {len(rows) - bad} of {len(rows)} rows pass ({seconds:.1f} s)")
+
+    rows = run_check(device=device, on_case=on_case)
     failed = [f"{row.op} / {row.case} / {row.form} / {row.impl}: {row.failure or 'error above bound'}"
               for row in rows if not row.passed]
     return {"rows": len(rows), "passed": len(rows) - len(failed), "failed": failed}
@@ -67,7 +84,11 @@ def _train_lineup(name: str, task, entries, settings, device, steps, bar, seed=0
     results, trained = {}, {}
     for entry in entries:
         bar.set_description(f"{name}: {entry.label}")
-        results[entry.preset], trained[entry.preset] = _train_one(entry, task, settings, device, steps, seed)
+        row, trained[entry.preset] = _train_one(entry, task, settings, device, steps, seed)
+        results[entry.preset] = row
+        metric = task.metric
+        say(f"  {name} {entry.label}: {metric.replace('_', ' ')} {row[metric]:.3f} after {row['steps']} steps "
+            f"({row['train_s']:.0f} s, {row['tokens_per_s']:,.0f} tok/s)")
         bar.update(1)
     return results, trained
 
@@ -102,11 +123,13 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
     results = {
         "level": level, "settings": settings.__dict__, "device": device, "threads": threads,
         "torch": torch.__version__, "short_conv": SHORT_CONV_NOTE, "labels": dict(LABELS),
-        "check": _check_summary(), "tasks": {}, "decode": {},
+        "check": _check_summary(device), "tasks": {}, "decode": {},
     }
     bar.update(1)
     trained_t0a = {}
     for name, task, task_entries, steps in runs:
+        stop = f", stopping at {task.metric} {settings.stop_at}" if settings.stop_at and task.name == "mqar" else ""
+        say(f"train {name}: {len(task_entries)} formulations, at most {steps} steps each{stop}")
         task_results, trained = _train_lineup(name, task, task_entries, settings, device, steps, bar)
         block = {"task": {"name": task.name, **task.__dict__}, "metric": task.metric, "steps": steps,
                  "results": task_results}
@@ -123,6 +146,7 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
         results["tasks"][name] = block
         if name == "T0-a":
             trained_t0a = trained
+    say(f"decode: time per token and cache at contexts {', '.join(map(str, settings.contexts))}")
     for preset, model in trained_t0a.items():
         bar.set_description(f"decode: {LABELS[preset]}")
         results["decode"][preset] = [decode_cost(model, c, settings.new_tokens) for c in settings.contexts]
