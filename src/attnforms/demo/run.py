@@ -18,7 +18,7 @@ from .costs import decode_cost
 from .lineup import LABELS, PRESET_NAMES, SHORT_CONV_NOTE, lineup, state_bytes_per_layer
 from .mqar_baselines import chance_accuracy, receptive_field, window_reach_fraction
 from .report import write_report
-from .settings import DemoSettings, settings_for
+from .settings import FIXED_STATE_TARGET, DemoSettings, settings_for
 
 SWA_WINDOW = 8
 MAX_THREADS = 8
@@ -55,15 +55,17 @@ def _check_summary(device: str) -> dict:
 
 
 def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, seed: int) -> tuple[dict, models.CausalLM]:
+    mqar = task.name == "mqar"
+    steps = settings.steps_for(entry.preset, steps) if mqar else steps
     torch.manual_seed(seed)
     model = models.build_model(entry.config)
     config = TrainConfig(
         steps=steps, batch_size=settings.batch_size, lr=settings.lr_for(entry.preset),
         warmup_steps=settings.warmup_for(entry.preset, steps), eval_every=min(settings.eval_every, steps),
         eval_examples=settings.eval_examples,
-        train_examples=settings.train_examples if task.name == "mqar" else None,
+        train_examples=settings.train_examples if mqar else None,
         seed=seed, device=device, progress=False,
-        stop_at=settings.stop_at if task.name == "mqar" else None,
+        stop_at=settings.stop_for(entry.preset) if mqar else None,
     )
     start = time.perf_counter()
     log = train(model, task, config)
@@ -74,6 +76,7 @@ def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, see
         "label": entry.label, "d_model": entry.config.d_model, "n_heads": entry.config.n_heads,
         "lr": settings.lr_for(entry.preset), "warmup_steps": settings.warmup_for(entry.preset, steps),
         "parameters": entry.parameters, metric: log["final"][metric], "steps": log["stopped_at"],
+        "budget": steps, "stop_at": config.stop_at,
         "curve": [[e["step"], e[metric]] for e in log["evals"]],
         "tokens_per_s": sum(timed) / len(timed), "train_s": seconds,
         "state_bytes_per_layer": state_bytes_per_layer(entry.config, task.seq_len),
@@ -128,7 +131,10 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
     bar.update(1)
     trained_t0a = {}
     for name, task, task_entries, steps in runs:
-        stop = f", stopping at {task.metric} {settings.stop_at}" if settings.stop_at and task.name == "mqar" else ""
+        stop = ""
+        if settings.stop_at and task.name == "mqar":
+            stop = (f", stopping at accuracy {settings.stop_at}" + (f" ({FIXED_STATE_TARGET} for the fixed-state ones)"
+                                                                  if settings.stop_at_target else ""))
         say(f"train {name}: {len(task_entries)} formulations, at most {steps} steps each{stop}")
         task_results, trained = _train_lineup(name, task, task_entries, settings, device, steps, bar)
         block = {"task": {"name": task.name, **task.__dict__}, "metric": task.metric, "steps": steps,
