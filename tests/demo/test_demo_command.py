@@ -25,6 +25,9 @@ def test_quick_demo_writes_the_report(tmp_path, capsys, monkeypatch):
     for row in t0a["results"].values():
         assert 0 <= row["accuracy"] <= 1 and row["tokens_per_s"] > 0 and row["parameters"] > 0
     assert 0 < t0a["window_reach"] < 1 and t0a["chance"]["context_values"] == pytest.approx(1 / 8)
+    # The direct-lookup band lies inside the receptive field, and every model has its bands.
+    assert 0 < t0a["window_direct_reach"] < t0a["window_reach"]
+    assert all(set(row["bands"]) == {"direct", "field", "beyond"} for row in t0a["results"].values())
     for costs in results["decode"].values():
         assert [c["context"] for c in costs] == list(settings_for("quick", False).contexts)
     # A fixed state does not grow with the context; a global KV cache does.

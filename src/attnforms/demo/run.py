@@ -16,7 +16,10 @@ from ..tasks import MQAR_SETTINGS, CharLM
 from ..tasks.train import TrainConfig, train
 from .costs import decode_cost
 from .lineup import LABELS, PRESET_NAMES, SHORT_CONV_NOTE, lineup, state_bytes_per_layer
-from .mqar_baselines import chance_accuracy, receptive_field, window_reach_fraction
+from .mqar_baselines import (
+    accuracy_by_distance, banded_accuracy, chance_accuracy, direct_lookup_reach, fraction_within, receptive_field,
+    window_reach_fraction,
+)
 from .report import write_report
 from .settings import FIXED_STATE_TARGET, DemoSettings, settings_for
 
@@ -149,6 +152,15 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
             block["window_reach_tokens"] = receptive_field(SWA_WINDOW, layers=config.n_layers, conv_size=conv_size)
             block["window_reach_no_conv"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers)
             block["chance"] = chance_accuracy(task)
+            # Which lookups each model makes: accuracy per query-key distance, and over the
+            # bands of the window model's one-step lookup and its receptive field.
+            block["window_direct_tokens"] = direct_lookup_reach(SWA_WINDOW, conv_size=conv_size)
+            bounds = {"direct": block["window_direct_tokens"], "field": block["window_reach_tokens"]}
+            block["window_direct_reach"] = fraction_within(task, block["window_direct_tokens"])
+            for preset, model in trained.items():
+                by_distance = accuracy_by_distance(model, task)
+                task_results[preset]["by_distance"] = by_distance
+                task_results[preset]["bands"] = banded_accuracy(by_distance, bounds)
         results["tasks"][name] = block
         if name == "T0-a":
             trained_t0a = trained
