@@ -60,3 +60,19 @@ def test_levels():
     with pytest.raises(ValueError, match="level"):
         settings_for("huge", False)
     assert settings_for("full", False).t0b and settings_for("default", True).steps > settings_for("default", False).steps
+
+
+def test_default_cpu_budget_stops_each_formulation_at_what_t0a_asks():
+    from attnforms.demo.settings import FIXED_STATE, FIXED_STATE_TARGET, NEGATIVE_CONTROLS, SOFTMAX_TARGET
+
+    cpu = settings_for("default", False)
+    assert cpu.stop_for("transformer") == SOFTMAX_TARGET
+    assert all(cpu.stop_for(p) == FIXED_STATE_TARGET for p in FIXED_STATE)
+    # The negative controls are never stopped by a level they cannot meet; they get a
+    # shorter budget instead, and nobody else does.
+    assert all(cpu.steps_for(p, cpu.steps) < cpu.steps for p in NEGATIVE_CONTROLS)
+    assert all(cpu.steps_for(p, cpu.steps) == cpu.steps for p in PRESET_NAMES if p not in NEGATIVE_CONTROLS)
+    # --full and the GPU default keep Zoology's single rule and the whole budget.
+    for other in (settings_for("full", False), settings_for("default", True), settings_for("full", True)):
+        assert all(other.stop_for(p) == other.stop_at for p in PRESET_NAMES)
+        assert all(other.steps_for(p, other.steps) == other.steps for p in PRESET_NAMES)
