@@ -61,7 +61,7 @@ def main() -> None:
         model = models.build_model(config)
         start = time.perf_counter()
         log = train(model, task, TrainConfig(steps=args.steps, batch_size=64, lr=lr, warmup_steps=args.warmup,
-                                             eval_every=100, eval_examples=500, train_examples=20_000,
+                                             eval_every=max(100, args.steps // 8), eval_examples=500, train_examples=20_000,
                                              device="cpu", progress=False))
         curve = " ".join(f"{e['step']}:{e['accuracy']:.3f}" for e in log["evals"])
         print(f"{args.preset} lr={lr:g} steps={args.steps} | {curve} | {time.perf_counter() - start:.0f} s")

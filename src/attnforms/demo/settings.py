@@ -1,6 +1,6 @@
 """How much the demo does: `quick` (a smoke run, about a minute on 2 CPU cores),
-`default` (about 5 minutes on 2 idle CPU cores: docs/demo.md; more steps and examples on a GPU) and `full`
-(longer training, plus MQAR T0-b and the character LM)."""
+`default` (about 8 minutes on 2 idle CPU cores, estimated in docs/demo.md; more steps and
+examples on a GPU) and `full` (longer training, plus MQAR T0-b and the character LM)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +14,9 @@ LEVELS = ("quick", "default", "full")
 #   3e-3). Its ELU+1 features start dense (φ(q)·φ(k) ≈ K for every pair), and only large
 #   q/k pre-activations make them selective.
 # - GLA has a narrow window: 0.141 at 2e-3, 0.811 at 3e-3 (warm-up 50), 0.854 at 4e-3 with
-#   warm-up 100, 0.025 at 5e-3 (400 steps) and 0.018 at 1e-2.
+#   warm-up 100, 0.025 at 5e-3 (400 steps) and 0.018 at 1e-2. It still falls short of 0.95
+#   in 800 steps: a slow learner here, not a defect (docs/demo.md, "Why GLA and the
+#   sliding window fall short").
 # - mLSTM (with the xLSTM cell's gate initialisation): 0.968 at 3e-3, 0.975 at 5e-3.
 # - The gated delta rules do best at 3e-3 (Gated DeltaNet: 0.971 at 3e-3, 0.291 at 1e-2).
 LR_OVERRIDES = {"linear": 5e-2, "gla": 4e-3, "mlstm": 5e-3}
@@ -107,9 +109,9 @@ def settings_for(level: str, on_gpu: bool) -> DemoSettings:
     # quarter of the run.
     steps = {("default", False): 800, ("default", True): 1500, ("full", False): 1500, ("full", True): 3000}
     full = level == "full"
-    # The CPU default is a time budget (about 5 minutes on 2 cores): it shows that each
-    # formulation meets its T0-a level, and how many steps it needed, rather than how far
-    # past it it gets (--full stops at 0.99 only). Its held-out set is 256 examples
+    # The CPU default is a time budget (the issue asks for about 5 minutes on 2 cores): it
+    # shows that each formulation meets its T0-a level, and how many steps it needed,
+    # rather than how far past it it gets (--full stops at 0.99 only). Its held-out set is 256 examples
     # (2,048 scored queries: a standard error of at most 0.005 around 0.95).
     cpu_default = level == "default" and not on_gpu
     return DemoSettings(
