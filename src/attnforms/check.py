@@ -12,6 +12,7 @@ Outputs and the float fields of the final state are both compared.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -92,10 +93,16 @@ def _error(result, golden) -> float:
     return max(errors)
 
 
-def run_check(device: str = "cpu") -> list[CheckRow]:
-    """Run every case in every form and runnable implementation on `device`."""
+def run_check(device: str = "cpu", on_case: Callable[[CheckCase, list[CheckRow], float], None] | None = None,
+              ) -> list[CheckRow]:
+    """Run every case in every form and runnable implementation on `device`.
+
+    on_case: called after each case with (the case, its rows, seconds it took), so a
+    caller can show progress: on a GPU the first call of each Triton kernel compiles it,
+    and a whole check can take minutes before it returns."""
     rows = []
     for case in _cases():
+        start, first_row = time.perf_counter(), len(rows)
         op = OPS[case.op]
         family = FAMILIES[case.op]
         run = lambda dtype, **kw: op(
@@ -122,6 +129,8 @@ def run_check(device: str = "cpu") -> list[CheckRow]:
                 except Exception as exc:  # a crash is a failed row, reported, not hidden
                     row.failure = f"{type(exc).__name__}: {exc}"
                 rows.append(row)
+        if on_case is not None:
+            on_case(case, rows[first_row:], time.perf_counter() - start)
     return rows
 
 

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from attnforms.check import _cases
 from attnforms.cli import main
 from attnforms.demo import settings_for
 from attnforms.demo.lineup import PRESET_NAMES, lineup
@@ -24,6 +25,9 @@ def test_quick_demo_writes_the_report(tmp_path, capsys, monkeypatch):
     for row in t0a["results"].values():
         assert 0 <= row["accuracy"] <= 1 and row["tokens_per_s"] > 0 and row["parameters"] > 0
     assert 0 < t0a["window_reach"] < 1 and t0a["chance"]["context_values"] == pytest.approx(1 / 8)
+    # The direct-lookup band lies inside the receptive field, and every model has its bands.
+    assert 0 < t0a["window_direct_reach"] < t0a["window_reach"]
+    assert all(set(row["bands"]) == {"direct", "field", "beyond"} for row in t0a["results"].values())
     for costs in results["decode"].values():
         assert [c["context"] for c in costs] == list(settings_for("quick", False).contexts)
     # A fixed state does not grow with the context; a global KV cache does.
@@ -31,6 +35,11 @@ def test_quick_demo_writes_the_report(tmp_path, capsys, monkeypatch):
     assert results["decode"]["transformer"][1]["cache_bytes"] > results["decode"]["transformer"][0]["cache_bytes"]
     printed = capsys.readouterr().out
     assert "softmax transformer" in printed and str(out / "report.md") in printed
+    # Progress as it goes: one line per check case and one per trained formulation, so a
+    # long run (Triton compiling on a GPU) visibly stays alive.
+    lines = printed.splitlines()
+    assert sum(line.startswith("  check ") for line in lines) == len(_cases())
+    assert sum(line.startswith("  T0-a ") for line in lines) == len(PRESET_NAMES)
     assert "short conv" in (out / "report.md").read_text().lower()
 
 
@@ -51,3 +60,19 @@ def test_levels():
     with pytest.raises(ValueError, match="level"):
         settings_for("huge", False)
     assert settings_for("full", False).t0b and settings_for("default", True).steps > settings_for("default", False).steps
+
+
+def test_default_cpu_budget_stops_each_formulation_at_what_t0a_asks():
+    from attnforms.demo.settings import FIXED_STATE, FIXED_STATE_TARGET, NEGATIVE_CONTROLS, SOFTMAX_TARGET
+
+    cpu = settings_for("default", False)
+    assert cpu.stop_for("transformer") == SOFTMAX_TARGET
+    assert all(cpu.stop_for(p) == FIXED_STATE_TARGET for p in FIXED_STATE)
+    # The negative controls are never stopped by a level they cannot meet; they get a
+    # shorter budget instead, and nobody else does.
+    assert all(cpu.steps_for(p, cpu.steps) < cpu.steps for p in NEGATIVE_CONTROLS)
+    assert all(cpu.steps_for(p, cpu.steps) == cpu.steps for p in PRESET_NAMES if p not in NEGATIVE_CONTROLS)
+    # --full and the GPU default keep Zoology's single rule and the whole budget.
+    for other in (settings_for("full", False), settings_for("default", True), settings_for("full", True)):
+        assert all(other.stop_for(p) == other.stop_at for p in PRESET_NAMES)
+        assert all(other.steps_for(p, other.steps) == other.steps for p in PRESET_NAMES)

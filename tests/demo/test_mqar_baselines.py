@@ -5,7 +5,7 @@ import torch
 
 from attnforms import models
 from attnforms.demo import chance_accuracy, window_reach_fraction
-from attnforms.demo.mqar_baselines import receptive_field
+from attnforms.demo.mqar_baselines import accuracy_by_distance, banded_accuracy, direct_lookup_reach, receptive_field
 from attnforms.tasks import IGNORE_INDEX, MQAR, MQAR_SETTINGS, generator_for
 
 T0A = MQAR_SETTINGS["T0-a"].task
@@ -80,3 +80,43 @@ def test_bad_arguments_are_refused():
         window_reach_fraction(T0A, 8, conv_size=0)
     with pytest.raises(TypeError, match="MQAR"):
         chance_accuracy("T0-a")
+
+
+class _Oracle(torch.nn.Module):
+    """Answers an MQAR query exactly when its key lies at most `reach` tokens back (by
+    reading the inputs), and predicts token 0 otherwise."""
+
+    def __init__(self, task: MQAR, reach: int):
+        super().__init__()
+        self.task, self.reach = task, reach
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the module a device
+
+    def forward(self, inputs):
+        B, T = inputs.shape
+        logits = torch.zeros(B, T, self.task.vocab_size)
+        logits[..., 0] = 1.0
+        for b in range(B):
+            for t in range(self.task.context_len, T):
+                for back in range(2, min(self.reach, t) + 1, 2):
+                    key = t - back
+                    if key < self.task.context_len and key % 2 == 0 and inputs[b, key] == inputs[b, t]:
+                        logits[b, t, inputs[b, key + 1]] = 2.0
+        return logits
+
+
+def test_accuracy_by_distance_finds_a_models_reach():
+    task = MQAR(vocab_size=64, seq_len=32, num_pairs=4, random_non_queries=False)
+    table = accuracy_by_distance(_Oracle(task, reach=10), task, examples=64, seed=5)
+    assert sum(share for share, _ in table.values()) == pytest.approx(1.0)
+    assert all(acc == (1.0 if d <= 10 else 0.0) for d, (_, acc) in table.items())
+    bands = banded_accuracy(table, {"direct": 6, "field": 10})
+    assert bands["direct"] == bands["field"] == 1.0 and bands["beyond"] == 0.0
+    # The shares are those the reach fraction counts.
+    within = sum(share for d, (share, _) in table.items() if d <= 10)
+    assert within == pytest.approx(window_reach_fraction(task, 6, layers=2, examples=64, seed=5), abs=1e-12)
+
+
+def test_direct_lookup_reach():
+    # The value after the key must sit among the last window's W inputs, each mixing c inputs.
+    assert direct_lookup_reach(8, conv_size=4) == 11 and direct_lookup_reach(8) == 8
+    assert direct_lookup_reach(8, conv_size=4) < receptive_field(8, layers=2, conv_size=4)

@@ -177,6 +177,18 @@ def test_gates_are_log_decays_with_the_papers_initialisation():
     assert torch.allclose(torch.exp(16 * gla(x)), torch.sigmoid(gla.proj(x)).view(B, T, H, 8))
 
 
+def test_gla_decay_spread_screen_sets_the_rates_it_names(monkeypatch):
+    import attnforms.layers.gates as gates
+
+    monkeypatch.setattr(gates, "GLA_DECAY_RATE_INIT", (1e-3, 0.1))
+    gla = LogSigmoidDecay(D, H, 8).double()
+    with torch.no_grad():
+        gla.proj[0].weight.zero_()  # zero input to the bias: the decay the bias alone sets
+    rate = -gla(torch.randn(1, 1, D, dtype=torch.float64))
+    assert bool(((rate >= 1e-3 - 1e-12) & (rate <= 0.1 + 1e-12)).all())
+    assert float(rate.max() / rate.min()) > 3  # spread over timescales, not one value
+
+
 def test_mlstm_gates_start_as_in_the_xlstm_cell_and_do_not_starve_the_read_out():
     torch.manual_seed(0)
     layer = MLSTMLayer(D, H)

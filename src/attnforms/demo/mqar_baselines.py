@@ -55,12 +55,18 @@ def window_reach_fraction(task: MQAR, window: int, *, layers: int = 2, conv_size
                           examples: int = DEFAULT_EXAMPLES, seed: int = 0) -> float:
     """Fraction of queries whose key lies at most `receptive_field(window, layers,
     conv_size)` tokens before the query, over `examples` generated examples (seed `seed`)."""
+    return fraction_within(task, receptive_field(window, layers=layers, conv_size=conv_size),
+                           examples=examples, seed=seed)
+
+
+def fraction_within(task: MQAR, tokens: int, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0) -> float:
+    """Fraction of queries whose key lies at most `tokens` tokens before the query, over
+    `examples` generated examples (seed `seed`)."""
     if not isinstance(task, MQAR):
         raise TypeError(f"task: expected an MQAR task, got {type(task).__name__}")
-    reach = receptive_field(window, layers=layers, conv_size=conv_size)
     inputs, targets = task.batch(examples, generator_for(seed))
     distances = _query_key_distances(inputs, targets, task.context_len)
-    return float((distances <= reach).double().mean())
+    return float((distances <= tokens).double().mean())
 
 
 def chance_accuracy(task: MQAR, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0) -> dict[str, float]:
@@ -79,3 +85,55 @@ def chance_accuracy(task: MQAR, *, examples: int = DEFAULT_EXAMPLES, seed: int =
     queries_per_row = (targets != IGNORE_INDEX).sum(1)
     per_query = (queries_per_row / distinct.clamp(min=1)).sum() / queries_per_row.sum()
     return {"context_values": float(per_query), "value_vocabulary": 1.0 / (task.vocab_size - half)}
+
+
+def direct_lookup_reach(window: int, *, conv_size: int = 1) -> int:
+    """How far back a key may lie for the last sliding-window layer to look it up in one
+    attention step: its value (one token after the key) must be among the `window`
+    positions the layer reads, each of which mixes `conv_size` inputs, so the key is at
+    most `window + conv_size - 1` tokens before the query. A key farther back (up to
+    `receptive_field`) is reachable only if an earlier layer has already carried its pair
+    forward, which it must do before it sees the query, for every pair it might be asked."""
+    for name, value in (("window", window), ("conv_size", conv_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return window + conv_size - 1
+
+
+@torch.no_grad()
+def accuracy_by_distance(model, task: MQAR, *, examples: int = 1024, seed: int = 2**31 + 7,
+                         batch_size: int = 256) -> dict[int, list[float]]:
+    """`{distance: [share of the queries, accuracy]}` of `model` (token ids `[B, T]` ->
+    output with `.logits` `[B, T, V]`, or logits) over `examples` examples from seed `seed`
+    (by default a held-out seed), where distance = query position − key position."""
+    if not isinstance(task, MQAR):
+        raise TypeError(f"task: expected an MQAR task, got {type(task).__name__}")
+    inputs, targets = task.batch(examples, generator_for(seed))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions = []
+    for start in range(0, examples, batch_size):
+        out = model(inputs[start:start + batch_size].to(device))
+        predictions.append(getattr(out, "logits", out).argmax(-1).cpu())
+    model.train(was_training)
+    scored = targets != IGNORE_INDEX
+    # Both are in row-major order of the scored positions, as the distances are.
+    correct = (torch.cat(predictions) == targets)[scored].double()
+    distances = _query_key_distances(inputs, targets, task.context_len)
+    total = distances.numel()
+    return {int(d): [float((distances == d).sum()) / total, float(correct[distances == d].mean())]
+            for d in distances.unique().tolist()}
+
+
+def banded_accuracy(by_distance: dict, bounds: dict[str, int]) -> dict[str, float | None]:
+    """Accuracy over distance bands from `accuracy_by_distance`: `bounds` maps a band's
+    name to its largest distance, in increasing order; each band holds the distances
+    above the previous bound, and "beyond" the rest. None for an empty band."""
+    bands, low = {}, 0
+    for name, high in [*bounds.items(), ("beyond", float("inf"))]:
+        cells = [(share, acc) for d, (share, acc) in by_distance.items() if low < int(d) <= high]
+        weight = sum(share for share, _ in cells)
+        bands[name] = sum(share * acc for share, acc in cells) / weight if weight else None
+        low = high
+    return bands

@@ -11,9 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 PLOTS = ("accuracy_vs_steps.png", "decode_cost_vs_context.png")
-# Quality-anchors §5.1 pass levels on T0-a.
-SOFTMAX_TARGET, FIXED_STATE_TARGET = 0.99, 0.95
-FIXED_STATE = ("linear", "gla", "deltanet", "gdn", "kda", "mlstm")
+from .settings import FIXED_STATE, FIXED_STATE_TARGET, SOFTMAX_TARGET  # noqa: E402
 
 
 def _expectation(preset: str, block: dict) -> str:
@@ -56,6 +54,22 @@ def _decode_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _window_bands(block: dict) -> list[str]:
+    """The bullet on which lookups the window model makes: its accuracy over query-key
+    distances within one-step lookup, within the receptive field only, and beyond."""
+    row = block["results"].get("swa-transformer")
+    if row is None or "bands" not in row:
+        return []
+    direct, field = block["window_direct_tokens"], block["window_reach_tokens"]
+    cell = lambda value: "-" if value is None else f"{value:.3f}"
+    bands = row["bands"]
+    return [f"- Sliding window W 8 by query-key distance: keys at most {direct} tokens back (one attention step "
+            f"of the last layer reaches them; {block['window_direct_reach']:.3f} of the queries): accuracy "
+            f"**{cell(bands['direct'])}**; {direct + 1}-{field} back (only through a pair the first layer "
+            f"carried forward): **{cell(bands['field'])}**; beyond the receptive field: "
+            f"**{cell(bands['beyond'])}** (must be guessing)."]
+
+
 def _markdown(results: dict) -> str:
     check = results["check"]
     s = results["settings"]
@@ -70,7 +84,11 @@ def _markdown(results: dict) -> str:
         f"AdamW, {s['train_examples']} training examples; accuracy on {s['eval_examples']} held-out examples"
         + (f", evaluated every {s['eval_every']} steps; a run stops at the first evaluation with accuracy "
            f"≥ {s['stop_at']} (as Zoology's MQAR runs do; *steps* is where it stopped)"
-           if s.get("stop_at") else "") + ". "
+           if s.get("stop_at") else "")
+        + (f", or, for the fixed-state formulations, ≥ their T0-a level {FIXED_STATE_TARGET} (so *steps* is the "
+           f"step at which each first met its level)" if s.get("stop_at") and s.get("stop_at_target") else "")
+        + (f"; the negative controls (sliding window, Aaren) train for {s['control_steps']} steps, the budget "
+           f"the softmax control needs" if s.get("control_steps") else "") + ". "
         f"Models: 2 blocks, 1 head, equal parameter count (widths from `match_parameters`). "
         f"Short convolution: {results['short_conv']}.\n",
     ]
@@ -81,6 +99,7 @@ def _markdown(results: dict) -> str:
               f"convolution before each; counted on generated batches): **{t0a['window_reach']:.3f}**; "
               f"without the convolution (quality-anchors T0-c's count, < 2·8 tokens back): "
               f"{t0a.get('window_reach_no_conv', float('nan')):.3f}.",
+              *_window_bands(t0a),
               f"- Chance without lookup (uniform over the context's values, 1/K): "
               f"**{t0a['chance']['context_values']:.3f}**; uniform over the value vocabulary: "
               f"{t0a['chance']['value_vocabulary']:.4f}.",

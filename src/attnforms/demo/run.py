@@ -3,6 +3,7 @@ measure decoding cost, and write the report folder."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from ..tasks import MQAR_SETTINGS, CharLM
 from ..tasks.train import TrainConfig, train
 from .costs import decode_cost
 from .lineup import LABELS, PRESET_NAMES, SHORT_CONV_NOTE, lineup, state_bytes_per_layer
-from .mqar_baselines import chance_accuracy, receptive_field, window_reach_fraction
+from .mqar_baselines import (
+    accuracy_by_distance, banded_accuracy, chance_accuracy, direct_lookup_reach, fraction_within, receptive_field,
+    window_reach_fraction,
+)
 from .report import write_report
-from .settings import DemoSettings, settings_for
+from .settings import FIXED_STATE_TARGET, DemoSettings, settings_for
 
 SWA_WINDOW = 8
 MAX_THREADS = 8
@@ -30,23 +34,41 @@ def choose_threads() -> int:
     return max(1, min(MAX_THREADS, cores))
 
 
-def _check_summary() -> dict:
-    rows = run_check(device="cpu")
+def say(line: str) -> None:
+    """Print one progress line now (through tqdm, so a live bar is not torn; flushed, so
+    a log file or a remote console shows it at once)."""
+    tqdm.write(line)
+    sys.stdout.flush()
+
+
+def _check_summary(device: str) -> dict:
+    """`attnforms check` on `device` (on a GPU it also runs, and first compiles, every
+    Triton kernel), printing one line per case as it finishes."""
+    say(f"check: every family x form against float64 on {device}"
+        + (" (each Triton kernel compiles on first use: tens of seconds each)" if device.startswith("cuda") else ""))
+
+    def on_case(case, rows, seconds):
+        bad = sum(not row.passed for row in rows)
+        say(f"  check {case.op} / {case.name}: {len(rows) - bad} of {len(rows)} rows pass ({seconds:.1f} s)")
+
+    rows = run_check(device=device, on_case=on_case)
     failed = [f"{row.op} / {row.case} / {row.form} / {row.impl}: {row.failure or 'error above bound'}"
               for row in rows if not row.passed]
     return {"rows": len(rows), "passed": len(rows) - len(failed), "failed": failed}
 
 
 def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, seed: int) -> tuple[dict, models.CausalLM]:
+    mqar = task.name == "mqar"
+    steps = settings.steps_for(entry.preset, steps) if mqar else steps
     torch.manual_seed(seed)
     model = models.build_model(entry.config)
     config = TrainConfig(
         steps=steps, batch_size=settings.batch_size, lr=settings.lr_for(entry.preset),
         warmup_steps=settings.warmup_for(entry.preset, steps), eval_every=min(settings.eval_every, steps),
         eval_examples=settings.eval_examples,
-        train_examples=settings.train_examples if task.name == "mqar" else None,
+        train_examples=settings.train_examples if mqar else None,
         seed=seed, device=device, progress=False,
-        stop_at=settings.stop_at if task.name == "mqar" else None,
+        stop_at=settings.stop_for(entry.preset) if mqar else None,
     )
     start = time.perf_counter()
     log = train(model, task, config)
@@ -57,6 +79,7 @@ def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, see
         "label": entry.label, "d_model": entry.config.d_model, "n_heads": entry.config.n_heads,
         "lr": settings.lr_for(entry.preset), "warmup_steps": settings.warmup_for(entry.preset, steps),
         "parameters": entry.parameters, metric: log["final"][metric], "steps": log["stopped_at"],
+        "budget": steps, "stop_at": config.stop_at,
         "curve": [[e["step"], e[metric]] for e in log["evals"]],
         "tokens_per_s": sum(timed) / len(timed), "train_s": seconds,
         "state_bytes_per_layer": state_bytes_per_layer(entry.config, task.seq_len),
@@ -67,7 +90,11 @@ def _train_lineup(name: str, task, entries, settings, device, steps, bar, seed=0
     results, trained = {}, {}
     for entry in entries:
         bar.set_description(f"{name}: {entry.label}")
-        results[entry.preset], trained[entry.preset] = _train_one(entry, task, settings, device, steps, seed)
+        row, trained[entry.preset] = _train_one(entry, task, settings, device, steps, seed)
+        results[entry.preset] = row
+        metric = task.metric
+        say(f"  {name} {entry.label}: {metric.replace('_', ' ')} {row[metric]:.3f} after {row['steps']} steps "
+            f"({row['train_s']:.0f} s, {row['tokens_per_s']:,.0f} tok/s)")
         bar.update(1)
     return results, trained
 
@@ -102,11 +129,16 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
     results = {
         "level": level, "settings": settings.__dict__, "device": device, "threads": threads,
         "torch": torch.__version__, "short_conv": SHORT_CONV_NOTE, "labels": dict(LABELS),
-        "check": _check_summary(), "tasks": {}, "decode": {},
+        "check": _check_summary(device), "tasks": {}, "decode": {},
     }
     bar.update(1)
     trained_t0a = {}
     for name, task, task_entries, steps in runs:
+        stop = ""
+        if settings.stop_at and task.name == "mqar":
+            stop = (f", stopping at accuracy {settings.stop_at}" + (f" ({FIXED_STATE_TARGET} for the fixed-state ones)"
+                                                                  if settings.stop_at_target else ""))
+        say(f"train {name}: {len(task_entries)} formulations, at most {steps} steps each{stop}")
         task_results, trained = _train_lineup(name, task, task_entries, settings, device, steps, bar)
         block = {"task": {"name": task.name, **task.__dict__}, "metric": task.metric, "steps": steps,
                  "results": task_results}
@@ -120,9 +152,19 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
             block["window_reach_tokens"] = receptive_field(SWA_WINDOW, layers=config.n_layers, conv_size=conv_size)
             block["window_reach_no_conv"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers)
             block["chance"] = chance_accuracy(task)
+            # Which lookups each model makes: accuracy per query-key distance, and over the
+            # bands of the window model's one-step lookup and its receptive field.
+            block["window_direct_tokens"] = direct_lookup_reach(SWA_WINDOW, conv_size=conv_size)
+            bounds = {"direct": block["window_direct_tokens"], "field": block["window_reach_tokens"]}
+            block["window_direct_reach"] = fraction_within(task, block["window_direct_tokens"])
+            for preset, model in trained.items():
+                by_distance = accuracy_by_distance(model, task)
+                task_results[preset]["by_distance"] = by_distance
+                task_results[preset]["bands"] = banded_accuracy(by_distance, bounds)
         results["tasks"][name] = block
         if name == "T0-a":
             trained_t0a = trained
+    say(f"decode: time per token and cache at contexts {', '.join(map(str, settings.contexts))}")
     for preset, model in trained_t0a.items():
         bar.set_description(f"decode: {LABELS[preset]}")
         results["decode"][preset] = [decode_cost(model, c, settings.new_tokens) for c in settings.contexts]

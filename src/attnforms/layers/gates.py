@@ -27,6 +27,11 @@ DT_INIT_FLOOR = 1e-4
 # (Yang et al. 2024, gate_low_rank_dim = 16, gate_logit_normalizer = 16).
 GLA_GATE_RANK = 16
 GLA_GATE_NORMALIZER = 16.0
+# None: the gate's bias keeps nn.Linear's default (within ±1/sqrt(rank), so every channel
+# starts at a decay of about 0.95-0.97 per token). (low, high): per-token decay rates
+# -log(decay) drawn log-uniformly in [low, high] at initialisation, one per channel, as
+# Mamba / GDN / KDA draw their time steps, so that some channels start with long memory.
+GLA_DECAY_RATE_INIT: tuple[float, float] | None = None
 
 
 def _init_decay_rates(A_log: torch.Tensor, dt_bias: torch.Tensor) -> None:
@@ -105,6 +110,18 @@ class LogSigmoidDecay(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim, self.normalizer = n_heads, head_dim, normalizer
         self.proj = _low_rank(d_model, rank, n_heads * head_dim, bias=True)
+        if GLA_DECAY_RATE_INIT is not None:
+            self._spread_decays(*GLA_DECAY_RATE_INIT)
+
+    def _spread_decays(self, low: float, high: float) -> None:
+        """Set the bias so that at zero input each channel decays at a rate -log(decay)
+        drawn log-uniformly in [low, high]: logsigmoid(b) / n = -rate, so
+        b = logit(exp(-n · rate)) = -n · rate - log(1 - exp(-n · rate))."""
+        bias = self.proj[1].bias
+        with torch.no_grad():
+            rate = torch.exp(torch.empty_like(bias).uniform_(math.log(low), math.log(high)))
+            scaled = self.normalizer * rate
+            bias.copy_(-scaled - torch.log(-torch.expm1(-scaled)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: `[B, T, D]` -> g `[B, T, H, K]`, <= 0."""
