@@ -1,5 +1,5 @@
 """How much the demo does: `quick` (a smoke run, about a minute on 2 CPU cores),
-`default` (about 8 minutes on 2 idle CPU cores, estimated in docs/demo.md; more steps and
+`default` (about 7 minutes on 2 idle CPU cores, measured in docs/demo.md; more steps and
 examples on a GPU) and `full` (longer training, plus MQAR T0-b and the character LM)."""
 from __future__ import annotations
 
