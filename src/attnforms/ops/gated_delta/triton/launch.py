@@ -155,8 +155,6 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, sca
     _, T, H, K = q.shape
     V = v.shape[-1]
     grid = (len(chunk_indices), H)
-    common = dict(H=H, K=K, V=V, GATE=GATE, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save,
-                  LOW=low, BT=BT, num_warps=PREPARE_WARPS)
     if GATE == 2:
         _channel_prepare_kernel[grid](
             q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
@@ -170,9 +168,10 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, sca
         return
     _dense_prepare_kernel[grid](
         q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
-        PRECISION=DENSE_PREPARE_PRECISION if low else "ieee",
-        LEVELS=BT.bit_length() - 1,
-        BK=min(128, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))), **common,
+        H=H, K=K, V=V, GATE=GATE, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save, LOW=low,
+        PRECISION=DENSE_PREPARE_PRECISION if low else "ieee", BT=BT, LEVELS=BT.bit_length() - 1,
+        BK=min(128, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))),
+        num_warps=PREPARE_WARPS,
     )
 
 
