@@ -14,17 +14,18 @@ import torch
 from triton.testing import do_bench
 
 sys.path.insert(0, os.path.dirname(__file__))
-from device_gdr_profile import OPS, SHAPES, kernel_times, run  # noqa: E402
+from device_gdr_profile import OPS, SHAPES, run  # noqa: E402
 
 import attnforms as af  # noqa: E402
+from attnforms.bench.timing import kernel_times_ms  # noqa: E402
 from attnforms.ops.gated_delta.triton import launch  # noqa: E402
 from attnforms.ops.gated_delta.triton.launch import StateTiling  # noqa: E402
 from attnforms.testing import gated_delta_inputs  # noqa: E402
 
 # (launch constant, value) settings, each timed on its cases.
 FORWARD = [
-    ({"PREPARE_WARPS": 4}, [("S1", "GDN"), ("S1", "KDA")]),
-    ({"PREPARE_WARPS": 8}, [("S1", "GDN"), ("S1", "KDA")]),
+    ({"PREPARE_WARPS": 4}, [("S1", "GDN")]),
+    ({"PREPARE_WARPS": 8}, [("S1", "GDN")]),
     ({"STATE_FORWARD": {(1, True): StateTiling(128 * 64, 4, 2)}}, [("S1", "GDN"), ("S1", "simple GLA"), ("S2", "GDN")]),
     ({"STATE_FORWARD": {(1, True): StateTiling(128 * 32, 4, 2)}}, [("S1", "GDN"), ("S1", "simple GLA")]),
     ({"STATE_FORWARD": {(1, True): StateTiling(128 * 16, 4, 2)}}, [("S1", "GDN"), ("S1", "simple GLA")]),
@@ -54,7 +55,7 @@ def forward_entry(setting, shape, op):
 
     return {"setting": str(setting), "shape": shape, "op": op,
             "fwd_ms": do_bench(fwd, warmup=25, rep=100, return_mode="median"),
-            "kernels_ms": {k[:40]: round(v, 4) for k, v in kernel_times(fwd).items() if v > 0.01}}
+            "kernels_ms": {k[:40]: round(v, 4) for k, v in kernel_times_ms(fwd).items() if v > 0.01}}
 
 
 def decode_entry(elements, warps, B):
