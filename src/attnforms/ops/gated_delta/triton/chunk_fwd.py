@@ -1,8 +1,10 @@
-"""Triton kernel of the chunked gated delta rule, forward: the sequential pass.
+"""Triton kernels of the chunked gated delta rule, forward: the sequential pass and the
+split path's output pass.
 
 `_state_output_kernel` walks the chunks of one sequence in order, one program per
 (value tile, sequence·head), with the `[K, BV]` float32 state slice S in registers.
-Per chunk (the parallel parts before it are in chunk_prepare_dense.py and chunk_prepare_channel.py):
+Per chunk (the parallel parts before it are in chunk_prepare_dense.py and
+chunk_prepare_channel.py):
 
     Ũ = U − W S                      (with beta; without, Ũ = V)
     O = scale·(Q ⊙ γ) S + A_qk Ũ      A_qk formed here from Q Kᵀ ⊙ Γ (no decay or one per
@@ -10,7 +12,9 @@ Per chunk (the parallel parts before it are in chunk_prepare_dense.py and chunk_
     S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ
 
 so neither the entering states nor Ũ leave the chip unless a backward will read them
-(SAVE). LOW: 16-bit inputs, products on the tensor cores in the inputs' dtype with the
+(SAVE). For few sequences·heads the launcher splits the pass: the sequential kernel only
+carries and stores the state (WRITE_O off), and `_output_kernel` forms O for every chunk
+in parallel. LOW: 16-bit inputs, products on the tensor cores in the inputs' dtype with the
 float32 state and Ũ rounded to it as operands (float32 accumulation; within the noise
 rule, see bench/NOTES-gated-delta.md); otherwise float32 operands (the interpreter, the
 CPU test path, multiplies bf16 blocks wrongly).
@@ -115,7 +119,7 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
                          STORE_FINAL: tl.constexpr, SAVE: tl.constexpr, WRITE_O: tl.constexpr,
                          LOW: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     """With beta, `v` and `w` are the chunks' U and W (`[rows, H, V]`, `[rows, H, K]`).
-    Writes o `[rows, H, V]` (WRITE_O); with SAVE, or without WRITE_O (then chunk_output.py
+    Writes o `[rows, H, V]` (WRITE_O); with SAVE, or without WRITE_O (then `_output_kernel`
     forms o in parallel over the chunks), the entering states `[chunks, H, K, V]` and
     (with beta) Ũ `[rows, H, V]`, in their buffers' dtypes."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_S = state_slice(
