@@ -76,3 +76,27 @@ def test_default_cpu_budget_stops_each_formulation_at_what_t0a_asks():
     for other in (settings_for("full", False), settings_for("default", True), settings_for("full", True)):
         assert all(other.stop_for(p) == other.stop_at for p in PRESET_NAMES)
         assert all(other.steps_for(p, other.steps) == other.steps for p in PRESET_NAMES)
+
+
+def test_char_lm_report_gives_the_unigram_baseline(tmp_path, monkeypatch):
+    """With the character LM (as `--full` trains it), the report states the unigram
+    entropy the models must beat, computed here independently from letter counts."""
+    import dataclasses
+    import math
+    from collections import Counter
+
+    from attnforms.demo import run as demo_run
+    from attnforms.tasks import CharLM
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    quick = settings_for("quick", False)
+    monkeypatch.setattr(demo_run, "settings_for", lambda level, gpu: dataclasses.replace(quick, char_lm_steps=2))
+    results, out = demo_run.run_demo("quick", out=tmp_path / "r", device="cpu", presets=("transformer",),
+                                     progress=False)
+    char = CharLM(seq_len=128, corpus="pydoc_topics")
+    counts = Counter(char.split_ids("validation").tolist())
+    total = sum(counts.values())
+    expected = -sum(c / total * math.log2(c / total) for c in counts.values())
+    unigram = results["tasks"]["char-LM"]["unigram_bits"]
+    assert unigram["validation"] == pytest.approx(expected, rel=1e-9)
+    assert f"{expected:.3f}" in (out / "report.md").read_text()

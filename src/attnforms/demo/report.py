@@ -107,6 +107,10 @@ def _markdown(results: dict) -> str:
               "fixed state for the rest, plus the short convolution's window), divided by the layers.", ""]
     for name in [n for n in results["tasks"] if n != "T0-a"]:
         parts += [f"## {name}\n", main_table(results, name), ""]
+        unigram = results["tasks"][name].get("unigram_bits")
+        if unigram:
+            parts += [f"- Unigram entropy (the best predictor that ignores context): **{unigram['validation']:.3f}** "
+                      f"bits per character on the validation text ({unigram['train']:.3f} on the training text).", ""]
     parts += ["## Decoding cost (one sequence, T0-a models)\n", _decode_table(results), "",
               "## Plots\n", *(f"![{p}]({p})" for p in PLOTS), ""]
     return "\n".join(parts)

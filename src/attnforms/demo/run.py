@@ -13,6 +13,7 @@ from tqdm import tqdm
 from .. import models
 from ..check import run_check
 from ..tasks import MQAR_SETTINGS, CharLM
+from ..tasks.char_lm import unigram_entropy_bits
 from ..tasks.train import TrainConfig, train
 from .costs import decode_cost
 from .lineup import LABELS, PRESET_NAMES, SHORT_CONV_NOTE, lineup, state_bytes_per_layer
@@ -161,6 +162,10 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
                 by_distance = accuracy_by_distance(model, task)
                 task_results[preset]["by_distance"] = by_distance
                 task_results[preset]["bands"] = banded_accuracy(by_distance, bounds)
+        if task.name == CharLM.name:
+            # The baseline a character model must beat: the best context-free predictor.
+            block["unigram_bits"] = {split: unigram_entropy_bits(task.split_ids(split), task.vocab_size)
+                                     for split in ("train", "validation")}
         results["tasks"][name] = block
         if name == "T0-a":
             trained_t0a = trained
