@@ -5,7 +5,7 @@ and spills. Catches compile errors and shared-memory overflows at no device time
     pip install --no-deps --target /tmp/triton36 triton==3.6.0
     python scripts/compile_sm90.py /tmp/triton36 [NAME=VALUE ...] [case ...]
 
-NAME=VALUE sets a module constant of the launcher first (e.g. BWD_BK=64,
+NAME=VALUE sets a module constant of the launcher that has it first (e.g. BWD_BK=64,
 STATE_BACKWARD=StateTiling(4096,4,2), DENSE_PREPARE_PRECISION=tf32), to compare tile choices; a case is a substring of the case names (e.g. "K128 V128").
 
 How: Triton's launch path is kept, but the active driver is replaced by one that
@@ -232,11 +232,19 @@ def aaren_cases():
 
 def main():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-    from attnforms.ops.gated_delta.triton import launch
-    settings = [a for a in sys.argv[2:] if re.fullmatch(r"[A-Z_]+=\S+", a)]
+    from attnforms.ops.aaren.triton import launch as aaren_launch
+    from attnforms.ops.gated_delta.triton import launch as gated_delta_launch
+    from attnforms.ops.mlstm.triton import launch as mlstm_launch
+    from attnforms.ops.softmax.triton import launch as softmax_launch
+    settings = [a for a in sys.argv[2:] if re.fullmatch(r"[A-Z_0-9]+=\S+", a)]
     wanted = [a for a in sys.argv[2:] if a not in settings]
     for setting in settings:
         name, value = setting.split("=", 1)
+        # The launcher that has the constant (the gated delta one when several do).
+        launch = next((m for m in (gated_delta_launch, softmax_launch, mlstm_launch, aaren_launch)
+                       if hasattr(m, name)), None)
+        if launch is None:
+            sys.exit(f"no launcher has a constant {name}")
         try:  # an expression in the launcher's names (an int, StateTiling(4096, 4, 2)) ...
             setattr(launch, name, eval(value, vars(launch)))
         except NameError:  # ... or a bare string (tf32)

@@ -555,9 +555,11 @@ class _Emitter:
                 if "q" not in n.deps and "k" not in n.deps:
                     atomics.append(f"tl.atomic_add({p}_g + {off}, tl.sum(tl.sum({total}, 1), 0), mask={ok})")
                 elif "k" not in n.deps:  # varies with the query only: reduce over keys
-                    atomics.append(f"tl.atomic_add({p}_g + {off}, tl.sum({total}, 1)[:, None], mask={ok})")
+                    atomics.append(f"tl.atomic_add({p}_g + {off}, tl.expand_dims(tl.sum({total}, KEYS_AXIS), "
+                                   f"KEYS_AXIS), mask={ok})")
                 elif "q" not in n.deps:  # with the key only: reduce over queries
-                    atomics.append(f"tl.atomic_add({p}_g + {off}, tl.sum({total}, 0)[None, :], mask={ok})")
+                    atomics.append(f"tl.atomic_add({p}_g + {off}, tl.expand_dims(tl.sum({total}, QUERY_AXIS), "
+                                   f"QUERY_AXIS), mask={ok})")
                 else:
                     atomics.append(f"tl.atomic_add({p}_g + {off}, {total}, mask={ok} & keep)")
             elif n.op == "add":
@@ -624,7 +626,8 @@ def emit_mods(score_graph: Graph | None, mask_graph: Graph | None) -> str:
     if score_graph is None:
         out.append(f"@triton.jit\ndef _score_mod(score, b, h, q_idx, kv_idx{sp}):\n    return score\n")
         out.append(f"@triton.jit\ndef _score_mod_bwd(score, b, h, q_idx, kv_idx, grad, keep, "
-                   f"ACCUMULATE: tl.constexpr{sp}):\n    return grad\n")
+                   f"ACCUMULATE: tl.constexpr, KEYS_AXIS: tl.constexpr, QUERY_AXIS: tl.constexpr{sp}):\n"
+                   f"    return grad\n")
     else:
         e = _Emitter(score_graph, "sc")
         e.forward()
@@ -638,7 +641,7 @@ def emit_mods(score_graph: Graph | None, mask_graph: Graph | None) -> str:
         body2 = "\n".join(e2.lines)
         acc = "\n".join(f"        {line}" for line in atomics) or "        pass"
         out.append(f"@triton.jit\ndef _score_mod_bwd(score, b, h, q_idx, kv_idx, grad, keep, "
-                   f"ACCUMULATE: tl.constexpr{sp}):\n{body2}\n    if ACCUMULATE:\n{acc}\n"
+                   f"ACCUMULATE: tl.constexpr, KEYS_AXIS: tl.constexpr, QUERY_AXIS: tl.constexpr{sp}):\n{body2}\n    if ACCUMULATE:\n{acc}\n"
                    f"    return tl.where(keep, {score_grad} + tl.zeros_like(grad), 0.0)\n")
     if mask_graph is None:
         out.append(f"@triton.jit\ndef _mask_mod(b, h, q_idx, kv_idx{mp}):\n    return q_idx >= -2147483647\n")

@@ -30,7 +30,8 @@ def _score_mod(score, b, h, q_idx, kv_idx, __SCAPS__):
 
 
 @triton.jit
-def _score_mod_bwd(score, b, h, q_idx, kv_idx, grad, keep, ACCUMULATE: tl.constexpr, __SCAPS__):
+def _score_mod_bwd(score, b, h, q_idx, kv_idx, grad, keep, ACCUMULATE: tl.constexpr, KEYS_AXIS: tl.constexpr,
+                   QUERY_AXIS: tl.constexpr, __SCAPS__):
     return grad
 
 
@@ -298,31 +299,49 @@ def _bwd_tile_scores(q, kT, qpos, kpos, rows_ok, cols_ok, b, h, W, scale, lse,
 
 
 @triton.jit
-def _dkdv_tile(dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+def _dkdv_tile(dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                qoff, Tn, b, h, H, W, scale, ntok,
                DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
                BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
                KVPOS_ON: tl.constexpr, BOUNDS: tl.constexpr, MASK: tl.constexpr,
                SCORE: tl.constexpr, PREC: tl.constexpr, __SCAPS__, __MCAPS__):
-    rows = m0 + tl.arange(0, BLOCK_M)
-    rows_ok = (rows < Tn)[:, None]
-    qtok = (q_tok0 + rows).to(tl.int64)
+    """One query tile's contribution to a key tile's dk, dv `[BLOCK_N, BDK / BDV]`.
+    Transposed tiles, keys down the rows (k, v `[BLOCK_N, BD]`, kpos `[BLOCK_N, 1]`):
+    every product then has the key tile as its M dimension, so Pᵀ and dSᵀ enter the
+    tensor cores straight from registers, with no transpose of a register tile."""
+    local = tl.arange(0, BLOCK_M)
+    rows = m0 + local
+    rows_ok = (rows < Tn)[None, :]
     d_k = tl.arange(0, BDK)
     d_v = tl.arange(0, BDV)
-    q = tl.load(Q + (qtok[:, None] * H + h) * DK + d_k[None, :], mask=rows_ok & (d_k[None, :] < DK), other=0.0)
-    do = tl.load(DO + (qtok[:, None] * H + h) * DV + d_v[None, :], mask=rows_ok & (d_v[None, :] < DV), other=0.0)
-    lse = tl.load(LSE + h.to(tl.int64) * ntok + qtok, mask=rows < Tn, other=0.0)
-    delta = tl.load(DELTA + h.to(tl.int64) * ntok + qtok, mask=rows < Tn, other=0.0)
-    qpos = (qoff + rows)[:, None]
-    s, keep, p = _bwd_tile_scores(q, kT, qpos, kpos, rows_ok, cols_ok[None, :], b, h, W, scale, lse,
-                                  CAUSAL, WINDOW, KVPOS_ON, BOUNDS, MASK, SCORE, PREC,
-                                  __SCAPS__, __MCAPS__)
-    dv_acc += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
-    dp = tl.dot(do, vT, input_precision=PREC)
-    ds = p * (dp - delta[:, None])
+    # 64-bit scalar bases and 32-bit offsets inside the tile: 64-bit per-element
+    # addresses held in registers cost the backward its spills.
+    tok0 = (q_tok0 + m0).to(tl.int64)
+    qT = tl.load(Q + (tok0 * H + h) * DK + (local[None, :] * (H * DK) + d_k[:, None]),
+                 mask=rows_ok & (d_k[:, None] < DK), other=0.0)
+    do = tl.load(DO + (tok0 * H + h) * DV + (local[:, None] * (H * DV) + d_v[None, :]),
+                 mask=(rows < Tn)[:, None] & (d_v[None, :] < DV), other=0.0)
+    lse = tl.load(LSE + h.to(tl.int64) * ntok + tok0 + local, mask=rows < Tn, other=0.0)
+    delta = tl.load(DELTA + h.to(tl.int64) * ntok + tok0 + local, mask=rows < Tn, other=0.0)
+    qpos = (qoff + rows)[None, :]
+    # [BN, BDK] @ [BDK, BM] -> Sᵀ [BN, BM]
+    sT = tl.dot(k, qT, input_precision=PREC) * scale
     if SCORE:
-        ds = _score_mod_bwd(s, b, h, qpos, kpos, ds, keep, True, __SCAPS__)
-    dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC)
+        smT = _score_mod(sT, b, h, qpos, kpos, __SCAPS__)
+    else:
+        smT = sT
+    if BOUNDS or MASK:
+        keep = _keep(qpos, kpos, rows_ok, cols_ok[:, None], b, h, W, CAUSAL, WINDOW, KVPOS_ON, MASK, __MCAPS__)
+    else:
+        keep = rows_ok & cols_ok[:, None]
+    pT = tl.exp2((tl.where(keep, smT, NEG_INF) - lse[None, :]) * LOG2E)
+    dv_acc += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
+    # [BN, BDV] @ [BDV, BM] -> dPᵀ
+    dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
+    dsT = pT * (dpT - delta[None, :])
+    if SCORE:
+        dsT = _score_mod_bwd(sT, b, h, qpos, kpos, dsT, keep, True, 0, 1, __SCAPS__)
+    dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT), input_precision=PREC)
     return dk, dv_acc
 
 
@@ -369,12 +388,12 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
     d_k = tl.arange(0, BDK)
     d_v = tl.arange(0, BDV)
     tok = (kv_tok0 + cols).to(tl.int64)
-    kT = tl.load(K + (tok[None, :] * G + g) * DK + d_k[:, None], mask=cols_ok[None, :] & (d_k[:, None] < DK), other=0.0)
-    vT = tl.load(V + (tok[None, :] * G + g) * DV + d_v[:, None], mask=cols_ok[None, :] & (d_v[:, None] < DV), other=0.0)
+    k = tl.load(K + (tok[:, None] * G + g) * DK + d_k[None, :], mask=cols_ok[:, None] & (d_k[None, :] < DK), other=0.0)
+    v = tl.load(V + (tok[:, None] * G + g) * DV + d_v[None, :], mask=cols_ok[:, None] & (d_v[None, :] < DV), other=0.0)
     if CACHE:
-        kpos = tl.load(KVPOS + tok, mask=cols_ok, other=-1)[None, :]
+        kpos = tl.load(KVPOS + tok, mask=cols_ok, other=-1)[:, None]
     else:
-        kpos = cols[None, :]
+        kpos = cols[:, None]
     dk = tl.zeros([BLOCK_N, BDK], dtype=tl.float32)
     dv_acc = tl.zeros([BLOCK_N, BDV], dtype=tl.float32)
     # The query rows the bounds allow: causal rows at positions >= n0, window rows at
@@ -399,7 +418,7 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
                 blk = tl.load(QI + row.to(tl.int64) * TB + j // SUB_Q)
                 m0 = (blk * SUB_Q + j % SUB_Q) * BLOCK_M
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
                     True, True, SCORE, PREC, __SCAPS__, __MCAPS__)
             n_full = tl.load(FQN + row) * SUB_Q
@@ -407,29 +426,29 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
                 blk = tl.load(FQI + row.to(tl.int64) * TB + j // SUB_Q)
                 m0 = (blk * SUB_Q + j % SUB_Q) * BLOCK_M
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
                     True, False, SCORE, PREC, __SCAPS__, __MCAPS__)
         elif CACHE:
             for m0 in range(0, Tn, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
                     True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
         else:
             for m0 in range(lo, full_lo, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
                     True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
             for m0 in range(full_lo, full_hi, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
                     False, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
             for m0 in range(full_hi, hi, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, kT, vT, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
                     True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
     dk = dk * scale
@@ -462,7 +481,7 @@ def _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_o
     dp = tl.dot(do, vT, input_precision=PREC)
     ds = p * (dp - delta[:, None])
     if SCORE:
-        ds = _score_mod_bwd(s, b, h, qpos, kpos, ds, keep, False, __SCAPS__)
+        ds = _score_mod_bwd(s, b, h, qpos, kpos, ds, keep, False, 1, 0, __SCAPS__)
     dq += tl.dot(ds.to(kT.dtype), tl.trans(kT), input_precision=PREC)
     return dq
 
