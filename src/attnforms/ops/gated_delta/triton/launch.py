@@ -80,7 +80,10 @@ DENSE_PREPARE_PRECISION = "tf32"
 CHANNEL_LEAF = 4
 CHANNEL_BK = 32
 CHANNEL_SCORE_PRECISION = "tf32"
-CHANNEL_PREPARE_WARPS, CHANNEL_PREPARE_STAGES = 8, 2
+# Warps and stages by beta (H100, S1, device_gdr_variants.py): with beta 4 warps and one
+# stage, 1.56 ms against 2.95 at (8, 2) (KDA forward 2.49 against 3.81 ms); without
+# beta (8, 2), 0.93 ms against 1.07 at 4 warps (GLA).
+CHANNEL_PREPARE_TILING = {False: (8, 2), True: (4, 1)}
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
 # and two stages, 1.33 ms with BV 128; device_gdr_variants.py, bench/NOTES-gated-delta.md.)
@@ -163,7 +166,8 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, sca
             SCORE_PRECISION=CHANNEL_SCORE_PRECISION if low else "ieee", BT=BT,
             LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1,
             BK=min(CHANNEL_BK, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))),
-            num_warps=CHANNEL_PREPARE_WARPS, num_stages=CHANNEL_PREPARE_STAGES,
+            num_warps=CHANNEL_PREPARE_TILING[beta is not None][0],
+            num_stages=CHANNEL_PREPARE_TILING[beta is not None][1],
         )
         return
     _dense_prepare_kernel[grid](

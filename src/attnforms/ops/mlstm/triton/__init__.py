@@ -73,8 +73,8 @@ def _result(o, C, n, m, output_final_state):
 def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state, chunk_size,
           offsets=None):
     """Chunk form on Triton kernels; arguments as in the reference forms. `chunk_size`
-    None takes the launcher's `CHUNK`."""
-    chunk_size = chunk_size or launch.CHUNK
+    None takes the launcher's `default_chunk` for the gate."""
+    chunk_size = chunk_size or launch.default_chunk(input_gate == "exp")
     _check(q, v, chunk_size)
     out = _ChunkFunction.apply(q, k, v, i, f, *_initial(initial_state), scale, input_gate == "exp",
                                offsets, chunk_size, output_final_state)
@@ -102,10 +102,10 @@ class _RecurrentFunction(torch.autograd.Function):
         scale, stabilise, offsets = ctx.options
         initial = None if C0 is None else (C0, n0, m0)
         o32, _, saved = launch.chunk_forward(q, k, v, i, f, scale, stabilise, initial, True, offsets,
-                                             launch.CHUNK, out_dtype=torch.float32)
+                                             launch.default_chunk(stabilise), out_dtype=torch.float32)
         do = torch.zeros_like(o32) if do is None else do
         grads = launch.chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved, o32, do,
-                                      (dC, dn, dm), offsets, launch.CHUNK)
+                                      (dC, dn, dm), offsets, launch.default_chunk(stabilise))
         return (*grads, None, None, None, None)
 
 

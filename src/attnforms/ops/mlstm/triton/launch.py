@@ -22,6 +22,16 @@ from .stabiliser_grad import add_stabiliser_grad
 # Level-1 chunk (tokens per stored state) when the caller gives none: TFLA's optimum on
 # Hopper is 128 to 256 (research notes §4e); swept by scripts/device_mlstm_check.py.
 CHUNK = 128
+# The exp gate's default chunk: 64 measured faster on an H100 at S1 (fwd 2.57 / fwd+bwd
+# 7.30 ms, against 2.90 / 8.03 at 128 and 3.29 / 9.21 at 256); the sigmoid gate's best
+# stayed 128 (2.33 / 7.09, against 2.81 / 7.17 at 64). scripts/device_mlstm_check.py
+# --sections sweep, bench/results/dev/2026-12-06-h100-mlstm-*.
+CHUNK_EXP = 64
+
+
+def default_chunk(stabilise: bool) -> int:
+    """The level-1 chunk when the caller gives none (stabilise: the exp input gate)."""
+    return CHUNK_EXP if stabilise else CHUNK
 CHUNK_SIZES = (16, 32, 64, 128, 256)
 # Level-2 token tile inside a chunk: query and key tiles of the output and backward
 # kernels, and the write tiles of the state pass. Halved for heads wider than 128.

@@ -15,6 +15,7 @@ import torch
 from ....core.states import AttentionOutput, KVCache
 from ....core.varlen import concat_states, run_per_sequence
 from . import launch, modc
+from .delta import row_delta
 from .launch import Plan
 from .modc import ModError
 
@@ -71,14 +72,13 @@ class _Attention(torch.autograd.Function):
         q, k, v, ck, cv, sinks, o, lse, *captures = ctx.saved_tensors
         plan, cache = ctx.plan, ctx.cache
         ka, va, plan = _with_cache(k, v, ck, cv, cache, plan)
-        H = q.shape[2]
         if sinks is not None:
             lse_all = torch.logaddexp(lse, sinks.float()[:, None])
         else:
             lse_all = lse
         lse_all = torch.where(torch.isinf(lse_all), 0.0, lse_all).contiguous()
         do = do.contiguous()
-        delta = (do.float() * o.float()).sum(-1).permute(2, 0, 1).reshape(H, -1).contiguous()
+        delta = row_delta(do, o)
         grads = {i: torch.zeros(t.shape, dtype=torch.float32, device=t.device)
                  for i, t in enumerate(captures) if ctx.needs_input_grad[9 + i]}
         dq, dka, dva = launch.backward(q, ka, va, do, lse_all, delta, plan, grads)
