@@ -114,17 +114,20 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b
               KVPOS_ON: tl.constexpr, BOUNDS: tl.constexpr, MASK: tl.constexpr,
               SCORE: tl.constexpr, PREC: tl.constexpr, __SCAPS__, __MCAPS__):
     """Fold one key tile into the running (acc, m, l) of a query tile."""
-    cols = n0 + tl.arange(0, BLOCK_N)
+    local = tl.arange(0, BLOCK_N)
+    cols = n0 + local
     cols_ok = cols < Sn
     dk = tl.arange(0, BDK)
     dv = tl.arange(0, BDV)
-    tok = (kv_tok0 + cols).to(tl.int64)
-    kT = tl.load(K + (tok[None, :] * G + g) * DK + dk[:, None],
+    # A 64-bit scalar base and 32-bit offsets inside the tile (fewer registers than
+    # 64-bit per-element addresses).
+    tok0 = (kv_tok0 + n0).to(tl.int64)
+    kT = tl.load(K + (tok0 * G + g) * DK + (local[None, :] * (G * DK) + dk[:, None]),
                  mask=cols_ok[None, :] & (dk[:, None] < DK), other=0.0)
-    vt = tl.load(V + (tok[:, None] * G + g) * DV + dv[None, :],
+    vt = tl.load(V + (tok0 * G + g) * DV + (local[:, None] * (G * DV) + dv[None, :]),
                  mask=cols_ok[:, None] & (dv[None, :] < DV), other=0.0)
     if KVPOS_ON:
-        kpos = tl.load(KVPOS + tok, mask=cols_ok, other=-1)[None, :]
+        kpos = tl.load(KVPOS + tok0 + local, mask=cols_ok, other=-1)[None, :]
     else:
         kpos = cols[None, :]
     # Scores in log2 units (s · log2 e), so each exponential is one exp2.
@@ -464,15 +467,18 @@ def _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_o
              BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
              KVPOS_ON: tl.constexpr, BOUNDS: tl.constexpr, MASK: tl.constexpr,
              SCORE: tl.constexpr, PREC: tl.constexpr, __SCAPS__, __MCAPS__):
-    cols = n0 + tl.arange(0, BLOCK_N)
+    local = tl.arange(0, BLOCK_N)
+    cols = n0 + local
     cols_ok = cols < Sn
     d_k = tl.arange(0, BDK)
     d_v = tl.arange(0, BDV)
-    tok = (kv_tok0 + cols).to(tl.int64)
-    kT = tl.load(K + (tok[None, :] * G + g) * DK + d_k[:, None], mask=cols_ok[None, :] & (d_k[:, None] < DK), other=0.0)
-    vT = tl.load(V + (tok[None, :] * G + g) * DV + d_v[:, None], mask=cols_ok[None, :] & (d_v[:, None] < DV), other=0.0)
+    tok0 = (kv_tok0 + n0).to(tl.int64)  # scalar base, 32-bit offsets (as in _fwd_tile)
+    kT = tl.load(K + (tok0 * G + g) * DK + (local[None, :] * (G * DK) + d_k[:, None]),
+                 mask=cols_ok[None, :] & (d_k[:, None] < DK), other=0.0)
+    vT = tl.load(V + (tok0 * G + g) * DV + (local[None, :] * (G * DV) + d_v[:, None]),
+                 mask=cols_ok[None, :] & (d_v[:, None] < DV), other=0.0)
     if KVPOS_ON:
-        kpos = tl.load(KVPOS + tok, mask=cols_ok, other=-1)[None, :]
+        kpos = tl.load(KVPOS + tok0 + local, mask=cols_ok, other=-1)[None, :]
     else:
         kpos = cols[None, :]
     s, keep, p = _bwd_tile_scores(q, kT, qpos, kpos, rows_ok, cols_ok[None, :], b, h, W, scale, lse,
