@@ -145,7 +145,8 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b
     alpha = tl.exp2(m_i - m_use)
     p = tl.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision=PREC)
+    # Accumulate inside the product (the tensor cores add into acc).
+    acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision=PREC)
     return acc, m_new, l_i
 
 
@@ -338,13 +339,13 @@ def _dkdv_tile(dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, 
     else:
         keep = rows_ok & cols_ok[:, None]
     pT = tl.exp2((tl.where(keep, smT, NEG_INF) - lse[None, :]) * LOG2E)
-    dv_acc += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
+    dv_acc = tl.dot(pT.to(do.dtype), do, dv_acc, input_precision=PREC)
     # [BN, BDV] @ [BDV, BM] -> dPᵀ
     dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
     dsT = pT * (dpT - delta[None, :])
     if SCORE:
         dsT = _score_mod_bwd(sT, b, h, qpos, kpos, dsT, keep, True, 0, 1, __SCAPS__)
-    dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT), input_precision=PREC)
+    dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=PREC)
     return dk, dv_acc
 
 
@@ -488,7 +489,7 @@ def _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_o
     ds = p * (dp - delta[:, None])
     if SCORE:
         ds = _score_mod_bwd(s, b, h, qpos, kpos, ds, keep, False, 1, 0, __SCAPS__)
-    dq += tl.dot(ds.to(kT.dtype), tl.trans(kT), input_precision=PREC)
+    dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=PREC)
     return dq
 
 
@@ -634,7 +635,8 @@ def _decode_tile(acc, m_i, l_i, q, KP, VP, CPOS, tok0, n0, end, start, g, G, qpo
     alpha = tl.exp2(m_i - m_use)
     p = tl.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision=PREC)
+    # Accumulate inside the product (the tensor cores add into acc).
+    acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision=PREC)
     return acc, m_new, l_i
 
 
