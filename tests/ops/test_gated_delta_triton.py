@@ -171,6 +171,31 @@ def test_backward_matches_reference(gate, beta, chunk_size, T, K, V):
         assert max_error(grad, expected[name]) < FLOAT32_NOISE * scale, name
 
 
+@pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])
+@pytest.mark.parametrize("leaf", [1, 4, 16])
+@pytest.mark.parametrize("chunk_size", [16, 64])
+def test_channel_tree_backward_matches_reference(beta, leaf, chunk_size, monkeypatch):
+    """The per-channel backward's whole-chunk products (CHANNEL_BACKWARD="tree"), on
+    packed sequences of odd lengths with log-gates down to -20 per step, against float64,
+    at every leaf size (1: no leaf steps; the chunk: no tree levels)."""
+    from attnforms.ops.gated_delta.triton import launch
+    monkeypatch.setattr(launch, "CHANNEL_BACKWARD", "tree")
+    monkeypatch.setattr(launch, "CHANNEL_LEAF", leaf)
+    offsets = torch.tensor([0, 7, 70, 71, 130])
+    inputs = gated_delta_inputs(1, 130, 2, 40, 16, gate="channel", beta=beta, dtype=torch.float32)
+    with torch.no_grad():
+        inputs["g"][..., :8] = -20 * torch.rand_like(inputs["g"][..., :8])
+    for x in inputs.values():
+        if x is not None:
+            x.requires_grad_()
+    state = _state(4, 2, 40, 16).S.requires_grad_()
+    expected = _gradients({n: None if x is None else x.double() for n, x in inputs.items()}, state.double(),
+                          "reference", cu_seqlens=offsets)
+    actual = _gradients(inputs, state, "triton", chunk_size=chunk_size, cu_seqlens=offsets)
+    for name, grad in actual.items():
+        assert max_error(grad, expected[name]) < FLOAT32_NOISE * (expected[name].abs().max().item() + 1), name
+
+
 @pytest.mark.parametrize("gate,beta", SWITCHES)
 def test_backward_varlen_matches_reference(gate, beta):
     offsets = torch.tensor([0, 7, 40, 41, 90])

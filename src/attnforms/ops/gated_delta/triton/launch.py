@@ -17,6 +17,7 @@ from ....kernels.sequences import (
 )
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
+from .chunk_bwd_channel_tree import _channel_bwd_tree_kernel
 from .chunk_fwd import _output_kernel, _state_output_kernel
 from .chunk_cumsum import _cumsum_kernel
 from .chunk_prepare_channel import _channel_prepare_kernel
@@ -84,6 +85,13 @@ CHANNEL_SCORE_PRECISION = "tf32"
 # stage, 1.56 ms against 2.95 at (8, 2) (KDA forward 2.49 against 3.81 ms); without
 # beta (8, 2), 0.93 ms against 1.07 at 4 warps (GLA).
 CHANNEL_PREPARE_TILING = {False: (8, 2), True: (4, 1)}
+# The per-channel backward's in-chunk products: "blocks" (chunk_bwd_channel.py, 16-step
+# sub-blocks, the diagonal one step at a time: 7.8 ms for KDA at S1 on an H100) or
+# "tree" (chunk_bwd_channel_tree.py, whole-chunk products as in the forward's
+# preparation; interpreter-tested, compiled for sm_90, not yet timed on a GPU), and the
+# tree kernel's warps.
+CHANNEL_BACKWARD = "blocks"
+CHANNEL_BWD_TREE_WARPS = 8
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
 # and two stages, 1.33 ms with BV 128; device_gdr_variants.py, bench/NOTES-gated-delta.md.)
@@ -297,7 +305,16 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         BK=min(BWD_BK, triton.next_power_of_2(K)),
         BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
     )
-    if channel:
+    if channel and CHANNEL_BACKWARD == "tree":
+        BKC = min(CHANNEL_BK, triton.next_power_of_2(K))
+        _channel_bwd_tree_kernel[(num_chunks, H, triton.cdiv(K, BKC))](
+            q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
+            cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
+            PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
+            LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1, BK=BKC,
+            num_warps=CHANNEL_BWD_TREE_WARPS,
+        )
+    elif channel:
         BKC = min(SCORE_BK, triton.next_power_of_2(K))
         _channel_bwd_kernel[(num_chunks, H, triton.cdiv(K, BKC))](
             q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
