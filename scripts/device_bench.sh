@@ -17,12 +17,13 @@
 # stops starting new measurements after --budget-s seconds (default 450), so it fits in
 # one 10-minute call; its exit status is 1 when one of our kernels fails the gate.
 #
-# Compile caches: Triton's (with autotuning results: fla's chunk_kda autotunes for
-# minutes) and inductor's (compiled FlexAttention) go to fresh folders, and come back
-# as $OUT/cache/part.* (up to five 15 MB parts; skipped, with a note, when larger).
-# Copy those parts into .device-cache/ here (git ignores it), carry it, and set
-# USE_CARRIED_CACHE=1 to start the next run from them: first calls then hit the cache,
-# which bench.log says (their "1st call s" no longer measure a compile).
+# Autotuning results: Triton's cache goes to a fresh folder with its autotuning results
+# kept (TRITON_CACHE_AUTOTUNING=1: fla's chunk_gla and chunk_kda autotune for 60-90 s
+# at their first shape), and those results alone (small JSON files; the compiled
+# kernels themselves ran to 60 MB, too much to carry) come back as
+# $OUT/cache/autotune.tgz. Copy it into .device-cache/ here (git ignores it), carry
+# that folder, and set USE_CARRIED_CACHE=1: the next run's fla first calls then skip
+# the tuning (they still compile the chosen configuration, a few seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
@@ -37,18 +38,13 @@ export PYTHONPATH="$site:$PWD/src"
 caches=$(mktemp -d)
 export TRITON_CACHE_DIR="$caches/triton" TORCHINDUCTOR_CACHE_DIR="$caches/inductor" TRITON_CACHE_AUTOTUNING=1
 mkdir -p "$TRITON_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR"
-if [ "${USE_CARRIED_CACHE:-0}" = 1 ] && compgen -G ".device-cache/part.*" > /dev/null; then
-    cat .device-cache/part.* | tar -xz -C "$caches"
-    echo "compile caches: carried from an earlier run (first calls are cache hits)" | tee "$OUT/bench.log"
+if [ "${USE_CARRIED_CACHE:-0}" = 1 ] && [ -f .device-cache/autotune.tgz ]; then
+    tar -xzf .device-cache/autotune.tgz -C "$TRITON_CACHE_DIR"
+    echo "autotuning results: carried from an earlier run (fla's first calls skip tuning)" | tee "$OUT/bench.log"
 fi
 nvidia-smi -L
 status=0
 PYTHONUNBUFFERED=1 python3 -m attnforms bench --out "$OUT" "$@" 2>&1 | tee -a "$OUT/bench.log" || status=$?
 mkdir -p "$OUT/cache"
-tar -cz -C "$caches" . > "$caches.tar.gz"
-if [ "$(stat -c %s "$caches.tar.gz")" -le $((75 * 1024 * 1024)) ]; then
-    split -b 15M -a 1 "$caches.tar.gz" "$OUT/cache/part."
-else
-    echo "compile caches: $(du -h "$caches.tar.gz" | cut -f1) compressed, too large to bring back" | tee -a "$OUT/bench.log"
-fi
+(cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' -print0 | tar -czf "$OUT/cache/autotune.tgz" --null -T -)
 exit "$status"
