@@ -1,6 +1,7 @@
 """Check and time the mLSTM and Aaren Triton kernels on one GPU, in one call.
 
     python scripts/device_mlstm_check.py [--dry] [--out DIR] [--sections check,time,profile,sweep,peers]
+                                         [--set NAME=VALUE ...]
 
 1. Correctness: every forward output, final state and gradient (q, k, v, gates, the
    initial state) in bf16 against the float64 reference, with the noise-relative rule
@@ -358,8 +359,20 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--sections", default=DEFAULT_SECTIONS,
                         help="comma-separated subset of check,time,profile,sweep,peers (default: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a constant of attnforms.ops.mlstm.triton.launch first (a Python "
+                             "expression or a bare string), e.g. STATE_PRODUCT=split16; repeatable")
     parser.add_argument("--peer", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from attnforms.ops.mlstm.triton import launch as mlstm_launch
+    for setting in args.set:
+        name, value = setting.split("=", 1)
+        if not hasattr(mlstm_launch, name):
+            parser.error(f"mlstm launch has no constant {name}")
+        try:
+            setattr(mlstm_launch, name, eval(value, vars(mlstm_launch)))
+        except NameError:
+            setattr(mlstm_launch, name, value)
     if args.peer:
         kind, gate, *dims = args.peer
         return peer_main(kind, gate, *map(int, dims))
@@ -378,7 +391,9 @@ def main():
     from attnforms.bench.peers import versions
     report["versions"] = versions()
     os.makedirs(args.out, exist_ok=True)
+    report["settings"] = args.set
     suffix = "" if args.sections == DEFAULT_SECTIONS else "-" + args.sections.replace(",", "-")
+    suffix += "".join("-" + "".join(c for c in setting if c.isalnum()) for setting in args.set)
     path = os.path.join(args.out, f"device_mlstm_check{suffix}.json")
     t0 = time.time()
 

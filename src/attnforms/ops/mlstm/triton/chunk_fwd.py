@@ -69,8 +69,8 @@ def _write_weights(b, li, start, valid, s0, g, m_out, i_h, H: tl.constexpr, BS: 
 def _state_kernel(k, v, b, li, states, states_n, chunk_m, initial_C, initial_n, initial_m,
                   final_C, final_n, final_m, chunk_base, cu_seqlens,
                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, STABILISE: tl.constexpr,
-                  USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr, BT: tl.constexpr,
-                  BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                  USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr, SPLIT16: tl.constexpr,
+                  BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
@@ -109,12 +109,19 @@ def _state_kernel(k, v, b, li, states, states_n, chunk_m, initial_C, initial_n, 
             b_a, o_s, m_s = _write_weights(b, li, start, valid, s0, g, m_out, i_h, H, BS)
             p_s = (start + o_s) * H + i_h
             b_k = tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0.0).to(tl.float32)
-            b_v = tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & (o_v < V)[None, :], other=0.0).to(tl.float32)
+            b_v = tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & (o_v < V)[None, :], other=0.0)
             b_kw = b_k * tl.exp(b_a)[:, None]
-            # [BK, BS] @ [BS, BV] -> [BK, BV]. tf32x3 (three tf32 products, about float32
-            # accuracy): with one tf32 product the float32 state missed the noise rule on
-            # the H200 (final C 40x over its bound, bench/results/dev/*-mlstm-*).
-            b_C += tl.dot(tl.trans(b_kw), b_v, input_precision="tf32x3")
+            if SPLIT16:
+                # V is exact in its 16-bit dtype, the weighted keys are not: two halves,
+                # two 16-bit products (about 16 bits of the weights' mantissa).
+                kw_hi = b_kw.to(b_v.dtype)
+                kw_lo = (b_kw - kw_hi.to(tl.float32)).to(b_v.dtype)
+                b_C += tl.dot(tl.trans(kw_hi), b_v) + tl.dot(tl.trans(kw_lo), b_v)
+            else:
+                # [BK, BS] @ [BS, BV] -> [BK, BV]. tf32x3 (three tf32 products, about
+                # float32 accuracy): with one tf32 product the float32 state missed the
+                # noise rule on the H200 (final C 40x over its bound, bench/results/dev/*-mlstm-*).
+                b_C += tl.dot(tl.trans(b_kw), b_v.to(tl.float32), input_precision="tf32x3")
             b_n += tl.sum(b_kw, axis=0)
         b_m = m_out
     if STORE_FINAL:

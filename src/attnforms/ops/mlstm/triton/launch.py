@@ -54,6 +54,11 @@ STATE_STAGES = 1
 # products run in tf32, which keeps bf16 results within 2x the reference's own error
 # (bf16 rounding of P measured up to ~2x over it, emulated on the CPU).
 HALF_PRECISION_P = False
+# The state pass's products for 16-bit inputs on the GPU: "tf32x3" (three tf32
+# products of float32 operands) or "split16" (the weighted keys as two 16-bit halves
+# times the exact 16-bit values: two products at twice tf32's rate; GPU only, not yet
+# checked or timed there: scripts/device_mlstm_check.py --set STATE_PRODUCT=split16).
+STATE_PRODUCT = "tf32x3"
 # Compile the GPU code path (half-precision dot operands) for CPU tensors too: set by
 # scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
 NATIVE_ON_CPU = False
@@ -123,6 +128,7 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     _state_kernel[(triton.cdiv(V, t.state_BV), N * H)](
         k, v, b, li, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base, cu_seqlens,
         H=H, K=K, V=V, STABILISE=stabilise, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
+        SPLIT16=STATE_PRODUCT == "split16" and _native(device) and v.dtype in (torch.bfloat16, torch.float16),
         BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
         num_stages=STATE_STAGES,
     )
