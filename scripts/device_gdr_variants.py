@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from device_gdr_profile import check, check_inputs, time_configuration  # noqa: E402
+from launch_settings import apply_variant  # noqa: E402
 
 from attnforms.ops.gated_delta.triton import launch  # noqa: E402
 from attnforms.testing import gated_delta_inputs  # noqa: E402
@@ -35,21 +36,9 @@ DEFAULTS = {name: value for name, value in vars(launch).items() if name.isupper(
 
 
 def apply(variant: str) -> dict:
-    """Reset launch's constants to their defaults, then set them from
-    `NAME=VALUE;NAME=VALUE` (a value is an expression in launch's names, or a bare
-    string); CHECK and SHAPES are the script's own."""
-    for name, value in DEFAULTS.items():
-        setattr(launch, name, value)
-    settings = {}
-    for item in filter(None, variant.split(";")):
-        name, value = item.split("=", 1)
-        settings[name] = value
-        if name not in ("CHECK", "SHAPES"):
-            try:
-                setattr(launch, name, eval(value, vars(launch)))
-            except NameError:
-                setattr(launch, name, value)
-    return settings
+    """Reset launch's constants to their defaults, then set them from `NAME=VALUE;...`
+    (launch_settings.apply_variant); CHECK and SHAPES are the script's own."""
+    return apply_variant(launch, DEFAULTS, variant)
 
 
 def hard_check():

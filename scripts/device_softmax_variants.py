@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from device_softmax_check import alibi_mod, bench, check, draw, fwd_bwd  # noqa: E402
+from launch_settings import apply_variant  # noqa: E402
 
 from attnforms.bench.timing import kernel_times_ms  # noqa: E402
 from attnforms.ops.softmax.api import softmax_attention  # noqa: E402
@@ -28,20 +29,9 @@ DEFAULTS = {name: value for name, value in vars(launch).items() if name.isupper(
 
 
 def apply(variant: str) -> dict:
-    """Reset launch's constants, then apply `NAME=VALUE;...` (dicts update the default)."""
-    for name, value in DEFAULTS.items():
-        setattr(launch, name, value)
-    settings = {}
-    for item in filter(None, variant.split(";")):
-        name, value = item.split("=", 1)
-        settings[name] = value
-        if name == "CHECK":
-            continue
-        value = eval(value, vars(launch))
-        if isinstance(value, dict):
-            value = {**DEFAULTS[name], **value}
-        setattr(launch, name, value)
-    return settings
+    """Reset launch's constants, then apply `NAME=VALUE;...` (dicts update the default
+    table; launch_settings.apply_variant); CHECK is the script's own."""
+    return apply_variant(launch, DEFAULTS, variant, own=("CHECK",))
 
 
 def checks():
