@@ -5,7 +5,8 @@ and spills. Catches compile errors and shared-memory overflows at no device time
     pip install --no-deps --target /tmp/triton36 triton==3.6.0
     python scripts/compile_sm90.py /tmp/triton36 [NAME=VALUE ...] [case ...]
 
-NAME=VALUE sets a module constant of the launcher that has it first (e.g. BWD_BK=64,
+NAME=VALUE (or family.NAME=VALUE, family one of gated_delta, softmax, mlstm, aaren) sets
+a module constant of the launcher that has it first (e.g. BWD_BK=64,
 STATE_BACKWARD=StateTiling(4096,4,2), DENSE_PREPARE_PRECISION=tf32), to compare tile choices; a case is a substring of the case names (e.g. "K128 V128").
 
 How: Triton's launch path is kept, but the active driver is replaced by one that
@@ -236,13 +237,16 @@ def main():
     from attnforms.ops.gated_delta.triton import launch as gated_delta_launch
     from attnforms.ops.mlstm.triton import launch as mlstm_launch
     from attnforms.ops.softmax.triton import launch as softmax_launch
-    settings = [a for a in sys.argv[2:] if re.fullmatch(r"[A-Z_0-9]+=\S+", a)]
+    launchers = dict(gated_delta=gated_delta_launch, softmax=softmax_launch, mlstm=mlstm_launch, aaren=aaren_launch)
+    settings = [a for a in sys.argv[2:] if re.fullmatch(r"([a-z_]+\.)?[A-Z_0-9]+=\S+", a)]
     wanted = [a for a in sys.argv[2:] if a not in settings]
     for setting in settings:
         name, value = setting.split("=", 1)
-        # The launcher that has the constant (the gated delta one when several do).
-        launch = next((m for m in (gated_delta_launch, softmax_launch, mlstm_launch, aaren_launch)
-                       if hasattr(m, name)), None)
+        # `family.NAME` names the launcher; a bare NAME takes the first that has it
+        # (gated delta, softmax, mLSTM, Aaren).
+        family, _, name = name.rpartition(".")
+        candidates = [launchers[family]] if family else launchers.values()
+        launch = next((m for m in candidates if hasattr(m, name)), None)
         if launch is None:
             sys.exit(f"no launcher has a constant {name}")
         try:  # an expression in the launcher's names (an int, StateTiling(4096, 4, 2)) ...
