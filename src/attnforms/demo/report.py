@@ -70,6 +70,28 @@ def _window_bands(block: dict) -> list[str]:
             f"**{cell(bands['beyond'])}** (must be guessing)."]
 
 
+def time_table(results: dict) -> str:
+    """Where the wall time went (Markdown): each phase of the run (`phases_s`), the rest
+    (start-up, building the lineup), and each trained formulation's training steps and
+    evaluations."""
+    phases = results.get("phases_s", {})
+    lines = ["| phase | wall s |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in phases.items()]
+    lines += [f"| other (start-up, lineup, plots before this report) | {results['wall_s'] - sum(phases.values()):.1f} |",
+              f"| **total** | **{results['wall_s']:.1f}** |", ""]
+    for name, block in results["tasks"].items():
+        lines += [f"| {name}: formulation | steps | wall s | of which evaluating | ms per step (without evaluating) |",
+                  "|---|---|---|---|---|"]
+        for row in block["results"].values():
+            if "eval_s" not in row:
+                continue
+            stepping = row["train_s"] - row["eval_s"]
+            lines.append(f"| {row['label']} | {row['steps']} | {row['train_s']:.1f} | {row['eval_s']:.1f} | "
+                         f"{1000 * stepping / max(row['steps'], 1):.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _markdown(results: dict) -> str:
     check = results["check"]
     s = results["settings"]
@@ -112,6 +134,8 @@ def _markdown(results: dict) -> str:
             parts += [f"- Unigram entropy (the best predictor that ignores context): **{unigram['validation']:.3f}** "
                       f"bits per character on the validation text ({unigram['train']:.3f} on the training text).", ""]
     parts += ["## Decoding cost (one sequence, T0-a models)\n", _decode_table(results), "",
+              "## Time\n", f"On {results['threads']} threads; wall seconds, so they depend on what else the "
+              f"machine runs.\n", time_table(results),
               "## Plots\n", *(f"![{p}]({p})" for p in PLOTS), ""]
     return "\n".join(parts)
 

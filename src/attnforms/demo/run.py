@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -42,6 +43,17 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
+@contextmanager
+def timed(phases: dict[str, float], name: str):
+    """Record the wall seconds of the `with` block as `phases[name]` (the report's "Time"
+    section and results.json's `phases_s`)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = time.perf_counter() - start
+
+
 def _check_summary(device: str) -> dict:
     """`attnforms check` on `device` (on a GPU it also runs, and first compiles, every
     Triton kernel), printing one line per case as it finishes."""
@@ -75,14 +87,15 @@ def _train_one(entry, task, settings: DemoSettings, device: str, steps: int, see
     log = train(model, task, config)
     seconds = time.perf_counter() - start
     metric = log["metric"]
-    timed = [e["tokens_per_s"] for e in log["evals"]]
+    rates = [e["tokens_per_s"] for e in log["evals"]]
     return {
         "label": entry.label, "d_model": entry.config.d_model, "n_heads": entry.config.n_heads,
         "lr": settings.lr_for(entry.preset), "warmup_steps": settings.warmup_for(entry.preset, steps),
         "parameters": entry.parameters, metric: log["final"][metric], "steps": log["stopped_at"],
         "budget": steps, "stop_at": config.stop_at,
         "curve": [[e["step"], e[metric]] for e in log["evals"]],
-        "tokens_per_s": sum(timed) / len(timed), "train_s": seconds,
+        "tokens_per_s": sum(rates) / len(rates), "train_s": seconds,
+        "eval_s": sum(e["eval_s"] for e in log["evals"]),
         "state_bytes_per_layer": state_bytes_per_layer(entry.config, task.seq_len),
     }, model
 
@@ -95,9 +108,30 @@ def _train_lineup(name: str, task, entries, settings, device, steps, bar, seed=0
         results[entry.preset] = row
         metric = task.metric
         say(f"  {name} {entry.label}: {metric.replace('_', ' ')} {row[metric]:.3f} after {row['steps']} steps "
-            f"({row['train_s']:.0f} s, {row['tokens_per_s']:,.0f} tok/s)")
+            f"({row['train_s']:.0f} s, of which {row['eval_s']:.1f} s evaluating; {row['tokens_per_s']:,.0f} tok/s)")
         bar.update(1)
     return results, trained
+
+
+def _lookups(block: dict, task, config: models.ModelConfig, trained: dict) -> None:
+    """Add to an MQAR task's `block` what the window model can reach, chance, and for
+    every trained model its accuracy per query-key distance (`by_distance`, `bands`)."""
+    # The receptive field of the demo's sliding-window model: its windows and the
+    # block convolution before each of them (mqar_baselines.receptive_field).
+    conv_size = config.conv_size if config.block_conv else 1
+    block["window_reach"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers, conv_size=conv_size)
+    block["window_reach_tokens"] = receptive_field(SWA_WINDOW, layers=config.n_layers, conv_size=conv_size)
+    block["window_reach_no_conv"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers)
+    block["chance"] = chance_accuracy(task)
+    # Which lookups each model makes: accuracy per query-key distance, and over the
+    # bands of the window model's one-step lookup and its receptive field.
+    block["window_direct_tokens"] = direct_lookup_reach(SWA_WINDOW, conv_size=conv_size)
+    bounds = {"direct": block["window_direct_tokens"], "field": block["window_reach_tokens"]}
+    block["window_direct_reach"] = fraction_within(task, block["window_direct_tokens"])
+    for preset, model in trained.items():
+        by_distance = accuracy_by_distance(model, task)
+        block["results"][preset]["by_distance"] = by_distance
+        block["results"][preset]["bands"] = banded_accuracy(by_distance, bounds)
 
 
 def run_demo(level: str = "default", out: str | Path | None = None, device: str | None = None,
@@ -127,10 +161,14 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
     bar = tqdm(total=total, disable=not progress, unit="job", dynamic_ncols=True, leave=False)
 
     bar.set_description("check")
+    phases: dict[str, float] = {}
+    with timed(phases, "check"):
+        check = _check_summary(device)
+    say(f"check: {check['passed']} of {check['rows']} rows pass ({phases['check']:.1f} s)")
     results = {
         "level": level, "settings": settings.__dict__, "device": device, "threads": threads,
         "torch": torch.__version__, "short_conv": SHORT_CONV_NOTE, "labels": dict(LABELS),
-        "check": _check_summary(device), "tasks": {}, "decode": {},
+        "check": check, "tasks": {}, "decode": {}, "phases_s": phases,
     }
     bar.update(1)
     trained_t0a = {}
@@ -140,28 +178,16 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
             stop = (f", stopping at accuracy {settings.stop_at}" + (f" ({FIXED_STATE_TARGET} for the fixed-state ones)"
                                                                   if settings.stop_at_target else ""))
         say(f"train {name}: {len(task_entries)} formulations, at most {steps} steps each{stop}")
-        task_results, trained = _train_lineup(name, task, task_entries, settings, device, steps, bar)
+        with timed(phases, f"train {name}"):
+            task_results, trained = _train_lineup(name, task, task_entries, settings, device, steps, bar)
+        say(f"train {name}: done ({phases[f'train {name}']:.0f} s)")
         block = {"task": {"name": task.name, **task.__dict__}, "metric": task.metric, "steps": steps,
                  "results": task_results}
         if task.name == "mqar":
-            # The receptive field of the demo's sliding-window model: its windows and the
-            # block convolution before each of them (mqar_baselines.receptive_field).
-            config = task_entries[0].config
-            conv_size = config.conv_size if config.block_conv else 1
-            block["window_reach"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers,
-                                                          conv_size=conv_size)
-            block["window_reach_tokens"] = receptive_field(SWA_WINDOW, layers=config.n_layers, conv_size=conv_size)
-            block["window_reach_no_conv"] = window_reach_fraction(task, SWA_WINDOW, layers=config.n_layers)
-            block["chance"] = chance_accuracy(task)
-            # Which lookups each model makes: accuracy per query-key distance, and over the
-            # bands of the window model's one-step lookup and its receptive field.
-            block["window_direct_tokens"] = direct_lookup_reach(SWA_WINDOW, conv_size=conv_size)
-            bounds = {"direct": block["window_direct_tokens"], "field": block["window_reach_tokens"]}
-            block["window_direct_reach"] = fraction_within(task, block["window_direct_tokens"])
-            for preset, model in trained.items():
-                by_distance = accuracy_by_distance(model, task)
-                task_results[preset]["by_distance"] = by_distance
-                task_results[preset]["bands"] = banded_accuracy(by_distance, bounds)
+            with timed(phases, f"lookups {name}"):
+                _lookups(block, task, task_entries[0].config, trained)
+            say(f"lookups {name}: accuracy by query-key distance, window reach and chance "
+                f"({phases[f'lookups {name}']:.1f} s)")
         if task.name == CharLM.name:
             # The baseline a character model must beat: the best context-free predictor.
             block["unigram_bits"] = {split: unigram_entropy_bits(task.split_ids(split), task.vocab_size)
@@ -170,10 +196,12 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
         if name == "T0-a":
             trained_t0a = trained
     say(f"decode: time per token and cache at contexts {', '.join(map(str, settings.contexts))}")
-    for preset, model in trained_t0a.items():
-        bar.set_description(f"decode: {LABELS[preset]}")
-        results["decode"][preset] = [decode_cost(model, c, settings.new_tokens) for c in settings.contexts]
-        bar.update(1)
+    with timed(phases, "decode"):
+        for preset, model in trained_t0a.items():
+            bar.set_description(f"decode: {LABELS[preset]}")
+            results["decode"][preset] = [decode_cost(model, c, settings.new_tokens) for c in settings.contexts]
+            bar.update(1)
+    say(f"decode: done ({phases['decode']:.1f} s)")
     bar.close()
     results["wall_s"] = time.perf_counter() - start
     write_report(results, out)
