@@ -92,13 +92,22 @@ def time_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _side_by_side(results: dict) -> str:
+    """The sentence on how the runs shared the machine, when several ran at once."""
+    workers = results.get("workers", 1)
+    if workers == 1:
+        return ""
+    return (f" The training runs ran {workers} at a time, each in its own process with "
+            f"{results['worker_threads']} thread(s), so *train tok/s* is one such process's rate.")
+
+
 def _markdown(results: dict) -> str:
     check = results["check"]
     s = results["settings"]
     parts = [
         f"# attnforms demo ({results['level']})\n",
         f"Device {results['device']}, {results['threads']} threads, torch {results['torch']}; "
-        f"wall time {results['wall_s']:.0f} s.\n",
+        f"wall time {results['wall_s']:.0f} s." + _side_by_side(results) + "\n",
         f"## Check\n\n`attnforms check`: {check['passed']} of {check['rows']} rows pass"
         + ("." if not check["failed"] else ":\n\n" + "\n".join(f"- FAIL {f}" for f in check["failed"])) + "\n",
         "## MQAR T0-a\n",
@@ -134,8 +143,9 @@ def _markdown(results: dict) -> str:
             parts += [f"- Unigram entropy (the best predictor that ignores context): **{unigram['validation']:.3f}** "
                       f"bits per character on the validation text ({unigram['train']:.3f} on the training text).", ""]
     parts += ["## Decoding cost (one sequence, T0-a models)\n", _decode_table(results), "",
-              "## Time\n", f"On {results['threads']} threads; wall seconds, so they depend on what else the "
-              f"machine runs.\n", time_table(results),
+              "## Time\n", "Wall seconds, so they depend on what else the machine runs"
+              + (f"; the training runs ran {results['workers']} at a time, so a phase's time is less than the sum "
+                 f"of its runs'" if results.get("workers", 1) > 1 else "") + ".\n", time_table(results),
               "## Plots\n", *(f"![{p}]({p})" for p in PLOTS), ""]
     return "\n".join(parts)
 
