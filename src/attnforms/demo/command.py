@@ -10,7 +10,7 @@ from .report import main_table
 
 def add_demo_options(command: argparse.ArgumentParser) -> None:
     size = command.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a smoke run: about a minute on 2 CPU cores")
+    size.add_argument("--quick", action="store_true", help="a smoke run: under a minute on 2 CPU cores")
     size.add_argument("--full", action="store_true",
                       help="train longer, and also on MQAR T0-b and a character LM")
     command.add_argument("--out", type=Path, help="report folder (default demo-report/<timestamp>)")
