@@ -21,6 +21,23 @@ def test_run_in_processes_yields_every_result_and_raises_a_failure():
         list(run_in_processes(operator.truediv, [(1, 0), (2, 1)], workers=2, threads=1))
 
 
+def test_a_script_without_a_main_guard_gets_told_how_to_fix_it(tmp_path):
+    """Worker processes import the main script; one that starts the work unguarded would
+    start it again in every worker. The parent must say what to do, not just that a
+    process pool broke."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("import operator\nfrom attnforms.demo.parallel import run_in_processes\n"
+                      "print(list(run_in_processes(operator.truediv, [(1, 2), (3, 4)], workers=2, threads=1)))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0
+    assert 'if __name__ == "__main__":' in done.stderr and "workers=1" in done.stderr
+
+
 def test_workers_are_one_per_core_on_a_cpu_and_one_on_a_gpu():
     assert choose_workers(False, jobs=9, cores=2) == 2
     assert choose_workers(False, jobs=9, cores=16) == 9  # never more processes than runs

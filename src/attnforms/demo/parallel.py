@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -36,8 +37,9 @@ def run_in_processes(function: Callable[..., Any], jobs: Sequence[tuple], worker
     by name (module level) and its arguments and result picklable.
 
     Processes are started fresh ("spawn"), not forked: a fork copies the parent's OpenMP
-    thread pool in a state the child cannot use. A failed job raises here, and the jobs
-    not yet started are cancelled.
+    thread pool in a state the child cannot use. A fresh process imports the main script,
+    so a script that gets here must call under `if __name__ == "__main__":`. A failed job
+    raises here, and the jobs not yet started are cancelled.
     """
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_set_threads, initargs=(threads,))
@@ -45,5 +47,11 @@ def run_in_processes(function: Callable[..., Any], jobs: Sequence[tuple], worker
         futures = {pool.submit(function, *job): index for index, job in enumerate(jobs)}
         for future in as_completed(futures):
             yield futures[future], future.result()
+    except BrokenProcessPool as error:
+        raise RuntimeError(
+            "a worker process died before finishing its job (out of memory, or killed). If this was started from "
+            "a script, call it under `if __name__ == \"__main__\":`: each worker imports the main script, which "
+            "must not start the work again; or pass workers=1 (--workers 1) to train in this process."
+        ) from error
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -80,7 +80,7 @@ def time_table(results: dict) -> str:
     lines += [f"| other (start-up, lineup, plots before this report) | {results['wall_s'] - sum(phases.values()):.1f} |",
               f"| **total** | **{results['wall_s']:.1f}** |", ""]
     for name, block in results["tasks"].items():
-        lines += [f"| {name}: formulation | steps | wall s | of which evaluating | ms per step (without evaluating) |",
+        lines += [f"| {name}: formulation | steps | wall s | of which evaluating | ms per step (wall less evaluating) |",
                   "|---|---|---|---|---|"]
         for row in block["results"].values():
             if "eval_s" not in row:
