@@ -162,6 +162,29 @@ def test_extreme_gates_stay_finite(gate, form):
     assert max_error(result.output, golden.output) < 1e-4
 
 
+@pytest.mark.parametrize("C", [1, 5, 32, 37])
+def test_channel_scores_equal_the_pairwise_definition(C):
+    """The reference's per-channel scores (halving, factors through block ends) equal
+    `Σ_k a_rk b_sk exp(G_rk − G_sk)` for s <= r, 0 above, formed pairwise: for chunks of
+    any length (padded to a power of two inside), with a stacked leading dim on `a` as
+    the delta rule passes it, and with gates strong enough that exp(−G) would overflow."""
+    from attnforms.ops.gated_delta.reference import _channel_decay_weighted_scores
+
+    generator = torch.Generator().manual_seed(C)
+    a = torch.randn(2, 3, 2, C, 8, generator=generator, dtype=torch.float64)
+    b = torch.randn(3, 2, C, 8, generator=generator, dtype=torch.float64)
+    g = torch.nn.functional.logsigmoid(4 * torch.randn(3, 2, C, 8, generator=generator, dtype=torch.float64)) * 50
+    G = g.cumsum(dim=2)
+    # [B, H, C, C, K]; the clamp only touches pairs s > r, which the mask drops.
+    decay = torch.exp((G[..., :, None, :] - G[..., None, :, :]).clamp(max=0))
+    expected = torch.einsum("...rk,...sk,...rsk->...rs", a, b, decay) * torch.ones(C, C, dtype=torch.bool).tril()
+    # exp(-G) overflows float64 here: only differences may be exponentiated.
+    assert C == 1 or G.min() < -800
+    scores = _channel_decay_weighted_scores(a, b, G)
+    assert scores.shape == (2, 3, 2, C, C)
+    assert torch.isfinite(scores).all() and max_error(scores, expected) < 1e-12
+
+
 def test_long_sequence_stays_finite():
     inputs = gated_delta_inputs(1, 4096, 2, 32, 32, gate="channel", beta=True, dtype=torch.float32)
     result = run(inputs, form="chunk")

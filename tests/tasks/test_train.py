@@ -12,7 +12,7 @@ from attnforms.tasks.checkpoint import MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE,
 from attnforms.tasks.train import TrainConfig, learning_rate_at, train
 
 TASK = MQAR(vocab_size=32, seq_len=16, num_pairs=2, random_non_queries=False)
-EVAL_FIELDS = {"step", "lr", "train_loss", "eval_loss", "accuracy", "tokens_per_s", "wall_s"}
+EVAL_FIELDS = {"step", "lr", "train_loss", "eval_loss", "accuracy", "tokens_per_s", "eval_s", "wall_s"}
 
 
 def config(**changes) -> TrainConfig:
@@ -124,7 +124,10 @@ def test_the_log_has_its_documented_fields_and_is_written_as_json(tiny_model, tm
         assert set(entry) == EVAL_FIELDS
         assert entry["train_loss"] == pytest.approx(sum(log["train_losses"][slice(*window)]) / (window[1] - window[0]))
         assert entry["tokens_per_s"] > 0 and 0 <= entry["accuracy"] <= 1
+        # The evaluation's own seconds fit inside the wall time since the previous entry.
+        assert 0 < entry["eval_s"] < entry["wall_s"]
     assert log["evals"][0]["wall_s"] < log["evals"][1]["wall_s"] < log["evals"][2]["wall_s"]
+    assert all(e["eval_s"] < e["wall_s"] - before["wall_s"] for before, e in zip(log["evals"], log["evals"][1:]))
     assert json.loads((tmp_path / "log.json").read_text()) == json.loads(json.dumps(log))
 
 

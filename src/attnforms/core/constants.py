@@ -5,12 +5,6 @@
 # matrix products to dominate, small enough that the in-chunk triangular solve stays cheap.
 DEFAULT_CHUNK_SIZE = 64
 
-# Sub-block length for per-channel decays inside a chunk ("secondary chunking"): decay
-# factors are formed pairwise only inside a sub-block and factor through its boundary
-# across sub-blocks, which bounds memory and keeps every exponent <= 0. Per token this
-# costs about (c + C/c)·K exponentials, least near c = sqrt(C) = 8 for C = 64.
-SUBCHUNK = 8
-
 # `form="auto"` picks the recurrent form for inputs this short (single-token decoding):
 # there is nothing to parallelise over and the recurrent form carries the least overhead.
 AUTO_RECURRENT_MAX_T = 1

@@ -6,7 +6,9 @@ equal parameter count on MQAR T0-a (research/quality-anchors.md §5.1), measures
 throughput and decoding cost, and writes a report folder (report.md, results.json, PNGs).
 
     from attnforms.demo import run_demo
-    results, folder = run_demo("quick", out="demo-report/smoke")
+
+    if __name__ == "__main__":  # on a CPU the runs go to worker processes, which import this script
+        results, folder = run_demo("quick", out="demo-report/smoke")
 """
 from .mqar_baselines import chance_accuracy, window_reach_fraction
 from .run import run_demo

@@ -70,13 +70,44 @@ def _window_bands(block: dict) -> list[str]:
             f"**{cell(bands['beyond'])}** (must be guessing)."]
 
 
+def time_table(results: dict) -> str:
+    """Where the wall time went (Markdown): each phase of the run (`phases_s`), the rest
+    (start-up, building the lineup), and each trained formulation's training steps and
+    evaluations."""
+    phases = results.get("phases_s", {})
+    lines = ["| phase | wall s |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in phases.items()]
+    lines += [f"| other (start-up, lineup, plots before this report) | {results['wall_s'] - sum(phases.values()):.1f} |",
+              f"| **total** | **{results['wall_s']:.1f}** |", ""]
+    for name, block in results["tasks"].items():
+        lines += [f"| {name}: formulation | steps | wall s | of which evaluating | ms per step (wall less evaluating) |",
+                  "|---|---|---|---|---|"]
+        for row in block["results"].values():
+            if "eval_s" not in row:
+                continue
+            stepping = row["train_s"] - row["eval_s"]
+            lines.append(f"| {row['label']} | {row['steps']} | {row['train_s']:.1f} | {row['eval_s']:.1f} | "
+                         f"{1000 * stepping / max(row['steps'], 1):.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _side_by_side(results: dict) -> str:
+    """The sentence on how the runs shared the machine, when several ran at once."""
+    workers = results.get("workers", 1)
+    if workers == 1:
+        return ""
+    return (f" The training runs ran {workers} at a time, each in its own process with "
+            f"{results['worker_threads']} thread(s), so *train tok/s* is one such process's rate.")
+
+
 def _markdown(results: dict) -> str:
     check = results["check"]
     s = results["settings"]
     parts = [
         f"# attnforms demo ({results['level']})\n",
         f"Device {results['device']}, {results['threads']} threads, torch {results['torch']}; "
-        f"wall time {results['wall_s']:.0f} s.\n",
+        f"wall time {results['wall_s']:.0f} s." + _side_by_side(results) + "\n",
         f"## Check\n\n`attnforms check`: {check['passed']} of {check['rows']} rows pass"
         + ("." if not check["failed"] else ":\n\n" + "\n".join(f"- FAIL {f}" for f in check["failed"])) + "\n",
         "## MQAR T0-a\n",
@@ -112,6 +143,9 @@ def _markdown(results: dict) -> str:
             parts += [f"- Unigram entropy (the best predictor that ignores context): **{unigram['validation']:.3f}** "
                       f"bits per character on the validation text ({unigram['train']:.3f} on the training text).", ""]
     parts += ["## Decoding cost (one sequence, T0-a models)\n", _decode_table(results), "",
+              "## Time\n", "Wall seconds, so they depend on what else the machine runs"
+              + (f"; the training runs ran {results['workers']} at a time, so a phase's time is less than the sum "
+                 f"of its runs'" if results.get("workers", 1) > 1 else "") + ".\n", time_table(results),
               "## Plots\n", *(f"![{p}]({p})" for p in PLOTS), ""]
     return "\n".join(parts)
 

@@ -1,5 +1,5 @@
-"""How much the demo does: `quick` (a smoke run, about a minute on 2 CPU cores),
-`default` (about 7 minutes on 2 idle CPU cores, measured in docs/demo.md; more steps and
+"""How much the demo does: `quick` (a smoke run, under a minute on 2 CPU cores),
+`default` (about 5 minutes on 2 idle CPU cores, measured in docs/demo.md; more steps and
 examples on a GPU) and `full` (longer training, plus MQAR T0-b and the character LM)."""
 from __future__ import annotations
 
@@ -105,8 +105,8 @@ def settings_for(level: str, on_gpu: bool) -> DemoSettings:
     # 800 steps is the Tier-0 budget of quality-anchors §5.1: MQAR's plateau at 1/K lasts
     # 200-400 steps at lr 3e-3 (measured: the softmax transformer 0.12 at step 200, 0.994
     # at 400; Gated DeltaNet 0.38 at 400, 0.97 at 800); 300 steps left every formulation
-    # on it. The slowest formulation on the CPU (KDA's per-channel gates) takes about a
-    # quarter of the run.
+    # on it. The slowest runs on the CPU are GLA (all 800 steps) and KDA (per-channel gates
+    # and the delta rule), about a fifth of the training each.
     steps = {("default", False): 800, ("default", True): 1500, ("full", False): 1500, ("full", True): 3000}
     full = level == "full"
     # The CPU default is a time budget (the issue asks for about 5 minutes on 2 cores): it

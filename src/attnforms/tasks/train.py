@@ -29,7 +29,8 @@ The log (returned, and written to `<out_dir>/log.json` at every evaluation):
     evals         one entry per evaluation: step, lr (of that step), train_loss (mean since the previous
                   evaluation), eval_loss (nats per scored token), <metric>, tokens_per_s
                   (training tokens per second of training time since the previous
-                  evaluation), wall_s (wall time since the run started, across resumes)
+                  evaluation), eval_s (wall seconds this evaluation took), wall_s (wall time
+                  since the run started, across resumes)
     train_losses  the loss of every step
     final         the last entry of evals
     stopped_at    the step training stopped at: `steps`, or earlier with `stop_at`
@@ -320,6 +321,7 @@ def train(
         bar.update(1)
 
         if evaluating:
+            eval_start = time.perf_counter()
             eval_loss, value = evaluate(
                 model, task.metric, eval_inputs, eval_targets, config.eval_batch_size or config.batch_size,
                 device, autocast,
@@ -327,7 +329,7 @@ def train(
             entry = {
                 "step": done, "lr": lr, "train_loss": sum(since_eval) / len(since_eval), "eval_loss": eval_loss,
                 task.metric: value, "tokens_per_s": tokens_per_step * steps_timed / train_time,
-                "wall_s": wall_before + time.perf_counter() - run_start,
+                "eval_s": time.perf_counter() - eval_start, "wall_s": wall_before + time.perf_counter() - run_start,
             }
             log["evals"].append(entry)
             log["final"] = entry

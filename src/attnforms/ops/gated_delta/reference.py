@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...core.constants import SUBCHUNK
 from ...core.shapes import check_log_gate, compute_dtype
 from ...core.states import AttentionOutput, LinearState
 
@@ -172,45 +171,42 @@ def _masked_decay(log_decay, keep):
 
 
 def _channel_decay_weighted_scores(a, b, G):
-    """The per-channel case of `_decay_weighted_scores`, by secondary chunking.
+    """The per-channel case of `_decay_weighted_scores`, by halving.
 
-    The chunk is cut into sub-blocks of `SUBCHUNK` tokens. Inside a sub-block the decay
-    is formed pairwise (`[c, c, K]`, exact). Between a later query block and an earlier
-    key block the decay factors through the key block's last step e:
+    The chunk (padded to a power of two) is cut in halves, and each half again, down to
+    single tokens. For a query r in a later half and a key s in the earlier half before
+    it, the decay factors through the earlier half's last step e:
     `exp(G_r − G_s) = exp(G_r − G_e) · exp(G_e − G_s)`, both exponents <= 0, so each
-    factor is in (0, 1] and the pair becomes one matrix product. This keeps memory at
-    `O(C²K / c)` instead of `O(C²K)`, and a factor can only underflow where the true
-    product is smaller still.
+    factor is in (0, 1], a factor can only underflow where the true product is smaller
+    still, and all the pairs of two halves are one matrix product. A token's own pair
+    has decay exp(0) = 1. So no `[C, C, K]` decay tensor is ever formed: each of the
+    log2(C) levels exponentiates `C·K` differences, and memory is `O(C·K·log C + C²)`.
 
     a: `[..., C, K]`, b, G: `[B, H, C, K]`. Returns `[..., C, C]`.
     """
     C, K = G.shape[-2:]
-    c = SUBCHUNK
-    n = -(-C // c)
-    pad = n * c - C
-    if pad:
+    size = 1 << (C - 1).bit_length()  # the power of two >= C
+    if size > C:
         # Zero rows contribute nothing; repeating the last G keeps every exponent <= 0.
+        pad = size - C
         a, b = (F.pad(x, (0, 0, 0, pad)) for x in (a, b))
         G = torch.cat([G, G[..., -1:, :].expand(*G.shape[:-2], pad, K)], dim=-2)
-    a_blocks, b_blocks, G_blocks = (x.unflatten(-2, (n, c)) for x in (a, b, G))  # [..., n, c, K]
-
-    # Inside each sub-block: [..., n, c, 1, K] - [..., n, 1, c, K] -> [..., n, c, c, K]
-    inner_keep = _causal_mask(c, a.device)[:, :, None]
-    decay = _masked_decay(G_blocks.unsqueeze(-2) - G_blocks.unsqueeze(-3), inner_keep)
-    inner = torch.einsum("...nrk,...nsk,...nrsk->...nrs", a_blocks, b_blocks, decay)
-
-    # Between blocks, through the key block's last step e: [..., n(key block), 1, K].
-    G_end = G_blocks[..., -1:, :]
-    query_block = torch.arange(n * c, device=a.device) // c
-    later = query_block[None, :] > torch.arange(n, device=a.device)[:, None]  # [n, n·c]
-    # [..., 1, n·c, K] - [..., n, 1, K] -> [..., n, n·c, K], kept only for later rows.
-    query_decay = _masked_decay(G.unsqueeze(-3) - G_end, later[..., None])
-    key_decay = torch.exp(G_end - G_blocks)  # [..., n, c, K]
-    # [..., n, n·c, K] @ [..., n, K, c] -> [..., n(key block), n·c, c]
-    across = (a.unsqueeze(-3) * query_decay) @ (b_blocks * key_decay).transpose(-1, -2)
-    scores = across.transpose(-3, -2).reshape(*across.shape[:-3], n * c, n * c)
-
-    # Put the inner blocks on the block diagonal: [..., n, c, 1, c] * [n, 1, n, 1].
-    eye = torch.eye(n, dtype=a.dtype, device=a.device)[:, None, :, None]
-    scores = scores + (inner.unsqueeze(-2) * eye).reshape(*inner.shape[:-3], n * c, n * c)
-    return scores[..., :C, :C]
+    # Blocks of one token: [..., size, 1, 1], each token's score with itself.
+    scores = (a * b).sum(-1, keepdim=True).unsqueeze(-1)
+    width = 1
+    while width < size:
+        # Pair the blocks of `width` tokens: [..., pairs, 2 (earlier, later), width, K].
+        pairs = size // (2 * width)
+        a2, b2, G2 = (x.unflatten(-2, (pairs, 2, width)) for x in (a, b, G))
+        G_end = G2[..., 0, -1:, :]  # [B, H, pairs, 1, K]: the earlier block's last step
+        a_later = a2[..., 1, :, :] * torch.exp(G2[..., 1, :, :] - G_end)
+        b_earlier = b2[..., 0, :, :] * torch.exp(G_end - G2[..., 0, :, :])
+        # [..., pairs, width, K] @ [..., pairs, K, width] -> [..., pairs, width, width]
+        across = a_later @ b_earlier.transpose(-1, -2)
+        # [[earlier, 0], [across, later]]: [..., pairs, 2·width, 2·width]
+        blocks = scores.unflatten(-3, (pairs, 2))
+        top = torch.cat([blocks[..., 0, :, :], torch.zeros_like(across)], dim=-1)
+        bottom = torch.cat([across, blocks[..., 1, :, :]], dim=-1)
+        scores = torch.cat([top, bottom], dim=-2)
+        width *= 2
+    return scores[..., 0, :C, :C]
