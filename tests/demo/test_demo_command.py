@@ -22,6 +22,12 @@ def test_quick_demo_writes_the_report(tmp_path, capsys, monkeypatch):
     t0a = results["tasks"]["T0-a"]
     assert set(t0a["results"]) == set(PRESET_NAMES) == set(results["decode"])
     assert results["check"]["passed"] == results["check"]["rows"] > 0
+    # On a CPU the runs go one per core; the demo's own process then keeps one thread.
+    from attnforms.demo.parallel import available_cores
+    from attnforms.demo.run import choose_threads
+
+    assert results["workers"] == min(available_cores(), len(PRESET_NAMES))
+    assert results["threads"] == (1 if results["workers"] > 1 else choose_threads())
     for row in t0a["results"].values():
         assert 0 <= row["accuracy"] <= 1 and row["tokens_per_s"] > 0 and row["parameters"] > 0
     assert 0 < t0a["window_reach"] < 1 and t0a["chance"]["context_values"] == pytest.approx(1 / 8)

@@ -187,10 +187,13 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
     elif workers > 1 and on_gpu:
         raise ValueError(f"workers: runs share one GPU, so only 1 on {device}, got {workers}")
-    threads = choose_threads()
+    # With worker processes, this one runs only the check, the lookups and the decoding
+    # measurement, between the training phases: small ops, on one thread as the workers.
+    # (On 2 threads, a machine shared with one other busy job made them 10-40x slower and
+    # the decoding times meaningless: docs/demo.md, "Where the time goes".)
+    threads = choose_threads() if workers == 1 else 1
     torch.set_num_threads(threads)
-    # The cores shared out among the training processes (this one keeps `threads` for
-    # the check and the decoding measurement, which run while no training does).
+    # The cores shared out among the training processes.
     worker_threads = choose_threads(available_cores() // workers) if workers > 1 else threads
 
     t0a = MQAR_SETTINGS["T0-a"].task
