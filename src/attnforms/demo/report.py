@@ -98,7 +98,11 @@ def _side_by_side(results: dict) -> str:
     if workers == 1:
         return ""
     return (f" The training runs ran {workers} at a time, each in its own process with "
-            f"{results['worker_threads']} thread(s), so *train tok/s* is one such process's rate.")
+            f"{_threads(results['worker_threads'])}, so *train tok/s* is one such process's rate.")
+
+
+def _threads(count: int) -> str:
+    return f"{count} thread" + ("s" if count != 1 else "")
 
 
 def _markdown(results: dict) -> str:
@@ -106,7 +110,7 @@ def _markdown(results: dict) -> str:
     s = results["settings"]
     parts = [
         f"# attnforms demo ({results['level']})\n",
-        f"Device {results['device']}, {results['threads']} threads, torch {results['torch']}; "
+        f"Device {results['device']}, {_threads(results['threads'])}, torch {results['torch']}; "
         f"wall time {results['wall_s']:.0f} s." + _side_by_side(results) + "\n",
         f"## Check\n\n`attnforms check`: {check['passed']} of {check['rows']} rows pass"
         + ("." if not check["failed"] else ":\n\n" + "\n".join(f"- FAIL {f}" for f in check["failed"])) + "\n",

@@ -227,7 +227,8 @@ def run_demo(level: str = "default", out: str | Path | None = None, device: str 
         if settings.stop_at and task.name == "mqar":
             stop = (f", stopping at accuracy {settings.stop_at}" + (f" ({FIXED_STATE_TARGET} for the fixed-state ones)"
                                                                   if settings.stop_at_target else ""))
-        side_by_side = f"; {workers} at a time, {worker_threads} thread(s) each" if workers > 1 else ""
+        side_by_side = (f"; {workers} at a time, {worker_threads} thread{'s' if worker_threads > 1 else ''} each"
+                        if workers > 1 else "")
         say(f"train {name}: {len(task_entries)} formulations, at most {steps} steps each{stop}{side_by_side}")
         with timed(phases, f"train {name}"):
             task_results, trained = _train_lineup(name, task, task_entries, settings, device, steps, bar,
