@@ -282,23 +282,25 @@ def _finish_rows(acc, m_i, l_i, O, LSE, SINKS, qtok, rows, Tn, h, H, ntok,
 
 
 @triton.jit
-def _bwd_tile_scores(q, kT, qpos, kpos, rows_ok, cols_ok, b, h, W, scale, lse,
+def _bwd_tile_scores(a, b, qpos, kpos, rows_ok, cols_ok, bmod, h, W, scale, lse,
                      CAUSAL: tl.constexpr, WINDOW: tl.constexpr, KVPOS_ON: tl.constexpr,
                      BOUNDS: tl.constexpr, MASK: tl.constexpr, SCORE: tl.constexpr,
                      PREC: tl.constexpr, __SCAPS__, __MCAPS__):
-    """Recompute a tile's raw scores, visibility and probabilities."""
-    s = tl.dot(q, kT, input_precision=PREC) * scale
+    """Recompute a tile's raw scores a @ b, visibility and probabilities. Either
+    orientation: queries down the rows (a = Q, b = Kᵀ, qpos / rows_ok `[BM, 1]`, kpos /
+    cols_ok `[1, BN]`, lse `[BM, 1]`) or keys down the rows (a = K, b = Qᵀ, all
+    transposed), since every mod and mask is elementwise in the broadcast positions."""
+    s = tl.dot(a, b, input_precision=PREC) * scale
     if SCORE:
-        sm = _score_mod(s, b, h, qpos, kpos, __SCAPS__)
+        sm = _score_mod(s, bmod, h, qpos, kpos, __SCAPS__)
     else:
         sm = s
     if BOUNDS or MASK:
-        keep = _keep(qpos, kpos, rows_ok, cols_ok, b, h, W, CAUSAL, WINDOW, KVPOS_ON, MASK,
+        keep = _keep(qpos, kpos, rows_ok, cols_ok, bmod, h, W, CAUSAL, WINDOW, KVPOS_ON, MASK,
                      __MCAPS__)
     else:
         keep = rows_ok & cols_ok
-    sm = tl.where(keep, sm, NEG_INF)
-    p = tl.exp2((sm - lse[:, None]) * LOG2E)
+    p = tl.exp2((tl.where(keep, sm, NEG_INF) - lse) * LOG2E)
     return s, keep, p
 
 
@@ -329,16 +331,8 @@ def _dkdv_tile(dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, 
     delta = tl.load(DELTA + h.to(tl.int64) * ntok + tok0 + local, mask=rows < Tn, other=0.0)
     qpos = (qoff + rows)[None, :]
     # [BN, BDK] @ [BDK, BM] -> Sᵀ [BN, BM]
-    sT = tl.dot(k, qT, input_precision=PREC) * scale
-    if SCORE:
-        smT = _score_mod(sT, b, h, qpos, kpos, __SCAPS__)
-    else:
-        smT = sT
-    if BOUNDS or MASK:
-        keep = _keep(qpos, kpos, rows_ok, cols_ok[:, None], b, h, W, CAUSAL, WINDOW, KVPOS_ON, MASK, __MCAPS__)
-    else:
-        keep = rows_ok & cols_ok[:, None]
-    pT = tl.exp2((tl.where(keep, smT, NEG_INF) - lse[None, :]) * LOG2E)
+    sT, keep, pT = _bwd_tile_scores(k, qT, qpos, kpos, rows_ok, cols_ok[:, None], b, h, W, scale, lse[None, :],
+                                    CAUSAL, WINDOW, KVPOS_ON, BOUNDS, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
     dv_acc = tl.dot(pT.to(do.dtype), do, dv_acc, input_precision=PREC)
     # [BN, BDV] @ [BDV, BM] -> dPᵀ
     dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
@@ -482,7 +476,7 @@ def _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_o
         kpos = tl.load(KVPOS + tok0 + local, mask=cols_ok, other=-1)[None, :]
     else:
         kpos = cols[None, :]
-    s, keep, p = _bwd_tile_scores(q, kT, qpos, kpos, rows_ok, cols_ok[None, :], b, h, W, scale, lse,
+    s, keep, p = _bwd_tile_scores(q, kT, qpos, kpos, rows_ok, cols_ok[None, :], b, h, W, scale, lse[:, None],
                                   CAUSAL, WINDOW, KVPOS_ON, BOUNDS, MASK, SCORE, PREC,
                                   __SCAPS__, __MCAPS__)
     dp = tl.dot(do, vT, input_precision=PREC)
