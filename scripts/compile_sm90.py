@@ -29,6 +29,9 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 
 import torch  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch_settings import apply_variant  # noqa: E402
+
 TARGET = GPUTarget("cuda", 90, 32)
 SHARED_LIMIT = 232448  # bytes per block on sm_90 (Triton's OutOfResources bound)
 
@@ -249,10 +252,9 @@ def main():
         launch = next((m for m in candidates if hasattr(m, name)), None)
         if launch is None:
             sys.exit(f"no launcher has a constant {name}")
-        try:  # an expression in the launcher's names (an int, StateTiling(4096, 4, 2)) ...
-            setattr(launch, name, eval(value, vars(launch)))
-        except NameError:  # ... or a bare string (tf32)
-            setattr(launch, name, value)
+        # An expression in the launcher's names (an int, StateTiling(4096, 4, 2)) or a
+        # bare string (tf32).
+        apply_variant(launch, {}, f"{name}={value}", own=())
     failures = 0
     seen = set()
     for name, call in itertools.chain(gated_delta_cases(), softmax_cases(), mlstm_cases(), aaren_cases()):

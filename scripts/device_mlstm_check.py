@@ -42,6 +42,7 @@ if not torch.cuda.is_available():
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 import attnforms as af  # noqa: E402
+from launch_settings import apply_variant  # noqa: E402
 from attnforms.bench.shapes import CANONICAL  # noqa: E402
 from attnforms.testing import aaren_inputs, mlstm_inputs, noise_relative_check  # noqa: E402
 
@@ -366,13 +367,9 @@ def main():
     args = parser.parse_args()
     from attnforms.ops.mlstm.triton import launch as mlstm_launch
     for setting in args.set:
-        name, value = setting.split("=", 1)
-        if not hasattr(mlstm_launch, name):
-            parser.error(f"mlstm launch has no constant {name}")
-        try:
-            setattr(mlstm_launch, name, eval(value, vars(mlstm_launch)))
-        except NameError:
-            setattr(mlstm_launch, name, value)
+        if not hasattr(mlstm_launch, setting.split("=", 1)[0]):
+            parser.error(f"mlstm launch has no constant {setting}")
+    apply_variant(mlstm_launch, {}, ";".join(args.set), own=())
     if args.peer:
         kind, gate, *dims = args.peer
         return peer_main(kind, gate, *map(int, dims))
