@@ -171,16 +171,12 @@ def test_backward_matches_reference(gate, beta, chunk_size, T, K, V):
         assert max_error(grad, expected[name]) < FLOAT32_NOISE * scale, name
 
 
-@pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])
-@pytest.mark.parametrize("leaf", [1, 4, 16])
-@pytest.mark.parametrize("chunk_size", [16, 64])
-def test_channel_tree_backward_matches_reference(beta, leaf, chunk_size, monkeypatch):
-    """The per-channel backward's whole-chunk products (CHANNEL_BACKWARD="tree"), on
-    packed sequences of odd lengths with log-gates down to -20 per step, against float64,
-    at every leaf size (1: no leaf steps; the chunk: no tree levels)."""
+def _check_channel_backward(beta, chunk_size, monkeypatch, **settings):
+    """The per-channel backward under the launch settings given, on packed sequences of
+    odd lengths with log-gates down to -20 per step, against float64."""
     from attnforms.ops.gated_delta.triton import launch
-    monkeypatch.setattr(launch, "CHANNEL_BACKWARD", "tree")
-    monkeypatch.setattr(launch, "CHANNEL_LEAF", leaf)
+    for name, value in settings.items():
+        monkeypatch.setattr(launch, name, value)
     offsets = torch.tensor([0, 7, 70, 71, 130])
     inputs = gated_delta_inputs(1, 130, 2, 40, 16, gate="channel", beta=beta, dtype=torch.float32)
     with torch.no_grad():
@@ -194,6 +190,22 @@ def test_channel_tree_backward_matches_reference(beta, leaf, chunk_size, monkeyp
     actual = _gradients(inputs, state, "triton", chunk_size=chunk_size, cu_seqlens=offsets)
     for name, grad in actual.items():
         assert max_error(grad, expected[name]) < FLOAT32_NOISE * (expected[name].abs().max().item() + 1), name
+
+
+@pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])
+@pytest.mark.parametrize("leaf", [1, 4, 16])
+@pytest.mark.parametrize("chunk_size", [16, 64])
+def test_channel_tree_backward_matches_reference(beta, leaf, chunk_size, monkeypatch):
+    """The whole-chunk (tree) per-channel backward, the default, at every leaf size
+    (1: no leaf steps; the chunk: no tree levels)."""
+    _check_channel_backward(beta, chunk_size, monkeypatch, CHANNEL_BACKWARD="tree", CHANNEL_LEAF=leaf)
+
+
+@pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])
+def test_channel_block_backward_matches_reference(beta, monkeypatch):
+    """The 16-step block per-channel backward (CHANNEL_BACKWARD="blocks"), kept as the
+    alternative to the tree kernel."""
+    _check_channel_backward(beta, 64, monkeypatch, CHANNEL_BACKWARD="blocks")
 
 
 @pytest.mark.parametrize("gate,beta", SWITCHES)

@@ -85,13 +85,14 @@ CHANNEL_SCORE_PRECISION = "tf32"
 # stage, 1.56 ms against 2.95 at (8, 2) (KDA forward 2.49 against 3.81 ms); without
 # beta (8, 2), 0.93 ms against 1.07 at 4 warps (GLA).
 CHANNEL_PREPARE_TILING = {False: (8, 2), True: (4, 1)}
-# The per-channel backward's in-chunk products: "blocks" (chunk_bwd_channel.py, 16-step
-# sub-blocks, the diagonal one step at a time: 7.8 ms for KDA at S1 on an H100) or
-# "tree" (chunk_bwd_channel_tree.py, whole-chunk products as in the forward's
-# preparation; interpreter-tested, compiled for sm_90, not yet timed on a GPU), and the
-# tree kernel's warps.
-CHANNEL_BACKWARD = "blocks"
-CHANNEL_BWD_TREE_WARPS = 8
+# The per-channel backward's in-chunk products: "tree" (chunk_bwd_channel_tree.py,
+# whole-chunk products as in the forward's preparation) or "blocks"
+# (chunk_bwd_channel.py, 16-step sub-blocks, the diagonal one step at a time), and the
+# tree kernel's warps by beta. H100, S1 (bench/NOTES-gated-delta.md, session 6): KDA
+# 6.69 ms tree at 8 warps (7.00 at 4) against 7.83 blocks; GLA 3.50 at 4 warps
+# (4.70 at 8) against 5.58.
+CHANNEL_BACKWARD = "tree"
+CHANNEL_BWD_TREE_WARPS = {False: 4, True: 8}
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
 # and two stages, 1.33 ms with BV 128; device_gdr_variants.py, bench/NOTES-gated-delta.md.)
@@ -312,7 +313,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
             cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
             PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
             LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1, BK=BKC,
-            num_warps=CHANNEL_BWD_TREE_WARPS,
+            num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
         )
     elif channel:
         BKC = min(SCORE_BK, triton.next_power_of_2(K))
