@@ -12,7 +12,10 @@ STATE_BACKWARD=StateTiling(4096,4,2), DENSE_PREPARE_PRECISION=tf32), to compare 
 How: Triton's launch path is kept, but the active driver is replaced by one that
 reports an sm_90 target, and every launch is turned into a warm-up (compile, no run);
 the launchers run on CPU tensors whose contents never matter. Registers and spills come
-from the bundled ptxas run on each kernel's PTX.
+from the bundled ptxas run on each kernel's PTX. With DUMP_IR=<folder> in the
+environment each kernel's TTGIR and PTX are written there too (<kernel>.ttgir/.ptx) and
+the count of layout conversions through shared memory is printed: a loop that converts
+a tile every step is a common hidden cost.
 """
 import itertools
 import os
@@ -74,6 +77,19 @@ def ptxas_report(ptx: str) -> tuple[int, int]:
     regs = int(re.search(r"Used (\d+) registers", out).group(1))
     spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill", out))
     return regs, spills
+
+
+def dump_ir(kernel_name, kernel) -> str:
+    """With $DUMP_IR set: write the kernel's TTGIR and PTX there; returns a note of its
+    layout conversions (convert_layout ops in the TTGIR), else nothing."""
+    folder = os.environ.get("DUMP_IR")
+    if not folder:
+        return ""
+    os.makedirs(folder, exist_ok=True)
+    for kind in ("ttgir", "ptx"):
+        with open(os.path.join(folder, f"{kernel_name}.{kind}"), "w") as f:
+            f.write(kernel.asm[kind])
+    return f" convert_layout {kernel.asm['ttgir'].count('ttg.convert_layout')}"
 
 
 def gated_delta_cases():
@@ -277,8 +293,8 @@ def main():
             flag = "  OVER SHARED LIMIT" if shared > SHARED_LIMIT else ""
             failures += bool(flag)
             print(f"{name:44s} {kernel_name:22s} warps {kernel.metadata.num_warps} stages "
-                  f"{kernel.metadata.num_stages} shared {shared:6d} regs {regs:3d} spills {spills}{flag}",
-                  flush=True)
+                  f"{kernel.metadata.num_stages} shared {shared:6d} regs {regs:3d} spills {spills}{flag}"
+                  + dump_ir(kernel_name, kernel), flush=True)
     print(f"{failures} failures")
     sys.exit(1 if failures else 0)
 

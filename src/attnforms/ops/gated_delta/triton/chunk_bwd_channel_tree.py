@@ -37,6 +37,15 @@ def _square(P, start, valid, i_h, H: tl.constexpr, BT: tl.constexpr, TRANSPOSED:
     return tl.load(P + ((start + r) * H + i_h) * BT + s, mask=(r < valid) & (s < valid), other=0.0)
 
 
+@triton.jit
+def _entries(P, rows, cols, start, valid, i_h, H: tl.constexpr, BT: tl.constexpr):
+    """P[rows, cols] `[BT]` of a chunk's `[rows, H, BT]` coefficient block (zero outside
+    the valid steps): one entry per row, read from memory instead of picked out of a
+    `[BT, BT]` tile by a row reduction."""
+    m = (rows < valid) & (cols < valid)
+    return tl.load(P + ((start + rows) * H + i_h) * BT + cols, mask=m, other=0.0)
+
+
 @triton.jit(do_not_specialize=["T"])
 def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg,
                              chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.constexpr,
@@ -52,14 +61,31 @@ def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, d
     b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
     b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
     b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
+    b_dq = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk_row = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk_key = tl.zeros([BT, BK], dtype=tl.float32)
+    # Inside the leaves first, step `step` of every leaf at once: t = the leaf's first
+    # step + step. Row r pairs with key t (t <= r), key s with row t (t >= s); P is zero
+    # on the other pairs, where the clamped decays are bounded junk. (Before the levels:
+    # these sums are row-vector products in another register layout than the products'
+    # results, and this way the accumulators change layout once.)
+    for step in range(1 << LOG_BC):
+        t = ((o_t >> LOG_BC) << LOG_BC) + step
+        g_G = _gather(G, t, o_k, start, valid, i_h, H, K)
+        g_k = _gather(k, t, o_k, start, valid, i_h, H, K)
+        g_q = _gather(q, t, o_k, start, valid, i_h, H, K)
+        dec_row = _decay_exp(b_G - g_G)  # exp(G_r − G_t), row r, key t
+        dec_key = _decay_exp(g_G - b_G)  # exp(G_t − G_s), key s, row t
+        b_dq += _entries(Pqk, o_t, t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_row)
+        b_dk_key += _entries(Pqk, t, o_t, start, valid, i_h, H, BT)[:, None] * (g_q * dec_key)
+        if USE_BETA:
+            b_dk_row += _entries(Pkk, o_t, t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_row)
+            b_dk_key += _entries(Pkk, t, o_t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_key)
     b_Pqk = _square(Pqk, start, valid, i_h, H, BT, False)
     b_PqkT = _square(Pqk, start, valid, i_h, H, BT, True)
     if USE_BETA:
         b_Pkk = _square(Pkk, start, valid, i_h, H, BT, False)
         b_PkkT = _square(Pkk, start, valid, i_h, H, BT, True)
-    b_dq = tl.zeros([BT, BK], dtype=tl.float32)
-    b_dk_row = tl.zeros([BT, BK], dtype=tl.float32)
-    b_dk_key = tl.zeros([BT, BK], dtype=tl.float32)
     for level in range(LOG_BC, LEVELS):
         # As in chunk_prepare_channel._level_pairs: one anchor and one exponential per
         # step; a step is a row in a right half, a key in a left one.
@@ -73,30 +99,18 @@ def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, d
         s_half = o_t[None, :] >> level
         pair = (r_half == s_half + 1) & ((s_half & 1) == 0)  # [r, s]
         pair_t = (s_half == r_half + 1) & ((r_half & 1) == 0)  # [s, r]
+        l_Pqk = tl.where(pair, b_Pqk, 0.0)
+        l_PqkT = tl.where(pair_t, b_PqkT, 0.0)
         k_key = b_k * dec_key
         k_row = b_k * dec_row
         # [BT, BT] @ [BT, BK] -> [BT, BK], each side
-        b_dq += dec_row * tl.dot(tl.where(pair, b_Pqk, 0.0), k_key, input_precision=PRECISION)
-        b_dk_key += dec_key * tl.dot(tl.where(pair_t, b_PqkT, 0.0), b_q * dec_row, input_precision=PRECISION)
+        b_dq += dec_row * tl.dot(l_Pqk, k_key, input_precision=PRECISION)
+        b_dk_key += dec_key * tl.dot(l_PqkT, b_q * dec_row, input_precision=PRECISION)
         if USE_BETA:
-            b_dk_row += dec_row * tl.dot(tl.where(pair, b_Pkk, 0.0), k_key, input_precision=PRECISION)
-            b_dk_key += dec_key * tl.dot(tl.where(pair_t, b_PkkT, 0.0), k_row, input_precision=PRECISION)
-    # Inside the leaves, step `step` of every leaf at once: t = the leaf's first step +
-    # step. Row r pairs with key t (t <= r), key s with row t (t >= s); P is zero on
-    # the other pairs, where the clamped decays are bounded junk.
-    for step in range(1 << LOG_BC):
-        t = ((o_t >> LOG_BC) << LOG_BC) + step
-        g_G = _gather(G, t, o_k, start, valid, i_h, H, K)
-        g_k = _gather(k, t, o_k, start, valid, i_h, H, K)
-        g_q = _gather(q, t, o_k, start, valid, i_h, H, K)
-        dec_row = _decay_exp(b_G - g_G)  # exp(G_r − G_t), row r, key t
-        dec_key = _decay_exp(g_G - b_G)  # exp(G_t − G_s), key s, row t
-        hit = o_t[None, :] == t[:, None]
-        b_dq += tl.sum(tl.where(hit, b_Pqk, 0.0), axis=1)[:, None] * (g_k * dec_row)
-        b_dk_key += tl.sum(tl.where(hit, b_PqkT, 0.0), axis=1)[:, None] * (g_q * dec_key)
-        if USE_BETA:
-            b_dk_row += tl.sum(tl.where(hit, b_Pkk, 0.0), axis=1)[:, None] * (g_k * dec_row)
-            b_dk_key += tl.sum(tl.where(hit, b_PkkT, 0.0), axis=1)[:, None] * (g_k * dec_key)
+            l_Pkk = tl.where(pair, b_Pkk, 0.0)
+            l_PkkT = tl.where(pair_t, b_PkkT, 0.0)
+            b_dk_row += dec_row * tl.dot(l_Pkk, k_key, input_precision=PRECISION)
+            b_dk_key += dec_key * tl.dot(l_PkkT, k_row, input_precision=PRECISION)
     m = (o_t < valid)[:, None] & (o_k < K)[None, :]
     p = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
     tl.store(dq + p, (tl.load(dq_part + p, mask=m, other=0.0) + b_dq).to(dq.dtype.element_ty), mask=m)

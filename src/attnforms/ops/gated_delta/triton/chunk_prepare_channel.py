@@ -81,20 +81,35 @@ def _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step, H: tl.constexp
                LOG_BC: tl.constexpr):
     """Key step `step` of every leaf (2^LOG_BC steps) at once: row r pairs with key
     t(r) = its leaf's first step + step, decay formed pairwise per channel. Returns
-    (Q Kᵀ ⊙ Γ, K Kᵀ ⊙ Γ) `[BT, BT]` nonzero only in column t(r) of each row; pairs with
-    t(r) > r hold bounded junk (clamped exponent) for the caller's causal mask."""
+    (Q Kᵀ ⊙ Γ, K Kᵀ ⊙ Γ) of those pairs in compact `[BT, 2^LOG_BC]` tiles, nonzero only
+    in column `step` (see _expand_leaves); pairs with t(r) > r hold bounded junk
+    (clamped exponent) for the caller's causal mask."""
     o_t = tl.arange(0, BT)
     t = ((o_t >> LOG_BC) << LOG_BC) + step
     b_kd = _gather(k, t, o_k, start, valid, i_h, H, K)
     b_kd *= _decay_exp(b_G - _gather(G, t, o_k, start, valid, i_h, H, K))
-    hit = o_t[None, :] == t[:, None]
-    b_qk = tl.zeros([BT, BT], dtype=tl.float32)
-    b_kk = tl.zeros([BT, BT], dtype=tl.float32)
+    hit = (tl.arange(0, 1 << LOG_BC) == step)[None, :]
+    b_qk = tl.zeros([BT, 1 << LOG_BC], dtype=tl.float32)
+    b_kk = tl.zeros([BT, 1 << LOG_BC], dtype=tl.float32)
     if WANT_QK:
         b_qk = tl.where(hit, tl.sum(b_q * b_kd, axis=1)[:, None], 0.0)
     if WANT_KK:
         b_kk = tl.where(hit, tl.sum(b_k * b_kd, axis=1)[:, None], 0.0)
     return b_qk, b_kk
+
+
+@triton.jit
+def _expand_leaves(compact, BT: tl.constexpr, LOG_BC: tl.constexpr):
+    """`[BT, 2^LOG_BC]` leaf pairs (column j: key = the row's leaf start + j) -> their
+    place in a `[BT, BT]` tile, zero elsewhere."""
+    o_t = tl.arange(0, BT)
+    o_j = tl.arange(0, 1 << LOG_BC)
+    first = (o_t >> LOG_BC) << LOG_BC
+    out = tl.zeros([BT, BT], dtype=tl.float32)
+    for j in tl.static_range(1 << LOG_BC):
+        column = tl.sum(tl.where(o_j[None, :] == j, compact, 0.0), axis=1)
+        out = tl.where(o_t[None, :] == (first + j)[:, None], column[:, None], out)
+    return out
 
 
 @triton.jit
@@ -106,6 +121,11 @@ def _channel_scores(q, k, G, start, valid, i_h, scale, H: tl.constexpr, K: tl.co
     o_t = tl.arange(0, BT)
     b_qk = tl.zeros([BT, BT], dtype=tl.float32)
     b_kk = tl.zeros([BT, BT], dtype=tl.float32)
+    # The leaf pairs in compact accumulators of their own, placed once at the end: they
+    # come from row sums, in another register layout than the products' results, and
+    # adding them to those every step moved a `[BT, BT]` tile through shared memory.
+    leaf_qk = tl.zeros([BT, 1 << LOG_BC], dtype=tl.float32)
+    leaf_kk = tl.zeros([BT, 1 << LOG_BC], dtype=tl.float32)
     for k0 in range(0, K, BK):
         o_k = k0 + tl.arange(0, BK)
         b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
@@ -119,8 +139,12 @@ def _channel_scores(q, k, G, start, valid, i_h, scale, H: tl.constexpr, K: tl.co
         for step in range(1 << LOG_BC):
             d_qk, d_kk = _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step, H, K, WANT_QK, WANT_KK,
                                     BT, LOG_BC)
-            b_qk += d_qk
-            b_kk += d_kk
+            leaf_qk += d_qk
+            leaf_kk += d_kk
+    if WANT_QK:
+        b_qk += _expand_leaves(leaf_qk, BT, LOG_BC)
+    if WANT_KK:
+        b_kk += _expand_leaves(leaf_kk, BT, LOG_BC)
     b_qk = tl.where(o_t[:, None] >= o_t[None, :], b_qk * scale, 0.0)
     b_kk = tl.where(o_t[:, None] > o_t[None, :], b_kk, 0.0)
     return b_qk, b_kk
@@ -150,7 +174,7 @@ def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, 
     Buffers `[rows, H, BT]` (Aqk, Akk, M), `[rows, H, K or V]` (w, u); G `[rows, H, K]`
     float32 in-chunk cumulative log-decay. PRECISION: the inverse's products;
     SCORE_PRECISION: the score products (float32 operands: the decayed q, k);
-    LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS)."""
+    LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS)"""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     # Both score matrices in one pass: they share every decay factor.

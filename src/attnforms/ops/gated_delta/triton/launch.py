@@ -50,7 +50,8 @@ STATE_FORWARD = {
     (1, False): StateTiling(128 * 64, 4, 2),
     (1, True): StateTiling(128 * 32, 4, 2),
     (2, False): StateTiling(128 * 64, 4, 2),
-    (2, True): StateTiling(128 * 64, 4, 2),
+    # KDA: 8 warps, 0.69 against 0.85 ms at 4 (416 bytes of spills) at S1 on an H100.
+    (2, True): StateTiling(128 * 64, 8, 2),
 }
 STATE_BACKWARD = StateTiling(128 * 32, 8, 2)
 # The intermediates a backward reads, the chunks' states and Ũ from the forward and dS
@@ -81,18 +82,19 @@ DENSE_PREPARE_PRECISION = "tf32"
 CHANNEL_LEAF = 4
 CHANNEL_BK = 32
 CHANNEL_SCORE_PRECISION = "tf32"
-# Warps and stages by beta (H100, S1, device_gdr_variants.py): with beta 4 warps and one
-# stage, 1.56 ms against 2.95 at (8, 2) (KDA forward 2.49 against 3.81 ms); without
-# beta (8, 2), 0.93 ms against 1.07 at 4 warps (GLA).
-CHANNEL_PREPARE_TILING = {False: (8, 2), True: (4, 1)}
+# Warps and stages by beta (H100, S1, device_gdr_variants.py, session 6): with beta 4
+# warps and one stage, 1.32 ms against 2.13 at (8, 1); without beta (4, 1), 0.73 ms
+# against 0.86 at (8, 2).
+CHANNEL_PREPARE_TILING = {False: (4, 1), True: (4, 1)}
 # The per-channel backward's in-chunk products: "tree" (chunk_bwd_channel_tree.py,
 # whole-chunk products as in the forward's preparation) or "blocks"
 # (chunk_bwd_channel.py, 16-step sub-blocks, the diagonal one step at a time), and the
-# tree kernel's warps by beta. H100, S1 (bench/NOTES-gated-delta.md, session 6): KDA
-# 6.69 ms tree at 8 warps (7.00 at 4) against 7.83 blocks; GLA 3.50 at 4 warps
-# (4.70 at 8) against 5.58.
+# tree kernel's warps by beta and stages. H100, S1 (bench/NOTES-gated-delta.md, session
+# 6): KDA 4.67 ms tree at 8 warps, 1 stage (4.96 at 3 stages; before its leaf
+# coefficients were read from memory, 6.69) against 7.83 blocks; GLA 2.63 at 4 warps.
 CHANNEL_BACKWARD = "tree"
 CHANNEL_BWD_TREE_WARPS = {False: 4, True: 8}
+CHANNEL_BWD_TREE_STAGES = 1
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
 # and two stages, 1.33 ms with BV 128; device_gdr_variants.py, bench/NOTES-gated-delta.md.)
@@ -314,6 +316,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
             PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
             LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1, BK=BKC,
             num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
+            num_stages=CHANNEL_BWD_TREE_STAGES,
         )
     elif channel:
         BKC = min(SCORE_BK, triton.next_power_of_2(K))
