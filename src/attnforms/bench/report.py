@@ -45,7 +45,8 @@ class Row:
     tflops_fwd: float | None = None
     tflops_fwd_bwd: float | None = None
     bytes_floor: float | None = None  # least HBM bytes of one forward (decode: state read + write)
-    floor_ms: float | None = None  # bytes_floor at the copy-bandwidth ceiling
+    floor_ms: float | None = None  # bytes_floor at the copy-bandwidth ceiling (flops.H200's constant)
+    floor_here_ms: float | None = None  # bytes_floor at the copy bandwidth measured in this run, on this GPU
     achieved_bytes_per_s: float | None = None  # bytes_floor / fwd time
     peak_fwd_bytes: int | None = None
     peak_fwd_bwd_bytes: int | None = None
@@ -175,9 +176,11 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
                          f"{fwd_bwd:>11} {_num(r.tflops_fwd, '.3g'):>9} {_num(r.tflops_fwd_bwd, '.3g'):>9} {peak:>15} {first:>11}")
     decode = [r for r in rows if r.section == "decode"]
     if decode:
-        header = f"{'op':<16} {'runner':<38} {'batch':<7} {'status':<12} {'µs':>9} {'floor µs':>9} {'TB/s':>11} {'1st call s':>11}"
-        lines += ["", "decode (one token; floor = the least bytes moved at the copy ceiling: the linear families' "
-                  "float32 state read + written, softmax's KV cache read)", header, "-" * len(header)]
+        header = (f"{'op':<16} {'runner':<38} {'batch':<7} {'status':<12} {'µs':>9} {'floor µs':>9} {'TB/s':>11} "
+                  f"{'x floor here':>12} {'1st call s':>11}")
+        lines += ["", "decode (one token; floor = the least bytes moved at the H200's copy ceiling: the linear "
+                  "families' float32 state read + written, softmax's KV cache read; x floor here: time over those "
+                  "bytes at the copy bandwidth measured in this run)", header, "-" * len(header)]
         for r in decode:
             status = _status_cell(r.status)
             if r.status != "ok":
@@ -185,8 +188,10 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
             us = None if r.fwd_ms is None else r.fwd_ms * 1e3
             floor = None if r.floor_ms is None else r.floor_ms * 1e3
             rate = None if r.achieved_bytes_per_s is None else r.achieved_bytes_per_s / 1e12
+            here = None if r.fwd_ms is None or not r.floor_here_ms else r.fwd_ms / r.floor_here_ms
             lines.append(f"{r.op:<16} {_short(r.runner, 38):<38} {r.shape:<7} {status:<12} {_num(us, '.1f'):>9} "
-                         f"{_num(floor, '.3g'):>9} {_num(rate, '.3g'):>11} {_num(r.first_call_fwd_s, '.2f'):>11}")
+                         f"{_num(floor, '.3g'):>9} {_num(rate, '.3g'):>11} {_num(here, '.2f'):>12} "
+                         f"{_num(r.first_call_fwd_s, '.2f'):>11}")
     if ratios:
         header = f"{'pairing':<44} {'shape':<7} {'fwd':>7} {'fwd+bwd':>8} {'floors':>11}  missing because"
         lines += ["", "ratios: peer time / our time (above 1 = ours faster; floors: the issue's targets, fwd/fwd+bwd)",

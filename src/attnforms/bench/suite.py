@@ -133,6 +133,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         result = warm.get(key, {})
         if first_items.get(key) is not None and first_items[key].shape == row.shape and "fwd_s" in result:
             row.first_call_fwd_s, row.first_call_fwd_bwd_s = result["fwd_s"], result.get("fwd_bwd_s")
+        if row.bytes_floor and measured.get("copy_bytes_per_s"):
+            row.floor_here_ms = row.bytes_floor / measured["copy_bytes_per_s"] * 1e3
         rows.append(row)
         payload["ratios"] = compute_ratios(rows, pairs)
         payload["targets"] = targets(rows, payload["ratios"])
