@@ -103,6 +103,18 @@ def time_configuration(shape, name, gate, beta):
             "fwd_bwd_kernels_ms": kernel_times_ms(fwd_bwd, grad_to_none=[t for t in leaves.values() if t is not None])}
 
 
+def time_decode(B):
+    """The in-place decode step (`gated_delta_rule_update_`, one bf16 token, float32
+    state `[B, 16, 128, 128]`) as the bench times it: median µs, and the state's bytes
+    (read + written) per second."""
+    x = gated_delta_inputs(B, 1, 16, 128, 128, gate="scalar", beta=True, dtype=torch.bfloat16, device=device)
+    cache = af.LinearState(torch.randn(B, 16, 128, 128, device=device) * 0.1)
+    ms = do_bench(lambda: af.gated_delta_rule_update_(x["q"], x["k"], x["v"], cache, g=x["g"], beta=x["beta"]),
+                  warmup=25, rep=100, return_mode="median")
+    return {"shape": f"decode B={B}", "op": "GDN", "fwd_ms": ms, "fwd_bwd_ms": float("nan"),
+            "state_TB_per_s": 2 * cache.S.numel() * 4 / (ms * 1e-3) / 1e12}
+
+
 def main():
     shapes = sys.argv[1].split(",") if len(sys.argv) > 1 else ["S1", "S2"]
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -5,7 +5,8 @@ settings of `attnforms.ops.gated_delta.triton.launch`, each checked and timed.
 
 Each argument is one variant: NAME=VALUE settings of launch's module constants,
 separated by ';' (the script's own: CHECK=0 skips the checks, SHAPES=S1+S2 picks the
-shapes; default $SHAPES or S1,S2). Per variant: the bf16 check of device_gdr_profile.py (output
+shapes, `decode` among them the GDN decode step at B 1 / 64 / 256; default $SHAPES or
+S1+S2). Per variant: the bf16 check of device_gdr_profile.py (output
 and every gradient against float64 under the noise rule) for GDN and simple GLA, a hard
 check of GDN (T 4096, log-gates down to -20 per step, runs of repeated keys), then the
 forward and forward + backward at S1 and S2 with each kernel's device time. $OPS picks
@@ -19,7 +20,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from device_gdr_profile import check, check_inputs, time_configuration  # noqa: E402
+from device_gdr_profile import check, check_inputs, time_configuration, time_decode  # noqa: E402
 from launch_settings import apply_variant  # noqa: E402
 
 from attnforms.ops.gated_delta.triton import launch  # noqa: E402
@@ -53,6 +54,11 @@ def hard_check():
 def timings(shapes):
     rows = []
     for shape in shapes:
+        if shape == "decode":  # the GDN decode step at the bench's batches
+            for B in (1, 64, 256):
+                rows.append(time_decode(B))
+                print(json.dumps(rows[-1]), flush=True)
+            continue
         for name, (gate, beta) in OPS.items():
             rows.append(time_configuration(shape, name, gate, beta))
             print(json.dumps(rows[-1]), flush=True)
