@@ -20,15 +20,17 @@ from .state_slice import state_slice
 
 
 @triton.jit(do_not_specialize=["T"])
-def _state_bwd_kernel(q, k, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, dinitial, chunk_base,
+def _state_bwd_kernel(q, k, qd, kd, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, dinitial, chunk_base,
                       cu_seqlens, scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                       GATE: tl.constexpr, USE_BETA: tl.constexpr, USE_DFINAL: tl.constexpr,
                       STORE_DINITIAL: tl.constexpr, LOW: tl.constexpr, BT: tl.constexpr,
                       BK: tl.constexpr, BV: tl.constexpr):
     """The reverse pass over one sequence's chunks for value columns i_v·BV..: dS `[BK,
     BV]` float32 in registers. A decay per head scales rows of the `[BT, BV]` tiles, so q
-    and k enter the products as loaded; LOW: 16-bit operands (q, k, dO as loaded; A_qk,
-    M, dS, dŨ rounded), float32 accumulation, as in the forward pass (chunk_fwd.py)."""
+    and k enter the products as loaded; a per-channel one through the forward's decayed
+    qd = scale·Q ⊙ γ and kd = K ⊙ exp(G_C − G) `[rows, H, K]` (chunk_prepare_channel.py).
+    LOW: 16-bit operands (q, k, dO as loaded; A_qk, M, dS, dŨ rounded), float32
+    accumulation, as in the forward pass (chunk_fwd.py)."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_dS = state_slice(
         dfinal, cu_seqlens, H, K, V, USE_DFINAL, BK, BV)
     first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
@@ -44,24 +46,24 @@ def _state_bwd_kernel(q, k, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, diniti
         tl.store(dstates + ((first_chunk + i_t) * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]),
                  b_dS.to(dstates.dtype.element_ty), mask=m_kv)
         p_tk = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
-        b_q = _operand(tl.load(q + p_tk, mask=m_tk, other=0.0), LOW, q)
-        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0)
         b_do = tl.load(do + ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
         b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
         b_dS_op = _operand(b_dS, LOW, q)
         if GATE == 2:
-            b_G = tl.load(G + p_tk, mask=m_tk, other=0.0)
             b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-            b_gamma = tl.exp(b_G)
-            b_k_end = _operand(b_k.to(tl.float32) * _decay_exp(b_G_last[None, :] - b_G), LOW, q)
-            b_qg = _operand(b_q.to(tl.float32) * b_gamma, LOW, q)
-            b_kg = _operand(b_k.to(tl.float32) * b_gamma, LOW, q)
+            b_k_end = _operand(tl.load(kd + p_tk, mask=m_tk, other=0.0), LOW, q)
+            b_kg = b_k_end
+            if USE_BETA:  # K ⊙ γ, for the β dR term
+                b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)
+                b_kg = _operand(b_k * tl.exp(tl.load(G + p_tk, mask=m_tk, other=0.0)), LOW, q)
             # dŨ = A_qkᵀ dO + (K ⊙ Γ_end) dS: [BT, BT]ᵀ @ [BT, BV] + [BT, BK] @ [BK, BV]
             b_du = tl.dot(tl.trans(_operand(b_A, LOW, q)), _operand(b_do, LOW, q)) + tl.dot(b_k_end, b_dS_op)
-            # dS_entering = scale (Q ⊙ γ)ᵀ dO + γ_C dS (− (K ⊙ γ)ᵀ (β ⊙ dR) with beta)
-            b_dS_in = scale * tl.dot(tl.trans(b_qg), _operand(b_do, LOW, q)) + b_dS * tl.exp(b_G_last)[:, None]
+            # dS_entering = (scale Q ⊙ γ)ᵀ dO + γ_C dS (− (K ⊙ γ)ᵀ (β ⊙ dR) with beta)
+            b_qd = _operand(tl.load(qd + p_tk, mask=m_tk, other=0.0), LOW, q)
+            b_dS_in = tl.dot(tl.trans(b_qd), _operand(b_do, LOW, q)) + b_dS * tl.exp(b_G_last)[:, None]
         else:
-            b_k = _operand(b_k, LOW, q)
+            b_q = _operand(tl.load(q + p_tk, mask=m_tk, other=0.0), LOW, q)
+            b_k = _operand(tl.load(k + p_tk, mask=m_tk, other=0.0), LOW, q)
             b_kg = b_k
             # Per-row factors: γ (from the chunk start) and Γ_end (to the chunk end).
             b_gamma = tl.full([BT], 1.0, dtype=tl.float32)

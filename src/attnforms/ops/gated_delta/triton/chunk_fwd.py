@@ -39,17 +39,12 @@ def _operand(x, LOW: tl.constexpr, like):
 
 
 @triton.jit
-def _gate_tile(G, start, valid, i_h, o_k, m_k, H: tl.constexpr, K: tl.constexpr, GATE: tl.constexpr,
-               BT: tl.constexpr):
-    """A chunk's cumulative log-decay as `_chunk_output` and the state update take it:
-    `[BT]` per head, `[BT, BK]` per channel (zeros without a decay, never read)."""
+def _gate_tile(G, start, valid, i_h, H: tl.constexpr, GATE: tl.constexpr, BT: tl.constexpr):
+    """A chunk's cumulative log-decay `[BT]` with one per head (zeros otherwise, never
+    read: a per-channel decay reaches these kernels inside the decayed q and k)."""
     o_t = tl.arange(0, BT)
-    m_t = o_t < valid
-    if GATE == 2:
-        b_G = tl.load(G + ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :],
-                      mask=m_t[:, None] & m_k[None, :], other=0.0)
-    elif GATE == 1:
-        b_G = tl.load(G + (start + o_t) * H + i_h, mask=m_t, other=0.0)
+    if GATE == 1:
+        b_G = tl.load(G + (start + o_t) * H + i_h, mask=o_t < valid, other=0.0)
     else:
         b_G = tl.zeros([BT], dtype=tl.float32)
     return b_G
@@ -61,13 +56,14 @@ def _chunk_output(b_q, b_k, b_S_op, b_u_op, b_G, Aqk, start, valid, i_h, scale, 
     """O = scale·(Q ⊙ γ) S + A_qk Ũ for one chunk: `[BT, BV]` float32 from the loaded q, k
     `[BT, BK]`, the entering state S `[BK, BV]` and Ũ `[BT, BV]` as operands and the
     `_gate_tile` b_G. A_qk is formed from Q Kᵀ ⊙ Γ (no decay or one per head: the decay
-    scales rows of Q S, so q enters as loaded) or read (per channel)."""
+    scales rows of Q S, so q enters as loaded) or read (per channel: q is then the
+    preparation's scale·Q ⊙ γ)."""
     o_t = tl.arange(0, BT)
     m_t = o_t < valid
     if GATE == 2:
         b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
         # [BT, BK] @ [BK, BV] -> [BT, BV]
-        b_o = tl.dot(_operand(b_q.to(tl.float32) * tl.exp(b_G) * scale, LOW, like), b_S_op)
+        b_o = tl.dot(_operand(b_q, LOW, like), b_S_op)
     else:
         # [BT, BK] @ [BK, BT] -> [BT, BT]
         b_A = tl.dot(_operand(b_q, LOW, like), tl.trans(_operand(b_k, LOW, like)))
@@ -88,7 +84,8 @@ def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, cu_seqlens, sc
                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                    LOW: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     """O of chunk `program_id(1)`, head `program_id(2)`, value columns `program_id(0)`·BV..
-    from the states and Ũ the sequential pass stored (`[chunks, H, K, V]`, `[rows, H, V]`):
+    from the states and Ũ the sequential pass stored (`[chunks, H, K, V]`, `[rows, H, V]`;
+    with a per-channel decay `q` is the preparation's scale·Q ⊙ γ):
     the split forward for few sequences·heads, where the sequential pass alone is the
     critical path and the output need not sit on it."""
     i_v, i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
@@ -106,7 +103,7 @@ def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, cu_seqlens, sc
     b_S = tl.load(states + (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]),
                   mask=m_k[:, None] & m_v[None, :], other=0.0)
     b_u = tl.load(v_new + p_tv, mask=m_t[:, None] & m_v[None, :], other=0.0)
-    b_G = _gate_tile(G, start, valid, i_h, o_k, m_k, H, K, GATE, BT)
+    b_G = _gate_tile(G, start, valid, i_h, H, GATE, BT)
     b_o = _chunk_output(b_q, b_k, _operand(b_S, LOW, q), _operand(b_u, LOW, q), b_G, Aqk, start, valid, i_h,
                         scale, H, GATE, LOW, BT, q)
     tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_t[:, None] & m_v[None, :])
@@ -118,7 +115,9 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
                          GATE: tl.constexpr, USE_BETA: tl.constexpr, USE_INITIAL: tl.constexpr,
                          STORE_FINAL: tl.constexpr, SAVE: tl.constexpr, WRITE_O: tl.constexpr,
                          LOW: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
-    """With beta, `v` and `w` are the chunks' U and W (`[rows, H, V]`, `[rows, H, K]`).
+    """With beta, `v` and `w` are the chunks' U and W (`[rows, H, V]`, `[rows, H, K]`);
+    with a per-channel decay, `q` and `k` are the preparation's decayed scale·Q ⊙ γ and
+    K ⊙ exp(G_C − G) (chunk_prepare_channel.py).
     Writes o `[rows, H, V]` (WRITE_O); with SAVE, or without WRITE_O (then `_output_kernel`
     forms o in parallel over the chunks), the entering states `[chunks, H, K, V]` and
     (with beta) Ũ `[rows, H, V]`, in their buffers' dtypes."""
@@ -146,14 +145,15 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
             b_u -= tl.dot(b_w, b_S_op)
             if SAVE or not WRITE_O:
                 tl.store(v_new + p_tv, b_u.to(v_new.dtype.element_ty), mask=m_tv)
-        b_G = _gate_tile(G, start, valid, i_h, o_k, m_k, H, K, GATE, BT)
+        b_G = _gate_tile(G, start, valid, i_h, H, GATE, BT)
         if WRITE_O:
             b_q = tl.load(q + p_tk, mask=m_tk, other=0.0)
             b_o = _chunk_output(b_q, b_k, b_S_op, _operand(b_u, LOW, q), b_G, Aqk, start, valid, i_h, scale,
                                 H, GATE, LOW, BT, q)
             tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_tv)
         # S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ; a decay per head scales the rows of Ũ,
-        # so the `[BT, BK]` key tile enters the product as loaded.
+        # so the `[BT, BK]` key tile enters the product as loaded; a per-channel one is
+        # inside k already (the preparation's K ⊙ exp(G_C − G)).
         b_u_end = b_u
         b_k_in = b_k
         if GATE == 1:
@@ -162,7 +162,6 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
             b_S *= tl.exp(b_G_last)
         elif GATE == 2:
             b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-            b_k_in = b_k.to(tl.float32) * _decay_exp(b_G_last[None, :] - b_G)
             b_S *= tl.exp(b_G_last)[:, None]
         # [BK, BT] @ [BT, BV] -> [BK, BV]
         b_S += tl.dot(tl.trans(_operand(b_k_in, LOW, q)), _operand(b_u_end, LOW, q))

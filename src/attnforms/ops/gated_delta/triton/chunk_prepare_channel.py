@@ -20,6 +20,11 @@
 2. (with beta) M = (I + Diag(β) A')⁻¹ by block doubling (chunk_prepare_dense.py).
 3. (with beta) W = M Diag(β)(γ ⊙ K), U = M Diag(β) V. γ ⊙ K (γ = exp(G) per channel)
    is not exact in 16 bits: it enters the tensor cores as two 16-bit halves.
+4. The sequential pass's decayed operands (chunk_fwd.py): scale·Q ⊙ γ and
+   K ⊙ exp(G_C − G) (G_C: the chunk's last step), stored in the inputs' dtype for
+   16-bit inputs (they enter its products rounded to it anyway). Formed here once per
+   chunk, not in every value tile's program of the sequential pass, where they cost a
+   float32 G tile and two exponential tiles per chunk step on its critical path.
 
 A', M (SAVE) and A_qk (STORE_AQK) are stored whole per chunk row `[rows, H, BT]`, zero
 above the diagonal, as chunk_prepare_dense.py stores them.
@@ -113,11 +118,26 @@ def _expand_leaves(compact, BT: tl.constexpr, LOG_BC: tl.constexpr):
 
 
 @triton.jit
-def _channel_scores(q, k, G, start, valid, i_h, scale, H: tl.constexpr, K: tl.constexpr,
+def _store_decayed(qd, kd, b_q, b_k, b_G, G, o_k, start, valid, i_h, scale, H: tl.constexpr, K: tl.constexpr,
+                   BT: tl.constexpr):
+    """Step 4 of the module docstring for the key slice o_k `[BK]`, from its loaded
+    `[BT, BK]` float32 tiles."""
+    o_t = tl.arange(0, BT)
+    m_k = o_k < K
+    b_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+    m = (o_t < valid)[:, None] & m_k[None, :]
+    p = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+    tl.store(qd + p, (b_q * tl.exp(b_G) * scale).to(qd.dtype.element_ty), mask=m)
+    tl.store(kd + p, (b_k * _decay_exp(b_last[None, :] - b_G)).to(kd.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _channel_scores(q, k, G, qd, kd, start, valid, i_h, scale, H: tl.constexpr, K: tl.constexpr,
                     WANT_QK: tl.constexpr, WANT_KK: tl.constexpr, PRECISION: tl.constexpr,
                     BT: tl.constexpr, LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr):
     """(A_qk scaled, A') of one chunk, `[BT, BT]` float32 each, causally masked (step 1
-    of the module docstring), by key slices of BK channels. LEVELS = log2(BT)."""
+    of the module docstring), by key slices of BK channels, storing step 4's decayed
+    q and k on the way. LEVELS = log2(BT)."""
     o_t = tl.arange(0, BT)
     b_qk = tl.zeros([BT, BT], dtype=tl.float32)
     b_kk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -131,6 +151,7 @@ def _channel_scores(q, k, G, start, valid, i_h, scale, H: tl.constexpr, K: tl.co
         b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
         b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
         b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
+        _store_decayed(qd, kd, b_q, b_k, b_G, G, o_k, start, valid, i_h, scale, H, K, BT)
         for level in range(LOG_BC, LEVELS):
             d_qk, d_kk = _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level, H, K, WANT_QK, WANT_KK,
                                       PRECISION, BT)
@@ -165,20 +186,20 @@ def _decayed_rows(hi, lo, x, like, LOW: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["T"])
-def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
+def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, chunk_indices, cu_seqlens, scale, T,
                             H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, USE_BETA: tl.constexpr,
                             STORE_AQK: tl.constexpr, SAVE: tl.constexpr, LOW: tl.constexpr,
                             PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, BT: tl.constexpr,
                             LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
-    """Steps 1-3 of the module docstring for chunk `program_id(0)`, head `program_id(1)`.
-    Buffers `[rows, H, BT]` (Aqk, Akk, M), `[rows, H, K or V]` (w, u); G `[rows, H, K]`
+    """Steps 1-4 of the module docstring for chunk `program_id(0)`, head `program_id(1)`.
+    Buffers `[rows, H, BT]` (Aqk, Akk, M), `[rows, H, K or V]` (w, u, qd, kd); G `[rows, H, K]`
     float32 in-chunk cumulative log-decay. PRECISION: the inverse's products;
     SCORE_PRECISION: the score products (float32 operands: the decayed q, k);
     LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS)"""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     # Both score matrices in one pass: they share every decay factor.
-    b_qk, b_kk = _channel_scores(q, k, G, start, valid, i_h, scale, H, K, STORE_AQK, USE_BETA, SCORE_PRECISION,
+    b_qk, b_kk = _channel_scores(q, k, G, qd, kd, start, valid, i_h, scale, H, K, STORE_AQK, USE_BETA, SCORE_PRECISION,
                                  BT, LEVELS, LOG_BC, BK)
     if STORE_AQK:
         _store_square(Aqk, b_qk, start, valid, i_h, H, BT)
