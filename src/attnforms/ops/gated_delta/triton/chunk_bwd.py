@@ -20,7 +20,7 @@ from .state_slice import state_slice
 
 
 @triton.jit(do_not_specialize=["T"])
-def _state_bwd_kernel(q, k, qd, kd, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, dinitial, chunk_base,
+def _state_bwd_kernel(q, k, qd, kd, kg, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, dinitial, chunk_base,
                       cu_seqlens, scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                       GATE: tl.constexpr, USE_BETA: tl.constexpr, USE_DFINAL: tl.constexpr,
                       STORE_DINITIAL: tl.constexpr, LOW: tl.constexpr, BT: tl.constexpr,
@@ -28,7 +28,8 @@ def _state_bwd_kernel(q, k, qd, kd, G, beta, M, Aqk, do, dstates, dR, dv, dfinal
     """The reverse pass over one sequence's chunks for value columns i_v·BV..: dS `[BK,
     BV]` float32 in registers. A decay per head scales rows of the `[BT, BV]` tiles, so q
     and k enter the products as loaded; a per-channel one through the forward's decayed
-    qd = scale·Q ⊙ γ and kd = K ⊙ exp(G_C − G) `[rows, H, K]` (chunk_prepare_channel.py).
+    qd = scale·Q ⊙ γ, kd = K ⊙ exp(G_C − G) and (with beta) kg = γ ⊙ K `[rows, H, K]`
+    (chunk_prepare_channel.py).
     LOW: 16-bit operands (q, k, dO as loaded; A_qk, M, dS, dŨ rounded), float32
     accumulation, as in the forward pass (chunk_fwd.py)."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_dS = state_slice(
@@ -52,10 +53,8 @@ def _state_bwd_kernel(q, k, qd, kd, G, beta, M, Aqk, do, dstates, dR, dv, dfinal
         if GATE == 2:
             b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
             b_k_end = _operand(tl.load(kd + p_tk, mask=m_tk, other=0.0), LOW, q)
-            b_kg = b_k_end
-            if USE_BETA:  # K ⊙ γ, for the β dR term
-                b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)
-                b_kg = _operand(b_k * tl.exp(tl.load(G + p_tk, mask=m_tk, other=0.0)), LOW, q)
+            if USE_BETA:  # γ ⊙ K, for the β dR term
+                b_kg = _operand(tl.load(kg + p_tk, mask=m_tk, other=0.0), LOW, q)
             # dŨ = A_qkᵀ dO + (K ⊙ Γ_end) dS: [BT, BT]ᵀ @ [BT, BV] + [BT, BK] @ [BK, BV]
             b_du = tl.dot(tl.trans(_operand(b_A, LOW, q)), _operand(b_do, LOW, q)) + tl.dot(b_k_end, b_dS_op)
             # dS_entering = (scale Q ⊙ γ)ᵀ dO + γ_C dS (− (K ⊙ γ)ᵀ (β ⊙ dR) with beta)

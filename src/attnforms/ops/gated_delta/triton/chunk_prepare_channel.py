@@ -21,7 +21,8 @@
 3. (with beta) W = M Diag(β)(γ ⊙ K), U = M Diag(β) V. γ ⊙ K (γ = exp(G) per channel)
    is not exact in 16 bits: it enters the tensor cores as two 16-bit halves.
 4. The sequential pass's decayed operands (chunk_fwd.py): scale·Q ⊙ γ and
-   K ⊙ exp(G_C − G) (G_C: the chunk's last step), stored in the inputs' dtype for
+   K ⊙ exp(G_C − G) (G_C: the chunk's last step), and for the backward's reverse pass
+   with beta γ ⊙ K (chunk_bwd.py), stored in the inputs' dtype for
    16-bit inputs (they enter its products rounded to it anyway). Formed here once per
    chunk, not in every value tile's program of the sequential pass, where they cost a
    float32 G tile and two exponential tiles per chunk step on its critical path.
@@ -186,13 +187,14 @@ def _decayed_rows(hi, lo, x, like, LOW: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["T"])
-def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, chunk_indices, cu_seqlens, scale, T,
+def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_seqlens, scale, T,
                             H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, USE_BETA: tl.constexpr,
                             STORE_AQK: tl.constexpr, SAVE: tl.constexpr, LOW: tl.constexpr,
                             PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, BT: tl.constexpr,
                             LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
     """Steps 1-4 of the module docstring for chunk `program_id(0)`, head `program_id(1)`.
-    Buffers `[rows, H, BT]` (Aqk, Akk, M), `[rows, H, K or V]` (w, u, qd, kd); G `[rows, H, K]`
+    Buffers `[rows, H, BT]` (Aqk, Akk, M), `[rows, H, K or V]` (w, u, qd, kd, and with
+    beta and SAVE kg = γ ⊙ K for the backward); G `[rows, H, K]`
     float32 in-chunk cumulative log-decay. PRECISION: the inverse's products;
     SCORE_PRECISION: the score products (float32 operands: the decayed q, k);
     LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS)"""
@@ -215,4 +217,6 @@ def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, chunk_i
             rows = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
             b_x = tl.load(k + rows, mask=m, other=0.0).to(tl.float32) * tl.exp(tl.load(G + rows, mask=m, other=0.0))
             tl.store(w + rows, _decayed_rows(b_hi, b_lo, b_x, k, LOW).to(w.dtype.element_ty), mask=m)
+            if SAVE:  # γ ⊙ K for the reverse pass (chunk_bwd.py), as it rounds it there
+                tl.store(kg + rows, b_x.to(kg.dtype.element_ty), mask=m)
         _store_values(v, u, b_hi, b_lo, start, valid, i_h, H, V, LOW, BT, BD)

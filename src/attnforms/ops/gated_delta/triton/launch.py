@@ -151,8 +151,8 @@ class ChunkIntermediates(NamedTuple):
     Aqk, Akk, M: `[rows, H, BT]` scores, unscaled key scores A' and the inverse of
     I + Diag(β) A' (Akk and M None without beta). states: `[chunks, H, K, V]` the state entering each chunk.
     v_new: `[rows, H, V]` pseudo-values Ũ (the values themselves without beta).
-    qd, kd: `[rows, H, K]` with a per-channel decay, the preparation's scale·Q ⊙ γ and
-    K ⊙ exp(G_C − G) (chunk_prepare_channel.py), else None.
+    qd, kd, kg: `[rows, H, K]` with a per-channel decay, the preparation's scale·Q ⊙ γ,
+    K ⊙ exp(G_C − G) and (with beta) γ ⊙ K (chunk_prepare_channel.py), else None.
     """
 
     G: torch.Tensor | None
@@ -163,6 +163,7 @@ class ChunkIntermediates(NamedTuple):
     v_new: torch.Tensor
     qd: torch.Tensor | None
     kd: torch.Tensor | None
+    kg: torch.Tensor | None
 
 
 def low_precision_products(x: torch.Tensor) -> bool:
@@ -171,7 +172,7 @@ def low_precision_products(x: torch.Tensor) -> bool:
     return x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cuda"
 
 
-def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, chunk_indices, cu_seqlens, scale, *, GATE,
+def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_seqlens, scale, *, GATE,
              store_aqk, save, low, BT):
     """Launch the per-chunk preparation: whole-chunk `[BT, BT]` tiles, with a per-channel
     decay (chunk_prepare_channel.py) or without one (chunk_prepare_dense.py)."""
@@ -180,7 +181,7 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, chunk_indices, cu_seql
     grid = (len(chunk_indices), H)
     if GATE == 2:
         _channel_prepare_kernel[grid](
-            q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, chunk_indices, cu_seqlens, scale, T,
+            q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_seqlens, scale, T,
             H=H, K=K, V=V, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save, LOW=low,
             PRECISION=DENSE_PREPARE_PRECISION if low else "ieee",
             SCORE_PRECISION=CHANNEL_SCORE_PRECISION if low else "ieee", BT=BT,
@@ -243,11 +244,13 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         w, u = torch.empty(rows, H, K, **wu), torch.empty(rows, H, V, **wu)
     # With a per-channel decay the sequential pass takes q and k decayed by the
     # preparation (chunk_prepare_channel.py, step 4).
-    qd = kd = None
+    qd = kd = kg = None
     if GATE == 2:
         qd, kd = (torch.empty(rows, H, K, **operand) for _ in range(2))
+        if use_beta and save:
+            kg = torch.empty(rows, H, K, **operand)
     if store_aqk or use_beta:
-        _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, chunk_indices, cu_seqlens, scale,
+        _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_seqlens, scale,
                  GATE=GATE, store_aqk=store_aqk, save=save, low=low, BT=BT)
     q_pass, k_pass = (qd, kd) if GATE == 2 else (q, k)
     tiling = STATE_FORWARD[GATE, use_beta]
@@ -278,7 +281,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
             H=H, K=K, V=V, GATE=GATE, LOW=low, BT=BT, BK=triton.next_power_of_2(K), BV=BVO,
             num_warps=OUTPUT_WARPS,
         )
-    saved = ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v, qd, kd) if save else None
+    saved = ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v, qd, kd, kg) if save else None
     return o, final, saved
 
 
@@ -304,7 +307,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     dv = torch.empty_like(v)
     dinitial = torch.empty(N, H, K, V, **f32) if initial_state is not None else None
     _state_bwd_kernel[(triton.cdiv(V, BV), N * H)](
-        q, k, saved.qd, saved.kd, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
+        q, k, saved.qd, saved.kd, saved.kg, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
         None if dfinal is None else dfinal.contiguous(), dinitial, chunk_base, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_DFINAL=dfinal is not None,
         STORE_DINITIAL=dinitial is not None, LOW=low_precision_products(q), BT=BT, BK=BK, BV=BV,
