@@ -3,6 +3,10 @@ twice the bf16 reference's own error, for the output and every gradient, at T up
 32768 and log-gates down to -20 per step.
 
     OUT=<folder> python3 scripts/device_gdr_numerics.py [--draws 10] [--long-T 32768] [--dry]
+                                                       [--set NAME=VALUE ...]
+
+(--set: a constant of `attnforms.ops.gated_delta.triton.launch`, e.g. KEEP_16BIT=False
+to see whether the 16-bit states and dS the backward keeps carry a failing gradient.)
 
 (--dry: tiny shapes on the CPU through the Triton interpreter, to check the script.)
 
@@ -29,6 +33,7 @@ if DRY:
     os.environ["TRITON_INTERPRET"] = "1"
 sys.path.insert(0, os.path.dirname(__file__))
 import device_gdr_profile  # noqa: E402
+from launch_settings import apply_variant  # noqa: E402
 
 from attnforms.testing import gated_delta_inputs  # noqa: E402
 
@@ -64,9 +69,14 @@ def main():
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--long-T", type=int, default=256 if DRY else 32768)
     parser.add_argument("--dry", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
-    results = {"device": "cpu (interpreter)" if DRY else torch.cuda.get_device_name(), "hard": {}, "long": {}}
-    path = os.path.join(os.environ.get("OUT", "."), "gdr_numerics.json")
+    from attnforms.ops.gated_delta.triton import launch
+    settings = apply_variant(launch, {}, ";".join(args.set), own=())
+    results = {"device": "cpu (interpreter)" if DRY else torch.cuda.get_device_name(), "settings": settings,
+               "hard": {}, "long": {}}
+    suffix = "".join("-" + "".join(c for c in item if c.isalnum()) for item in args.set)
+    path = os.path.join(os.environ.get("OUT", "."), f"gdr_numerics{suffix}.json")
 
     def save():
         with open(path, "w") as f:
