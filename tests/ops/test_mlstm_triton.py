@@ -201,3 +201,49 @@ def test_no_kernel_takes_the_sequence_length():
     assert len(kernels) == 13
     for kernel in kernels:
         assert not {"T", "rows", "length", "seq_len"} & set(kernel.arg_names), kernel
+
+
+@pytest.fixture
+def sigmoid_via_gla(monkeypatch):
+    """The sigmoid gate's chunk form on the gated delta rule's scalar-gate kernels."""
+    monkeypatch.setattr(launch, "SIGMOID_VIA_GLA", True)
+
+
+def _sigmoid_state(N, H, K, V):
+    """An entering state with gradients; m is 0 (the API's rule for this gate), and its
+    gradient is the reference's all the same (it scales the state by exp(m))."""
+    return _state(N, H, K, V, "sigmoid", seed=4, requires_grad=True)
+
+
+@pytest.mark.parametrize("T,K,V", SHAPES, ids=lambda x: str(x))
+def test_sigmoid_via_gla_matches_reference(sigmoid_via_gla, T, K, V):
+    inputs = mlstm_inputs(2, T, 2, K, V, dtype=torch.float32, requires_grad=True)
+    state = _sigmoid_state(2, 2, K, V)
+    golden = _run(*_double(inputs, state), "reference", "sigmoid", form="chunk")
+    _assert_forward(_run(inputs, state, "triton", "sigmoid", form="chunk"), golden)
+    _assert_gradients(inputs, state, "sigmoid", form="chunk")
+
+
+def test_sigmoid_via_gla_varlen_and_extreme_gates(sigmoid_via_gla):
+    offsets = torch.tensor([0, 7, 70, 71, 130])
+    inputs = mlstm_inputs(1, 130, 2, 16, 16, dtype=torch.float32)
+    draw = torch.rand(inputs["i"].shape, generator=torch.Generator().manual_seed(1))
+    inputs["i"] = torch.where(draw < 0.3, -1e4, torch.where(draw > 0.8, 30.0, inputs["i"]))
+    inputs["f"] = torch.where(draw < 0.5, -30.0, 30.0)
+    inputs = {n: x.requires_grad_() for n, x in inputs.items()}
+    state = _sigmoid_state(4, 2, 16, 16)
+    golden = _run(*_double(inputs, state), "reference", "sigmoid", form="chunk", cu_seqlens=offsets)
+    _assert_forward(_run(inputs, state, "triton", "sigmoid", form="chunk", cu_seqlens=offsets), golden)
+    _assert_gradients(inputs, state, "sigmoid", form="chunk", cu_seqlens=offsets)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_sigmoid_via_gla_half_precision_within_reference_noise(sigmoid_via_gla, dtype):
+    inputs = mlstm_inputs(2, 65, 2, 32, 32, dtype=torch.float32)
+    golden = _run(*_double(inputs, None), "reference", "sigmoid", form="chunk")
+    low = {n: x.to(dtype) for n, x in inputs.items()}
+    eager = _run(low, None, "reference", "sigmoid", form="chunk")
+    result = _run(low, None, "triton", "sigmoid", form="chunk")
+    assert result.output.dtype == dtype
+    check = noise_relative_check(result.output, golden.output, eager.output, atol=1e-5, rounding=dtype)
+    assert check.passed, check

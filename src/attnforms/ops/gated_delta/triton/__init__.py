@@ -30,9 +30,9 @@ class _ChunkFunction(torch.autograd.Function):
     """Autograd boundary of the chunk kernels: the forward keeps its intermediates."""
 
     @staticmethod
-    def forward(ctx, q, k, v, g, beta, initial, scale, offsets, chunk_size, output_final_state, save):
+    def forward(ctx, q, k, v, g, beta, initial, scale, offsets, chunk_size, output_final_state, save, out_dtype):
         o, final, saved = chunk_forward(q, k, v, g, beta, scale, initial, output_final_state, offsets,
-                                        chunk_size, save=save)
+                                        chunk_size, save=save, out_dtype=out_dtype)
         ctx.save_for_backward(q, k, v, g, beta, initial, *(saved or ()))
         ctx.options = (scale, offsets, chunk_size)
         return o, final
@@ -43,18 +43,20 @@ class _ChunkFunction(torch.autograd.Function):
         scale, offsets, chunk_size = ctx.options
         grads = chunk_backward(q, k, v, g, beta, scale, initial, ChunkIntermediates(*saved),
                                do, dfinal, offsets, chunk_size)
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
 
-def chunk(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_size, offsets=None):
-    """Chunk form on Triton kernels; arguments as in the reference forms."""
+def chunk(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_size, offsets=None,
+          out_dtype=None):
+    """Chunk form on Triton kernels; arguments as in the reference forms. out_dtype: the
+    output's dtype (default v's; float32 for a caller that post-processes it)."""
     _check(q, chunk_size)
     initial = _initial(initial_state)
     # The intermediates are kept only when a backward can run.
     save = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (q, k, v, g, beta, initial))
     o, final = _ChunkFunction.apply(q, k, v, g, beta, initial, scale, offsets, chunk_size,
-                                    output_final_state, save)
+                                    output_final_state, save, out_dtype)
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
 
 

@@ -201,11 +201,11 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_
 
 
 def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, offsets, chunk_size,
-                  save=True):
+                  save=True, out_dtype=None):
     """The chunked forward: a cumsum (with a decay), the per-chunk preparation (with beta,
     or to keep A_qk) and the sequential pass (see chunk_prepare_dense.py, chunk_prepare_channel.py, chunk_fwd.py).
-    Returns the output, the final state (or None) and the `ChunkIntermediates` (None
-    unless `save`: only a backward reads them)."""
+    Returns the output (in `out_dtype`, default v's), the final state (or None) and the
+    `ChunkIntermediates` (None unless `save`: only a backward reads them)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     rows, BT = B * T, chunk_size
@@ -267,7 +267,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     states = torch.empty(num_chunks, H, K, V, **kept) if save or split else None
     v_new = torch.empty(rows, H, V, **kept) if (save or split) and use_beta else None
     final = torch.empty(N, H, K, V, **f32) if output_final_state else None
-    o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
+    o = torch.empty(B, T, H, V, dtype=out_dtype or v.dtype, device=device)
     _state_output_kernel[(triton.cdiv(V, BV), N * H)](
         q_pass, k_pass, u if use_beta else v, w, G, Aqk, o, states, v_new, initial_state, final, chunk_base,
         cu_seqlens, scale, T, H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta,

@@ -1,5 +1,7 @@
 """Triton kernels of the mLSTM: the chunk form (TFLA's two-level tiling), forward and
-backward, and the recurrent form (a fused step for decoding), for both input gates.
+backward, and the recurrent form (a fused step for decoding), for both input gates;
+optionally (`launch.SIGMOID_VIA_GLA`) the sigmoid gate's chunk form on the gated delta
+rule family's scalar-gate kernels (sigmoid_as_gla.py).
 
 The entry points take the reference forms' signature (plus native `offsets` for packed
 sequences) and return `AttentionOutput`. They never import `reference.py`.
@@ -9,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ....core.states import AttentionOutput, MLSTMState
-from . import launch
+from . import launch, sigmoid_as_gla
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
@@ -74,6 +76,12 @@ def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state
           offsets=None):
     """Chunk form on Triton kernels; arguments as in the reference forms. `chunk_size`
     None takes the launcher's `default_chunk` for the gate."""
+    if input_gate == "sigmoid" and launch.SIGMOID_VIA_GLA and v.shape[-1] < MAX_HEAD_DIM:
+        # The same function on the scalar-gate linear-attention kernels (their own chunk;
+        # V + 1 value columns, hence V < 256).
+        _check(q, v)
+        return sigmoid_as_gla.chunk(q, k, v, i, f, scale=scale, initial_state=initial_state,
+                                    output_final_state=output_final_state, offsets=offsets)
     chunk_size = chunk_size or launch.default_chunk(input_gate == "exp")
     _check(q, v, chunk_size)
     out = _ChunkFunction.apply(q, k, v, i, f, *_initial(initial_state), scale, input_gate == "exp",

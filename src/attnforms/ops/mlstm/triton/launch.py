@@ -60,6 +60,10 @@ HALF_PRECISION_P = False
 # GPU check and took the S1 exp-gate forward from 2.57 to 2.32 ms, f+b 7.30 -> 7.06
 # (H100, bench/NOTES-mlstm.md, session 6). The interpreter always takes float32.
 STATE_PRODUCT = "split16"
+# mLSTMsig (the sigmoid input gate) through the gated delta rule family's scalar-gate
+# kernels (sigmoid_as_gla.py) instead of the mLSTM kernels. Off until measured on the
+# GPU: `scripts/device_mlstm_check.py --set SIGMOID_VIA_GLA=True`.
+SIGMOID_VIA_GLA = False
 # Compile the GPU code path (half-precision dot operands) for CPU tensors too: set by
 # scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
 NATIVE_ON_CPU = False
