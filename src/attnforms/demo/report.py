@@ -14,29 +14,56 @@ PLOTS = ("accuracy_vs_steps.png", "decode_cost_vs_context.png")
 from .settings import FIXED_STATE, FIXED_STATE_TARGET, SOFTMAX_TARGET  # noqa: E402
 
 
-def _expectation(preset: str, block: dict) -> str:
-    """What quality-anchors §5.1 expects of `preset` on T0-a, and whether it was met."""
-    value = block["results"][preset]["accuracy"]
-    if preset == "transformer":
-        return f"≥ {SOFTMAX_TARGET}: " + ("met" if value >= SOFTMAX_TARGET else "NOT met")
-    if preset in FIXED_STATE:
-        return f"≥ {FIXED_STATE_TARGET}: " + ("met" if value >= FIXED_STATE_TARGET else "NOT met")
-    if preset == "swa-transformer":
-        reach = block["window_reach"]
-        return f"≈ reach {reach:.3f} ± 0.05: " + ("met" if abs(value - reach) <= 0.05 else "NOT met")
-    chance = block["chance"]["context_values"]
-    return f"≈ chance {chance:.3f}: " + ("met" if value <= chance + 0.05 else "NOT met")
+# The `--full` tasks' expectations (issue text): on T0-b, fixed-state formulations
+# "clearly below" the softmax control; on the character LM, every formulation "well
+# below" the unigram entropy, taken here as at least one bit per character below it.
+CHAR_LM_MARGIN_BITS = 1.0
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _expectation(preset: str, block: dict, task: str) -> str:
+    """What quality-anchors §5.1 (T0-a) or the demo's issue (T0-b, the character LM)
+    expects of `preset` on `task`, and whether it was met; "" where nothing is expected."""
+    results = block["results"]
+    metric = block["metric"]
+    value = results[preset][metric]
+    if task == "T0-a":
+        if preset == "transformer":
+            return f"≥ {SOFTMAX_TARGET}: " + _met(value >= SOFTMAX_TARGET)
+        if preset in FIXED_STATE:
+            return f"≥ {FIXED_STATE_TARGET}: " + _met(value >= FIXED_STATE_TARGET)
+        if preset == "swa-transformer":
+            reach = block["window_reach"]
+            return f"≈ reach {reach:.3f} ± 0.05: " + _met(abs(value - reach) <= 0.05)
+        chance = block["chance"]["context_values"]
+        return f"≈ chance {chance:.3f}: " + _met(value <= chance + 0.05)
+    if task == "T0-b":
+        if preset == "transformer":
+            return f"≥ {SOFTMAX_TARGET}: " + _met(value >= SOFTMAX_TARGET)
+        control = results.get("transformer", {}).get(metric)
+        if preset in FIXED_STATE and control is not None:
+            return f"below the softmax control's {control:.3f}: " + _met(value < control)
+        return ""
+    unigram = (block.get("unigram_bits") or {}).get("validation")
+    if unigram is None:
+        return ""
+    bound = unigram - CHAR_LM_MARGIN_BITS
+    return f"≤ unigram {unigram:.2f} − {CHAR_LM_MARGIN_BITS:g}: " + _met(value <= bound)
 
 
 def main_table(results: dict, task: str = "T0-a") -> str:
-    """The headline table (Markdown): one row per formulation on `task`."""
+    """The headline table (Markdown): one row per formulation on `task`, with what the
+    task expects of each (`_expectation`)."""
     block = results["tasks"][task]
     metric = block["metric"]
     lines = [f"| formulation | width | params | state B/layer/seq @T={block['task']['seq_len']} | "
-             f"peak lr | steps | {metric.replace('_', ' ')} | train tok/s | T0-a expectation |",
+             f"peak lr | steps | {metric.replace('_', ' ')} | train tok/s | {task} expectation |",
              "|---|---|---|---|---|---|---|---|---|"]
     for preset, row in block["results"].items():
-        note = _expectation(preset, block) if task == "T0-a" else ""
+        note = _expectation(preset, block, task)
         lines.append(f"| {row['label']} | {row['d_model']} | {row['parameters']:,} | "
                      f"{row['state_bytes_per_layer']:,.0f} | {row['lr']:g} | {row.get('steps', block['steps'])} | "
                      f"{row[metric]:.3f} | "
