@@ -59,6 +59,16 @@ def check_inputs(name, x):
     return row
 
 
+def hard_inputs(gate: str, T: int = 4096, D: int = 128) -> dict:
+    """The hard case: T tokens, 4 heads, K = V = D, log-gates uniform in [-20, 0] on half
+    the heads and every key repeated over runs of 8 tokens (near-singular in-chunk
+    systems), float32 on `device`."""
+    x = gated_delta_inputs(1, T, 4, D, D, gate=gate, beta=True, dtype=torch.float32, device=device)
+    x["g"][:, :, :2] = -20 * torch.rand_like(x["g"][:, :, :2])
+    x["k"] = x["k"][:, ::8].repeat_interleave(8, dim=1)
+    return x
+
+
 def decode_fast_path_check():
     """The in-place decode API on CUDA (the fast path, no host gate check) against the
     reference's recurrent form, and a positive log-gate turning into NaN."""

@@ -20,11 +20,10 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from device_gdr_profile import check, check_inputs, time_configuration, time_decode  # noqa: E402
+from device_gdr_profile import check, check_inputs, hard_inputs, time_configuration, time_decode  # noqa: E402
 from launch_settings import apply_variant  # noqa: E402
 
 from attnforms.ops.gated_delta.triton import launch  # noqa: E402
-from attnforms.testing import gated_delta_inputs  # noqa: E402
 
 device = "cuda"
 ALL_OPS = {"GDN": ("scalar", True), "simple GLA": ("scalar", False), "KDA": ("channel", True),
@@ -43,12 +42,8 @@ def apply(variant: str) -> dict:
 
 
 def hard_check():
-    """GDN at T 4096 with log-gates uniform in [-20, 0] on half the heads and every key
-    repeated over runs of 8 tokens (near-singular in-chunk systems)."""
-    x = gated_delta_inputs(1, 4096, 4, 128, 128, gate="scalar", beta=True, dtype=torch.float32, device=device)
-    x["g"][..., :2] = -20 * torch.rand_like(x["g"][..., :2])
-    x["k"] = x["k"][:, ::8].repeat_interleave(8, dim=1)
-    return check_inputs("hard", x)
+    """GDN in device_gdr_profile's hard case (T 4096, log-gates down to -20, repeated keys)."""
+    return check_inputs("hard", hard_inputs("scalar"))
 
 
 def timings(shapes):

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .chunk_fwd import _operand
-from .common import _chunk_bounds, _decay_exp
+from .common import _chunk_bounds, _chunk_end_decay, _decay_exp
 from .state_slice import state_slice
 
 
@@ -51,7 +51,7 @@ def _state_bwd_kernel(q, k, qd, kd, kg, G, beta, M, Aqk, do, dstates, dR, dv, df
         b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
         b_dS_op = _operand(b_dS, LOW, q)
         if GATE == 2:
-            b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+            b_G_last = _chunk_end_decay(G, start, valid, i_h, o_k, H, K)
             b_k_end = _operand(tl.load(kd + p_tk, mask=m_tk, other=0.0), LOW, q)
             if USE_BETA:  # γ ⊙ K, for the β dR term
                 b_kg = _operand(tl.load(kg + p_tk, mask=m_tk, other=0.0), LOW, q)
@@ -182,7 +182,7 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
             b_to_end = _decay_exp(b_G1_last - b_G1)[:, None]
         elif GATE == 2:
             b_G = tl.load(G + p_tk, mask=m_tk, other=0.0)
-            b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+            b_G_last = _chunk_end_decay(G, start, valid, i_h, o_k, H, K)
             b_gamma = tl.exp(b_G)
             b_to_end = _decay_exp(b_G_last[None, :] - b_G)
         b_dq_state = tl.zeros([BT, BK], dtype=tl.float32)

@@ -23,7 +23,7 @@ Gate layout switch GATE: 0 none, 1 one per head, 2 one per key channel.
 import triton
 import triton.language as tl
 
-from .common import _chunk_bounds, _decay_exp
+from .common import _chunk_bounds, _chunk_end_decay, _decay_exp
 from .state_slice import state_slice
 
 
@@ -161,7 +161,7 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
             b_u_end = b_u * _decay_exp(b_G_last - b_G)[:, None]
             b_S *= tl.exp(b_G_last)
         elif GATE == 2:
-            b_G_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+            b_G_last = _chunk_end_decay(G, start, valid, i_h, o_k, H, K)
             b_S *= tl.exp(b_G_last)[:, None]
         # [BK, BT] @ [BT, BV] -> [BK, BV]
         b_S += tl.dot(tl.trans(_operand(b_k_in, LOW, q)), _operand(b_u_end, LOW, q))

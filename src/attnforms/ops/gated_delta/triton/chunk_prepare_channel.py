@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from .chunk_prepare_dense import _chunk_inverse, _split, _store_square, _store_values, _weighted_rows
-from .common import _chunk_bounds, _decay_exp
+from .common import _chunk_bounds, _chunk_end_decay, _decay_exp
 
 
 @triton.jit
@@ -124,9 +124,8 @@ def _store_decayed(qd, kd, b_q, b_k, b_G, G, o_k, start, valid, i_h, scale, H: t
     """Step 4 of the module docstring for the key slice o_k `[BK]`, from its loaded
     `[BT, BK]` float32 tiles."""
     o_t = tl.arange(0, BT)
-    m_k = o_k < K
-    b_last = tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
-    m = (o_t < valid)[:, None] & m_k[None, :]
+    b_last = _chunk_end_decay(G, start, valid, i_h, o_k, H, K)
+    m = (o_t < valid)[:, None] & (o_k < K)[None, :]
     p = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
     tl.store(qd + p, (b_q * tl.exp(b_G) * scale).to(qd.dtype.element_ty), mask=m)
     tl.store(kd + p, (b_k * _decay_exp(b_last[None, :] - b_G)).to(kd.dtype.element_ty), mask=m)
@@ -197,7 +196,7 @@ def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chu
     beta and SAVE kg = γ ⊙ K for the backward); G `[rows, H, K]`
     float32 in-chunk cumulative log-decay. PRECISION: the inverse's products;
     SCORE_PRECISION: the score products (float32 operands: the decayed q, k);
-    LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS)"""
+    LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS)."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     # Both score matrices in one pass: they share every decay factor.
