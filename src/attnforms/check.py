@@ -105,8 +105,11 @@ def run_check(device: str = "cpu", on_case: Callable[[CheckCase, list[CheckRow],
         start, first_row = time.perf_counter(), len(rows)
         op = OPS[case.op]
         family = FAMILIES[case.op]
+        # Captured tensors in the options (sink logits) live where the inputs do.
+        options = {name: value.to(device) if isinstance(value, torch.Tensor) else value
+                   for name, value in case.options.items()}
         run = lambda dtype, **kw: op(
-            **case.make_inputs(dtype=dtype, device=device), **case.options,
+            **case.make_inputs(dtype=dtype, device=device), **options,
             output_final_state=True, chunk_size=16, **kw,
         )
         golden = run(torch.float64, form="parallel", impl="reference")
