@@ -257,6 +257,8 @@ def main():
     from attnforms.ops.mlstm.triton import launch as mlstm_launch
     from attnforms.ops.softmax.triton import launch as softmax_launch
     launchers = dict(gated_delta=gated_delta_launch, softmax=softmax_launch, mlstm=mlstm_launch, aaren=aaren_launch)
+    # The CPU tensors here stand for an sm_90 device's: the kernels' TMA paths apply.
+    softmax_launch.tma_device = lambda device: True
     settings = [a for a in sys.argv[2:] if re.fullmatch(r"([a-z_]+\.)?[A-Z_0-9]+=\S+", a)]
     wanted = [a for a in sys.argv[2:] if a not in settings]
     for setting in settings:

@@ -436,3 +436,13 @@ def test_packed_sequences_with_caches(form):
     assert (ours.lse - golden.lse).abs().max() < 2e-5
     assert torch.equal(ours.final_state.positions, golden.final_state.positions)
     assert torch.equal(ours.final_state.k, golden.final_state.k)
+
+
+def test_dkdv_reads_tiles_through_descriptors_where_it_can():
+    """The dk/dv kernel's TMA path (taken by every power-of-two head dim above, including
+    the ragged last tile of a batch row, whose rows past the row's end belong to the
+    next row) and its pointer fallback (head dims 40 / 24)."""
+    from attnforms.ops.softmax.triton import launch
+    assert launch.row_descriptors(torch.zeros(2, 37, 4, 16), 16) is not None
+    assert launch.row_descriptors(torch.zeros(2, 37, 4, 40), 16) is None
+    assert launch.row_descriptors(torch.zeros(2, 37, 4, 32)[..., :16], 16) is None  # strided

@@ -108,12 +108,14 @@ def _full_query_tiles(lo, hi, n0, qoff, Sn, W, BLOCK_M: tl.constexpr, BLOCK_N: t
 
 
 @triton.jit
-def _fwd_tile(acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b, h, Sn, W, scale,
-              DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
+def _fwd_tile(acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b, h, Sn,
+              W, scale, DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
               BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
               KVPOS_ON: tl.constexpr, BOUNDS: tl.constexpr, MASK: tl.constexpr,
-              SCORE: tl.constexpr, PREC: tl.constexpr, __SCAPS__, __MCAPS__):
-    """Fold one key tile into the running (acc, m, l) of a query tile."""
+              SCORE: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, __SCAPS__, __MCAPS__):
+    """Fold one key tile into the running (acc, m, l) of a query tile. TMA: k and v
+    tiles through tensor descriptors over `[rows, G·D]`; keys past this sequence's end
+    are kept out by the visibility mask (edge tiles) or never read (full tiles)."""
     local = tl.arange(0, BLOCK_N)
     cols = n0 + local
     cols_ok = cols < Sn
@@ -122,10 +124,14 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b
     # A 64-bit scalar base and 32-bit offsets inside the tile (fewer registers than
     # 64-bit per-element addresses).
     tok0 = (kv_tok0 + n0).to(tl.int64)
-    kT = tl.load(K + (tok0 * G + g) * DK + (local[None, :] * (G * DK) + dk[:, None]),
-                 mask=cols_ok[None, :] & (dk[:, None] < DK), other=0.0)
-    vt = tl.load(V + (tok0 * G + g) * DV + (local[:, None] * (G * DV) + dv[None, :]),
-                 mask=cols_ok[:, None] & (dv[None, :] < DV), other=0.0)
+    if TMA:
+        kT = tl.trans(KDESC.load([(kv_tok0 + n0).to(tl.int32), (g * DK).to(tl.int32)]))
+        vt = VDESC.load([(kv_tok0 + n0).to(tl.int32), (g * DV).to(tl.int32)])
+    else:
+        kT = tl.load(K + (tok0 * G + g) * DK + (local[None, :] * (G * DK) + dk[:, None]),
+                     mask=cols_ok[None, :] & (dk[:, None] < DK), other=0.0)
+        vt = tl.load(V + (tok0 * G + g) * DV + (local[:, None] * (G * DV) + dv[None, :]),
+                     mask=cols_ok[:, None] & (dv[None, :] < DV), other=0.0)
     if KVPOS_ON:
         kpos = tl.load(KVPOS + tok0 + local, mask=cols_ok, other=-1)[None, :]
     else:
@@ -151,7 +157,7 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b
 
 
 @triton.jit(do_not_specialize=["T", "S", "W", "Q_OFF", "TB", "SB", __DNS__])
-def _fwd_kernel(Q, K, V, O, LSE, SINKS, QOFF, KVPOS, CU,
+def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
                 KVN, KVI, FKVN, FKVI,
                 T, S, H, G, W, Q_OFF, TB, SB, scale, BOFF, __SCAPS__, __MCAPS__,
                 DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
@@ -159,7 +165,7 @@ def _fwd_kernel(Q, K, V, O, LSE, SINKS, QOFF, KVPOS, CU,
                 CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SINK: tl.constexpr,
                 SCORE: tl.constexpr, MASK: tl.constexpr, VARLEN: tl.constexpr,
                 CACHE: tl.constexpr, SPARSE: tl.constexpr, SUB_Q: tl.constexpr,
-                SUB_KV: tl.constexpr, PREC: tl.constexpr):
+                SUB_KV: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr):
     """One program per (query tile, batch row · head): the whole online softmax. The
     last query tiles (the most keys under a causal mask) start first."""
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -217,42 +223,42 @@ def _fwd_kernel(Q, K, V, O, LSE, SINKS, QOFF, KVPOS, CU,
             blk = tl.load(KVI + row.to(tl.int64) * SB + j // SUB_KV)
             n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
             acc, m_i, l_i = _fwd_tile(
-                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, True, SCORE, PREC,
-                __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
         n_full = tl.load(FKVN + row) * SUB_KV
         for j in range(n_full):
             blk = tl.load(FKVI + row.to(tl.int64) * SB + j // SUB_KV)
             n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
             acc, m_i, l_i = _fwd_tile(
-                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, False, SCORE, PREC,
-                __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
     elif CACHE:
         for n0 in range(0, Sn, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
-                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
-                __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
     else:
         # Tiles wholly inside the causal / window bounds and the keys, [full_lo,
         # full_hi), skip the bounds test; the edge tiles before and after apply it.
         full_lo, full_hi = _full_tiles(lo, hi, m0, qoff, Sn, W, BLOCK_M, BLOCK_N, CAUSAL, WINDOW)
         for n0 in range(lo, full_lo, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
-                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
-                __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
         for n0 in range(full_lo, full_hi, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
-                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, False, MASK, SCORE, PREC,
-                __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
         for n0 in range(full_hi, hi, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
-                acc, m_i, l_i, q, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
+                acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
-                __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
     if VARLEN:
         ntok = T
     else:
@@ -305,16 +311,19 @@ def _bwd_tile_scores(a, b, qpos, kpos, rows_ok, cols_ok, bmod, h, W, scale, lse,
 
 
 @triton.jit
-def _dkdv_tile(dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
-               qoff, Tn, b, h, H, W, scale, ntok,
+def _dkdv_tile(dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols,
+               cols_ok, kpos, qoff, Tn, b, h, H, W, scale, ntok,
                DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
                BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
                KVPOS_ON: tl.constexpr, BOUNDS: tl.constexpr, MASK: tl.constexpr,
-               SCORE: tl.constexpr, PREC: tl.constexpr, __SCAPS__, __MCAPS__):
+               SCORE: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, __SCAPS__, __MCAPS__):
     """One query tile's contribution to a key tile's dk, dv `[BLOCK_N, BDK / BDV]`.
     Transposed tiles, keys down the rows (k, v `[BLOCK_N, BD]`, kpos `[BLOCK_N, 1]`):
     every product then has the key tile as its M dimension, so Pᵀ and dSᵀ enter the
-    tensor cores straight from registers, with no transpose of a register tile."""
+    tensor cores straight from registers, with no transpose of a register tile.
+    TMA: q and dO tiles come through tensor descriptors (QDESC, DODESC over `[rows, H·D]`),
+    which hold no per-element addresses or masks in registers; rows past this sequence
+    (the next one's, or zeros past the end) are kept out by the visibility mask."""
     local = tl.arange(0, BLOCK_M)
     rows = m0 + local
     rows_ok = (rows < Tn)[None, :]
@@ -323,10 +332,14 @@ def _dkdv_tile(dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, 
     # 64-bit scalar bases and 32-bit offsets inside the tile: 64-bit per-element
     # addresses held in registers cost the backward its spills.
     tok0 = (q_tok0 + m0).to(tl.int64)
-    qT = tl.load(Q + (tok0 * H + h) * DK + (local[None, :] * (H * DK) + d_k[:, None]),
-                 mask=rows_ok & (d_k[:, None] < DK), other=0.0)
-    do = tl.load(DO + (tok0 * H + h) * DV + (local[:, None] * (H * DV) + d_v[None, :]),
-                 mask=(rows < Tn)[:, None] & (d_v[None, :] < DV), other=0.0)
+    if TMA:
+        qT = tl.trans(QDESC.load([(q_tok0 + m0).to(tl.int32), (h * DK).to(tl.int32)]))
+        do = DODESC.load([(q_tok0 + m0).to(tl.int32), (h * DV).to(tl.int32)])
+    else:
+        qT = tl.load(Q + (tok0 * H + h) * DK + (local[None, :] * (H * DK) + d_k[:, None]),
+                     mask=rows_ok & (d_k[:, None] < DK), other=0.0)
+        do = tl.load(DO + (tok0 * H + h) * DV + (local[:, None] * (H * DV) + d_v[None, :]),
+                     mask=(rows < Tn)[:, None] & (d_v[None, :] < DV), other=0.0)
     lse = tl.load(LSE + h.to(tl.int64) * ntok + tok0 + local, mask=rows < Tn, other=0.0)
     delta = tl.load(DELTA + h.to(tl.int64) * ntok + tok0 + local, mask=rows < Tn, other=0.0)
     qpos = (qoff + rows)[None, :]
@@ -344,7 +357,7 @@ def _dkdv_tile(dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, 
 
 
 @triton.jit(do_not_specialize=["T", "S", "W", "Q_OFF", "TB", "SB", __DNS__])
-def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
+def _dkdv_kernel(Q, K, V, DO, QDESC, DODESC, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
                  QN, QI, FQN, FQI,
                  T, S, H, G, W, Q_OFF, TB, SB, scale, BOFF, __SCAPS__, __MCAPS__,
                  DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
@@ -352,7 +365,7 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
                  CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SCORE: tl.constexpr,
                  MASK: tl.constexpr, VARLEN: tl.constexpr, CACHE: tl.constexpr,
                  SPARSE: tl.constexpr, SUB_Q: tl.constexpr, SUB_KV: tl.constexpr,
-                 PREC: tl.constexpr):
+                 PREC: tl.constexpr, TMA: tl.constexpr):
     """One program per (key tile, batch row · key head): dk and dv summed over the query
     heads of the group; the captured tensors' gradients by atomics."""
     pid_n = tl.program_id(0)
@@ -416,39 +429,39 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
                 blk = tl.load(QI + row.to(tl.int64) * TB + j // SUB_Q)
                 m0 = (blk * SUB_Q + j % SUB_Q) * BLOCK_M
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
-                    True, True, SCORE, PREC, __SCAPS__, __MCAPS__)
+                    True, True, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
             n_full = tl.load(FQN + row) * SUB_Q
             for j in range(n_full):
                 blk = tl.load(FQI + row.to(tl.int64) * TB + j // SUB_Q)
                 m0 = (blk * SUB_Q + j % SUB_Q) * BLOCK_M
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
-                    True, False, SCORE, PREC, __SCAPS__, __MCAPS__)
+                    True, False, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
         elif CACHE:
             for m0 in range(0, Tn, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
-                    True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
+                    True, MASK, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
         else:
             for m0 in range(lo, full_lo, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
-                    True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
+                    True, MASK, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
             for m0 in range(full_lo, full_hi, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
-                    False, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
+                    False, MASK, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
             for m0 in range(full_hi, hi, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
                     qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
-                    True, MASK, SCORE, PREC, __SCAPS__, __MCAPS__)
+                    True, MASK, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
     dk = dk * scale
     tl.store(DK_OUT + (tok[:, None] * G + g) * DK + d_k[None, :], dk.to(DK_OUT.dtype.element_ty),
              mask=cols_ok[:, None] & (d_k[None, :] < DK))
@@ -457,21 +470,27 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
 
 
 @triton.jit
-def _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b, h, Sn, W,
-             scale, DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
+def _dq_tile(dq, q, do, lse, delta, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b, h,
+             Sn, W, scale, DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
              BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
              KVPOS_ON: tl.constexpr, BOUNDS: tl.constexpr, MASK: tl.constexpr,
-             SCORE: tl.constexpr, PREC: tl.constexpr, __SCAPS__, __MCAPS__):
+             SCORE: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, __SCAPS__, __MCAPS__):
+    """One key tile's contribution to a query tile's dq `[BLOCK_M, BDK]` (TMA: as in
+    _fwd_tile)."""
     local = tl.arange(0, BLOCK_N)
     cols = n0 + local
     cols_ok = cols < Sn
     d_k = tl.arange(0, BDK)
     d_v = tl.arange(0, BDV)
     tok0 = (kv_tok0 + n0).to(tl.int64)  # scalar base, 32-bit offsets (as in _fwd_tile)
-    kT = tl.load(K + (tok0 * G + g) * DK + (local[None, :] * (G * DK) + d_k[:, None]),
-                 mask=cols_ok[None, :] & (d_k[:, None] < DK), other=0.0)
-    vT = tl.load(V + (tok0 * G + g) * DV + (local[None, :] * (G * DV) + d_v[:, None]),
-                 mask=cols_ok[None, :] & (d_v[:, None] < DV), other=0.0)
+    if TMA:
+        kT = tl.trans(KDESC.load([(kv_tok0 + n0).to(tl.int32), (g * DK).to(tl.int32)]))
+        vT = tl.trans(VDESC.load([(kv_tok0 + n0).to(tl.int32), (g * DV).to(tl.int32)]))
+    else:
+        kT = tl.load(K + (tok0 * G + g) * DK + (local[None, :] * (G * DK) + d_k[:, None]),
+                     mask=cols_ok[None, :] & (d_k[:, None] < DK), other=0.0)
+        vT = tl.load(V + (tok0 * G + g) * DV + (local[None, :] * (G * DV) + d_v[:, None]),
+                     mask=cols_ok[None, :] & (d_v[:, None] < DV), other=0.0)
     if KVPOS_ON:
         kpos = tl.load(KVPOS + tok0 + local, mask=cols_ok, other=-1)[None, :]
     else:
@@ -488,7 +507,7 @@ def _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_o
 
 
 @triton.jit(do_not_specialize=["T", "S", "W", "Q_OFF", "TB", "SB", __DNS__])
-def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ_OUT, QOFF, KVPOS, CU,
+def _dq_kernel(Q, K, V, DO, KDESC, VDESC, LSE, DELTA, DQ_OUT, QOFF, KVPOS, CU,
                KVN, KVI, FKVN, FKVI,
                T, S, H, G, W, Q_OFF, TB, SB, scale, BOFF, __SCAPS__, __MCAPS__,
                DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
@@ -496,7 +515,7 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ_OUT, QOFF, KVPOS, CU,
                CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SCORE: tl.constexpr,
                MASK: tl.constexpr, VARLEN: tl.constexpr, CACHE: tl.constexpr,
                SPARSE: tl.constexpr, SUB_Q: tl.constexpr, SUB_KV: tl.constexpr,
-               PREC: tl.constexpr):
+               PREC: tl.constexpr, TMA: tl.constexpr):
     """One program per (query tile, batch row · head): dq over the visible key tiles,
     the last query tiles first."""
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -551,35 +570,35 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ_OUT, QOFF, KVPOS, CU,
         for j in range(n_partial):
             blk = tl.load(KVI + row.to(tl.int64) * SB + j // SUB_KV)
             n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
-            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
                           Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, True,
-                          SCORE, PREC, __SCAPS__, __MCAPS__)
+                          SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
         n_full = tl.load(FKVN + row) * SUB_KV
         for j in range(n_full):
             blk = tl.load(FKVI + row.to(tl.int64) * SB + j // SUB_KV)
             n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
-            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
                           Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, False,
-                          SCORE, PREC, __SCAPS__, __MCAPS__)
+                          SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
     elif CACHE:
         for n0 in range(0, Sn, BLOCK_N):
-            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
                           Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK,
-                          SCORE, PREC, __SCAPS__, __MCAPS__)
+                          SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
     else:
         full_lo, full_hi = _full_tiles(lo, hi, m0, qoff, Sn, W, BLOCK_M, BLOCK_N, CAUSAL, WINDOW)
         for n0 in range(lo, full_lo, BLOCK_N):
-            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
                           Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK,
-                          SCORE, PREC, __SCAPS__, __MCAPS__)
+                          SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
         for n0 in range(full_lo, full_hi, BLOCK_N):
-            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
                           Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, False, MASK,
-                          SCORE, PREC, __SCAPS__, __MCAPS__)
+                          SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
         for n0 in range(full_hi, hi, BLOCK_N):
-            dq = _dq_tile(dq, q, do, lse, delta, K, V, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
+            dq = _dq_tile(dq, q, do, lse, delta, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h,
                           Sn, W, scale, DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK,
-                          SCORE, PREC, __SCAPS__, __MCAPS__)
+                          SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
     dq = dq * scale
     tl.store(DQ_OUT + (qtok[:, None] * H + h) * DK + d_k[None, :], dq.to(DQ_OUT.dtype.element_ty),
              mask=rows_ok & (d_k[None, :] < DK))
