@@ -236,15 +236,16 @@ def aaren_cases():
         state = (torch.zeros(B, H), torch.ones(B, H), torch.zeros(B, H, V))
 
         def forward(q=q, k=k, v=v, state=state):
-            return launch.forward(q, k, v, 0.1, state, True, None, out_dtype=torch.float32)
+            return launch.forward(q, k, v, 0.1, state, True, None)
 
         yield name + " fwd", forward
 
-        def backward(q=q, k=k, v=v, state=state, forward=forward):
-            o, final, saved = forward()
-            launch.backward(q, k, v, 0.1, state, (torch.zeros(B * T, H), torch.zeros(B * T, H)), state,
-                            torch.zeros(B, T, H, V), torch.randn(B, T, H, V, dtype=torch.bfloat16),
-                            (None, None, None), None)
+        def backward(q=q, k=k, v=v, state=state, V=V):
+            chunks = T // launch.CHUNK
+            saved = (torch.zeros(B * T, H), torch.zeros(B * T, H), torch.zeros(chunks, H), torch.zeros(chunks, H),
+                     torch.zeros(chunks, H, V))  # s, L and the triples entering each chunk
+            launch.backward(q, k, v, 0.1, state, saved, state, torch.randn(B, T, H, V, dtype=torch.bfloat16),
+                            (torch.ones(B, H), torch.ones(B, H), torch.ones(B, H, V)), None)
         yield name + " bwd", backward
         yield name + " recurrent", lambda q=q, k=k, v=v, state=state: launch.recurrent_forward(
             q, k[:, :1], v[:, :1], 0.1, state, True, None)

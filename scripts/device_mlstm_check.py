@@ -170,7 +170,7 @@ def check_no_recompile(lengths):
     """Run the chunk forward + backward at several lengths; a kernel that took T as a
     compile-time constant would compile once per length."""
     import importlib
-    names = ["mlstm.triton.chunk_fwd", "mlstm.triton.chunk_bwd", "aaren.triton.scan"]
+    names = ["mlstm.triton.chunk_fwd", "mlstm.triton.chunk_bwd", "aaren.triton.scan", "aaren.triton.scan_bwd"]
     kernels = {f"{m}.{n}": getattr(mod, n) for m in names for mod in [importlib.import_module(f"attnforms.ops.{m}")]
                for n in dir(mod) if n.endswith("_kernel")}
     counts = []
@@ -359,7 +359,8 @@ def main():
     parser.add_argument("--dry", action="store_true", help="tiny shapes; checks the script itself")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--sections", default=DEFAULT_SECTIONS,
-                        help="comma-separated subset of check,time,profile,sweep,peers (default: all)")
+                        help="comma-separated subset of check,time,profile,sweep,peers (default: all), or aaren "
+                             "(Aaren's checks and timing alone)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="set a constant of attnforms.ops.mlstm.triton.launch first (a Python "
                              "expression or a bare string), e.g. STATE_PRODUCT=split16; repeatable")
@@ -412,6 +413,11 @@ def main():
     if "time" in sections:
         report["time_mlstm"] = time_ours(seq_shapes, args.dry)
         report["time_decode"] = time_decode(batches, *decode_dims, args.dry)
+        report["time_aaren"] = time_aaren(seq_shapes, args.dry)
+        save()
+    if "aaren" in sections:  # Aaren alone: its checks and timing
+        report["check_aaren"] = check_aaren(check_shapes)
+        report["all_checks_passed"] = all(e.get("passed") for e in report["check_aaren"])
         report["time_aaren"] = time_aaren(seq_shapes, args.dry)
         save()
     if "profile" in sections and DEVICE == "cuda":

@@ -189,8 +189,9 @@ def fwd_bwd(fn, leaves):
     return step
 
 
-def timings(device, dtype, dry):
+def timings(device, dtype, dry, only_shapes=("S1", "S2"), decode=True):
     shapes = {"S1": (8, 4096), "S2": (1, 32768)} if not dry else {"S1": (1, 64), "S2": (1, 96)}
+    shapes = {name: shape for name, shape in shapes.items() if name in only_shapes}
     H, D = (16, 128) if not dry else (2, 32)
     W = 1024 if not dry else 16
     rows = []
@@ -272,6 +273,8 @@ def timings(device, dtype, dry):
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
+    if not decode:
+        return rows
     # Decoding: one new token per row against a full cache.
     Bd, L = (64, 32768) if not dry else (2, 64)
     try:
@@ -330,6 +333,8 @@ def main():
     parser.add_argument("--part", choices=("all", "checks", "timing"), default="all",
                         help="run only the correctness checks or only the timings (each fits "
                              "a 10-minute device call; the JSON is named after the part)")
+    parser.add_argument("--shapes", default="S1,S2", help="timing shapes (S1, S2)")
+    parser.add_argument("--no-decode", action="store_true", help="skip the decoding timing")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry else "cpu")
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -347,7 +352,7 @@ def main():
             report["first_call"] = first_call(device, dtype, args.dry)
         except Exception as exc:
             report["first_call"] = dict(error=f"{type(exc).__name__}: {exc}")
-        report["timings"] = timings(device, dtype, args.dry)
+        report["timings"] = timings(device, dtype, args.dry, args.shapes.split(","), not args.no_decode)
     report["wall_s"] = time.time() - t0
     os.makedirs(args.out, exist_ok=True)
     name = "softmax_check.json" if args.part == "all" else f"softmax_check_{args.part}.json"

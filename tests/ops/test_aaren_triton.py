@@ -11,10 +11,20 @@ import pytest
 import torch
 
 import attnforms as af
+from attnforms.ops.aaren.triton import launch
 from attnforms.testing import aaren_inputs, max_error, noise_relative_check
 
 FLOAT32_NOISE = 2e-5
 SHAPES = [(1, 16, 16), (63, 60, 20), (65, 16, 100), (200, 32, 8)]
+
+
+@pytest.fixture(autouse=True)
+def small_scan_blocks(monkeypatch):
+    """Two chunk triples per step of the scans over chunks: several steps, so the carry
+    between them is tested, at the few chunks these lengths have (and the interpreter's
+    scan, element by element in Python, stays fast). `test_default_scan_block` runs the
+    GPU's block."""
+    monkeypatch.setattr(launch, "SCAN_BC", 2)
 
 
 def _close(actual, expected):
@@ -149,3 +159,75 @@ def test_kernel_limits_are_clear_errors(bad, message):
     inputs = aaren_inputs(1, 8, 2, bad.pop("K", 16), 16, dtype=bad.pop("dtype", torch.float32))
     with pytest.raises((TypeError, ValueError), match=message):
         af.aaren(**inputs, impl="triton", form="chunk")
+
+
+# The scan over chunks: its carries between chunks and between steps of the scans
+# (two chunks a step here), in both directions.
+
+def test_varlen_of_several_chunks_each():
+    # Lengths 1, 63, 65, 200, 130, 64: one-token, partial, several-chunk sequences side by
+    # side, none a multiple of the chunk but one; the initial triple's gradient included.
+    offsets = torch.tensor([0, 1, 64, 129, 329, 459, 523])
+    N = len(offsets) - 1
+    inputs = aaren_inputs(1, 523, 2, 16, 24, dtype=torch.float32, requires_grad=True)
+    inputs["q"] = aaren_inputs(N, 1, 2, 16, 24, dtype=torch.float32, seed=1, requires_grad=True)["q"]
+    state = _state(N, 2, 24, requires_grad=True)
+    golden = _run(*_double(inputs, state), "reference", form="chunk", cu_seqlens=offsets)
+    _assert_forward(_run(inputs, state, "triton", form="chunk", cu_seqlens=offsets), golden)
+    _assert_gradients(inputs, state, form="chunk", cu_seqlens=offsets)
+
+
+def test_default_scan_block_over_more_chunks_than_it_holds(monkeypatch):
+    # The GPU's block of chunk triples per scan step, with 66 chunks: two steps.
+    monkeypatch.setattr(launch, "SCAN_BC", 64)
+    inputs = aaren_inputs(1, 64 * 65 + 3, 1, 16, 16, dtype=torch.float32, requires_grad=True)
+    state = _state(1, 1, 16, requires_grad=True)
+    golden = _run(*_double(inputs, state), "reference", form="chunk")
+    _assert_forward(_run(inputs, state, "triton", form="chunk"), golden)
+    _assert_gradients(inputs, state, form="chunk")
+
+
+def test_empty_initial_state_equals_none_over_chunks():
+    inputs = aaren_inputs(2, 200, 2, 16, 16, dtype=torch.float32, requires_grad=True)
+    empty = af.AarenState(torch.full((2, 2), float("-inf")), torch.zeros(2, 2), torch.zeros(2, 2, 16))
+    without = _gradients(inputs, None, "triton", form="chunk")
+    grads = _gradients(inputs, af.AarenState(*(x.requires_grad_() for x in empty)), "triton", form="chunk")
+    for name in "qkv":
+        assert torch.equal(grads[name], without[name]), name
+    # Nothing of the sequence flows back through an empty state's sums (e^{-inf} = 0).
+    assert torch.equal(grads["w"], torch.zeros_like(empty.w))
+    assert torch.isfinite(grads["u"]).all()
+
+
+def _scores_shaped(inputs, ramp, offset):
+    """k moved so that every score s_t = scale·q·k_t is ramp[t]·(its own value) + offset:
+    scores spread over thousands and far from 0, across chunks."""
+    q, k = inputs["q"].detach(), inputs["k"].detach()
+    scale = q.shape[-1] ** -0.5
+    along_q = (offset / (scale * (q * q).sum(-1)))[:, None, :, None] * q[:, None]
+    return dict(inputs, k=(k * ramp[None, :, None, None] + along_q).requires_grad_())
+
+
+@pytest.mark.parametrize("ramp,offset", [
+    ("up", 0.0), ("down", 0.0), ("flat", -1e4), ("up", 1e4),
+])
+def test_extreme_score_ranges_over_chunks(ramp, offset):
+    # Growing scores make every chunk's max overtake the carried one (the carried triple
+    # underflows to 0); falling scores make the later chunks underflow against it; an
+    # offset of ±1e4 on every score overflows any unshifted exponential.
+    T = 260
+    ramps = dict(up=torch.linspace(-40, 40, T), down=torch.linspace(40, -40, T), flat=torch.ones(T))
+    inputs = _scores_shaped(aaren_inputs(2, T, 2, 16, 16, dtype=torch.float32, requires_grad=True),
+                            ramps[ramp], offset)
+    state = _state(2, 2, 16, requires_grad=True)
+    state.m.data += offset
+    expected = _gradients(*_double(inputs, state), "reference", form="chunk")
+    actual = _gradients(inputs, state, "triton", form="chunk")
+    golden = _run(*_double(inputs, state), "reference", form="chunk")
+    result = _run(inputs, state, "triton", form="chunk")
+    # Scores of size |s|: float32 resolves them to ~|s|·6e-8, which moves the weights.
+    tolerance = 1e-6 * (abs(offset) + 300)
+    for actual_x, expected_x in [(result.output, golden.output), *zip(result.final_state, golden.final_state),
+                                 *((actual[n], expected[n]) for n in actual)]:
+        assert torch.isfinite(actual_x).all()
+        assert max_error(actual_x, expected_x) < tolerance * (expected_x.abs().max().item() + 1)

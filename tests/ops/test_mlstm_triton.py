@@ -195,10 +195,10 @@ def test_no_kernel_takes_the_sequence_length():
     import importlib
 
     names = ["mlstm.triton.chunk_fwd", "mlstm.triton.chunk_bwd", "mlstm.triton.recurrent_fwd",
-             "aaren.triton.scan", "aaren.triton.recurrent"]
+             "aaren.triton.scan", "aaren.triton.scan_bwd", "aaren.triton.recurrent"]
     modules = [importlib.import_module(f"attnforms.ops.{name}") for name in names]
     kernels = [getattr(m, n) for m in modules for n in dir(m) if n.endswith("_kernel")]
-    assert len(kernels) == 13
+    assert len(kernels) == 15
     for kernel in kernels:
         assert not {"T", "rows", "length", "seq_len"} & set(kernel.arg_names), kernel
 

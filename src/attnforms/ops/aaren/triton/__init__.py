@@ -38,25 +38,24 @@ class _ScanFunction(torch.autograd.Function):
         store_final = output_final_state or training
         if recurrent:
             o, final = launch.recurrent_forward(q, k, v, scale, initial, store_final, offsets)
-            saved, o32 = (None, None), None
+            saved = (None,) * 5
         else:
-            o32, final, saved = launch.forward(q, k, v, scale, initial, store_final, offsets,
-                                               out_dtype=torch.float32 if training else None)
-            o = o32.to(v.dtype)
+            o, final, saved = launch.forward(q, k, v, scale, initial, store_final, offsets)
         if training:
-            ctx.save_for_backward(q, k, v, m0, u0, w0, o32, *saved, *final)
+            ctx.save_for_backward(q, k, v, m0, u0, w0, *saved, *final)
         ctx.options = (scale, offsets, recurrent)
         return (o, *(final if output_final_state else (None,) * 3))
 
     @staticmethod
     def backward(ctx, do, dm, du, dw):
-        q, k, v, m0, u0, w0, o32, s, L, *final = ctx.saved_tensors
+        q, k, v, m0, u0, w0, *saved = ctx.saved_tensors
+        saved, final = saved[:5], saved[5:]
         scale, offsets, recurrent = ctx.options
         initial = None if m0 is None else (m0, u0, w0)
         if recurrent:
-            o32, final, (s, L) = launch.forward(q, k, v, scale, initial, True, offsets, out_dtype=torch.float32)
-        do = torch.zeros_like(o32) if do is None else do
-        grads = launch.backward(q, k, v, scale, initial, (s, L), final, o32, do, (dm, du, dw), offsets)
+            _, final, saved = launch.forward(q, k, v, scale, initial, True, offsets)
+        do = torch.zeros_like(v) if do is None else do
+        grads = launch.backward(q, k, v, scale, initial, saved, final, do, (dm, du, dw), offsets)
         return (*grads, None, None, None, None)
 
 

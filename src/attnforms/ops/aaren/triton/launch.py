@@ -10,28 +10,42 @@ import functools
 import torch
 import triton
 
-from ....kernels.sequences import sequence_offsets
+from ....kernels.sequences import chunk_tables, cu_seqlens_tensor, sequence_offsets
 from .recurrent import _recurrent_kernel
-from .scan import _scan_bwd_kernel, _scan_fwd_kernel, _score_bwd_kernel, _score_kernel
+from .scan import _fwd_output_kernel, _fwd_prefix_kernel, _fwd_summary_kernel
+from .scan_bwd import _bwd_output_kernel, _bwd_suffix_kernel, _bwd_summary_kernel
 
-# Tokens per step of the sequential scans (the `[BT, BT]` in-chunk matrix) and per
-# program of the score kernels.
+# Tokens per chunk: the `[BT, BT]` in-chunk matrix of the per-chunk kernels (phases 1
+# and 3, grid (chunks, H), every value tile in one program so the matrix is made once).
 CHUNK = 64
-# Value tile of the scans: more tiles, more programs walking each sequence in parallel.
-SCAN_BV = 64
-SCAN_WARPS = 8
+CHUNK_BK = 128
+CHUNK_BV = 64
+CHUNK_WARPS = 4
+# The scans over chunk triples (phase 2, grid (value tiles, N·H)): BC chunks per step of
+# the associative scan, value tile SCAN_BV (more tiles, more programs on few sequences).
+SCAN_BC = 64
+SCAN_BV = 32
+SCAN_WARPS = 4
+# Value tile of the recurrent step (decoding): one program per tile and sequence·head.
+RECURRENT_BV = 64
 
 
 @functools.lru_cache(maxsize=64)
 def _tables(offsets: tuple[int, ...], device: torch.device):
     """cu_seqlens `[N + 1]` int64, chunk_indices `[chunks, 2]` int32 (sequence, chunk in
-    sequence) and each row's sequence `[rows]` int64."""
-    counts = [triton.cdiv(end - start, CHUNK) for start, end in zip(offsets, offsets[1:])]
-    indices = torch.tensor([[n, t] for n, c in enumerate(counts) for t in range(c)],
-                           dtype=torch.int32, device=device).reshape(-1, 2)
+    sequence), chunk_base `[N]` int64 (each sequence's first chunk) and each row's
+    sequence `[rows]` int64."""
+    chunk_indices, chunk_base = chunk_tables(offsets, CHUNK, device)
     lengths = [end - start for start, end in zip(offsets, offsets[1:])]
     row_seq = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)).to(device)
-    return torch.tensor(offsets, dtype=torch.int64, device=device), indices, row_seq
+    return cu_seqlens_tensor(offsets, device), chunk_indices, chunk_base, row_seq
+
+
+def dot_precision(x: torch.Tensor) -> str:
+    """The products' `input_precision`: Triton multiplies float32 operands (here the
+    float32 weights and values) in TF32 on NVIDIA GPUs unless told; float32 inputs get
+    IEEE products, 16-bit inputs keep TF32 (their values are 16-bit already)."""
+    return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
 def _dims(q, k, v, offsets):
@@ -40,90 +54,107 @@ def _dims(q, k, v, offsets):
     return B, T, H, K, v.shape[-1], offsets, len(offsets) - 1
 
 
-def scores(q, k, scale, offsets):
-    """s `[rows, H]` float32."""
-    B, T, H, K, _, offsets, _ = _dims(q, k, k, offsets)
-    cu_seqlens, chunk_indices, _ = _tables(offsets, k.device)
-    s = torch.empty(B * T, H, dtype=torch.float32, device=k.device)
-    _score_kernel[(len(chunk_indices), H)](q.contiguous(), k.contiguous(), s, chunk_indices, cu_seqlens, scale,
-                                           H=H, K=K, BT=CHUNK, BK=max(16, triton.next_power_of_2(K)))
-    return s
+def _tiles(K, V):
+    """(BK, BV of the per-chunk kernels, BV of the scans)."""
+    return (min(CHUNK_BK, max(16, triton.next_power_of_2(K))), min(CHUNK_BV, max(16, triton.next_power_of_2(V))),
+            min(SCAN_BV, max(16, triton.next_power_of_2(V))))
 
 
-def forward(q, k, v, scale, initial, store_final, offsets, out_dtype=None):
-    """Returns the output `[B, T, H, V]`, the final (m, u, w) or None, and (s, L) for the
-    backward (scores and prefix log-sum-exps, `[rows, H]` float32)."""
+def forward(q, k, v, scale, initial, store_final, offsets):
+    """Returns the output `[B, T, H, V]` (v's dtype), the final (m, u, w) or None, and what
+    the backward needs: the scores s and prefix log-sum-exps L `[rows, H]` and the triple
+    entering every chunk (m, u `[chunks, H]`, w `[chunks, H, V]`), all float32."""
     B, T, H, K, V, offsets, N = _dims(q, k, v, offsets)
     device = k.device
-    cu_seqlens, _, _ = _tables(offsets, device)
-    s = scores(q, k, scale, offsets)
+    cu_seqlens, chunk_indices, chunk_base, _ = _tables(offsets, device)
+    C = len(chunk_indices)
+    BK, BV, BV_scan = _tiles(K, V)
     f32 = dict(dtype=torch.float32, device=device)
-    L = torch.empty(B * T, H, **f32)
-    o = torch.empty(B, T, H, V, dtype=out_dtype or v.dtype, device=device)
+    s, L = torch.empty(B * T, H, **f32), torch.empty(B * T, H, **f32)
+    own = (torch.empty(C, H, **f32), torch.empty(C, H, **f32), torch.empty(C, H, V, **f32))
+    entering = (torch.empty(C, H, **f32), torch.empty(C, H, **f32), torch.empty(C, H, V, **f32))
     final = (torch.empty(N, H, **f32), torch.empty(N, H, **f32), torch.empty(N, H, V, **f32)) if store_final else (None,) * 3
-    BV = min(SCAN_BV, max(16, triton.next_power_of_2(V)))
-    _scan_fwd_kernel[(triton.cdiv(V, BV), N * H)](
-        s, v.contiguous(), o, L, *(initial or (None,) * 3), *final, cu_seqlens, H=H, V=V,
-        USE_INITIAL=initial is not None, STORE_FINAL=store_final, BT=CHUNK, BV=BV,
+    o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
+    k, v = k.contiguous(), v.contiguous()
+    _fwd_summary_kernel[(C, H)](q.contiguous(), k, v, s, *own, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V,
+                                BT=CHUNK, BK=BK, BV=BV, num_warps=CHUNK_WARPS)
+    _fwd_prefix_kernel[(triton.cdiv(V, BV_scan), N * H)](
+        *own, *entering, *(initial or (None,) * 3), *final, cu_seqlens, chunk_base, H=H, V=V,
+        USE_INITIAL=initial is not None, STORE_FINAL=store_final, BT=CHUNK, BC=SCAN_BC, BV=BV_scan,
         num_warps=SCAN_WARPS,
     )
-    return o, (final if store_final else None), (s, L)
+    _fwd_output_kernel[(C, H)](s, v, o, L, *entering, chunk_indices, cu_seqlens, H=H, V=V, BT=CHUNK, BV=BV,
+                               DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS)
+    return o, (final if store_final else None), (s, L, *entering)
 
 
-def backward(q, k, v, scale, initial, saved, final, o32, do, dfinal, offsets):
-    """Gradients of q, k, v and the initial (m, u, w) (None without one).
-    dfinal: the final triple's gradients (dm, du, dw), each possibly None."""
-    B, T, H, K, V, offsets, N = _dims(q, k, v, offsets)
-    device = k.device
-    cu_seqlens, chunk_indices, row_seq = _tables(offsets, device)
-    s, L = saved
+def _max_gradient(s, final, dfinal, initial, row_seq):
+    """The final max m_T's own gradient, less the rescaling of u and w it implies, goes to
+    what attains the max. Returns (the share of each score equal to m_T `[N, H]`, the
+    part for dm_0 `[N, H]`: all of it where the initial max attains m_T), or (None, None)
+    where the final triple has no gradient."""
     m_f, u_f, w_f = final
     dm_f, du_f, dw_f = dfinal
-    f32 = dict(dtype=torch.float32, device=device)
-    do = do.contiguous()
-    delta = (do.float() * o32).sum(-1).reshape(B * T, H)
-    # The final triple's gradient, at the reference log-sum-exp L_T = m_T + log u_T.
-    G = torch.zeros(N, H, V, **f32) if dw_f is None else u_f[..., None] * dw_f.float()
-    Gamma = torch.zeros(N, H, **f32) if du_f is None else -u_f * du_f.float()
-    BV = min(SCAN_BV, max(16, triton.next_power_of_2(V)))
-    NV = triton.cdiv(V, BV)
-    dv = torch.empty_like(v)
-    ds_part = torch.empty(B * T, H, NV, **f32)
-    du0 = torch.empty(N, H, **f32) if initial is not None else None
-    dw0 = torch.empty(N, H, V, **f32) if initial is not None else None
-    _scan_bwd_kernel[(NV, N * H)](
-        s, v.contiguous(), do, L, delta, G.contiguous(), Gamma.contiguous(),
-        None if initial is None else initial[0], dv, ds_part, du0, dw0, cu_seqlens, H=H, V=V, NV=NV,
-        USE_INITIAL=initial is not None, BT=CHUNK, BV=BV, num_warps=SCAN_WARPS,
-    )
-    ds = ds_part.sum(-1)
-    # The final max m_T: its own gradient less the rescaling of u and w it implies, to the
-    # score (or the initial max) that attains it.
-    mu = torch.zeros(N, H, **f32)
+    if dm_f is None and du_f is None and dw_f is None:
+        return None, None
+    mu = torch.zeros_like(m_f)
     if dm_f is not None:
         mu += dm_f.float()
     if du_f is not None:
         mu -= u_f * du_f.float()
     if dw_f is not None:
         mu -= (w_f * dw_f.float()).sum(-1)
+    from_initial = torch.zeros_like(m_f, dtype=torch.bool) if initial is None else initial[0] == m_f
     at_max = s == m_f[row_seq]
-    from_initial = torch.zeros(N, H, dtype=torch.bool, device=device)
-    if initial is not None:
-        from_initial = initial[0] == m_f
-    at_max &= ~from_initial[row_seq]
-    count = torch.zeros(N, H, **f32).index_add_(0, row_seq, at_max.float()).clamp(min=1)
-    ds += torch.where(at_max, (mu / count)[row_seq], 0.0)
-    dk = torch.empty_like(k)
-    dq_part = torch.empty(len(chunk_indices), H, K, **f32)
-    _score_bwd_kernel[(len(chunk_indices), H)](
-        q.contiguous(), k.contiguous(), ds, dk, dq_part, chunk_indices, cu_seqlens, scale, H=H, K=K,
-        BT=CHUNK, BK=max(16, triton.next_power_of_2(K)),
+    count = torch.zeros_like(m_f).index_add_(0, row_seq, at_max.float()).clamp(min=1)
+    return torch.where(from_initial, 0.0, mu / count), torch.where(from_initial, mu, 0.0)
+
+
+def backward(q, k, v, scale, initial, saved, final, do, dfinal, offsets):
+    """Gradients of q, k, v and the initial (m, u, w) (None without one). saved: what
+    `forward` returned for the backward; final: the final triple; dfinal: its gradients
+    (dm, du, dw), each possibly None."""
+    B, T, H, K, V, offsets, N = _dims(q, k, v, offsets)
+    device = k.device
+    cu_seqlens, chunk_indices, chunk_base, row_seq = _tables(offsets, device)
+    C = len(chunk_indices)
+    BK, BV, BV_scan = _tiles(K, V)
+    s, L, m_in, u_in, w_in = saved
+    _, u_f, _ = final
+    _, du_f, dw_f = dfinal
+    f32 = dict(dtype=torch.float32, device=device)
+    do, k, v = do.contiguous(), k.contiguous(), v.contiguous()
+    use_initial = initial is not None
+    delta = torch.empty(B * T, H, **f32)
+    a, g, gamma = torch.empty(C, H, **f32), torch.empty(C, H, V, **f32), torch.empty(C, H, **f32)
+    _bwd_summary_kernel[(C, H)](s, L, v, do, delta, m_in, u_in, w_in, initial[0] if use_initial else None, a, g, gamma,
+                                chunk_indices, cu_seqlens, H=H, V=V, USE_INITIAL=use_initial, BT=CHUNK, BV=BV,
+                                DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS)
+    # The final triple's gradient, referred to its log-sum-exp L_T = m_T + log u_T.
+    G = torch.zeros(N, H, V, **f32) if dw_f is None else (u_f[..., None] * dw_f.float()).contiguous()
+    Gamma = torch.zeros(N, H, **f32) if du_f is None else (-u_f * du_f.float()).contiguous()
+    carry_G, carry_Gamma = torch.empty(C, H, V, **f32), torch.empty(C, H, **f32)
+    du0 = torch.empty(N, H, **f32) if use_initial else None
+    dw0 = torch.empty(N, H, V, **f32) if use_initial else None
+    _bwd_suffix_kernel[(triton.cdiv(V, BV_scan), N * H)](
+        a, g, gamma, carry_G, carry_Gamma, G, Gamma, du0, dw0, cu_seqlens, chunk_base, H=H, V=V,
+        USE_INITIAL=use_initial, BT=CHUNK, BC=SCAN_BC, BV=BV_scan, num_warps=SCAN_WARPS,
+    )
+    max_grad, max_grad_initial = _max_gradient(s, final, dfinal, initial, row_seq)
+    dq_part = torch.empty(C, H, K, **f32)
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    _bwd_output_kernel[(C, H)](
+        q.contiguous(), k, s, L, v, do, delta, carry_G, carry_Gamma, final[0], max_grad, dq_part, dk, dv,
+        chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, USE_MAX_GRAD=max_grad is not None, BT=CHUNK, BK=BK,
+        BV=BV, DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS,
     )
     dq = torch.zeros(N, H, K, **f32).index_add_(0, chunk_indices[:, 0].long(), dq_part).to(q.dtype)
     dm0 = None
-    if initial is not None:
+    if use_initial:
         m0, u0, w0 = initial
-        dm0 = (w0 * dw0).sum(-1) + u0 * du0 + torch.where(from_initial, mu, 0.0)
+        dm0 = (w0 * dw0).sum(-1) + u0 * du0
+        if max_grad_initial is not None:
+            dm0 += max_grad_initial
     return dq, dk, dv, dm0, du0, dw0
 
 
@@ -131,11 +162,11 @@ def recurrent_forward(q, k, v, scale, initial, store_final, offsets):
     """Token by token in one launch; returns the output and the final (m, u, w) or None."""
     B, T, H, K, V, offsets, N = _dims(q, k, v, offsets)
     device = k.device
-    cu_seqlens, _, _ = _tables(offsets, device)
+    cu_seqlens, _, _, _ = _tables(offsets, device)
     f32 = dict(dtype=torch.float32, device=device)
     final = (torch.empty(N, H, **f32), torch.empty(N, H, **f32), torch.empty(N, H, V, **f32)) if store_final else (None,) * 3
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
-    BV = min(SCAN_BV, max(16, triton.next_power_of_2(V)))
+    BV = min(RECURRENT_BV, max(16, triton.next_power_of_2(V)))
     _recurrent_kernel[(triton.cdiv(V, BV), N * H)](
         q.contiguous(), k.contiguous(), v.contiguous(), o, *(initial or (None,) * 3), *final, cu_seqlens,
         scale, H=H, K=K, V=V, USE_INITIAL=initial is not None, STORE_FINAL=store_final,

@@ -1,18 +1,20 @@
-"""Triton kernels of Aaren's prefix scan over the softmax triple (m, u, w), forward and
-backward (see ../README.md, "Kernels").
+"""Triton kernels of Aaren's forward: a prefix scan over the softmax triple (m, u, w) in
+three phases, parallel over chunks (see ../README.md, "Kernels"). The backward is in
+scan_bwd.py.
 
-1. `_score_kernel`     per (chunk, head): s_t = scale · q·k_t, float32.
-2. `_scan_fwd_kernel`  per (value tile, sequence·head), walking the chunks in order with
-                       the carried triple in registers: inside a chunk the prefix triples
-                       in closed form (a `[BT, BT]` masked matrix of e^{s_j − M_r}), the
-                       outputs w/u, the prefix log-sum-exp L_t = M_t + log u_t (for the
-                       backward) and the final triple.
-3. `_scan_bwd_kernel`  per (value tile, sequence·head), walking the chunks in reverse with
-                       the later tokens' Σ_t e^{R − L_t} do_t and Σ_t e^{R − L_t} δ_t in
-                       registers (R: the log-sum-exp at the chunk end, so every exponent
-                       is <= 0): dv, the score gradient (partial per value tile) and the
-                       initial triple's gradient.
-4. `_score_bwd_kernel` per (chunk, head): dk = scale·ds·q and the chunk's part of dq.
+1. `_fwd_summary_kernel` per (chunk, head), all chunks at once: the scores
+   s_t = scale · q·k_t (stored for phases 3 and the backward) and the chunk's own triple
+   (m_c, u_c, w_c[V]) relative to its max.
+2. `_fwd_prefix_kernel`  per (value tile, sequence·head): the triple entering every chunk,
+   initial ⊕ chunk_0 ⊕ … ⊕ chunk_{c−1}, by an associative scan over blocks of BC chunk
+   triples (the carry between blocks in registers), and the final triple.
+3. `_fwd_output_kernel`  per (chunk, head), all chunks at once: the in-chunk prefix triples
+   in closed form (a `[BT, BT]` masked matrix of e^{s_j − M_r}) with the entering triple
+   folded in, the outputs w/u and the prefix log-sum-exp L_t = M_t + log u_t.
+
+Layouts: s, L `[rows, H]` float32 (time-major, like k, v `[rows, H, D]`); the per-chunk
+triples m, u `[chunks, H]` and w `[chunks, H, V]` float32, chunks numbered globally
+(`chunk_indices`, `chunk_base`); sequences never share a chunk.
 """
 import triton
 import triton.language as tl
@@ -21,132 +23,126 @@ from ....kernels.sequences import chunk_bounds as _chunk_bounds, sequence_head_p
 
 
 @triton.jit
-def _score_kernel(q, k, s, chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
-                  BT: tl.constexpr, BK: tl.constexpr):
+def _fwd_summary_kernel(q, k, v, s, chunk_m, chunk_u, chunk_w, chunk_indices, cu_seqlens, scale,
+                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                        BK: tl.constexpr, BV: tl.constexpr):
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_n, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
     m_t = o_t < valid
-    m_k = o_k < K
     p_t = (start + o_t) * H + i_h
-    b_q = tl.load(q + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-    b_k = tl.load(k + p_t[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0).to(tl.float32)
-    tl.store(s + p_t, tl.sum(b_k * b_q[None, :], axis=1) * scale, mask=m_t)
-
-
-@triton.jit
-def _scan_fwd_kernel(s, v, o, L, initial_m, initial_u, initial_w, final_m, final_u, final_w,
-                     cu_seqlens, H: tl.constexpr, V: tl.constexpr, USE_INITIAL: tl.constexpr,
-                     STORE_FINAL: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr):
-    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
-    o_t = tl.arange(0, BT)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    causal = o_t[None, :] <= o_t[:, None]
-    b_m = tl.full([], float("-inf"), tl.float32)
-    b_u = tl.full([], 0.0, tl.float32)
-    b_w = tl.zeros([BV], dtype=tl.float32)
-    if USE_INITIAL:
-        b_m = tl.load(initial_m + i_nh)
-        b_u = tl.load(initial_u + i_nh)
-        b_w += tl.load(initial_w + i_nh * V + o_v, mask=m_v, other=0.0)
-    for start in range(bos, eos, BT):
-        m_t = o_t < eos - start
-        p_t = (start + o_t) * H + i_h
-        b_s = tl.load(s + p_t, mask=m_t, other=float("-inf"))
+    b_s = tl.zeros([BT], dtype=tl.float32)
+    for i_k in tl.static_range(0, K, BK):
+        o_k = i_k + tl.arange(0, BK)
+        m_k = o_k < K
+        b_q = tl.load(q + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_k = tl.load(k + p_t[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0).to(tl.float32)
+        b_s += tl.sum(b_k * b_q[None, :], axis=1)
+    b_s *= scale
+    tl.store(s + p_t, b_s, mask=m_t)
+    b_s = tl.where(m_t, b_s, float("-inf"))
+    b_m = tl.max(b_s, axis=0)
+    b_e = tl.exp(b_s - b_m)  # the padding rows give exp(-inf) = 0
+    tl.store(chunk_m + i_c * H + i_h, b_m)
+    tl.store(chunk_u + i_c * H + i_h, tl.sum(b_e, axis=0))
+    for i_v in range(0, V, BV):
+        o_v = i_v + tl.arange(0, BV)
+        m_v = o_v < V
         b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0).to(tl.float32)
-        # Prefix max of every row, with the carried max: M_r = max(m, max_{j<=r} s_j).
-        b_M = tl.maximum(tl.max(tl.where(causal, b_s[None, :], float("-inf")), axis=1), b_m)
-        b_W = tl.exp(tl.where(causal, b_s[None, :] - b_M[:, None], float("-inf")))
-        b_carry = tl.exp(b_m - b_M)
-        b_ur = b_carry * b_u + tl.sum(b_W, axis=1)
-        # [BT, BT] @ [BT, BV] -> [BT, BV]
-        b_wr = b_carry[:, None] * b_w[None, :] + tl.dot(b_W, b_v)
-        tl.store(o + p_t[:, None] * V + o_v[None, :], (b_wr / b_ur[:, None]).to(o.dtype.element_ty),
-                 mask=m_t[:, None] & m_v[None, :])
-        if i_v == 0:
-            tl.store(L + p_t, b_M + tl.log(b_ur), mask=m_t)
-        b_m_new = tl.maximum(b_m, tl.max(b_s, axis=0))
-        b_e = tl.exp(b_s - b_m_new)
-        b_old = tl.exp(b_m - b_m_new)
-        b_u = b_old * b_u + tl.sum(b_e, axis=0)
-        b_w = b_old * b_w + tl.sum(b_e[:, None] * b_v, axis=0)
-        b_m = b_m_new
-    if STORE_FINAL:
-        tl.store(final_w + i_nh * V + o_v, b_w, mask=m_v)
-        if i_v == 0:
-            tl.store(final_m + i_nh, b_m)
-            tl.store(final_u + i_nh, b_u)
+        tl.store(chunk_w + (i_c * H + i_h) * V + o_v, tl.sum(b_e[:, None] * b_v, axis=0), mask=m_v)
 
 
 @triton.jit
-def _scan_bwd_kernel(s, v, do, L, delta, G_init, Gamma_init, initial_m, dv, ds_part, dinitial_u,
-                     dinitial_w, cu_seqlens, H: tl.constexpr, V: tl.constexpr, NV: tl.constexpr,
-                     USE_INITIAL: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr):
+def _combine(m_a, u_a, w_a, m_b, u_b, w_b):
+    """`a ⊕ b` of two triples (elementwise, every exponent <= 0). Where both are empty
+    (m = −inf) it shifts by 0, so the factors are exp(−inf) = 0, not NaN."""
+    m = tl.maximum(m_a, m_b)
+    shift = tl.where(m == float("-inf"), 0.0, m)
+    f_a = tl.exp(m_a - shift)
+    f_b = tl.exp(m_b - shift)
+    return m, u_a * f_a + u_b * f_b, w_a * f_a + w_b * f_b
+
+
+@triton.jit
+def _fwd_prefix_kernel(chunk_m, chunk_u, chunk_w, prefix_m, prefix_u, prefix_w, initial_m, initial_u,
+                       initial_w, final_m, final_u, final_w, cu_seqlens, chunk_base, H: tl.constexpr,
+                       V: tl.constexpr, USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr,
+                       BT: tl.constexpr, BC: tl.constexpr, BV: tl.constexpr):
     i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
-    o_t = tl.arange(0, BT)
+    o_c = tl.arange(0, BC)
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
-    causal = o_t[None, :] <= o_t[:, None]  # [t, j]: j <= t
-    # Carried sums over the later tokens, relative to the log-sum-exp at the current
-    # chunk's end (the final-state gradient enters here, see the launcher).
-    b_G = tl.load(G_init + i_nh * V + o_v, mask=m_v, other=0.0)
-    b_Gamma = tl.load(Gamma_init + i_nh)
+    is_last = (o_c == BC - 1)[:, None]
     n_chunks = tl.cdiv(eos - bos, BT)
-    for i in range(n_chunks):
-        start = bos + (n_chunks - 1 - i) * BT
-        valid = tl.minimum(eos - start, BT)
-        m_t = o_t < valid
-        m_tv = m_t[:, None] & m_v[None, :]
-        p_t = (start + o_t) * H + i_h
-        b_s = tl.load(s + p_t, mask=m_t, other=float("-inf"))
-        b_L = tl.load(L + p_t, mask=m_t, other=float("inf"))
-        b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        b_do = tl.load(do + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        b_delta = tl.load(delta + p_t, mask=m_t, other=0.0)
-        b_R = tl.load(L + (start + valid - 1) * H + i_h)
-        # [t, j]: the attention weight of token j at row t.
-        b_P = tl.exp(tl.where(causal & m_t[:, None], b_s[None, :] - b_L[:, None], float("-inf")))
-        b_to_end = tl.exp(b_s - b_R)
-        # [BT, BT]ᵀ @ [BT, BV] -> [BT, BV]
-        b_dv = tl.dot(tl.trans(b_P), b_do) + b_to_end[:, None] * b_G[None, :]
-        tl.store(dv + p_t[:, None] * V + o_v[None, :], b_dv.to(dv.dtype.element_ty), mask=m_tv)
-        b_ds = tl.sum(b_v * b_dv, axis=1)
-        if i_v == 0:
-            b_ds -= tl.sum(b_P * b_delta[:, None], axis=0) + b_to_end * b_Gamma
-        tl.store(ds_part + p_t * NV + i_v, b_ds, mask=m_t)
-        # Move the reference to the previous chunk's end (the initial max before the first).
-        if i == n_chunks - 1:
-            if USE_INITIAL:
-                b_R_prev = tl.load(initial_m + i_nh)
-            else:
-                b_R_prev = tl.full([], float("-inf"), tl.float32)
-        else:
-            b_R_prev = tl.load(L + (start - 1) * H + i_h)
-        b_back = tl.where(m_t, tl.exp(b_R_prev - b_L), 0.0)
-        b_shift = tl.exp(b_R_prev - b_R)
-        b_G = b_shift * b_G + tl.sum(b_back[:, None] * b_do, axis=0)
-        b_Gamma = b_shift * b_Gamma + tl.sum(b_back * b_delta, axis=0)
+    base = tl.load(chunk_base + i_n).to(tl.int64)
+    # The carried triple: the identity (−inf, 0, 0) or the initial one.
+    c_m = tl.full([], float("-inf"), tl.float32)
+    c_u = tl.full([], 0.0, tl.float32)
+    c_w = tl.zeros([BV], dtype=tl.float32)
     if USE_INITIAL:
-        tl.store(dinitial_w + i_nh * V + o_v, b_G, mask=m_v)
+        c_m = tl.load(initial_m + i_nh)
+        c_u = tl.load(initial_u + i_nh)
+        c_w += tl.load(initial_w + i_nh * V + o_v, mask=m_v, other=0.0)
+    p_first = base * H + i_h
+    tl.store(prefix_w + p_first * V + o_v, c_w, mask=m_v)
+    if i_v == 0:
+        tl.store(prefix_m + p_first, c_m)
+        tl.store(prefix_u + p_first, c_u)
+    for c0 in range(0, n_chunks, BC):
+        m_c = c0 + o_c < n_chunks
+        p_c = (base + c0 + o_c) * H + i_h
+        # Rows past the sequence's last chunk load the identity, so the block's last row
+        # holds the whole block. m, u are broadcast over the value tile: the scan takes
+        # operands of one shape.
+        b_m = tl.load(chunk_m + p_c, mask=m_c, other=float("-inf"))[:, None] + tl.zeros([BC, BV], dtype=tl.float32)
+        b_u = tl.load(chunk_u + p_c, mask=m_c, other=0.0)[:, None] + tl.zeros([BC, BV], dtype=tl.float32)
+        b_w = tl.load(chunk_w + p_c[:, None] * V + o_v[None, :], mask=m_c[:, None] & m_v[None, :], other=0.0)
+        b_m, b_u, b_w = tl.associative_scan((b_m, b_u, b_w), 0, _combine)
+        b_m, b_u, b_w = _combine(c_m, c_u, c_w[None, :], b_m, b_u, b_w)
+        # The inclusive prefix at chunk c enters chunk c + 1.
+        m_next = c0 + o_c + 1 < n_chunks
+        tl.store(prefix_w + (p_c + H)[:, None] * V + o_v[None, :], b_w, mask=m_next[:, None] & m_v[None, :])
         if i_v == 0:
-            tl.store(dinitial_u + i_nh, -b_Gamma)
+            # Every column of m and u holds the same value.
+            tl.store(prefix_m + p_c + H, tl.max(b_m, axis=1), mask=m_next)
+            tl.store(prefix_u + p_c + H, tl.max(b_u, axis=1), mask=m_next)
+        c_m = tl.max(tl.where(is_last, b_m, float("-inf")))
+        c_u = tl.max(tl.where(is_last, b_u, float("-inf")))
+        c_w = tl.max(tl.where(is_last, b_w, float("-inf")), axis=0)
+    if STORE_FINAL:
+        tl.store(final_w + i_nh * V + o_v, c_w, mask=m_v)
+        if i_v == 0:
+            tl.store(final_m + i_nh, c_m)
+            tl.store(final_u + i_nh, c_u)
 
 
 @triton.jit
-def _score_bwd_kernel(q, k, ds, dk, dq_part, chunk_indices, cu_seqlens, scale, H: tl.constexpr,
-                      K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
+def _fwd_output_kernel(s, v, o, L, prefix_m, prefix_u, prefix_w, chunk_indices, cu_seqlens,
+                       H: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                       DOT_PRECISION: tl.constexpr):
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_n, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
     m_t = o_t < valid
-    m_k = o_k < K
     p_t = (start + o_t) * H + i_h
-    m_tk = m_t[:, None] & m_k[None, :]
-    b_ds = tl.load(ds + p_t, mask=m_t, other=0.0) * scale
-    b_q = tl.load(q + (i_n * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-    b_k = tl.load(k + p_t[:, None] * K + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
-    tl.store(dk + p_t[:, None] * K + o_k[None, :], (b_ds[:, None] * b_q[None, :]).to(dk.dtype.element_ty), mask=m_tk)
-    tl.store(dq_part + (i_c * H + i_h) * K + o_k, tl.sum(b_ds[:, None] * b_k, axis=0), mask=m_k)
+    causal = o_t[None, :] <= o_t[:, None]  # [r, j]: j <= r
+    b_m = tl.load(prefix_m + i_c * H + i_h)
+    b_u = tl.load(prefix_u + i_c * H + i_h)
+    b_s = tl.load(s + p_t, mask=m_t, other=float("-inf"))
+    # Prefix max of every row, with the entering max: M_r = max(m, max_{j<=r} s_j); finite,
+    # as every row sees the chunk's first token.
+    b_M = tl.maximum(tl.max(tl.where(causal, b_s[None, :], float("-inf")), axis=1), b_m)
+    # Masked to −inf before the exponential: above the diagonal s_j − M_r may be large.
+    b_W = tl.exp(tl.where(causal, b_s[None, :] - b_M[:, None], float("-inf")))
+    b_carry = tl.exp(b_m - b_M)
+    b_ur = b_carry * b_u + tl.sum(b_W, axis=1)
+    tl.store(L + p_t, b_M + tl.log(b_ur), mask=m_t)
+    for i_v in range(0, V, BV):
+        o_v = i_v + tl.arange(0, BV)
+        m_v = o_v < V
+        m_tv = m_t[:, None] & m_v[None, :]
+        b_w = tl.load(prefix_w + (i_c * H + i_h) * V + o_v, mask=m_v, other=0.0)
+        b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
+        # [BT, BT] @ [BT, BV] -> [BT, BV]
+        b_wr = b_carry[:, None] * b_w[None, :] + tl.dot(b_W, b_v, input_precision=DOT_PRECISION)
+        tl.store(o + p_t[:, None] * V + o_v[None, :], (b_wr / b_ur[:, None]).to(o.dtype.element_ty), mask=m_tv)
