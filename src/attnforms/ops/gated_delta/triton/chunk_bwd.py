@@ -23,15 +23,15 @@ from .state_slice import state_slice
 def _state_bwd_kernel(q, k, qd, kd, kg, G, beta, M, Aqk, do, dstates, dR, dv, dfinal, dinitial, chunk_base,
                       cu_seqlens, scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                       GATE: tl.constexpr, USE_BETA: tl.constexpr, USE_DFINAL: tl.constexpr,
-                      STORE_DINITIAL: tl.constexpr, LOW: tl.constexpr, BT: tl.constexpr,
-                      BK: tl.constexpr, BV: tl.constexpr):
+                      STORE_DINITIAL: tl.constexpr, LOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                      BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     """The reverse pass over one sequence's chunks for value columns i_v·BV..: dS `[BK,
     BV]` float32 in registers. A decay per head scales rows of the `[BT, BV]` tiles, so q
     and k enter the products as loaded; a per-channel one through the forward's decayed
     qd = scale·Q ⊙ γ, kd = K ⊙ exp(G_C − G) and (with beta) kg = γ ⊙ K `[rows, H, K]`
     (chunk_prepare_channel.py).
     LOW: 16-bit operands (q, k, dO as loaded; A_qk, M, dS, dŨ rounded), float32
-    accumulation, as in the forward pass (chunk_fwd.py)."""
+    accumulation, as in the forward pass (chunk_fwd.py); DOT_PRECISION as there."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_dS = state_slice(
         dfinal, cu_seqlens, H, K, V, USE_DFINAL, BK, BV)
     first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
@@ -56,10 +56,12 @@ def _state_bwd_kernel(q, k, qd, kd, kg, G, beta, M, Aqk, do, dstates, dR, dv, df
             if USE_BETA:  # γ ⊙ K, for the β dR term
                 b_kg = _operand(tl.load(kg + p_tk, mask=m_tk, other=0.0), LOW, q)
             # dŨ = A_qkᵀ dO + (K ⊙ Γ_end) dS: [BT, BT]ᵀ @ [BT, BV] + [BT, BK] @ [BK, BV]
-            b_du = tl.dot(tl.trans(_operand(b_A, LOW, q)), _operand(b_do, LOW, q)) + tl.dot(b_k_end, b_dS_op)
+            b_du = (tl.dot(tl.trans(_operand(b_A, LOW, q)), _operand(b_do, LOW, q), input_precision=DOT_PRECISION)
+                    + tl.dot(b_k_end, b_dS_op, input_precision=DOT_PRECISION))
             # dS_entering = (scale Q ⊙ γ)ᵀ dO + γ_C dS (− (K ⊙ γ)ᵀ (β ⊙ dR) with beta)
             b_qd = _operand(tl.load(qd + p_tk, mask=m_tk, other=0.0), LOW, q)
-            b_dS_in = tl.dot(tl.trans(b_qd), _operand(b_do, LOW, q)) + b_dS * tl.exp(b_G_last)[:, None]
+            b_dS_in = (tl.dot(tl.trans(b_qd), _operand(b_do, LOW, q), input_precision=DOT_PRECISION)
+                       + b_dS * tl.exp(b_G_last)[:, None])
         else:
             b_q = _operand(tl.load(q + p_tk, mask=m_tk, other=0.0), LOW, q)
             b_k = _operand(tl.load(k + p_tk, mask=m_tk, other=0.0), LOW, q)
@@ -72,10 +74,11 @@ def _state_bwd_kernel(q, k, qd, kd, kg, G, beta, M, Aqk, do, dstates, dR, dv, df
                 b_G_last = tl.load(G + (start + valid - 1) * H + i_h)
                 b_gamma = tl.exp(b_G)
                 b_to_end = _decay_exp(b_G_last - b_G)
-            b_du = tl.dot(tl.trans(_operand(b_A, LOW, q)), _operand(b_do, LOW, q))
-            b_du += b_to_end[:, None] * tl.dot(b_k, b_dS_op)
+            b_du = tl.dot(tl.trans(_operand(b_A, LOW, q)), _operand(b_do, LOW, q), input_precision=DOT_PRECISION)
+            b_du += b_to_end[:, None] * tl.dot(b_k, b_dS_op, input_precision=DOT_PRECISION)
             # [BT, BK]ᵀ @ [BT, BV] -> [BK, BV]
-            b_dS_in = scale * tl.dot(tl.trans(b_q), _operand(b_gamma[:, None] * b_do, LOW, q))
+            b_dS_in = scale * tl.dot(tl.trans(b_q), _operand(b_gamma[:, None] * b_do, LOW, q),
+                                     input_precision=DOT_PRECISION)
             if GATE == 1:
                 b_dS_in += b_dS * tl.exp(b_G_last)
             else:
@@ -85,14 +88,14 @@ def _state_bwd_kernel(q, k, qd, kd, kg, G, beta, M, Aqk, do, dstates, dR, dv, df
             b_beta = tl.load(beta + (start + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
             b_M = tl.load(M + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
             # dR = Mᵀ dŨ: [BT, BT]ᵀ @ [BT, BV]
-            b_dr = tl.dot(tl.trans(_operand(b_M, LOW, q)), _operand(b_du, LOW, q))
+            b_dr = tl.dot(tl.trans(_operand(b_M, LOW, q)), _operand(b_du, LOW, q), input_precision=DOT_PRECISION)
             tl.store(dR + p_tv, b_dr.to(dR.dtype.element_ty), mask=m_tv)
             tl.store(dv + p_tv, (b_beta[:, None] * b_dr).to(dv.dtype.element_ty), mask=m_tv)
             # [BT, BK]ᵀ @ [BT, BV] -> [BK, BV]
             b_bdr = b_beta[:, None] * b_dr
             if GATE != 2:
                 b_bdr *= b_gamma[:, None]
-            b_dS_in -= tl.dot(tl.trans(b_kg), _operand(b_bdr, LOW, q))
+            b_dS_in -= tl.dot(tl.trans(b_kg), _operand(b_bdr, LOW, q), input_precision=DOT_PRECISION)
         else:
             tl.store(dv + p_tv, b_du.to(dv.dtype.element_ty), mask=m_tv)
         b_dS = b_dS_in
@@ -105,8 +108,8 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
                       dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part,
                       chunk_indices, cu_seqlens, scale, T,
                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
-                      USE_BETA: tl.constexpr, LOW: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                      BV: tl.constexpr):
+                      USE_BETA: tl.constexpr, LOW: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr,
+                      BK: tl.constexpr, BV: tl.constexpr):
     """Gradients of one chunk's q, k, β and g, in two phases: the `[BT, BT]` score
     gradients (sums over the value dimension, in tiles of BV), then the key dimension
     in tiles of BK, each with its own sums over the value tiles; only `[BT, BK]` and
@@ -114,7 +117,8 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
     products need the decay inside the sum over channels: this kernel then stores the
     coefficient matrices and the other parts in float32 and `_channel_bwd_kernel`
     finishes dq, dk and dg. LOW: 16-bit product operands (the inputs as loaded, the
-    float32 intermediates rounded), float32 accumulation and float32 elementwise sums."""
+    float32 intermediates rounded), float32 accumulation and float32 elementwise sums;
+    DOT_PRECISION: the products' `input_precision` (chunk_fwd.py)."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
@@ -135,12 +139,12 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
         b_do = _operand(tl.load(do + p_tv, mask=m_tv, other=0.0), LOW, q)
         b_u = _operand(tl.load(v_new + p_tv, mask=m_tv, other=0.0), LOW, q)
         # [BT, BV] @ [BV, BT] -> [BT, BT]
-        b_dAqk += tl.dot(b_do, tl.trans(b_u))
+        b_dAqk += tl.dot(b_do, tl.trans(b_u), input_precision=DOT_PRECISION)
         if USE_BETA:
             b_dr = tl.load(dR + p_tv, mask=m_tv, other=0.0)
             b_v = tl.load(v + p_tv, mask=m_tv, other=0.0).to(tl.float32)
             # [BT, BV] @ [BV, BT] -> [BT, BT]
-            b_dAkk -= tl.dot(_operand(b_dr, LOW, q), tl.trans(b_u))
+            b_dAkk -= tl.dot(_operand(b_dr, LOW, q), tl.trans(b_u), input_precision=DOT_PRECISION)
             b_dbeta += tl.sum(b_dr.to(tl.float32) * b_v, axis=1)
     b_dAqk = tl.where((o_t[:, None] >= o_t[None, :]) & m_t[:, None], b_dAqk, 0.0) * scale
     if USE_BETA:
@@ -202,13 +206,13 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
             b_dS = tl.load(dstates + p_kv, mask=m_kv, other=0.0).to(tl.float32)
             b_S_op = _operand(b_S, LOW, q)
             # [BT, BV] @ [BV, BK] -> [BT, BK], twice
-            b_dq_state += tl.dot(b_do, tl.trans(b_S_op))
-            b_dk_write += tl.dot(b_u, tl.trans(_operand(b_dS, LOW, q)))
+            b_dq_state += tl.dot(b_do, tl.trans(b_S_op), input_precision=DOT_PRECISION)
+            b_dk_write += tl.dot(b_u, tl.trans(_operand(b_dS, LOW, q)), input_precision=DOT_PRECISION)
             b_dG_last += tl.sum(b_S * b_dS, axis=1)
             if USE_BETA:
                 b_dr = _operand(tl.load(dR + p_tv, mask=m_tv, other=0.0), LOW, q)
                 # [BT, BV] @ [BV, BK] -> [BT, BK]
-                b_drS += tl.dot(b_dr, tl.trans(b_S_op))
+                b_drS += tl.dot(b_dr, tl.trans(b_S_op), input_precision=DOT_PRECISION)
         b_dk_rhs = -b_beta[:, None] * b_drS
         if USE_BETA:
             # dβ's other term: −Σ_v dR ⊙ ((K ⊙ γ) S₀), regrouped by key channel.
@@ -232,15 +236,15 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
         else:
             # [BT, BT] @ [BT, BK] -> [BT, BK], twice
             b_cqk_op = _operand(b_cqk, LOW, q)
-            b_dq_intra = tl.dot(b_cqk_op, _operand(b_k, LOW, q))
-            b_dk_intra = tl.dot(tl.trans(b_cqk_op), _operand(b_q, LOW, q))
+            b_dq_intra = tl.dot(b_cqk_op, _operand(b_k, LOW, q), input_precision=DOT_PRECISION)
+            b_dk_intra = tl.dot(tl.trans(b_cqk_op), _operand(b_q, LOW, q), input_precision=DOT_PRECISION)
             b_dq += b_dq_intra
             b_dk += b_dk_intra
             if USE_BETA:
                 # [BT, BT] @ [BT, BK] -> [BT, BK], twice
                 b_ckk_op = _operand(b_ckk, LOW, q)
-                b_dk_row = tl.dot(b_ckk_op, _operand(b_k, LOW, q))
-                b_dk_col = tl.dot(tl.trans(b_ckk_op), _operand(b_k, LOW, q))
+                b_dk_row = tl.dot(b_ckk_op, _operand(b_k, LOW, q), input_precision=DOT_PRECISION)
+                b_dk_col = tl.dot(tl.trans(b_ckk_op), _operand(b_k, LOW, q), input_precision=DOT_PRECISION)
                 b_dk += b_dk_row + b_dk_col
             tl.store(dq + p_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
             tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)

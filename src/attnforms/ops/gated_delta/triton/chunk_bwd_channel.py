@@ -39,8 +39,10 @@ def _coefficients(P, start, o_r, m_r, o_s, i_h, H: tl.constexpr, BT: tl.constexp
 @triton.jit(do_not_specialize=["T"])
 def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg,
                         chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.constexpr,
-                        USE_BETA: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-                        BK: tl.constexpr):
+                        USE_BETA: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr,
+                        BC: tl.constexpr, BK: tl.constexpr):
+    """DOT_PRECISION: the `input_precision` of the products of float32 blocks ("ieee" for
+    float32 inputs; launch.dot_precision)."""
     i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     NB: tl.constexpr = BT // BC
@@ -69,9 +71,9 @@ def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg
                 b_ks_dec = b_ks * _decay_exp(b_Ge[None, :] - b_Gs)
                 b_r_dec = _decay_exp(b_G - b_Ge[None, :])
                 # [BC, BC] @ [BC, BK] -> [BC, BK]
-                b_dq += b_r_dec * tl.dot(b_Pqk, b_ks_dec)
+                b_dq += b_r_dec * tl.dot(b_Pqk, b_ks_dec, input_precision=DOT_PRECISION)
                 if USE_BETA:
-                    b_dk += b_r_dec * tl.dot(b_Pkk, b_ks_dec)
+                    b_dk += b_r_dec * tl.dot(b_Pkk, b_ks_dec, input_precision=DOT_PRECISION)
             else:
                 # On the diagonal, one key step s at a time: `[BC, BK]` products (a
                 # `[BC, BC, BK]` broadcast is far slower in Triton). P is zero above the
@@ -116,9 +118,9 @@ def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg
                 b_s_dec = _decay_exp(b_Ge[None, :] - b_Gs)
                 b_r_dec = _decay_exp(b_G - b_Ge[None, :])
                 # [BC, BC]ᵀ @ [BC, BK] -> [BC, BK]
-                b_dkq += b_s_dec * tl.dot(tl.trans(b_Pqk), b_q * b_r_dec)
+                b_dkq += b_s_dec * tl.dot(tl.trans(b_Pqk), b_q * b_r_dec, input_precision=DOT_PRECISION)
                 if USE_BETA:
-                    b_dkq += b_s_dec * tl.dot(tl.trans(b_Pkk), b_k * b_r_dec)
+                    b_dkq += b_s_dec * tl.dot(tl.trans(b_Pkk), b_k * b_r_dec, input_precision=DOT_PRECISION)
             else:
                 # On the diagonal, one query step r at a time (see pass 1).
                 for r in range(BC):

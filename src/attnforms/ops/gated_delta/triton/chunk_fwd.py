@@ -17,7 +17,9 @@ carries and stores the state (WRITE_O off), and `_output_kernel` forms O for eve
 in parallel. LOW: 16-bit inputs, products on the tensor cores in the inputs' dtype with the
 float32 state and Ũ rounded to it as operands (float32 accumulation; within the noise
 rule, see bench/NOTES-gated-delta.md); otherwise float32 operands (the interpreter, the
-CPU test path, multiplies bf16 blocks wrongly).
+CPU test path, multiplies bf16 blocks wrongly). DOT_PRECISION: every product's
+`input_precision`, "ieee" for float32 inputs (the GPU's default for float32 operands is
+TF32), "tf32" for 16-bit ones (launch.dot_precision).
 Gate layout switch GATE: 0 none, 1 one per head, 2 one per key channel.
 """
 import triton
@@ -52,7 +54,8 @@ def _gate_tile(G, start, valid, i_h, H: tl.constexpr, GATE: tl.constexpr, BT: tl
 
 @triton.jit
 def _chunk_output(b_q, b_k, b_S_op, b_u_op, b_G, Aqk, start, valid, i_h, scale, H: tl.constexpr,
-                  GATE: tl.constexpr, LOW: tl.constexpr, BT: tl.constexpr, like):
+                  GATE: tl.constexpr, LOW: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr,
+                  like):
     """O = scale·(Q ⊙ γ) S + A_qk Ũ for one chunk: `[BT, BV]` float32 from the loaded q, k
     `[BT, BK]`, the entering state S `[BK, BV]` and Ũ `[BT, BV]` as operands and the
     `_gate_tile` b_G. A_qk is formed from Q Kᵀ ⊙ Γ (no decay or one per head: the decay
@@ -63,12 +66,12 @@ def _chunk_output(b_q, b_k, b_S_op, b_u_op, b_G, Aqk, start, valid, i_h, scale, 
     if GATE == 2:
         b_A = tl.load(Aqk + ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
         # [BT, BK] @ [BK, BV] -> [BT, BV]
-        b_o = tl.dot(_operand(b_q, LOW, like), b_S_op)
+        b_o = tl.dot(_operand(b_q, LOW, like), b_S_op, input_precision=DOT_PRECISION)
     else:
         # [BT, BK] @ [BK, BT] -> [BT, BT]
-        b_A = tl.dot(_operand(b_q, LOW, like), tl.trans(_operand(b_k, LOW, like)))
+        b_A = tl.dot(_operand(b_q, LOW, like), tl.trans(_operand(b_k, LOW, like)), input_precision=DOT_PRECISION)
         # [BT, BK] @ [BK, BV] -> [BT, BV]
-        b_o = tl.dot(_operand(b_q, LOW, like), b_S_op)
+        b_o = tl.dot(_operand(b_q, LOW, like), b_S_op, input_precision=DOT_PRECISION)
         if GATE == 1:
             b_A *= _decay_exp(b_G[:, None] - b_G[None, :])
             b_o *= (tl.exp(b_G) * scale)[:, None]
@@ -76,13 +79,14 @@ def _chunk_output(b_q, b_k, b_S_op, b_u_op, b_G, Aqk, start, valid, i_h, scale, 
             b_o *= scale
         b_A = tl.where(o_t[:, None] >= o_t[None, :], b_A * scale, 0.0)
     # [BT, BT] @ [BT, BV] -> [BT, BV]
-    return b_o + tl.dot(_operand(b_A, LOW, like), b_u_op)
+    return b_o + tl.dot(_operand(b_A, LOW, like), b_u_op, input_precision=DOT_PRECISION)
 
 
 @triton.jit(do_not_specialize=["T"])
 def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, cu_seqlens, scale, T,
                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
-                   LOW: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                   LOW: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                   BV: tl.constexpr):
     """O of chunk `program_id(1)`, head `program_id(2)`, value columns `program_id(0)`·BV..
     from the states and Ũ the sequential pass stored (`[chunks, H, K, V]`, `[rows, H, V]`;
     with a per-channel decay `q` is the preparation's scale·Q ⊙ γ):
@@ -105,7 +109,7 @@ def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, cu_seqlens, sc
     b_u = tl.load(v_new + p_tv, mask=m_t[:, None] & m_v[None, :], other=0.0)
     b_G = _gate_tile(G, start, valid, i_h, H, GATE, BT)
     b_o = _chunk_output(b_q, b_k, _operand(b_S, LOW, q), _operand(b_u, LOW, q), b_G, Aqk, start, valid, i_h,
-                        scale, H, GATE, LOW, BT, q)
+                        scale, H, GATE, LOW, DOT_PRECISION, BT, q)
     tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_t[:, None] & m_v[None, :])
 
 
@@ -114,7 +118,8 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
                          cu_seqlens, scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                          GATE: tl.constexpr, USE_BETA: tl.constexpr, USE_INITIAL: tl.constexpr,
                          STORE_FINAL: tl.constexpr, SAVE: tl.constexpr, WRITE_O: tl.constexpr,
-                         LOW: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                         LOW: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                         BV: tl.constexpr):
     """With beta, `v` and `w` are the chunks' U and W (`[rows, H, V]`, `[rows, H, K]`);
     with a per-channel decay, `q` and `k` are the preparation's decayed scale·Q ⊙ γ and
     K ⊙ exp(G_C − G) (chunk_prepare_channel.py).
@@ -142,14 +147,14 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
         b_u = tl.load(v + p_tv, mask=m_tv, other=0.0).to(tl.float32)
         if USE_BETA:
             b_w = _operand(tl.load(w + p_tk, mask=m_tk, other=0.0), LOW, q)
-            b_u -= tl.dot(b_w, b_S_op)
+            b_u -= tl.dot(b_w, b_S_op, input_precision=DOT_PRECISION)
             if SAVE or not WRITE_O:
                 tl.store(v_new + p_tv, b_u.to(v_new.dtype.element_ty), mask=m_tv)
         b_G = _gate_tile(G, start, valid, i_h, H, GATE, BT)
         if WRITE_O:
             b_q = tl.load(q + p_tk, mask=m_tk, other=0.0)
             b_o = _chunk_output(b_q, b_k, b_S_op, _operand(b_u, LOW, q), b_G, Aqk, start, valid, i_h, scale,
-                                H, GATE, LOW, BT, q)
+                                H, GATE, LOW, DOT_PRECISION, BT, q)
             tl.store(o + p_tv, b_o.to(o.dtype.element_ty), mask=m_tv)
         # S ← Diag(γ_C) S + (K ⊙ exp(G_C − G))ᵀ Ũ; a decay per head scales the rows of Ũ,
         # so the `[BT, BK]` key tile enters the product as loaded; a per-channel one is
@@ -164,6 +169,7 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
             b_G_last = _chunk_end_decay(G, start, valid, i_h, o_k, H, K)
             b_S *= tl.exp(b_G_last)[:, None]
         # [BK, BT] @ [BT, BV] -> [BK, BV]
-        b_S += tl.dot(tl.trans(_operand(b_k_in, LOW, q)), _operand(b_u_end, LOW, q))
+        b_S += tl.dot(tl.trans(_operand(b_k_in, LOW, q)), _operand(b_u_end, LOW, q),
+                      input_precision=DOT_PRECISION)
     if STORE_FINAL:
         tl.store(final + p_state, b_S, mask=m_kv)

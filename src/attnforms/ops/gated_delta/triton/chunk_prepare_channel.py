@@ -172,14 +172,15 @@ def _channel_scores(q, k, G, qd, kd, start, valid, i_h, scale, H: tl.constexpr, 
 
 
 @triton.jit
-def _decayed_rows(hi, lo, x, like, LOW: tl.constexpr):
+def _decayed_rows(hi, lo, x, like, LOW: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """(hi + lo) `[BT, BT]` @ x `[BT, BD]` float32 -> `[BT, BD]` float32. LOW: x (not
     exact in 16 bits) as two halves in the dtype of pointer `like`, three tensor-core
     products (the lo·lo term is below float32 noise); otherwise one in full float32."""
     if LOW:
         x_hi = x.to(like.dtype.element_ty)
         x_lo = (x - x_hi.to(tl.float32)).to(like.dtype.element_ty)
-        out = _weighted_rows(hi, lo, x_hi, LOW) + tl.dot(hi, x_lo)
+        out = (_weighted_rows(hi, lo, x_hi, LOW, DOT_PRECISION)
+               + tl.dot(hi, x_lo, input_precision=DOT_PRECISION))
     else:
         out = tl.dot(hi, x, input_precision="ieee")
     return out
@@ -189,13 +190,15 @@ def _decayed_rows(hi, lo, x, like, LOW: tl.constexpr):
 def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_seqlens, scale, T,
                             H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, USE_BETA: tl.constexpr,
                             STORE_AQK: tl.constexpr, SAVE: tl.constexpr, LOW: tl.constexpr,
-                            PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, BT: tl.constexpr,
+                            DOT_PRECISION: tl.constexpr, PRECISION: tl.constexpr,
+                            SCORE_PRECISION: tl.constexpr, BT: tl.constexpr,
                             LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
     """Steps 1-4 of the module docstring for chunk `program_id(0)`, head `program_id(1)`.
     Buffers `[rows, H, BT]` (Aqk, Akk, M), `[rows, H, K or V]` (w, u, qd, kd, and with
     beta and SAVE kg = γ ⊙ K for the backward); G `[rows, H, K]`
     float32 in-chunk cumulative log-decay. PRECISION: the inverse's products;
     SCORE_PRECISION: the score products (float32 operands: the decayed q, k);
+    DOT_PRECISION: the others (launch.dot_precision);
     LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS)."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
@@ -215,7 +218,8 @@ def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chu
             m = m_t[:, None] & (o_k < K)[None, :]
             rows = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
             b_x = tl.load(k + rows, mask=m, other=0.0).to(tl.float32) * tl.exp(tl.load(G + rows, mask=m, other=0.0))
-            tl.store(w + rows, _decayed_rows(b_hi, b_lo, b_x, k, LOW).to(w.dtype.element_ty), mask=m)
+            tl.store(w + rows, _decayed_rows(b_hi, b_lo, b_x, k, LOW, DOT_PRECISION).to(w.dtype.element_ty),
+                     mask=m)
             if SAVE:  # γ ⊙ K for the reverse pass (chunk_bwd.py), as it rounds it there
                 tl.store(kg + rows, b_x.to(kg.dtype.element_ty), mask=m)
-        _store_values(v, u, b_hi, b_lo, start, valid, i_h, H, V, LOW, BT, BD)
+        _store_values(v, u, b_hi, b_lo, start, valid, i_h, H, V, LOW, DOT_PRECISION, BT, BD)

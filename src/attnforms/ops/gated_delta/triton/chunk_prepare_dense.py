@@ -23,7 +23,7 @@ from .common import _chunk_bounds, _decay_exp
 @triton.jit
 def _scores(q, k, G, start, valid, i_h, scale, H: tl.constexpr, K: tl.constexpr,
             GATE: tl.constexpr, WANT_QK: tl.constexpr, WANT_KK: tl.constexpr, LOW: tl.constexpr,
-            BT: tl.constexpr, BK: tl.constexpr):
+            DOT_PRECISION: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
     """(A_qk scaled, A') of one chunk, `[BT, BT]` float32 each, masked (zeros where not
     wanted). LOW: 16-bit operands as loaded (exact products, float32 accumulation);
     otherwise float32 in full precision."""
@@ -41,12 +41,12 @@ def _scores(q, k, G, start, valid, i_h, scale, H: tl.constexpr, K: tl.constexpr,
         if WANT_QK:
             b_q = tl.load(q + rows, mask=m, other=0.0)
             if LOW:
-                b_qk += tl.dot(b_q, tl.trans(b_k))
+                b_qk += tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION)
             else:
                 b_qk += tl.dot(b_q.to(tl.float32), tl.trans(b_k), input_precision="ieee")
         if WANT_KK:
             if LOW:
-                b_kk += tl.dot(b_k, tl.trans(b_k))
+                b_kk += tl.dot(b_k, tl.trans(b_k), input_precision=DOT_PRECISION)
             else:
                 b_kk += tl.dot(b_k, tl.trans(b_k), input_precision="ieee")
     if GATE == 1:
@@ -101,11 +101,11 @@ def _split(M, like, LOW: tl.constexpr):
 
 
 @triton.jit
-def _weighted_rows(hi, lo, x, LOW: tl.constexpr):
+def _weighted_rows(hi, lo, x, LOW: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """(hi + lo) `[BT, BT]` @ x `[BT, BD]` -> `[BT, BD]` float32. LOW: x 16-bit as
     loaded (exact), two tensor-core products; otherwise one in full float32."""
     if LOW:
-        out = tl.dot(hi, x) + tl.dot(lo, x)
+        out = tl.dot(hi, x, input_precision=DOT_PRECISION) + tl.dot(lo, x, input_precision=DOT_PRECISION)
     else:
         out = tl.dot(hi, x.to(tl.float32), input_precision="ieee")
     return out
@@ -128,7 +128,7 @@ def _chunk_inverse(b_kk, beta, Akk, M, start, valid, i_h, H: tl.constexpr, SAVE:
 
 @triton.jit
 def _store_values(v, u, hi, lo, start, valid, i_h, H: tl.constexpr, V: tl.constexpr, LOW: tl.constexpr,
-                  BT: tl.constexpr, BD: tl.constexpr):
+                  DOT_PRECISION: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
     """U = (hi + lo) V `[BT, V]` of one chunk (hi + lo = M Diag(β), `_split`), stored by
     column tiles of BD; the 16-bit V tiles enter the products as loaded."""
     o_t = tl.arange(0, BT)
@@ -137,26 +137,27 @@ def _store_values(v, u, hi, lo, start, valid, i_h, H: tl.constexpr, V: tl.conste
         m = (o_t < valid)[:, None] & (o_v < V)[None, :]
         rows = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
         b_x = tl.load(v + rows, mask=m, other=0.0)
-        tl.store(u + rows, _weighted_rows(hi, lo, b_x, LOW).to(u.dtype.element_ty), mask=m)
+        tl.store(u + rows, _weighted_rows(hi, lo, b_x, LOW, DOT_PRECISION).to(u.dtype.element_ty), mask=m)
 
 
 @triton.jit(do_not_specialize=["T"])
 def _dense_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
                           H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                           USE_BETA: tl.constexpr, STORE_AQK: tl.constexpr, SAVE: tl.constexpr,
-                          LOW: tl.constexpr, PRECISION: tl.constexpr, BT: tl.constexpr,
-                          LEVELS: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
+                          LOW: tl.constexpr, DOT_PRECISION: tl.constexpr, PRECISION: tl.constexpr,
+                          BT: tl.constexpr, LEVELS: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
     """Steps 1-3 of the module docstring for chunk `program_id(0)`, head `program_id(1)`.
     Buffers `[rows, H, BT]` (Aqk, Akk, M) and `[rows, H, K or V]` (w, u). PRECISION: of
-    the inverse's products (float32 operands); LEVELS = log2(BT)."""
+    the inverse's products (float32 operands); DOT_PRECISION: of the others
+    (launch.dot_precision); LEVELS = log2(BT)."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     if STORE_AQK:
         # A pass of its own: A_qk is stored at once and not kept alive beside A'.
-        b_qk, _ = _scores(q, k, G, start, valid, i_h, scale, H, K, GATE, True, False, LOW, BT, BK)
+        b_qk, _ = _scores(q, k, G, start, valid, i_h, scale, H, K, GATE, True, False, LOW, DOT_PRECISION, BT, BK)
         _store_square(Aqk, b_qk, start, valid, i_h, H, BT)
     if USE_BETA:
-        _, b_kk = _scores(q, k, G, start, valid, i_h, scale, H, K, GATE, False, True, LOW, BT, BK)
+        _, b_kk = _scores(q, k, G, start, valid, i_h, scale, H, K, GATE, False, True, LOW, DOT_PRECISION, BT, BK)
         b_beta, b_M = _chunk_inverse(b_kk, beta, Akk, M, start, valid, i_h, H, SAVE, PRECISION, BT, LEVELS)
         # W = (M Diag(β γ)) K and U = (M Diag(β)) V: the weights scale M's columns, so the
         # 16-bit K and V tiles enter the products as loaded.
@@ -172,5 +173,6 @@ def _dense_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu
             m = m_t[:, None] & (o_k < K)[None, :]
             rows = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
             b_x = tl.load(k + rows, mask=m, other=0.0)
-            tl.store(w + rows, _weighted_rows(b_Mk_hi, b_Mk_lo, b_x, LOW).to(w.dtype.element_ty), mask=m)
-        _store_values(v, u, b_Mv_hi, b_Mv_lo, start, valid, i_h, H, V, LOW, BT, BD)
+            tl.store(w + rows, _weighted_rows(b_Mk_hi, b_Mk_lo, b_x, LOW, DOT_PRECISION).to(w.dtype.element_ty),
+                     mask=m)
+        _store_values(v, u, b_Mv_hi, b_Mv_lo, start, valid, i_h, H, V, LOW, DOT_PRECISION, BT, BD)

@@ -172,6 +172,15 @@ def low_precision_products(x: torch.Tensor) -> bool:
     return x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cuda"
 
 
+def dot_precision(x: torch.Tensor) -> str:
+    """The kernels' `DOT_PRECISION`, the `input_precision` of their `tl.dot`s without a
+    precision setting of their own. Triton multiplies float32 operands in TF32 (10-bit
+    mantissa) on NVIDIA GPUs by default: float32 inputs take "ieee", as torch's matmul
+    computes them; 16-bit inputs keep "tf32" for the products of float32 intermediates
+    (products of 16-bit operands ignore it). The interpreter ignores it."""
+    return "ieee" if x.dtype == torch.float32 else "tf32"
+
+
 def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_seqlens, scale, *, GATE,
              store_aqk, save, low, BT):
     """Launch the per-chunk preparation: whole-chunk `[BT, BT]` tiles, with a per-channel
@@ -183,7 +192,7 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_
         _channel_prepare_kernel[grid](
             q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_seqlens, scale, T,
             H=H, K=K, V=V, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save, LOW=low,
-            PRECISION=DENSE_PREPARE_PRECISION if low else "ieee",
+            DOT_PRECISION=dot_precision(q), PRECISION=DENSE_PREPARE_PRECISION if low else "ieee",
             SCORE_PRECISION=CHANNEL_SCORE_PRECISION if low else "ieee", BT=BT,
             LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1,
             BK=min(CHANNEL_BK, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))),
@@ -194,7 +203,8 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_
     _dense_prepare_kernel[grid](
         q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save, LOW=low,
-        PRECISION=DENSE_PREPARE_PRECISION if low else "ieee", BT=BT, LEVELS=BT.bit_length() - 1,
+        DOT_PRECISION=dot_precision(q), PRECISION=DENSE_PREPARE_PRECISION if low else "ieee", BT=BT,
+        LEVELS=BT.bit_length() - 1,
         BK=min(128, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))),
         num_warps=PREPARE_WARPS,
     )
@@ -218,6 +228,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     GATE = gate_mode(g)
     use_beta = beta is not None
     low = low_precision_products(q)
+    precision = dot_precision(q)
     f32 = dict(dtype=torch.float32, device=device)
 
     G = None
@@ -272,13 +283,15 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         q_pass, k_pass, u if use_beta else v, w, G, Aqk, o, states, v_new, initial_state, final, chunk_base,
         cu_seqlens, scale, T, H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta,
         USE_INITIAL=initial_state is not None, STORE_FINAL=output_final_state, SAVE=save,
-        WRITE_O=not split, LOW=low, BT=BT, BK=BK, BV=BV, num_warps=tiling.warps, num_stages=tiling.stages,
+        WRITE_O=not split, LOW=low, DOT_PRECISION=precision, BT=BT, BK=BK, BV=BV,
+        num_warps=tiling.warps, num_stages=tiling.stages,
     )
     if split:
         BVO = min(OUTPUT_BV, triton.next_power_of_2(V))
         _output_kernel[(triton.cdiv(V, BVO), num_chunks, H)](
             q_pass, k_pass, v_new if use_beta else v, G, Aqk, states, o, chunk_indices, cu_seqlens, scale, T,
-            H=H, K=K, V=V, GATE=GATE, LOW=low, BT=BT, BK=triton.next_power_of_2(K), BV=BVO,
+            H=H, K=K, V=V, GATE=GATE, LOW=low, DOT_PRECISION=precision, BT=BT,
+            BK=triton.next_power_of_2(K), BV=BVO,
             num_warps=OUTPUT_WARPS,
         )
     saved = ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v, qd, kd, kg) if save else None
@@ -300,6 +313,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     use_beta = beta is not None
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
     f32 = dict(dtype=torch.float32, device=device)
+    precision = dot_precision(q)
     BK, BV = _sequential_value_tile(K, V, STATE_BACKWARD.elements, N * H, device)
     kept = dict(dtype=q.dtype, device=device) if low_precision_products(q) and KEEP_16BIT else f32
     dstates = torch.empty(num_chunks, H, K, V, **kept)
@@ -310,7 +324,8 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         q, k, saved.qd, saved.kd, saved.kg, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
         None if dfinal is None else dfinal.contiguous(), dinitial, chunk_base, cu_seqlens, scale, T,
         H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_DFINAL=dfinal is not None,
-        STORE_DINITIAL=dinitial is not None, LOW=low_precision_products(q), BT=BT, BK=BK, BV=BV,
+        STORE_DINITIAL=dinitial is not None, LOW=low_precision_products(q), DOT_PRECISION=precision,
+        BT=BT, BK=BK, BV=BV,
         # `[BT, K]` tiles of 256 columns: one stage keeps them in shared memory.
         num_warps=STATE_BACKWARD.warps, num_stages=STATE_BACKWARD.stages if K <= 128 else 1,
     )
@@ -325,8 +340,8 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     _chunk_bwd_kernel[(num_chunks, H)](
         q, k, v, saved.G, beta, saved.Aqk, saved.Akk, saved.states, saved.v_new, do, dstates, dR,
         dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part, chunk_indices, cu_seqlens, scale, T,
-        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, LOW=low_precision_products(q), BT=BT,
-        BK=min(BWD_BK, triton.next_power_of_2(K)),
+        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, LOW=low_precision_products(q),
+        DOT_PRECISION=precision, BT=BT, BK=min(BWD_BK, triton.next_power_of_2(K)),
         BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
     )
     if channel and CHANNEL_BACKWARD == "tree":
@@ -343,7 +358,8 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         BKC = min(SCORE_BK, triton.next_power_of_2(K))
         _channel_bwd_kernel[(num_chunks, H, triton.cdiv(K, BKC))](
             q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
-            cu_seqlens, T, H=H, K=K, USE_BETA=use_beta, BT=BT, BC=SUBCHUNK, BK=BKC,
+            cu_seqlens, T, H=H, K=K, USE_BETA=use_beta, DOT_PRECISION=precision, BT=BT, BC=SUBCHUNK,
+            BK=BKC,
         )
     return dq, dk, dv, dg, dbeta, dinitial
 

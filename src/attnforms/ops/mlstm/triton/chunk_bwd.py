@@ -30,8 +30,8 @@ def _state_bwd_kernel(q, do, b, m_row, rho, dden, states, states_n, chunk_m, fin
                       dfinal_C, dfinal_n, dstates, dstates_n, dg_part, dinitial_C, dinitial_n,
                       chunk_base, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
                       V: tl.constexpr, NV: tl.constexpr, USE_DFINAL: tl.constexpr,
-                      STORE_DINITIAL: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-                      BK: tl.constexpr, BV: tl.constexpr):
+                      STORE_DINITIAL: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr,
+                      BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
@@ -81,7 +81,8 @@ def _state_bwd_kernel(q, do, b, m_row, rho, dden, states, states_n, chunk_m, fin
             b_rho = tl.load(rho + p_r, mask=m_r, other=0.0)
             b_dden = tl.load(dden + p_r, mask=m_r, other=0.0)
             # [BK, BS] @ [BS, BV] -> [BK, BV]
-            b_dC += tl.dot(tl.trans(b_q * b_w[:, None]), b_do * b_rho[:, None])
+            b_dC += tl.dot(tl.trans(b_q * b_w[:, None]), b_do * b_rho[:, None],
+                           input_precision=DOT_PRECISION)
             b_dn += tl.sum(b_q * (b_w * b_dden)[:, None], axis=0)
     if STORE_DINITIAL:
         tl.store(dinitial_C + i_nh * K * V + p_kv, b_dC, mask=m_kv)
@@ -92,8 +93,8 @@ def _state_bwd_kernel(q, do, b, m_row, rho, dden, states, states_n, chunk_m, fin
 @triton.jit
 def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, dq, xq,
                chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
-               V: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr, BT: tl.constexpr,
-               BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BVS: tl.constexpr):
+               V: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr,
+               BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BVS: tl.constexpr):
     i_cq, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     NQ: tl.constexpr = BT // BS
     i_c, i_q = i_cq // NQ, i_cq % NQ
@@ -124,9 +125,9 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
         causal = (o_s[None, :] <= o_r[:, None]) & m_s[None, :] & m_r[:, None]
         b_E = tl.exp(tl.where(causal, b_br[:, None] + b_gs[None, :] - b_mr[:, None], float("-inf")))
         # [BS, BV] @ [BV, BS] -> [BS, BS]
-        b_dP = tl.dot(b_do, tl.trans(b_v)) * b_rho[:, None] + b_dden[:, None]
+        b_dP = tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION) * b_rho[:, None] + b_dden[:, None]
         # [BS, BS] @ [BS, BK] -> [BS, BK]
-        b_dq += _mixed_dot(b_dP * b_E, b_k, HALF_P)
+        b_dq += _mixed_dot(b_dP * b_E, b_k, HALF_P, DOT_PRECISION)
     b_m_in = tl.load(chunk_m + (i_c * H + i_h) * 2)
     b_w = tl.where(m_r, tl.exp(b_br + b_m_in - b_mr), 0.0)
     for v0 in range(0, BV, BVS):
@@ -135,7 +136,7 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
         b_dos = tl.load(do + p_r[:, None] * V + o_vs[None, :], mask=m_r[:, None] & m_vs[None, :], other=0.0).to(tl.float32)
         b_C = tl.load(states + (i_c * H + i_h) * K * V + o_k[:, None] * V + o_vs[None, :], mask=m_k[:, None] & m_vs[None, :], other=0.0)
         # [BS, BVS] @ [BVS, BK] -> [BS, BK]
-        b_dq += tl.dot(b_dos * (b_w * b_rho)[:, None], tl.trans(b_C))
+        b_dq += tl.dot(b_dos * (b_w * b_rho)[:, None], tl.trans(b_C), input_precision=DOT_PRECISION)
     b_n = tl.load(states_n + (i_c * H + i_h) * K + o_k, mask=m_k, other=0.0)
     b_dq += (b_w * b_dden)[:, None] * b_n[None, :]
     b_dq *= scale
@@ -147,9 +148,9 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
 @triton.jit
 def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_n, dk, dv, xk,
                 chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
-                V: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr, BT: tl.constexpr,
-                BS: tl.constexpr, BSK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr,
-                BVS: tl.constexpr):
+                V: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                BT: tl.constexpr, BS: tl.constexpr, BSK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                BKS: tl.constexpr, BVS: tl.constexpr):
     """Key tiles of BSK tokens (smaller than the query tiles of BS: two `[BSK, K]` and
     `[BSK, V]` float32 accumulators live in registers)."""
     i_cs, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
@@ -184,14 +185,14 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
         b_vs = tl.load(v + p_s[:, None] * V + o_vs[None, :], mask=m_s[:, None] & m_vs[None, :], other=0.0).to(tl.float32)
         b_dC = tl.load(p_dC + o_k[:, None] * V + o_vs[None, :], mask=m_k[:, None] & m_vs[None, :], other=0.0)
         # [BSK, BVS] @ [BVS, BK] -> [BSK, BK]
-        b_dk += tl.dot(b_vs * b_e[:, None], tl.trans(b_dC))
+        b_dk += tl.dot(b_vs * b_e[:, None], tl.trans(b_dC), input_precision=DOT_PRECISION)
     for k0 in range(0, BK, BKS):
         o_ks = k0 + tl.arange(0, BKS)
         m_ks = o_ks < K
         b_ks = tl.load(k + p_s[:, None] * K + o_ks[None, :], mask=m_s[:, None] & m_ks[None, :], other=0.0).to(tl.float32)
         b_dC = tl.load(p_dC + o_ks[:, None] * V + o_v[None, :], mask=m_ks[:, None] & m_v[None, :], other=0.0)
         # [BSK, BKS] @ [BKS, BV] -> [BSK, BV]
-        b_dv += tl.dot(b_ks * b_e[:, None], b_dC)
+        b_dv += tl.dot(b_ks * b_e[:, None], b_dC, input_precision=DOT_PRECISION)
     # The in-chunk part: the query tiles from the diagonal on.
     for i_r in range(i_s * BSK // BS, tl.cdiv(valid, BS)):
         o_r = i_r * BS + tl.arange(0, BS)
@@ -207,13 +208,13 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
         # [BSK(keys), BS(queries)]: the transposed gate matrix.
         b_E = tl.exp(tl.where(causal, b_br[None, :] - b_mr[None, :] + b_gs[:, None], float("-inf")))
         # [BSK, BK] @ [BK, BS] -> [BSK, BS]
-        b_P = tl.dot(b_k, tl.trans(b_q)) * (scale * b_E)
+        b_P = tl.dot(b_k, tl.trans(b_q), input_precision=DOT_PRECISION) * (scale * b_E)
         # [BSK, BV] @ [BV, BS] -> [BSK, BS]
-        b_dP = tl.dot(b_v, tl.trans(b_do)) * b_rho[None, :] + b_dden[None, :]
+        b_dP = tl.dot(b_v, tl.trans(b_do), input_precision=DOT_PRECISION) * b_rho[None, :] + b_dden[None, :]
         # [BSK, BS] @ [BS, BK] -> [BSK, BK]  (q̂ = scale·q)
-        b_dk += _mixed_dot(b_dP * (scale * b_E), b_q, HALF_P)
+        b_dk += _mixed_dot(b_dP * (scale * b_E), b_q, HALF_P, DOT_PRECISION)
         # [BSK, BS] @ [BS, BV] -> [BSK, BV]
-        b_dv += _mixed_dot(b_P * b_rho[None, :], b_do, HALF_P)
+        b_dv += _mixed_dot(b_P * b_rho[None, :], b_do, HALF_P, DOT_PRECISION)
     b_dn = tl.load(dstates_n + (i_c * H + i_h) * K + o_k, mask=m_k, other=0.0)
     b_dk += b_e[:, None] * b_dn[None, :]
     tl.store(dk + p_s[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_sk)

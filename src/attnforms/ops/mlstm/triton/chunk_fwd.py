@@ -70,7 +70,8 @@ def _state_kernel(k, v, b, li, states, states_n, chunk_m, initial_C, initial_n, 
                   final_C, final_n, final_m, chunk_base, cu_seqlens,
                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, STABILISE: tl.constexpr,
                   USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr, SPLIT16: tl.constexpr,
-                  BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                  DOT_PRECISION: tl.constexpr, STATE_PRECISION: tl.constexpr, BT: tl.constexpr,
+                  BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
@@ -116,12 +117,12 @@ def _state_kernel(k, v, b, li, states, states_n, chunk_m, initial_C, initial_n, 
                 # two 16-bit products (about 16 bits of the weights' mantissa).
                 kw_hi = b_kw.to(b_v.dtype)
                 kw_lo = (b_kw - kw_hi.to(tl.float32)).to(b_v.dtype)
-                b_C += tl.dot(tl.trans(kw_hi), b_v) + tl.dot(tl.trans(kw_lo), b_v)
+                b_C += (tl.dot(tl.trans(kw_hi), b_v, input_precision=DOT_PRECISION)
+                        + tl.dot(tl.trans(kw_lo), b_v, input_precision=DOT_PRECISION))
             else:
-                # [BK, BS] @ [BS, BV] -> [BK, BV]. tf32x3 (three tf32 products, about
-                # float32 accuracy): with one tf32 product the float32 state missed the
-                # noise rule on the H200 (final C 40x over its bound, bench/results/dev/*-mlstm-*).
-                b_C += tl.dot(tl.trans(b_kw), b_v.to(tl.float32), input_precision="tf32x3")
+                # [BK, BS] @ [BS, BV] -> [BK, BV] in STATE_PRECISION (launch.py: tf32x3 for
+                # 16-bit inputs, ieee for float32 ones).
+                b_C += tl.dot(tl.trans(b_kw), b_v.to(tl.float32), input_precision=STATE_PRECISION)
             b_n += tl.sum(b_kw, axis=0)
         b_m = m_out
     if STORE_FINAL:
@@ -143,23 +144,24 @@ def _operand(x, NATIVE: tl.constexpr):
 
 
 @triton.jit
-def _mixed_dot(a, b, HALF_P: tl.constexpr):
+def _mixed_dot(a, b, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """`a @ b` for a computed float32 `a` (gate-weighted scores) and an input block `b`:
     HALF_P rounds `a` to b's dtype (FlashAttention's choice, bf16 tensor cores); otherwise
-    `b` is widened and the product runs in tf32 on the GPU, 8x finer than bf16 rounding
-    of `a`, which the noise rule needs (see ../README.md, "Triton kernels")."""
+    `b` is widened and the product runs in DOT_PRECISION (launch.dot_precision): for
+    16-bit inputs tf32 on the GPU, 8x finer than bf16 rounding of `a`, which the noise
+    rule needs (see ../README.md, "Triton kernels"); for float32 inputs ieee."""
     if HALF_P:
-        return tl.dot(a.to(b.dtype), b)
+        return tl.dot(a.to(b.dtype), b, input_precision=DOT_PRECISION)
     else:
-        return tl.dot(a, b.to(tl.float32))
+        return tl.dot(a, b.to(tl.float32), input_precision=DOT_PRECISION)
 
 
 @triton.jit
 def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices,
                    cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                    STABILISE: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr,
-                   EPS: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr,
-                   BV: tl.constexpr):
+                   DOT_PRECISION: tl.constexpr, EPS: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
+                   BK: tl.constexpr, BV: tl.constexpr):
     i_v, i_cq, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     NQ: tl.constexpr = BT // BS
     i_c, i_q = i_cq // NQ, i_cq % NQ
@@ -187,7 +189,7 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
     b_C = tl.load(states + (i_c * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0)
     b_n = tl.load(states_n + (i_c * H + i_h) * K + o_k, mask=m_k, other=0.0)
     # [BS, BK] @ [BK, BV] -> [BS, BV]
-    b_acc = tl.dot(b_qw, b_C)
+    b_acc = tl.dot(b_qw, b_C, input_precision=DOT_PRECISION)
     b_den = tl.sum(b_qw * b_n[None, :], axis=1)
     for j in range(0, i_q + 1):
         o_s = j * BS + tl.arange(0, BS)
@@ -202,7 +204,7 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
         # recognises the tokens where the stabiliser restarts (m_r == li_r).
         b_D = tl.where(causal, (b_br[:, None] - b_bs[None, :]) + b_li[None, :], float("-inf"))
         # [BS, BK] @ [BK, BS] -> [BS, BS]
-        b_s = tl.dot(b_q, tl.trans(b_k)) * scale
+        b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION) * scale
         if STABILISE:
             b_m_new = tl.maximum(b_m, tl.max(b_D, axis=1))
             b_alpha = tl.exp(b_m - b_m_new)
@@ -213,7 +215,7 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
         else:
             b_P = b_s * tl.exp(b_D)
         # [BS, BS] @ [BS, BV] -> [BS, BV]
-        b_acc += _mixed_dot(b_P, b_v, HALF_P)
+        b_acc += _mixed_dot(b_P, b_v, HALF_P, DOT_PRECISION)
         b_den += tl.sum(b_P, axis=1)
     b_o = b_acc * _normaliser(b_den, b_m, EPS)[:, None]
     tl.store(o + p_r[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_r[:, None] & m_v[None, :])

@@ -74,6 +74,23 @@ def _native(device: torch.device) -> bool:
     return device.type == "cuda" or NATIVE_ON_CPU
 
 
+def dot_precision(x: torch.Tensor) -> str:
+    """The kernels' `DOT_PRECISION`, the `input_precision` of their `tl.dot`s. Triton
+    multiplies float32 operands in TF32 (10-bit mantissa) on NVIDIA GPUs by default:
+    float32 inputs take "ieee", as torch's matmul computes them; 16-bit inputs keep
+    "tf32" for the products of float32 intermediates (products of 16-bit operands
+    ignore it). The interpreter ignores it."""
+    return "ieee" if x.dtype == torch.float32 else "tf32"
+
+
+def state_precision(x: torch.Tensor) -> str:
+    """The state pass's float32 product (without split16): "ieee" for float32 inputs;
+    for 16-bit ones "tf32x3" (three tf32 products, about float32 accuracy): with one
+    tf32 product the float32 state missed the noise rule on the H200 (final C 40x over
+    its bound, bench/results/dev/*-mlstm-*)."""
+    return "ieee" if x.dtype == torch.float32 else "tf32x3"
+
+
 class Tiles(NamedTuple):
     BT: int   # level-1 chunk
     BS: int   # level-2 token tile
@@ -123,6 +140,7 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     num_chunks, N = len(chunk_indices), len(offsets) - 1
     q, k, v, i, f = (x.contiguous() for x in (q, k, v, i, f))
     f32 = dict(dtype=torch.float32, device=device)
+    precision = dot_precision(q)
     b, li = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
     _gate_kernel[(num_chunks, H)](i, f, b, li, chunk_indices, cu_seqlens, H=H, STABILISE=stabilise, BT=t.BT)
     states = torch.empty(num_chunks, H, K, V, **f32)
@@ -134,6 +152,7 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
         k, v, b, li, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base, cu_seqlens,
         H=H, K=K, V=V, STABILISE=stabilise, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
         SPLIT16=STATE_PRODUCT == "split16" and _native(device) and v.dtype in (torch.bfloat16, torch.float16),
+        DOT_PRECISION=precision, STATE_PRECISION=state_precision(q),
         BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
         num_stages=STATE_STAGES,
     )
@@ -142,7 +161,8 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     _output_kernel[(triton.cdiv(V, t.out_BV), num_chunks * (t.BT // t.BS), H)](
         q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices, cu_seqlens,
         scale, H=H, K=K, V=V, STABILISE=stabilise, NATIVE=_native(device), HALF_P=HALF_PRECISION_P,
-        EPS=MLSTM_EPS, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.out_BV, num_warps=OUTPUT_WARPS, num_stages=OUTPUT_STAGES,
+        DOT_PRECISION=precision, EPS=MLSTM_EPS, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.out_BV, num_warps=OUTPUT_WARPS,
+        num_stages=OUTPUT_STAGES,
     )
     saved = Saved(b, li, m_row, den_row, states, states_n, chunk_m, final)
     return o, (final if store_final else None), saved
@@ -174,6 +194,7 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     num_chunks, N = len(chunk_indices), len(offsets) - 1
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
     f32 = dict(dtype=torch.float32, device=device)
+    precision = dot_precision(q)
     rho, dden, dm_row = row_coefficients(o32, do, saved.den_row, saved.m_row)
     dC_f, dn_f, dm_f = dfinal
     use_dfinal = dC_f is not None or dn_f is not None
@@ -191,6 +212,7 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
         q, do, saved.b, saved.m_row, rho, dden, saved.states, saved.states_n, saved.chunk_m,
         C_f, n_f, dC_f, dn_f, dstates, dstates_n, dg_part, dC0, dn0, chunk_base, cu_seqlens, scale,
         H=H, K=K, V=V, NV=NV, USE_DFINAL=use_dfinal, STORE_DINITIAL=initial is not None,
+        DOT_PRECISION=precision,
         BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
         num_stages=STATE_STAGES,
     )
@@ -201,15 +223,15 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     _dq_kernel[grid](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.states, saved.states_n,
         saved.chunk_m, dq, xq, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
-        HALF_P=HALF_PRECISION_P, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.BV, BVS=min(SUB, t.BV),
-        num_warps=BWD_WARPS, num_stages=BWD_STAGES,
+        HALF_P=HALF_PRECISION_P, DOT_PRECISION=precision, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.BV,
+        BVS=min(SUB, t.BV), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
     )
     BSK = min(t.BS, DKV_TILE)
     _dkv_kernel[(num_chunks * (t.BT // BSK), H)](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.chunk_m, dstates, dstates_n,
         dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
-        HALF_P=HALF_PRECISION_P, BT=t.BT, BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV, BKS=min(SUB, t.BK),
-        BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
+        HALF_P=HALF_PRECISION_P, DOT_PRECISION=precision, BT=t.BT, BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV,
+        BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
         num_stages=BWD_STAGES,
     )
     dlf, dli = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
