@@ -16,9 +16,31 @@ import attnforms as af
 from attnforms.ops.mlstm.triton import launch
 from attnforms.testing import max_error, mlstm_inputs, noise_relative_check
 
-GATES = ["exp", "sigmoid"]
 FLOAT32_NOISE = 2e-5
 SHAPES = [(1, 16, 16), (63, 60, 20), (65, 16, 100)]
+
+
+# The exp gate's forward (launch.EXP_FORWARD): the current kernels, and the restructured
+# ones fused (outputs from the sequential pass; chunks up to one token tile) and split
+# (state pass, then the tiled output pass). The tests over both gates run the exp gate
+# under each (GATE_FORWARDS); the others under the current kernels.
+EXP_FORWARDS = {"current": ("current", "auto"), "fused": ("restructured", "never"),
+                "split": ("restructured", "always")}
+GATE_FORWARDS = [*(("exp", name) for name in EXP_FORWARDS), ("sigmoid", "current")]
+
+
+@pytest.fixture(autouse=True)
+def exp_forward(request, monkeypatch):
+    name = getattr(request, "param", "current")
+    forward, split = EXP_FORWARDS[name]
+    monkeypatch.setattr(launch, "EXP_FORWARD", forward)
+    monkeypatch.setattr(launch, "EXP_SPLIT", split)
+    return name
+
+
+def gates_and_forwards():
+    """Parametrize a test over (gate, exp forward)."""
+    return pytest.mark.parametrize("gate,exp_forward", GATE_FORWARDS, indirect=["exp_forward"])
 
 
 def _close(actual, expected):
@@ -49,7 +71,7 @@ def _assert_forward(result, golden):
         assert _close(actual, expected), name
 
 
-@pytest.mark.parametrize("gate", GATES)
+@gates_and_forwards()
 @pytest.mark.parametrize("form,chunk_size", [("chunk", 16), ("chunk", 32), ("chunk", 128), ("recurrent", None)])
 @pytest.mark.parametrize("T,K,V", SHAPES, ids=lambda x: str(x))
 def test_forward_matches_reference(gate, form, chunk_size, T, K, V):
@@ -61,7 +83,7 @@ def test_forward_matches_reference(gate, form, chunk_size, T, K, V):
     _assert_forward(result, golden)
 
 
-@pytest.mark.parametrize("gate", GATES)
+@gates_and_forwards()
 def test_forward_without_initial_state_and_default_chunk(gate):
     inputs = mlstm_inputs(1, 200, 2, 32, 32, dtype=torch.float32)
     golden = _run(*_double(inputs, None), "reference", gate, form="chunk")
@@ -89,7 +111,7 @@ def _assert_gradients(inputs, state, gate, **kwargs):
         assert _close(grad, expected[name]), (name, max_error(grad, expected[name]))
 
 
-@pytest.mark.parametrize("gate", GATES)
+@gates_and_forwards()
 @pytest.mark.parametrize("chunk_size", [16, 64])
 @pytest.mark.parametrize("T,K,V", SHAPES, ids=lambda x: str(x))
 def test_backward_matches_reference(gate, chunk_size, T, K, V):
@@ -98,13 +120,14 @@ def test_backward_matches_reference(gate, chunk_size, T, K, V):
                       chunk_size=chunk_size)
 
 
-@pytest.mark.parametrize("gate", GATES)
+@gates_and_forwards()
 def test_recurrent_form_backward_matches_reference(gate):
     inputs = mlstm_inputs(2, 37, 2, 16, 20, dtype=torch.float32, requires_grad=True)
     _assert_gradients(inputs, _state(2, 2, 16, 20, gate, requires_grad=True), gate, form="recurrent")
 
 
-def test_backward_through_the_stabiliser_without_initial_state():
+@pytest.mark.parametrize("exp_forward", list(EXP_FORWARDS), indirect=True)
+def test_backward_through_the_stabiliser_without_initial_state(exp_forward):
     # Large input gates make m large, so the floor's ε·e^m term (the only way the output
     # depends on m) carries a visible gradient through the max to i and f.
     inputs = mlstm_inputs(1, 70, 2, 16, 16, dtype=torch.float32)
@@ -122,7 +145,7 @@ def test_backward_through_the_stabiliser_without_initial_state():
         assert _close(actual, wanted)
 
 
-@pytest.mark.parametrize("gate", GATES)
+@gates_and_forwards()
 @pytest.mark.parametrize("form", ["chunk", "recurrent"])
 def test_varlen_matches_reference(gate, form):
     offsets = torch.tensor([0, 7, 40, 41, 90])
@@ -134,7 +157,7 @@ def test_varlen_matches_reference(gate, form):
         _assert_gradients(inputs, state, gate, form="chunk", chunk_size=32, cu_seqlens=offsets)
 
 
-@pytest.mark.parametrize("gate", GATES)
+@gates_and_forwards()
 def test_state_hand_off_from_chunk_kernel_to_recurrent_kernel(gate):
     inputs = mlstm_inputs(1, 50, 2, 16, 16, dtype=torch.float32)
     whole = _run(*_double(inputs, None), "reference", gate, form="chunk")
@@ -145,7 +168,7 @@ def test_state_hand_off_from_chunk_kernel_to_recurrent_kernel(gate):
         assert _close(actual, expected)
 
 
-@pytest.mark.parametrize("gate", GATES)
+@gates_and_forwards()
 def test_extreme_gates_stay_finite_and_right(gate):
     inputs = mlstm_inputs(1, 64, 2, 16, 16, dtype=torch.float32)
     draw = torch.rand(inputs["i"].shape, generator=torch.Generator().manual_seed(1))
@@ -158,7 +181,7 @@ def test_extreme_gates_stay_finite_and_right(gate):
         _assert_forward(result, golden)
 
 
-@pytest.mark.parametrize("gate", GATES)
+@gates_and_forwards()
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_half_precision_within_reference_noise(gate, dtype):
     inputs = mlstm_inputs(2, 65, 2, 32, 32, dtype=torch.float32)
@@ -170,6 +193,38 @@ def test_half_precision_within_reference_noise(gate, dtype):
         assert result.output.dtype == dtype
         check = noise_relative_check(result.output, golden.output, eager.output, atol=1e-5, rounding=dtype)
         assert check.passed, (form, check)
+
+
+@pytest.mark.parametrize("split", ["never", "always"])
+@pytest.mark.parametrize("chunk_size", [16, 64, 128])
+def test_restructured_exp_forward_keeps_what_the_backward_reads(monkeypatch, split, chunk_size):
+    # Many chunks, packed sequences of odd lengths (one of a single token), an initial
+    # state, extreme gates: the restructured forward's output, final state and every
+    # saved intermediate match the current kernels' (the row stabilisers bit for bit:
+    # the backward finds the stabiliser's restarts by m_r == li_r), with and without
+    # `save`.
+    offsets = (0, 5, 70, 71, 200)
+    inputs = mlstm_inputs(1, 200, 2, 16, 20, dtype=torch.float32)
+    draw = torch.rand(inputs["i"].shape, generator=torch.Generator().manual_seed(2))
+    inputs["i"] = torch.where(draw < 0.1, -1e4, torch.where(draw > 0.9, 30.0, inputs["i"]))
+    inputs["f"] = torch.where(draw < 0.2, -30.0, torch.where(draw > 0.8, 30.0, inputs["f"]))
+    state = tuple(_state(4, 2, 16, 20, "exp"))
+    args = (*inputs.values(), 16 ** -0.5, True, state, True, offsets, chunk_size)
+    o, final, saved = launch.chunk_forward(*args, out_dtype=torch.float32)
+    monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "EXP_SPLIT", split)
+    o_new, final_new, saved_new = launch.chunk_forward(*args, out_dtype=torch.float32)
+    o_lean, final_lean, _ = launch.chunk_forward(*args, out_dtype=torch.float32, save=False)
+    for actual in (o_new, o_lean):
+        assert torch.isfinite(actual).all() and _close(actual, o)
+    for new, lean, old in zip(final_new, final_lean, final):
+        assert _close(new, old) and _close(lean, old)
+    assert torch.equal(saved_new.m_row, saved.m_row)
+    assert torch.equal(saved_new.chunk_m, saved.chunk_m)
+    for name in ("b", "li"):
+        assert torch.equal(getattr(saved_new, name), getattr(saved, name)), name
+    for name in ("den_row", "states", "states_n"):
+        assert _close(getattr(saved_new, name), getattr(saved, name)), name
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -194,11 +249,12 @@ def test_no_kernel_takes_the_sequence_length():
     # no kernel argument is a length (the GPU check counts compiled variants too).
     import importlib
 
-    names = ["mlstm.triton.chunk_fwd", "mlstm.triton.chunk_bwd", "mlstm.triton.recurrent_fwd",
+    names = ["mlstm.triton.chunk_fwd", "mlstm.triton.chunk_fwd_fused", "mlstm.triton.chunk_bwd",
+             "mlstm.triton.recurrent_fwd",
              "aaren.triton.scan", "aaren.triton.scan_bwd", "aaren.triton.recurrent"]
     modules = [importlib.import_module(f"attnforms.ops.{name}") for name in names]
     kernels = [getattr(m, n) for m in modules for n in dir(m) if n.endswith("_kernel")]
-    assert len(kernels) == 15
+    assert len(kernels) == 17
     for kernel in kernels:
         assert not {"T", "rows", "length", "seq_len"} & set(kernel.arg_names), kernel
 

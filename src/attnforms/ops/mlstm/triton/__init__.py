@@ -47,7 +47,7 @@ class _ChunkFunction(torch.autograd.Function):
         initial = None if C0 is None else (C0, n0, m0)
         o, final, saved = launch.chunk_forward(
             q, k, v, i, f, scale, stabilise, initial, output_final_state or training, offsets,
-            chunk_size, out_dtype=torch.float32 if training else None)
+            chunk_size, out_dtype=torch.float32 if training else None, save=training)
         o32 = o
         o = o.to(v.dtype)
         if training:

@@ -5,6 +5,7 @@ Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packe
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -16,6 +17,7 @@ from ....kernels.sequences import chunk_tables as _chunk_tables, cu_seqlens_tens
 from ....kernels.sequences import sequence_offsets
 from .chunk_bwd import _dkv_kernel, _dq_kernel, _gate_bwd_kernel, _state_bwd_kernel
 from .chunk_fwd import _gate_kernel, _output_kernel, _state_kernel
+from .chunk_fwd_fused import _output_kernel as _tiled_output_kernel, _state_output_kernel
 from .recurrent_fwd import _recurrent_kernel
 from .stabiliser_grad import add_stabiliser_grad
 
@@ -64,6 +66,26 @@ STATE_PRODUCT = "split16"
 # kernels (sigmoid_as_gla.py) instead of the mLSTM kernels. Off until measured on the
 # GPU: `scripts/device_mlstm_check.py --set SIGMOID_VIA_GLA=True`.
 SIGMOID_VIA_GLA = False
+# The exp gate's forward: "current" (chunk_fwd.py: a state pass, then an output kernel
+# per value tile and query tile) or "restructured" (chunk_fwd_fused.py: one pass per
+# sequence·head and value tile forming the outputs from the state in registers, as the
+# simple-GLA forward does; split into a state pass and a tiled output pass for few
+# sequences·heads or chunks longer than a tile). Untimed: the next GPU session decides.
+EXP_FORWARD = "current"
+# The restructured forward's split (`_exp_split`): "always" (a state pass, then the
+# tiled output pass), "auto" (split when there are fewer than one sequence·head per
+# SPLIT_PER_MULTIPROCESSOR multiprocessors, the gated delta rule's rule: S2, 16
+# sequences·heads, split; S1 and S3 fused) or "never" (fused wherever the chunk is one
+# token tile). "always" for now: the fused pass spills at K = V = 128 on sm_90 (about
+# 2 KB at chunk 64 with SAVE: the `[K, BV]` float32 state, its store copy and the
+# `[BT, BT]` tiles, which 8 warps replicate across both warpgroups at BT = 64).
+EXP_SPLIT = "always"
+SPLIT_PER_MULTIPROCESSOR = 6
+# Its fused pass: `[K, BV]` float32 state slice, warps, stages; its output pass (split):
+# value tile (V <= 128 in one, so each score tile is built once), key columns per step
+# of the entering state's read, warps, stages.
+FUSED_ELEMENTS, FUSED_WARPS, FUSED_STAGES = 128 * 64, 8, 2
+SPLIT_OUTPUT_BV, SPLIT_OUTPUT_BK, SPLIT_OUTPUT_WARPS, SPLIT_OUTPUT_STAGES = 128, 64, 8, 2
 # Compile the GPU code path (half-precision dot operands) for CPU tensors too: set by
 # scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
 NATIVE_ON_CPU = False
@@ -127,9 +149,15 @@ class Saved(NamedTuple):
 
 
 def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets, chunk_size,
-                  out_dtype=None):
+                  out_dtype=None, save=True):
     """Returns the output `[B, T, H, V]` (in `out_dtype`, default v's), the final state
-    (C, n, m) or None, and `Saved`."""
+    (C, n, m) or None, and `Saved` (with `save` False the restructured exp forward may
+    leave its per-chunk and per-row fields None: only a backward reads them)."""
+    if stabilise and EXP_FORWARD == "restructured":
+        return _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, chunk_size,
+                                     out_dtype, save)
+    if EXP_FORWARD not in ("current", "restructured"):
+        raise ValueError(f"EXP_FORWARD: 'current' or 'restructured', got {EXP_FORWARD!r}")
     B, T, H, K = q.shape
     V = v.shape[-1]
     rows, device = B * T, q.device
@@ -164,6 +192,85 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
         DOT_PRECISION=precision, EPS=MLSTM_EPS, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.out_BV, num_warps=OUTPUT_WARPS,
         num_stages=OUTPUT_STAGES,
     )
+    saved = Saved(b, li, m_row, den_row, states, states_n, chunk_m, final)
+    return o, (final if store_final else None), saved
+
+
+@functools.lru_cache(maxsize=8)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, device) -> bool:
+    """Whether the restructured forward writes the outputs in a parallel pass of its own
+    after a state-only pass: for chunks longer than one token tile (the fused pass holds
+    whole-chunk tiles), or for few sequences·heads, where the sequential chain is the
+    critical path and the output's products should not lengthen it."""
+    if not whole_chunk_tiles or EXP_SPLIT == "always":
+        return True
+    if EXP_SPLIT == "never":
+        return False
+    return sequences_heads * SPLIT_PER_MULTIPROCESSOR < _multiprocessors(device)
+
+
+def _value_tile(BK: int, BV_all: int, elements: int, sequences_heads: int, device) -> int:
+    """The value tile of a sequential pass: a `[BK, BV]` float32 slice of at most
+    `elements`; for a state-only pass (`sequences_heads` > 0) halved, down to 16, while
+    it would run fewer programs than the GPU has multiprocessors (one long sequence is
+    bound by its chain of chunk steps)."""
+    BV = max(16, min(BV_all, elements // BK))
+    while sequences_heads and BV > 16 and sequences_heads * (BV_all // BV) < _multiprocessors(device):
+        BV //= 2
+    return BV
+
+
+def _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, chunk_size, out_dtype,
+                          save):
+    """The exp gate's forward on chunk_fwd_fused.py; returns what `chunk_forward` does."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    rows, device = B * T, q.device
+    t = tiles(K, V, chunk_size)
+    offsets = sequence_offsets(B, T, offsets)
+    cu_seqlens = _cu_seqlens(offsets, device)
+    chunk_indices, chunk_base = _chunk_tables(offsets, t.BT, device)
+    num_chunks, N = len(chunk_indices), len(offsets) - 1
+    q, k, v, i, f = (x.contiguous() for x in (q, k, v, i, f))
+    f32 = dict(dtype=torch.float32, device=device)
+    precision = dot_precision(q)
+    native = _native(device)
+    b, li = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
+    _gate_kernel[(num_chunks, H)](i, f, b, li, chunk_indices, cu_seqlens, H=H, STABILISE=True, BT=t.BT)
+    split = _exp_split(N * H, t.BT == t.BS, device)
+    store_states = save or split
+    states = torch.empty(num_chunks, H, K, V, **f32) if store_states else None
+    states_n = torch.empty(num_chunks, H, K, **f32) if store_states else None
+    chunk_m = torch.empty(num_chunks, H, 2, **f32) if store_states else None
+    m_row = torch.empty(rows, H, **f32) if save else None
+    den_row = torch.empty(rows, H, **f32) if save else None
+    final = (torch.empty(N, H, K, V, **f32), torch.empty(N, H, K, **f32), torch.empty(N, H, **f32)) if store_final else (None,) * 3
+    C0, n0, m0 = initial if initial is not None else (None,) * 3
+    o = torch.empty(B, T, H, V, dtype=out_dtype or v.dtype, device=device)
+    # bf16 halves of the computed operands (fp16's range could not hold C's high half).
+    split16 = native and v.dtype == torch.bfloat16
+    BV = _value_tile(t.BK, t.BV, FUSED_ELEMENTS, N * H if split else 0, device)
+    _state_output_kernel[(triton.cdiv(V, BV), N * H)](
+        q, k, v, b, li, o, m_row, den_row, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base,
+        cu_seqlens, scale, H=H, K=K, V=V, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
+        SAVE=save, WRITE_O=not split, NATIVE=native, SPLIT16=split16,
+        STATE_SPLIT16=STATE_PRODUCT == "split16" and native and v.dtype in (torch.bfloat16, torch.float16),
+        HALF_P=HALF_PRECISION_P, DOT_PRECISION=precision, STATE_PRECISION=state_precision(q), EPS=MLSTM_EPS,
+        BT=t.BT, BS=t.BS, BK=t.BK, BV=BV, num_warps=FUSED_WARPS, num_stages=FUSED_STAGES,
+    )
+    if split:
+        BVO = min(t.BV, SPLIT_OUTPUT_BV)
+        _tiled_output_kernel[(triton.cdiv(V, BVO), num_chunks * (t.BT // t.BS), H)](
+            q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices, cu_seqlens, scale,
+            H=H, K=K, V=V, SAVE=save, NATIVE=native, SPLIT16=split16, HALF_P=HALF_PRECISION_P,
+            DOT_PRECISION=precision, EPS=MLSTM_EPS, BT=t.BT, BS=t.BS, BK=t.BK,
+            BKS=min(t.BK, SPLIT_OUTPUT_BK), BV=BVO, num_warps=SPLIT_OUTPUT_WARPS,
+            num_stages=SPLIT_OUTPUT_STAGES,
+        )
     saved = Saved(b, li, m_row, den_row, states, states_n, chunk_m, final)
     return o, (final if store_final else None), saved
 
