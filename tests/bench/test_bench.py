@@ -130,6 +130,19 @@ def test_ratios_are_peer_over_ours_and_say_why_missing():
     assert "KDA vs peer" in table and "refused" in table
 
 
+def test_decode_table_gives_the_graph_time_or_why_it_is_missing():
+    common = dict(section="decode", op_key="gdn_decode", op="GDN decode", dims=dict(B=1, T=1, H=1, K=8, V=8),
+                  shape="B=1", bytes_floor=512.0, floor_ms=1e-4)
+    rows = [Row(runner="ours (triton)", ours=True, fwd_ms=0.0412, graph_ms=0.0063, **common),
+            Row(runner="peer", ours=False, fwd_ms=0.0549, graph_status="failed: RuntimeError: capture", **common)]
+    lines = format_tables(rows, []).splitlines()
+    ours = next(line for line in lines if line.startswith("GDN decode") and "ours" in line)
+    peer = next(line for line in lines if line.startswith("GDN decode") and "peer" in line)
+    assert "41.2" in ours and "6.3" in ours
+    assert "54.9" in peer and "x [1]" in peer
+    assert any(line.startswith("[1] peer: failed: RuntimeError: capture") for line in lines)
+
+
 def test_report_writes_valid_json_and_a_png(tmp_path):
     rows = _rows()
     ratios = compute_ratios(rows, [Pairing("KDA vs peer", "kda", "kda", "peer")])

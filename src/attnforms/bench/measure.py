@@ -26,7 +26,7 @@ from .gate import Expected, as_tuple, check, expected, leaves, native_args, to_n
 from .peers import Runner
 from .report import Row
 from .shapes import ShapeSet
-from .timing import TimingSettings, median_ms, peak_extra_bytes
+from .timing import TimingSettings, graph_step_ms, median_ms, peak_extra_bytes
 
 
 @dataclass
@@ -79,6 +79,11 @@ def measure(session: Session, runner: Runner, row: Row, full: dict, exp: Expecte
 
     row.fwd_ms = median_ms(forward, device, session.settings)
     row.peak_fwd_bytes = peak_extra_bytes(forward, device)
+    if row.section == "decode" and device.type == "cuda":
+        try:  # a peer whose step syncs with the host cannot be captured: recorded, not fatal
+            row.graph_ms = graph_step_ms(forward, device, session.settings)
+        except Exception as exc:
+            row.graph_status = failure(exc)[:200]
     del args
     if not exp.grad_names:
         return

@@ -48,6 +48,8 @@ class Row:
     floor_ms: float | None = None  # bytes_floor at the copy-bandwidth ceiling (flops.H200's constant)
     floor_here_ms: float | None = None  # bytes_floor at the copy bandwidth measured in this run, on this GPU
     achieved_bytes_per_s: float | None = None  # bytes_floor / fwd time
+    graph_ms: float | None = None  # decode on CUDA: one step replayed from a CUDA graph (no host overhead)
+    graph_status: str | None = None  # why graph_ms is missing, where it was tried
     peak_fwd_bytes: int | None = None
     peak_fwd_bwd_bytes: int | None = None
     first_call_fwd_s: float | None = None
@@ -176,11 +178,12 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
                          f"{fwd_bwd:>11} {_num(r.tflops_fwd, '.3g'):>9} {_num(r.tflops_fwd_bwd, '.3g'):>9} {peak:>15} {first:>11}")
     decode = [r for r in rows if r.section == "decode"]
     if decode:
-        header = (f"{'op':<16} {'runner':<38} {'batch':<7} {'status':<12} {'µs':>9} {'floor µs':>9} {'TB/s':>11} "
-                  f"{'x floor here':>12} {'1st call s':>11}")
-        lines += ["", "decode (one token; floor = the least bytes moved at the H200's copy ceiling: the linear "
-                  "families' float32 state read + written, softmax's KV cache read; x floor here: time over those "
-                  "bytes at the copy bandwidth measured in this run)", header, "-" * len(header)]
+        header = (f"{'op':<16} {'runner':<38} {'batch':<7} {'status':<12} {'µs':>9} {'graph µs':>9} {'floor µs':>9} "
+                  f"{'TB/s':>11} {'x floor here':>12} {'1st call s':>11}")
+        lines += ["", "decode (one token; µs: an eager call, host launch overhead included; graph µs: one step "
+                  "replayed from a CUDA graph of 20; floor = the least bytes moved at the H200's copy ceiling: the "
+                  "linear families' float32 state read + written, softmax's KV cache read; x floor here: time over "
+                  "those bytes at the copy bandwidth measured in this run)", header, "-" * len(header)]
         for r in decode:
             status = _status_cell(r.status)
             if r.status != "ok":
@@ -189,8 +192,10 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
             floor = None if r.floor_ms is None else r.floor_ms * 1e3
             rate = None if r.achieved_bytes_per_s is None else r.achieved_bytes_per_s / 1e12
             here = None if r.fwd_ms is None or not r.floor_here_ms else r.fwd_ms / r.floor_here_ms
+            graph = None if r.graph_ms is None else r.graph_ms * 1e3
+            graph_cell = _num(graph, '.1f') if r.graph_status is None else f"x {note(r, r.graph_status)}"
             lines.append(f"{r.op:<16} {_short(r.runner, 38):<38} {r.shape:<7} {status:<12} {_num(us, '.1f'):>9} "
-                         f"{_num(floor, '.3g'):>9} {_num(rate, '.3g'):>11} {_num(here, '.2f'):>12} "
+                         f"{graph_cell:>9} {_num(floor, '.3g'):>9} {_num(rate, '.3g'):>11} {_num(here, '.2f'):>12} "
                          f"{_num(r.first_call_fwd_s, '.2f'):>11}")
     if ratios:
         header = f"{'pairing':<44} {'shape':<7} {'fwd':>7} {'fwd+bwd':>8} {'floors':>11}  missing because"

@@ -44,6 +44,30 @@ def median_ms(
     return _cpu_median_ms(fn, settings, grad_to_none)
 
 
+def graph_step_ms(fn: Callable[[], object], device: torch.device, settings: TimingSettings,
+                  steps: int = 20) -> float:
+    """Median milliseconds of one call of `fn` replayed from a CUDA graph holding `steps`
+    calls: the GPU's time, without the host's launch overhead, which at a decode step of
+    a few microseconds is most of an eager call's time and varies with the host (decoding
+    engines replay graphs). Raises where `fn` cannot be captured (a host sync, say)."""
+    if device.type != "cuda":
+        raise RuntimeError("graph_step_ms: CUDA graphs need a CUDA device")
+    from triton.testing import do_bench
+
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(steps):
+            fn()
+    return float(do_bench(graph.replay, warmup=settings.warmup_ms, rep=settings.rep_ms,
+                          return_mode="median")) / steps
+
+
 def _cpu_median_ms(fn, settings: TimingSettings, grad_to_none) -> float:
     def lap() -> float:
         for x in grad_to_none:
