@@ -65,6 +65,7 @@ def _bench(args: argparse.Namespace) -> int:
     config = BenchConfig(
         device=args.device, shapes=args.shapes, ops=args.ops, out=args.out, quick=args.quick,
         impl=args.impl, budget_s=args.budget_s, warmup_workers=args.warmup_workers,
+        graph_decode=args.graph_decode,
     )
     wrong = ours_wrong(run_bench(config))
     if wrong:
@@ -90,6 +91,9 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
                          help="our implementation to time (default: triton)")
     command.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
                          help=f"start no new measurement after this many seconds (default {DEFAULT_BUDGET_S:.0f})")
+    command.add_argument("--graph-decode", action="store_true",
+                         help="also time each decode step replayed from a CUDA graph (the GPU's time without "
+                              "host launch overhead)")
     command.add_argument("--warmup-workers", type=int, default=DEFAULT_WARMUP_WORKERS,
                          help="parallel processes for every implementation's first call (compile, autotune) "
                               f"on CUDA; 0 for none (default {DEFAULT_WARMUP_WORKERS})")

@@ -79,7 +79,7 @@ def measure(session: Session, runner: Runner, row: Row, full: dict, exp: Expecte
 
     row.fwd_ms = median_ms(forward, device, session.settings)
     row.peak_fwd_bytes = peak_extra_bytes(forward, device)
-    if row.section == "decode" and device.type == "cuda":
+    if row.section == "decode" and device.type == "cuda" and session.settings.graph_decode:
         try:  # a peer whose step syncs with the host cannot be captured: recorded, not fatal
             row.graph_ms = graph_step_ms(forward, device, session.settings)
         except Exception as exc:

@@ -37,7 +37,8 @@ class BenchConfig:
     impl: our implementation ("triton" or "reference"). budget_s: no new measurement
     starts after this many seconds (what is left is recorded as skipped; workers are
     killed `HARD_STOP_GRACE_S` later). warmup_workers: parallel first-call processes
-    on CUDA (0: none; each implementation's first calls then happen in its gate)."""
+    on CUDA (0: none; each implementation's first calls then happen in its gate).
+    graph_decode: also time decode steps replayed from a CUDA graph (TimingSettings)."""
 
     device: str
     shapes: tuple[str, ...] = SHAPE_NAMES
@@ -49,8 +50,10 @@ class BenchConfig:
     warmup_workers: int = DEFAULT_WARMUP_WORKERS
     settings: TimingSettings | None = field(default=None)
 
+    graph_decode: bool = False
+
     def timing(self) -> TimingSettings:
-        return self.settings or (QUICK_TIMING if self.quick else FULL_TIMING)
+        return replace(self.settings or (QUICK_TIMING if self.quick else FULL_TIMING), graph_decode=self.graph_decode)
 
 
 def device_name(device: torch.device) -> str:

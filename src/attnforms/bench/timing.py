@@ -17,10 +17,14 @@ import torch
 
 @dataclass(frozen=True)
 class TimingSettings:
-    """do_bench's warm-up and repetition budgets, in milliseconds of GPU time."""
+    """do_bench's warm-up and repetition budgets, in milliseconds of GPU time.
+    graph_decode: also time decode steps replayed from a CUDA graph (`graph_step_ms`).
+    Off by default until a GPU run has shown that a step which cannot be captured leaves
+    the worker's CUDA context usable (decode runs first in a worker)."""
 
     warmup_ms: float = 25.0
     rep_ms: float = 100.0
+    graph_decode: bool = False
 
 
 def synchronize(device: torch.device) -> None:
