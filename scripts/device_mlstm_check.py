@@ -368,6 +368,7 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="set a constant of attnforms.ops.mlstm.triton.launch first (a Python "
                              "expression or a bare string), e.g. STATE_PRODUCT=split16; repeatable")
+    parser.add_argument("--shapes", default="S1,S2,S3", help="the timing shapes (default S1,S2,S3)")
     parser.add_argument("--peer", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     from attnforms.ops.mlstm.triton import launch as mlstm_launch
@@ -386,7 +387,8 @@ def main():
         sweep = (64, 128)
     else:
         check_shapes = [(2, 256, 4, 128, 128), (1, 4096, 2, 128, 128), (2, 1000, 2, 100, 60), (1, 512, 2, 256, 256)]
-        seq_shapes = {n: (s.B, s.T, s.H, s.K, s.V) for n, s in CANONICAL.sequences.items()}
+        seq_shapes = {n: (s.B, s.T, s.H, s.K, s.V) for n, s in CANONICAL.sequences.items()
+                      if n in args.shapes.split(",")}
         batches, decode_dims = CANONICAL.decode_batches, (CANONICAL.decode_heads, CANONICAL.decode_K, CANONICAL.decode_V)
         sweep = (64, 128, 256)
     report = dict(device=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (interpreter)", dry=args.dry)
