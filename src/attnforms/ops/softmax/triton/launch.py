@@ -59,7 +59,10 @@ def row_descriptors(x: torch.Tensor, block_rows: int):
     """A tensor descriptor over time-major `x [B, T, H, D]` seen as `[B·T, H·D]`, with
     `[block_rows, D]` boxes (one head's rows), or None where the tensor memory
     accelerator cannot take it: D not a power of two (the kernels' padded tile), rows
-    or the base not 16-byte aligned, or a GPU before Hopper. The interpreter runs it."""
+    or the base not 16-byte aligned, or a GPU before Hopper. The interpreter runs it.
+    A box at a sequence's end reads the next sequence's rows; the kernels give them zero
+    weight (so a non-finite value there would reach this sequence as NaN, as it would
+    reach its own)."""
     if TensorDescriptor is None:
         return None
     D = x.shape[-1]
