@@ -13,6 +13,7 @@
 # 4. mLSTM's restructured exp forward (launch.EXP_FORWARD): checks and timing.
 # 5. KDA / GLA with the gamma-K store of session 6 (untimed) and mLSTMsig through the
 #    simple-GLA kernels (launch.SIGMOID_VIA_GLA).
+# 6. softmax tile variants that the descriptors' freed registers may allow.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -44,3 +45,8 @@ step mlstm_restructured 100 python3 scripts/device_mlstm_check.py --sections che
     --set EXP_FORWARD=restructured
 step gdr_kda_gla 90 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.py ''
 step mlstm_sigmoid_gla 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1 --set SIGMOID_VIA_GLA=True
+# With the descriptors' freed registers, larger tiles may now pay (compiled: dk/dv
+# (32, 128, 8 warps) 16 bytes of spills, dq at 4 stages none).
+step softmax_tiles 100 python3 scripts/device_softmax_variants.py \
+    'CHECK=0;DKDV_TILES={128: (32, 128, 8, 2)}' 'CHECK=0;DQ_TILES={128: (128, 64, 8, 4)}' \
+    'CHECK=0;FWD_TILES={128: (128, 64, 8, 4)}'
