@@ -227,6 +227,28 @@ def test_restructured_exp_forward_keeps_what_the_backward_reads(monkeypatch, spl
         assert _close(getattr(saved_new, name), getattr(saved, name)), name
 
 
+@pytest.mark.parametrize("columns", [16, 64])
+def test_fused_exp_forward_key_blocks(monkeypatch, columns):
+    # The fused pass walks a chunk's keys FUSED_SCORE_COLUMNS at a time (the default 32
+    # runs above): several blocks and one, with head dims the tiles cover exactly (no
+    # column masks) and packed sequences whose chunks end early (clamped rows).
+    offsets = (0, 37, 64, 150)
+    inputs = mlstm_inputs(1, 150, 2, 32, 32, dtype=torch.float32)
+    state = tuple(_state(3, 2, 32, 32, "exp"))
+    args = (*inputs.values(), 32 ** -0.5, True, state, True, offsets, 64)
+    o, final, saved = launch.chunk_forward(*args, out_dtype=torch.float32)
+    monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "EXP_SPLIT", "never")
+    monkeypatch.setattr(launch, "FUSED_SCORE_COLUMNS", columns)
+    o_new, final_new, saved_new = launch.chunk_forward(*args, out_dtype=torch.float32)
+    assert torch.isfinite(o_new).all() and _close(o_new, o)
+    for new, old in zip(final_new, final):
+        assert _close(new, old)
+    assert torch.equal(saved_new.m_row, saved.m_row)
+    for name in ("den_row", "states", "states_n"):
+        assert _close(getattr(saved_new, name), getattr(saved, name)), name
+
+
 @pytest.mark.parametrize("bad,message", [
     (dict(chunk_size=48), "chunk_size: impl='triton' takes one of"),
     (dict(dtype=torch.float64), "q: impl='triton' takes float16, bfloat16 or float32"),

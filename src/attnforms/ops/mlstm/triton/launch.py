@@ -76,15 +76,24 @@ EXP_FORWARD = "current"
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
 # SPLIT_PER_MULTIPROCESSOR multiprocessors, the gated delta rule's rule: S2, 16
 # sequences·heads, split; S1 and S3 fused) or "never" (fused wherever the chunk is one
-# token tile). "always" for now: the fused pass spills at K = V = 128 on sm_90 (about
-# 2 KB at chunk 64 with SAVE: the `[K, BV]` float32 state, its store copy and the
-# `[BT, BT]` tiles, which 8 warps replicate across both warpgroups at BT = 64).
+# token tile). "always" for now: the fused pass still spills at K = V = 128 on sm_90
+# (300 bytes at chunk 64 with SAVE, 128 without; 2464 / 1828 before: hoisted
+# loop-invariant offsets, masks and wgmma descriptors, gate vectors in many layouts;
+# the README's restructured-forward section).
 EXP_SPLIT = "always"
 SPLIT_PER_MULTIPROCESSOR = 6
-# Its fused pass: `[K, BV]` float32 state slice, warps, stages; its output pass (split):
-# value tile (V <= 128 in one, so each score tile is built once), key columns per step
-# of the entering state's read, warps, stages.
-FUSED_ELEMENTS, FUSED_WARPS, FUSED_STAGES = 128 * 64, 8, 2
+# Its fused pass: `[K, BV]` float32 state slice, warps, stages, and keys per step of the
+# in-chunk scores (`[BT, FUSED_SCORE_COLUMNS]` score / gate tiles). One warpgroup: with 8
+# warps every 64-row product is duplicated across both (and the products' layouts
+# differ, converted through shared memory). sm_90, K = V = 128, chunk 64 (compile_sm90.py):
+# (128·32, 4, 1, 32) 300 bytes of spills, (128·32, 8, 1) 512, (128·64, 8, 2) 1652,
+# against 2464 before the kernel's register work (README, restructured forward).
+FUSED_ELEMENTS, FUSED_WARPS, FUSED_STAGES = 128 * 32, 4, 1
+FUSED_SCORE_COLUMNS = 32
+# The split mode's state-only pass (same kernel without WRITE_O; no spills at these).
+SPLIT_STATE_ELEMENTS, SPLIT_STATE_WARPS, SPLIT_STATE_STAGES = 128 * 64, 8, 2
+# Its output pass (split): value tile (V <= 128 in one, so each score tile is built
+# once), key columns per step of the entering state's read, warps, stages.
 SPLIT_OUTPUT_BV, SPLIT_OUTPUT_BK, SPLIT_OUTPUT_WARPS, SPLIT_OUTPUT_STAGES = 128, 64, 8, 2
 # Compile the GPU code path (half-precision dot operands) for CPU tensors too: set by
 # scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
@@ -253,14 +262,17 @@ def _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, c
     o = torch.empty(B, T, H, V, dtype=out_dtype or v.dtype, device=device)
     # bf16 halves of the computed operands (fp16's range could not hold C's high half).
     split16 = native and v.dtype == torch.bfloat16
-    BV = _value_tile(t.BK, t.BV, FUSED_ELEMENTS, N * H if split else 0, device)
+    elements, warps, stages = ((SPLIT_STATE_ELEMENTS, SPLIT_STATE_WARPS, SPLIT_STATE_STAGES) if split
+                               else (FUSED_ELEMENTS, FUSED_WARPS, FUSED_STAGES))
+    BV = _value_tile(t.BK, t.BV, elements, N * H if split else 0, device)
     _state_output_kernel[(triton.cdiv(V, BV), N * H)](
         q, k, v, b, li, o, m_row, den_row, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base,
         cu_seqlens, scale, H=H, K=K, V=V, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
         SAVE=save, WRITE_O=not split, NATIVE=native, SPLIT16=split16,
         STATE_SPLIT16=STATE_PRODUCT == "split16" and native and v.dtype in (torch.bfloat16, torch.float16),
         HALF_P=HALF_PRECISION_P, DOT_PRECISION=precision, STATE_PRECISION=state_precision(q), EPS=MLSTM_EPS,
-        BT=t.BT, BS=t.BS, BK=t.BK, BV=BV, num_warps=FUSED_WARPS, num_stages=FUSED_STAGES,
+        BT=t.BT, BS=t.BS, BK=t.BK, BV=BV, BC=min(t.BT, FUSED_SCORE_COLUMNS), num_warps=warps,
+        num_stages=stages,
     )
     if split:
         BVO = min(t.BV, SPLIT_OUTPUT_BV)
