@@ -157,6 +157,24 @@ class Saved(NamedTuple):
     final: tuple
 
 
+def _prepare_chunks(q, k, v, i, f, stabilise, offsets, chunk_size):
+    """What both exp-gate forwards start from: the sizes (B, T, H, K, V, rows), the tiles,
+    the sequence tables (cu_seqlens, chunk_indices, chunk_base, their counts), contiguous
+    q, k, v, and the gate kernel's b, li `[rows, H]` float32."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    rows, device = B * T, q.device
+    t = tiles(K, V, chunk_size)
+    offsets = sequence_offsets(B, T, offsets)
+    cu_seqlens = _cu_seqlens(offsets, device)
+    chunk_indices, chunk_base = _chunk_tables(offsets, t.BT, device)
+    num_chunks, N = len(chunk_indices), len(offsets) - 1
+    q, k, v, i, f = (x.contiguous() for x in (q, k, v, i, f))
+    b, li = (torch.empty(rows, H, dtype=torch.float32, device=device) for _ in range(2))
+    _gate_kernel[(num_chunks, H)](i, f, b, li, chunk_indices, cu_seqlens, H=H, STABILISE=stabilise, BT=t.BT)
+    return B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b, li
+
+
 def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets, chunk_size,
                   out_dtype=None, save=True):
     """Returns the output `[B, T, H, V]` (in `out_dtype`, default v's), the final state
@@ -167,19 +185,10 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
                                      out_dtype, save)
     if EXP_FORWARD not in ("current", "restructured"):
         raise ValueError(f"EXP_FORWARD: 'current' or 'restructured', got {EXP_FORWARD!r}")
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    rows, device = B * T, q.device
-    t = tiles(K, V, chunk_size)
-    offsets = sequence_offsets(B, T, offsets)
-    cu_seqlens = _cu_seqlens(offsets, device)
-    chunk_indices, chunk_base = _chunk_tables(offsets, t.BT, device)
-    num_chunks, N = len(chunk_indices), len(offsets) - 1
-    q, k, v, i, f = (x.contiguous() for x in (q, k, v, i, f))
-    f32 = dict(dtype=torch.float32, device=device)
+    (B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b,
+     li) = _prepare_chunks(q, k, v, i, f, stabilise, offsets, chunk_size)
+    device, f32 = q.device, dict(dtype=torch.float32, device=q.device)
     precision = dot_precision(q)
-    b, li = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
-    _gate_kernel[(num_chunks, H)](i, f, b, li, chunk_indices, cu_seqlens, H=H, STABILISE=stabilise, BT=t.BT)
     states = torch.empty(num_chunks, H, K, V, **f32)
     states_n = torch.empty(num_chunks, H, K, **f32)
     chunk_m = torch.empty(num_chunks, H, 2, **f32)
@@ -236,20 +245,11 @@ def _value_tile(BK: int, BV_all: int, elements: int, sequences_heads: int, devic
 def _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, chunk_size, out_dtype,
                           save):
     """The exp gate's forward on chunk_fwd_fused.py; returns what `chunk_forward` does."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    rows, device = B * T, q.device
-    t = tiles(K, V, chunk_size)
-    offsets = sequence_offsets(B, T, offsets)
-    cu_seqlens = _cu_seqlens(offsets, device)
-    chunk_indices, chunk_base = _chunk_tables(offsets, t.BT, device)
-    num_chunks, N = len(chunk_indices), len(offsets) - 1
-    q, k, v, i, f = (x.contiguous() for x in (q, k, v, i, f))
-    f32 = dict(dtype=torch.float32, device=device)
+    (B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b,
+     li) = _prepare_chunks(q, k, v, i, f, True, offsets, chunk_size)
+    device, f32 = q.device, dict(dtype=torch.float32, device=q.device)
     precision = dot_precision(q)
     native = _native(device)
-    b, li = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
-    _gate_kernel[(num_chunks, H)](i, f, b, li, chunk_indices, cu_seqlens, H=H, STABILISE=True, BT=t.BT)
     split = _exp_split(N * H, t.BT == t.BS, device)
     store_states = save or split
     states = torch.empty(num_chunks, H, K, V, **f32) if store_states else None
