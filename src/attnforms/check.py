@@ -3,11 +3,11 @@
 For each case the float64 parallel form of the reference is the golden result. Every
 form and every implementation that can run here is then compared with it:
 - in float64 the forms must agree to rounding (`FLOAT64_TOLERANCE`);
-- in float32 and bfloat16 the error may be at most `factor` times the error of the
+- in float32, bfloat16 and float16 the error may be at most `factor` times the error of the
   reference's parallel form in the same dtype, plus a tiny absolute term (the
   noise-relative rule of `attnforms.testing.tolerance`).
 Triton rows appear where kernels can run (a CUDA device, or the CPU under
-TRITON_INTERPRET=1) and are checked in float32 and bfloat16.
+TRITON_INTERPRET=1) and are checked in float32, bfloat16 and float16.
 Outputs and the float fields of the final state are both compared.
 """
 from __future__ import annotations
@@ -24,8 +24,10 @@ from .testing import aaren_inputs, gated_delta_inputs, max_error, mlstm_inputs, 
 
 FLOAT64_TOLERANCE = 1e-9
 NOISE_FACTOR = 2.0
-NOISE_ATOL = {torch.float32: 1e-5, torch.bfloat16: 1e-3}
-CHECK_DTYPES = (torch.float64, torch.float32, torch.bfloat16)
+NOISE_ATOL = {torch.float32: 1e-5, torch.bfloat16: 1e-3, torch.float16: 1e-4}
+# float16 too: its range (65504) is what a kernel's 16-bit intermediates must respect,
+# and the kernels take different paths for it than for bfloat16.
+CHECK_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 # Triton kernels take half and single precision inputs only.
 IMPL_DTYPES = {"reference": CHECK_DTYPES, "triton": CHECK_DTYPES[1:]}
 
