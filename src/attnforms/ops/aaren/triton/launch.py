@@ -10,6 +10,7 @@ import functools
 import torch
 import triton
 
+from ....kernels.precision import dot_precision
 from ....kernels.sequences import chunk_tables, cu_seqlens_tensor, sequence_offsets
 from .recurrent import _recurrent_kernel
 from .scan import _fwd_output_kernel, _fwd_prefix_kernel, _fwd_summary_kernel
@@ -39,13 +40,6 @@ def _tables(offsets: tuple[int, ...], device: torch.device):
     lengths = [end - start for start, end in zip(offsets, offsets[1:])]
     row_seq = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)).to(device)
     return cu_seqlens_tensor(offsets, device), chunk_indices, chunk_base, row_seq
-
-
-def dot_precision(x: torch.Tensor) -> str:
-    """The products' `input_precision`: Triton multiplies float32 operands (here the
-    float32 weights and values) in TF32 on NVIDIA GPUs unless told; float32 inputs get
-    IEEE products, 16-bit inputs keep TF32 (their values are 16-bit already)."""
-    return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
 def _dims(q, k, v, offsets):

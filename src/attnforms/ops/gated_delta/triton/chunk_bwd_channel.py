@@ -42,7 +42,7 @@ def _channel_bwd_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg
                         USE_BETA: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr,
                         BC: tl.constexpr, BK: tl.constexpr):
     """DOT_PRECISION: the `input_precision` of the products of float32 blocks ("ieee" for
-    float32 inputs; launch.dot_precision)."""
+    float32 inputs; kernels/precision.py)."""
     i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     NB: tl.constexpr = BT // BC

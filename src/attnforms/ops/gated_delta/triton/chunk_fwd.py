@@ -19,7 +19,7 @@ float32 state and Ũ rounded to it as operands (float32 accumulation; within the
 rule, see bench/NOTES-gated-delta.md); otherwise float32 operands (the interpreter, the
 CPU test path, multiplies bf16 blocks wrongly). DOT_PRECISION: every product's
 `input_precision`, "ieee" for float32 inputs (the GPU's default for float32 operands is
-TF32), "tf32" for 16-bit ones (launch.dot_precision).
+TF32), "tf32" for 16-bit ones (kernels/precision.py).
 Gate layout switch GATE: 0 none, 1 one per head, 2 one per key channel.
 """
 import triton

@@ -149,7 +149,7 @@ def _dense_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, chunk_indices, cu
     """Steps 1-3 of the module docstring for chunk `program_id(0)`, head `program_id(1)`.
     Buffers `[rows, H, BT]` (Aqk, Akk, M) and `[rows, H, K or V]` (w, u). PRECISION: of
     the inverse's products (float32 operands); DOT_PRECISION: of the others
-    (launch.dot_precision); LEVELS = log2(BT)."""
+    (kernels/precision.py); LEVELS = log2(BT)."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     if STORE_AQK:

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 import triton
 
+from ....kernels.precision import dot_precision
 from ....kernels.sequences import (
     batch_cu_seqlens as _batch_cu_seqlens, chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens,
     sequence_offsets,
@@ -170,15 +171,6 @@ def low_precision_products(x: torch.Tensor) -> bool:
     """Whether the kernels multiply in the inputs' 16-bit dtype (float32 accumulation).
     Not under the interpreter, which multiplies bf16 blocks wrongly."""
     return x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cuda"
-
-
-def dot_precision(x: torch.Tensor) -> str:
-    """The kernels' `DOT_PRECISION`, the `input_precision` of their `tl.dot`s without a
-    precision setting of their own. Triton multiplies float32 operands in TF32 (10-bit
-    mantissa) on NVIDIA GPUs by default: float32 inputs take "ieee", as torch's matmul
-    computes them; 16-bit inputs keep "tf32" for the products of float32 intermediates
-    (products of 16-bit operands ignore it). The interpreter ignores it."""
-    return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
 def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_seqlens, scale, *, GATE,

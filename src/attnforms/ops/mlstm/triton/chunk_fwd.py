@@ -147,7 +147,7 @@ def _operand(x, NATIVE: tl.constexpr):
 def _mixed_dot(a, b, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """`a @ b` for a computed float32 `a` (gate-weighted scores) and an input block `b`:
     HALF_P rounds `a` to b's dtype (FlashAttention's choice, bf16 tensor cores); otherwise
-    `b` is widened and the product runs in DOT_PRECISION (launch.dot_precision): for
+    `b` is widened and the product runs in DOT_PRECISION (kernels/precision.py): for
     16-bit inputs tf32 on the GPU, 8x finer than bf16 rounding of `a`, which the noise
     rule needs (see ../README.md, "Triton kernels"); for float32 inputs ieee."""
     if HALF_P:

@@ -13,6 +13,7 @@ import torch
 import triton
 
 from ....core.constants import MLSTM_EPS
+from ....kernels.precision import dot_precision
 from ....kernels.sequences import chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens
 from ....kernels.sequences import sequence_offsets
 from .chunk_bwd import _dkv_kernel, _dq_kernel, _gate_bwd_kernel, _state_bwd_kernel
@@ -103,15 +104,6 @@ NATIVE_ON_CPU = False
 def _native(device: torch.device) -> bool:
     """Half-precision `tl.dot` operands on the GPU; float32 under the interpreter."""
     return device.type == "cuda" or NATIVE_ON_CPU
-
-
-def dot_precision(x: torch.Tensor) -> str:
-    """The kernels' `DOT_PRECISION`, the `input_precision` of their `tl.dot`s. Triton
-    multiplies float32 operands in TF32 (10-bit mantissa) on NVIDIA GPUs by default:
-    float32 inputs take "ieee", as torch's matmul computes them; 16-bit inputs keep
-    "tf32" for the products of float32 intermediates (products of 16-bit operands
-    ignore it). The interpreter ignores it."""
-    return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
 def state_precision(x: torch.Tensor) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from ....kernels.precision import dot_precision
 from . import modc
 
 try:  # Triton >= 3.4
@@ -120,14 +121,13 @@ def _common(plan: Plan, q, k, v):
     S, G, DV = k.shape[1], k.shape[2], v.shape[-1]
     BDK = max(16, triton.next_power_of_2(DK))
     BDV = max(16, triton.next_power_of_2(DV))
-    prec = "ieee" if q.dtype == torch.float32 else "tf32"
     dummy = q
     qoff_tensor = plan.qoff if isinstance(plan.qoff, torch.Tensor) else dummy
     qoff_int = 0 if isinstance(plan.qoff, torch.Tensor) else int(plan.qoff)
     flags = dict(
         DK=DK, DV=DV, BDK=BDK, BDV=BDV, CAUSAL=plan.causal, WINDOW=plan.window is not None,
         SCORE=plan.score_graph is not None, MASK=plan.mask_graph is not None,
-        VARLEN=plan.cu is not None, CACHE=plan.kvpos is not None, PREC=prec,
+        VARLEN=plan.cu is not None, CACHE=plan.kvpos is not None, PREC=dot_precision(q),
     )
     args = dict(
         QOFF=qoff_tensor, KVPOS=plan.kvpos if plan.kvpos is not None else dummy,
@@ -286,13 +286,12 @@ def decode(q, k, v, ck, cv, cpos, qoff, plan: Plan, splits: int | None = None):
     nrows = row_tiles * BM
     opart = torch.empty(splits * B * G * nrows, BDV, dtype=torch.float32, device=q.device)
     lpart = torch.empty(splits * B * G * nrows, dtype=torch.float32, device=q.device)
-    prec = "ieee" if q.dtype == torch.float32 else "tf32"
     mod._decode_kernel[(splits, B * G, row_tiles)](
         q, k, v, ck, cv, cpos, qoff, opart, lpart, T=T, S=S, L=L, H=H, G=G, W=plan.window or 0,
         CHUNK=chunk, scale=plan.scale, BOFF=plan.batch_offset, **_caps(plan), DK=DK, DV=DV,
         BDK=BDK, BDV=BDV, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=plan.causal,
         WINDOW=plan.window is not None, SCORE=plan.score_graph is not None,
-        MASK=plan.mask_graph is not None, PREC=prec, num_warps=warps, num_stages=stages)
+        MASK=plan.mask_graph is not None, PREC=dot_precision(q), num_warps=warps, num_stages=stages)
     o = torch.empty(B, T, H, DV, dtype=q.dtype, device=q.device)
     lse = torch.empty(H, B * T, dtype=torch.float32, device=q.device)
     mod._combine_kernel[(B * G, row_tiles)](
