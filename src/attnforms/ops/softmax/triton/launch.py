@@ -75,6 +75,15 @@ def row_descriptors(x: torch.Tensor, block_rows: int):
     return TensorDescriptor(x, shape=[rows, width], strides=[width, 1], block_shape=[block_rows, D])
 
 
+def tile_descriptors(wanted: bool, block_rows: int, *tensors):
+    """(descriptors, True) when `wanted` and every tensor takes one (`row_descriptors`),
+    else (Nones, False): a kernel reads all its tiles one way."""
+    descriptors = [row_descriptors(x, block_rows) for x in tensors] if wanted else [None]
+    if all(d is not None for d in descriptors):
+        return descriptors, True
+    return [None] * len(tensors), False
+
+
 def _bucket(d: int) -> int:
     return 64 if d <= 64 else 128 if d <= 128 else 256
 
@@ -203,10 +212,9 @@ def forward(q, k, v, plan: Plan):
     keys = plan.max_len if plan.cu is not None else S
     sizes, (kvn, kvi, fkvn, fkvi) = _sparse_args(plan, batches, H, rows, keys, False, q)
     grid = (triton.cdiv(rows, BM), batches * H)
-    k_desc, v_desc = row_descriptors(k, BN), row_descriptors(v, BN)
-    tma = FWD_TMA and k_desc is not None and v_desc is not None
+    (k_desc, v_desc), tma = tile_descriptors(FWD_TMA, BN, k, v)
     mod._fwd_kernel[grid](
-        q, k, v, k_desc if tma else None, v_desc if tma else None, o, lse,
+        q, k, v, k_desc, v_desc, o, lse,
         plan.sinks if plan.sinks is not None else q, KVN=kvn, KVI=kvi, FKVN=fkvn,
         FKVI=fkvi, **args, **sizes, **_caps(plan), **flags, SINK=plan.sinks is not None,
         BLOCK_M=BM, BLOCK_N=BN, SPARSE=plan.block_mask is not None, SUB_Q=sub_q, SUB_KV=sub_kv,
@@ -240,17 +248,15 @@ def backward(q, k, v, do, lse_all, delta, plan: Plan, cap_grads: dict):
                             num_stages=stages)
     BN, BM, launch_tiles = tiles(DKDV_TILES)
     sizes, (qn, qi, fqn, fqi) = _sparse_args(plan, batches, H, rows, keys, True, q)
-    q_desc, do_desc = row_descriptors(q, BM), row_descriptors(do, BM)
-    tma = DKDV_TMA and q_desc is not None and do_desc is not None
+    (q_desc, do_desc), tma = tile_descriptors(DKDV_TMA, BM, q, do)
     mod._dkdv_kernel[(triton.cdiv(keys, BN), batches * G)](
-        q, k, v, do, q_desc if tma else None, do_desc if tma else None, lse_all, delta, dk, dv,
+        q, k, v, do, q_desc, do_desc, lse_all, delta, dk, dv,
         QN=qn, QI=qi, FQN=fqn, FQI=fqi, **sizes, **common, **launch_tiles, TMA=tma)
     BN, BM, launch_tiles = tiles(DQ_TILES)
     sizes, (kvn, kvi, fkvn, fkvi) = _sparse_args(plan, batches, H, rows, keys, False, q)
-    k_desc, v_desc = row_descriptors(k, BN), row_descriptors(v, BN)
-    tma = DQ_TMA and k_desc is not None and v_desc is not None
+    (k_desc, v_desc), tma = tile_descriptors(DQ_TMA, BN, k, v)
     mod._dq_kernel[(triton.cdiv(rows, BM), batches * H)](
-        q, k, v, do, k_desc if tma else None, v_desc if tma else None, lse_all, delta, dq,
+        q, k, v, do, k_desc, v_desc, lse_all, delta, dq,
         KVN=kvn, KVI=kvi, FKVN=fkvn, FKVI=fkvi, **sizes, **common, **launch_tiles, TMA=tma)
     return dq, dk, dv
 
