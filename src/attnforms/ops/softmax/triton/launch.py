@@ -42,6 +42,10 @@ DKDV_TILES = {64: (32, 64, 4, 2), 128: (32, 64, 4, 2), 256: (32, 32, 8, 1)}
 DKDV_TMA = True
 DQ_TMA = True
 FWD_TMA = True
+# Compiled, only head dim 128 takes them: Triton 3.6's ptxas crashes (SIGSEGV) on the
+# descriptor kernels at other head dims (dq at 64, dk/dv at 32, the forward at 256 and
+# at 64 with a T5 bias; scripts/compile_sm90.py). The interpreter takes every power of two.
+TMA_HEAD_DIMS = (128,)
 DQ_TILES = {64: (128, 64, 8, 2), 128: (128, 64, 8, 3), 256: (16, 32, 4, 1)}
 DECODE_TILES = {64: (64, 4, 3), 128: (64, 4, 3), 256: (32, 4, 2)}  # BLOCK_N, warps, stages
 # Under the interpreter (tests on the CPU) small tiles keep tile counts realistic.
@@ -60,7 +64,8 @@ def row_descriptors(x: torch.Tensor, block_rows: int):
     """A tensor descriptor over time-major `x [B, T, H, D]` seen as `[B·T, H·D]`, with
     `[block_rows, D]` boxes (one head's rows), or None where the tensor memory
     accelerator cannot take it: D not a power of two (the kernels' padded tile), rows
-    or the base not 16-byte aligned, or a GPU before Hopper. The interpreter runs it.
+    or the base not 16-byte aligned, a GPU before Hopper, or (compiled) D not in
+    TMA_HEAD_DIMS. The interpreter runs it.
     A box at a sequence's end reads the next sequence's rows; the kernels give them zero
     weight (so a non-finite value there would reach this sequence as NaN, as it would
     reach its own)."""
@@ -70,7 +75,7 @@ def row_descriptors(x: torch.Tensor, block_rows: int):
     rows, width = x.numel() // (x.shape[-2] * D), x.shape[-2] * D
     if D < 16 or D & (D - 1) or (D * x.element_size()) % 16 or x.data_ptr() % 16 or not x.is_contiguous():
         return None
-    if not interpreting() and not tma_device(x.device):
+    if not interpreting() and (not tma_device(x.device) or D not in TMA_HEAD_DIMS):
         return None
     return TensorDescriptor(x, shape=[rows, width], strides=[width, 1], block_shape=[block_rows, D])
 

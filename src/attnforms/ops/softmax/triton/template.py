@@ -108,6 +108,36 @@ def _full_query_tiles(lo, hi, n0, qoff, Sn, W, BLOCK_M: tl.constexpr, BLOCK_N: t
 
 
 @triton.jit
+def _sequence(CU, QOFF, b, T, S, Q_OFF, programs_per_row,
+              VARLEN: tl.constexpr, CACHE: tl.constexpr):
+    """Batch row b's sequence: (q_tok0, Tn, kv_tok0, Sn, qoff, ntok) = the token index of
+    its first query and first key in the flattened [tokens, heads, D] tensors, its query
+    and key counts, the position of its first query among its keys, and the number of
+    query tokens of the whole launch (the LSE's row count). Varlen rows are packed one
+    after another at CU[b], self-attending; otherwise rows are T queries and S keys each,
+    the queries at Q_OFF (or QOFF[b] with a cache). programs_per_row: the grid's axis-1
+    programs per batch row (heads or key heads)."""
+    if VARLEN:
+        q_tok0 = tl.load(CU + b).to(tl.int32)
+        Tn = tl.load(CU + b + 1).to(tl.int32) - q_tok0
+        Sn = Tn
+        kv_tok0 = q_tok0
+        qoff = 0
+        ntok = T
+    else:
+        q_tok0 = b * T
+        Tn = T
+        Sn = S
+        kv_tok0 = b * S
+        ntok = (tl.num_programs(1) // programs_per_row) * T
+        if CACHE:
+            qoff = tl.load(QOFF + b).to(tl.int32)
+        else:
+            qoff = Q_OFF
+    return q_tok0, Tn, kv_tok0, Sn, qoff, ntok
+
+
+@triton.jit
 def _fwd_tile(acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, b, h, Sn,
               W, scale, DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
               BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
@@ -174,21 +204,7 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
     h = pid_bh % H
     g = h // (H // G)
     bmod = b + BOFF  # the batch index the mods see
-    if VARLEN:
-        q_tok0 = tl.load(CU + b).to(tl.int32)
-        Tn = tl.load(CU + b + 1).to(tl.int32) - q_tok0
-        Sn = Tn
-        kv_tok0 = q_tok0
-        qoff = 0
-    else:
-        q_tok0 = b * T
-        Tn = T
-        Sn = S
-        kv_tok0 = b * S
-        if CACHE:
-            qoff = tl.load(QOFF + b).to(tl.int32)
-        else:
-            qoff = Q_OFF
+    q_tok0, Tn, kv_tok0, Sn, qoff, ntok = _sequence(CU, QOFF, b, T, S, Q_OFF, H, VARLEN, CACHE)
     m0 = pid_m * BLOCK_M
     if m0 >= Tn:
         return
@@ -259,10 +275,6 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
                 TMA, __SCAPS__, __MCAPS__)
-    if VARLEN:
-        ntok = T
-    else:
-        ntok = (tl.num_programs(1) // H) * T
     _finish_rows(acc, m_i, l_i, O, LSE, SINKS, qtok, rows, Tn, h, H, ntok, DV, BDV, SINK)
 
 
@@ -374,23 +386,7 @@ def _dkdv_kernel(Q, K, V, DO, QDESC, DODESC, LSE, DELTA, DK_OUT, DV_OUT, QOFF, K
     g = pid_bg % G
     R = H // G
     bmod = b + BOFF  # the batch index the mods see
-    if VARLEN:
-        q_tok0 = tl.load(CU + b).to(tl.int32)
-        Tn = tl.load(CU + b + 1).to(tl.int32) - q_tok0
-        Sn = Tn
-        kv_tok0 = q_tok0
-        qoff = 0
-        ntok = T
-    else:
-        q_tok0 = b * T
-        Tn = T
-        Sn = S
-        kv_tok0 = b * S
-        ntok = (tl.num_programs(1) // G) * T
-        if CACHE:
-            qoff = tl.load(QOFF + b).to(tl.int32)
-        else:
-            qoff = Q_OFF
+    q_tok0, Tn, kv_tok0, Sn, qoff, ntok = _sequence(CU, QOFF, b, T, S, Q_OFF, G, VARLEN, CACHE)
     n0 = pid_n * BLOCK_N
     if n0 >= Sn:
         return
@@ -524,23 +520,7 @@ def _dq_kernel(Q, K, V, DO, KDESC, VDESC, LSE, DELTA, DQ_OUT, QOFF, KVPOS, CU,
     h = pid_bh % H
     g = h // (H // G)
     bmod = b + BOFF  # the batch index the mods see
-    if VARLEN:
-        q_tok0 = tl.load(CU + b).to(tl.int32)
-        Tn = tl.load(CU + b + 1).to(tl.int32) - q_tok0
-        Sn = Tn
-        kv_tok0 = q_tok0
-        qoff = 0
-        ntok = T
-    else:
-        q_tok0 = b * T
-        Tn = T
-        Sn = S
-        kv_tok0 = b * S
-        ntok = (tl.num_programs(1) // H) * T
-        if CACHE:
-            qoff = tl.load(QOFF + b).to(tl.int32)
-        else:
-            qoff = Q_OFF
+    q_tok0, Tn, kv_tok0, Sn, qoff, ntok = _sequence(CU, QOFF, b, T, S, Q_OFF, H, VARLEN, CACHE)
     m0 = pid_m * BLOCK_M
     if m0 >= Tn:
         return
