@@ -60,6 +60,19 @@ def chunk_bounds(chunk_indices, cu_seqlens, i_c, BT: tl.constexpr):
 
 
 @triton.jit
+def chunk_head_program(chunk_indices, cu_seqlens, H: tl.constexpr, BT: tl.constexpr):
+    """A program of a grid `(chunks, H)` over one whole chunk of one head: (chunk i_c,
+    head i_h, sequence i_n, the chunk's first token row, its valid rows, the rows' index
+    in the chunk o_t `[BT]`, which of them are valid m_t `[BT]`, and their index into a
+    time-major `[tokens, H]` tensor p_t `[BT]`)."""
+    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_n, start, valid = chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    o_t = tl.arange(0, BT)
+    m_t = o_t < valid
+    return i_c, i_h, i_n, start, valid, o_t, m_t, (start + o_t) * H + i_h
+
+
+@triton.jit
 def sequence_head_program(cu_seqlens, H: tl.constexpr):
     """A program of a grid `(value tiles, N·H)` over packed sequences: (value tile, sequence
     and head i_nh, sequence, head, first row, end row of the sequence), int64."""

@@ -19,18 +19,14 @@ triples m, u `[chunks, H]` and w `[chunks, H, V]` float32, chunks numbered globa
 import triton
 import triton.language as tl
 
-from ....kernels.sequences import chunk_bounds as _chunk_bounds, sequence_head_program
+from ....kernels.sequences import chunk_head_program, sequence_head_program
 
 
 @triton.jit
 def _fwd_summary_kernel(q, k, v, s, chunk_m, chunk_u, chunk_w, chunk_indices, cu_seqlens, scale,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                         BK: tl.constexpr, BV: tl.constexpr):
-    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
-    o_t = tl.arange(0, BT)
-    m_t = o_t < valid
-    p_t = (start + o_t) * H + i_h
+    i_c, i_h, i_n, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
     b_s = tl.zeros([BT], dtype=tl.float32)
     for i_k in tl.static_range(0, K, BK):
         o_k = i_k + tl.arange(0, BK)
@@ -120,11 +116,7 @@ def _fwd_prefix_kernel(chunk_m, chunk_u, chunk_w, prefix_m, prefix_u, prefix_w, 
 def _fwd_output_kernel(s, v, o, L, prefix_m, prefix_u, prefix_w, chunk_indices, cu_seqlens,
                        H: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                        DOT_PRECISION: tl.constexpr):
-    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
-    o_t = tl.arange(0, BT)
-    m_t = o_t < valid
-    p_t = (start + o_t) * H + i_h
+    i_c, i_h, i_n, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
     causal = o_t[None, :] <= o_t[:, None]  # [r, j]: j <= r
     b_m = tl.load(prefix_m + i_c * H + i_h)
     b_u = tl.load(prefix_u + i_c * H + i_h)

@@ -22,7 +22,7 @@ without one), so that the carry there is the initial triple's gradient.
 import triton
 import triton.language as tl
 
-from ....kernels.sequences import chunk_bounds as _chunk_bounds, sequence_head_program
+from ....kernels.sequences import chunk_head_program, sequence_head_program
 
 
 @triton.jit
@@ -41,11 +41,7 @@ def _bwd_summary_kernel(s, L, v, do, delta, prefix_m, prefix_u, prefix_w, initia
                         chunk_gamma, chunk_indices, cu_seqlens, H: tl.constexpr, V: tl.constexpr,
                         USE_INITIAL: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                         DOT_PRECISION: tl.constexpr):
-    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
-    o_t = tl.arange(0, BT)
-    m_t = o_t < valid
-    p_t = (start + o_t) * H + i_h
+    i_c, i_h, i_n, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
     b_P, b_s, b_L = _attention_weights(s, L, p_t, m_t, BT)
     b_m = tl.load(prefix_m + i_c * H + i_h)
     # R before the chunk: the log-sum-exp at the previous chunk's end, or before the
@@ -138,11 +134,7 @@ def _bwd_output_kernel(q, k, s, L, v, do, delta, carry_G, carry_Gamma, final_m, 
                        dv, chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
                        V: tl.constexpr, USE_MAX_GRAD: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                        BV: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
-    o_t = tl.arange(0, BT)
-    m_t = o_t < valid
-    p_t = (start + o_t) * H + i_h
+    i_c, i_h, i_n, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
     b_P, b_s, b_L = _attention_weights(s, L, p_t, m_t, BT)
     b_delta = tl.load(delta + p_t, mask=m_t, other=0.0)
     b_R = tl.load(L + (start + valid - 1) * H + i_h)

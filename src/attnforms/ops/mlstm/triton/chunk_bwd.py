@@ -20,7 +20,7 @@ for wide heads.
 import triton
 import triton.language as tl
 
-from ....kernels.sequences import sequence_head_program
+from ....kernels.sequences import chunk_head_program, sequence_head_program
 
 from .chunk_fwd import _chunk_bounds, _mixed_dot, _operand
 
@@ -225,11 +225,7 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
 @triton.jit
 def _gate_bwd_kernel(xq, xk, dg, dlf, dli, chunk_indices, cu_seqlens, H: tl.constexpr,
                      BT: tl.constexpr):
-    i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
-    o_t = tl.arange(0, BT)
-    m_t = o_t < valid
-    p_t = (start + o_t) * H + i_h
+    i_c, i_h, _, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
     b_xk = tl.load(xk + p_t, mask=m_t, other=0.0)
     b_x = tl.load(xq + p_t, mask=m_t, other=0.0) - b_xk
     # Σ_{j >= r} x_j = total − Σ_{j < r} x_j

@@ -212,7 +212,6 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
     rows_ok = (rows < Tn)[:, None]
     qpos = (qoff + rows)[:, None]
     dk = tl.arange(0, BDK)
-    dv = tl.arange(0, BDV)
     qtok = (q_tok0 + rows).to(tl.int64)
     q = tl.load(Q + (qtok[:, None] * H + h) * DK + dk[None, :], mask=rows_ok & (dk[None, :] < DK), other=0.0)
     acc = tl.zeros([BLOCK_M, BDV], dtype=tl.float32)
