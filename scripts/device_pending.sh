@@ -12,6 +12,7 @@
 # 2. softmax backward and forward tiles that compile without spills (or few) now that the
 #    tiles come through tensor descriptors (scripts/compile_sm90.py, session 8).
 # 3. The restructured forward fused (EXP_SPLIT=never), if step 1 found it sound.
+# 4. mLSTMsig through the scalar-gate kernels: a per-kernel profile.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -50,3 +51,7 @@ step softmax_tiles 170 python3 scripts/device_softmax_variants.py 'CHECK=0' \
     'FWD_TILES={128: (64, 64, 4, 3)}'
 step mlstm_fused 80 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=never
+# 4. Where mLSTMsig's time goes on the scalar-gate kernels (2.48 ms forward at S1 against
+#    0.28 for simple GLA alone, session 8): per-kernel device times.
+step mlstm_sigmoid_profile 60 python3 scripts/device_mlstm_check.py --sections profile --shapes S1 \
+    --set SIGMOID_VIA_GLA=True
