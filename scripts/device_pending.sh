@@ -11,7 +11,8 @@
 #    (what the check shapes, with few sequences·heads, ran; S1 runs 64) and at 4 warps.
 # 2. softmax backward and forward tiles that compile without spills (or few) now that the
 #    tiles come through tensor descriptors (scripts/compile_sm90.py, session 8).
-# 3. The restructured forward fused (EXP_SPLIT=never), if step 1 found it sound.
+# 3. mlstm_kernels' decode step kernel against ours, then the restructured forward fused
+#    (EXP_SPLIT=never), if step 1 found it sound.
 # 4. mLSTMsig through the scalar-gate kernels: a per-kernel profile.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
@@ -49,6 +50,12 @@ step softmax_tiles 170 python3 scripts/device_softmax_variants.py 'CHECK=0' \
     'DKDV_TILES={128: (64, 64, 8, 2)}' 'DKDV_TILES={128: (32, 64, 4, 3)}' \
     'DQ_TILES={128: (128, 32, 8, 4)}' 'DQ_TILES={128: (64, 64, 4, 3)}' \
     'FWD_TILES={128: (64, 64, 4, 3)}'
+# mlstm_kernels' step kernel beside ours (issue 7's decode target, never measured: its
+# chunk kernels crash Triton 3.6's compiler). Needs the carried wheels (.whl/).
+step mlstm_decode_peer 90 bash -c 'site=$(mktemp -d) &&
+    python3 -m pip install -q --no-index --no-deps --target "$site" .whl/mlstm_kernels-*.whl .whl/einops-*.whl &&
+    for B in 1 64 256; do PYTHONPATH="$site:$PYTHONPATH" python3 scripts/device_mlstm_check.py --peer step exp $B 1 16 128 128; done &&
+    python3 scripts/device_mlstm_check.py --sections time --shapes S1'
 step mlstm_fused 80 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=never
 # 4. Where mLSTMsig's time goes on the scalar-gate kernels (2.48 ms forward at S1 against
