@@ -45,11 +45,12 @@ step mlstm_4warps 60 python3 scripts/device_mlstm_check.py --sections time --sha
 # Compiled at D 128 (registers / spill bytes): dk/dv (64, 64, 8 warps) 255 / 168 and
 # (32, 64, 4 warps, 3 stages) 255 / 136, against the default's 255 / 0; dq (128, 32, 8
 # warps, 4 stages) 172 / 0 and (64, 64, 4 warps, 3 stages) 209 / 0; forward (64, 64, 4
-# warps, 3 stages) 192 / 0. (128-key tiles crash ptxas.)
+# warps, 3 stages) 192 / 0. (128-key tiles crash ptxas.) The forward's lazy rescale
+# (launch.FWD_LAZY_RESCALE): 196 -> 179 registers (it crashes ptxas with a T5 bias).
 step softmax_tiles 170 python3 scripts/device_softmax_variants.py 'CHECK=0' \
     'DKDV_TILES={128: (64, 64, 8, 2)}' 'DKDV_TILES={128: (32, 64, 4, 3)}' \
     'DQ_TILES={128: (128, 32, 8, 4)}' 'DQ_TILES={128: (64, 64, 4, 3)}' \
-    'FWD_TILES={128: (64, 64, 4, 3)}'
+    'FWD_TILES={128: (64, 64, 4, 3)}' 'FWD_LAZY_RESCALE=True'
 # mlstm_kernels' step kernel beside ours (issue 7's decode target, never measured: its
 # chunk kernels crash Triton 3.6's compiler). Needs the carried wheels (.whl/).
 step mlstm_decode_peer 90 bash -c 'site=$(mktemp -d) &&
