@@ -48,8 +48,10 @@ def _close(actual, expected):
 
 
 def _state(N, H, K, V, gate, seed=3, requires_grad=False):
+    """An entering state with m nonzero for either gate (the sigmoid gate folds exp(m)
+    into its first step, as the reference does)."""
     generator = torch.Generator().manual_seed(seed)
-    m = torch.randn(N, H, generator=generator) if gate == "exp" else torch.zeros(N, H)
+    m = torch.randn(N, H, generator=generator)
     parts = (torch.randn(N, H, K, V, generator=generator) * 0.3, torch.randn(N, H, K, generator=generator) * 0.3, m)
     return af.MLSTMState(*(x.requires_grad_(requires_grad) for x in parts))
 
@@ -288,8 +290,7 @@ def sigmoid_via_gla(monkeypatch):
 
 
 def _sigmoid_state(N, H, K, V):
-    """An entering state with gradients; m is 0 (the API's rule for this gate), and its
-    gradient is the reference's all the same (it scales the state by exp(m))."""
+    """An entering state with gradients, m nonzero (it scales the state by exp(m))."""
     return _state(N, H, K, V, "sigmoid", seed=4, requires_grad=True)
 
 

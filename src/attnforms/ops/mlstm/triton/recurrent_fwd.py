@@ -43,8 +43,10 @@ def _recurrent_kernel(q, k, v, i, f, o, initial_C, initial_n, initial_m, final_C
         if STABILISE:
             b_m_new = tl.maximum(b_lf + b_m, b_li)
         else:
+            # No stabiliser: m is 0 after the first step, so an entering m (the entering
+            # state's scale, exp(m)) is folded into that step's decay, as the reference does.
             b_li = _logsigmoid(b_li)
-            b_m_new = b_m
+            b_m_new = tl.full([], 0.0, tl.float32)
         b_decay = tl.exp(b_lf + b_m - b_m_new)
         b_write = b_k * tl.exp(b_li - b_m_new)
         b_C = b_C * b_decay + b_write[:, None] * b_v[None, :]
