@@ -33,7 +33,7 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/pending.tgz" -C "$work" .
 }
 
-step mlstm_auto 120 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3 \
+step mlstm_auto 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode
 step mlstm_split8 40 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
