@@ -9,8 +9,6 @@
 #    where there are many sequences·heads, S1 and S3; split at S2) with the split's state
 #    pass at 4 warps; checks and timing at S1, S2, S3.
 # 2. softmax against Flex and cuDNN at S1 with the forward's new tiles.
-# 3. The restructured split forward at its old settings (8 warps), which stopped once
-#    with an illegal memory access at S1 and ran clean under CUDA_LAUNCH_BLOCKING=1.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -36,5 +34,3 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 step mlstm_auto 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode
-step mlstm_split8 40 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
-    --set EXP_FORWARD=restructured
