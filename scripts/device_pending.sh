@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU call that runs what is written but not yet measured on the GPU (as of
-# 2026-12-06, session 8's last call), each step under its own time limit, most important
+# 2026-12-06, end of session 8: its last call was cut by the device budget after the
+# checks of step 1, which passed), each step under its own time limit, most important
 # first, so a call cut short or a failing step still leaves the earlier results:
 #
 #     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
@@ -31,6 +32,6 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/pending.tgz" -C "$work" .
 }
 
-step mlstm_auto 110 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2 \
+step mlstm_auto 200 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode
