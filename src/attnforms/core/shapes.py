@@ -34,20 +34,25 @@ class Dims:
         self.bound_by: dict[str, str] = {letter: "the call" for letter in known}
 
     def bind(self, name: str, x: torch.Tensor, spec: str) -> None:
+        # Runs on every call of every op (a decoding step included), so the messages are
+        # only built on failure.
         letters = spec.split()
-        expected = "[" + ", ".join(letters) + "]"
-        if x.ndim != len(letters):
+        shape = x.shape
+        if len(shape) != len(letters):
             raise ValueError(
-                f"{name}: expected {len(letters)} dimensions {expected}, got shape {list(x.shape)}"
+                f"{name}: expected {len(letters)} dimensions {_legend(letters)}, got shape {list(shape)}"
             )
-        for letter, size in zip(letters, x.shape):
-            if letter in self.sizes and self.sizes[letter] != size:
+        sizes = self.sizes
+        for letter, size in zip(letters, shape):
+            known = sizes.get(letter)
+            if known is None:
+                sizes[letter] = size
+                self.bound_by[letter] = name
+            elif known != size:
                 raise ValueError(
-                    f"{name}: expected shape {expected} with {letter}={self.sizes[letter]} "
-                    f"(from {self.bound_by[letter]}), got shape {list(x.shape)}"
+                    f"{name}: expected shape {_legend(letters)} with {letter}={known} "
+                    f"(from {self.bound_by[letter]}), got shape {list(shape)}"
                 )
-            self.sizes.setdefault(letter, size)
-            self.bound_by.setdefault(letter, name)
 
     def fix(self, letter: str, size: int, source: str) -> None:
         """Bind `letter` to `size` from something that is not a tensor (e.g. the number of
@@ -56,6 +61,10 @@ class Dims:
 
     def __getitem__(self, letter: str) -> int:
         return self.sizes[letter]
+
+
+def _legend(letters: list[str]) -> str:
+    return "[" + ", ".join(letters) + "]"
 
 
 def check_same_dtype(**tensors: torch.Tensor) -> None:
