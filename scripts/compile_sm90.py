@@ -100,7 +100,8 @@ def gated_delta_cases():
     # The CPU tensors here stand for CUDA ones: compile the GPU's 16-bit product path.
     launch.low_precision_products = lambda x: x.dtype in (torch.bfloat16, torch.float16)
     B, T, H = 1, 128, 2
-    for K, V in ((128, 128), (64, 64), (256, 256), (100, 60)):
+    # (128, 129): mLSTMsig through these kernels (mlstm/triton/sigmoid_as_gla.py), values [v | 1].
+    for K, V in ((128, 128), (64, 64), (256, 256), (100, 60), (128, 129), (128, 192), (128, 16)):
         for gate in ("none", "scalar", "channel"):
             for use_beta in (False, True):
                 name = f"gdr K{K} V{V} g={gate} beta={use_beta}"

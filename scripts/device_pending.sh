@@ -10,6 +10,7 @@
 #    where there are many sequences·heads, S1 and S3; split at S2) with the split's state
 #    pass at 4 warps; checks and timing at S1 and S2.
 # 2. softmax against Flex and cuDNN at S1 with the forward's new tiles.
+# 3. mLSTMsig on the scalar-gate kernels, its value columns padded (launch.SIGMOID_VIA_GLA).
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -35,3 +36,7 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 step mlstm_auto 200 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode
+# mLSTMsig on the scalar-gate kernels with its value columns padded to a multiple of 64
+# (V + 1 = 129 spilled 2.5 KB in the forward; 192 compiles clean).
+step mlstm_sigmoid_gla 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
+    --set SIGMOID_VIA_GLA=True

@@ -7,7 +7,8 @@ linear attention with a per-head decay and a per-token write weight σ(i_t) <= 1
     h_t       = C_tᵀ q̂_t / (max(|n_tᵀ q̂_t|, 1) + MLSTM_EPS)
 
 So one `gated_delta_rule` chunk call (no beta) with log-decay g = logsigmoid(f), keys
-σ(i) ⊙ k and values [v | 1] (V + 1 columns: the last carries n) returns numerator and
+σ(i) ⊙ k and values [v | 1 | 0...] (column V carries n; zeros pad the columns to a
+multiple of VALUE_COLUMNS) returns numerator and
 denominator at once, in float32; the division is PyTorch, and autograd runs the
 kernels' backward through it. An entering state (C₀, n₀, m₀) enters as
 exp(m₀)·[C₀ | n₀], as the reference reads it (its first step weighs the state by
@@ -30,6 +31,9 @@ from ...gated_delta import triton as gated_delta_kernels
 
 # The gated delta kernels' chunk (their largest).
 CHUNK_SIZE = 64
+# The value columns are padded to a multiple of this: the kernels' value tile at K = 128
+# (scripts/compile_sm90.py "gdr K128 V192": no spills, against 2548 bytes at V 129).
+VALUE_COLUMNS = 64
 
 
 def chunk(q, k, v, i, f, *, scale, initial_state, output_final_state, offsets=None) -> AttentionOutput:
@@ -39,11 +43,17 @@ def chunk(q, k, v, i, f, *, scale, initial_state, output_final_state, offsets=No
     V = v.shape[-1]
     g = F.logsigmoid(f.float())  # [B, T, H], <= 0
     keys = (k.float() * torch.sigmoid(i.float())[..., None]).to(k.dtype)
-    values = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # [B, T, H, V + 1]
+    # [B, T, H, V + 1 + pad]: v, the ones column that carries n, and zero columns up to a
+    # multiple of VALUE_COLUMNS. A ragged last value tile keeps per-element masks live in
+    # the kernels' registers (V + 1 = 129 at K = 128: 2.5 KB of spills in the forward,
+    # whose 1.26 ms at S1 made this path slower than the mLSTM kernels).
+    pad = -(V + 1) % VALUE_COLUMNS
+    values = torch.cat([v, torch.ones_like(v[..., :1]), v.new_zeros(*v.shape[:-1], pad)], dim=-1)
     state = None
     if initial_state is not None:
         C0, n0, m0 = (x.float() for x in initial_state)
-        state = LinearState(torch.exp(m0)[..., None, None] * torch.cat([C0, n0[..., None]], dim=-1))
+        S0 = torch.cat([C0, n0[..., None], C0.new_zeros(*C0.shape[:-1], pad)], dim=-1)
+        state = LinearState(torch.exp(m0)[..., None, None] * S0)
     out = gated_delta_kernels.chunk(q, keys, values, g=g, beta=None, scale=scale, initial_state=state,
                                     output_final_state=output_final_state, chunk_size=CHUNK_SIZE,
                                     offsets=offsets, out_dtype=torch.float32)
@@ -51,6 +61,6 @@ def chunk(q, k, v, i, f, *, scale, initial_state, output_final_state, offsets=No
     h = num / (torch.maximum(den.abs(), torch.ones_like(den)) + MLSTM_EPS)[..., None]
     final = None
     if output_final_state:
-        S = out.final_state.S  # [N, H, K, V + 1]
+        S = out.final_state.S  # [N, H, K, V + 1 + pad]
         final = MLSTMState(S[..., :V], S[..., V], torch.zeros(S.shape[:2], dtype=S.dtype, device=S.device))
     return AttentionOutput(h.to(v.dtype), final)
