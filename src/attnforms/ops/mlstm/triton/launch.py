@@ -64,8 +64,9 @@ HALF_PRECISION_P = False
 # (H100, bench/NOTES-mlstm.md, session 6). The interpreter always takes float32.
 STATE_PRODUCT = "split16"
 # mLSTMsig (the sigmoid input gate) through the gated delta rule family's scalar-gate
-# kernels (sigmoid_as_gla.py) instead of the mLSTM kernels. Off until measured on the
-# GPU: `scripts/device_mlstm_check.py --set SIGMOID_VIA_GLA=True`.
+# kernels (sigmoid_as_gla.py) instead of the mLSTM kernels. Off: first timed slower
+# (S1 2.48 / 8.90 ms against 2.06 / 6.91, session 8) because its 129 value columns made
+# the forward spill; padded to 192 since, untimed (`scripts/device_pending.sh`).
 SIGMOID_VIA_GLA = False
 # The exp gate's forward: "current" (chunk_fwd.py: a state pass, then an output kernel
 # per value tile and query tile) or "restructured" (chunk_fwd_fused.py: one pass per
