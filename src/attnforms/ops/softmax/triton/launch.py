@@ -49,11 +49,6 @@ FWD_TMA = True
 # descriptor kernels at other head dims (dq at 64, dk/dv at 32, the forward at 256 and
 # at 64 with a T5 bias; scripts/compile_sm90.py). The interpreter takes every power of two.
 TMA_HEAD_DIMS = (128,)
-# The forward rescales its running output only when a row's max grows by more than 2^8
-# (template.py, LAZY_GROWTH): fewer multiplies per key tile, at the price of a branch.
-# Off until timed on the GPU (compiled at D 128: 196 -> 179 registers causal, but ptxas
-# crashes on it with a T5 bias).
-FWD_LAZY_RESCALE = False
 DQ_TILES = {64: (128, 64, 8, 2), 128: (128, 64, 8, 3), 256: (16, 32, 4, 1)}
 DECODE_TILES = {64: (64, 4, 3), 128: (64, 4, 3), 256: (32, 4, 2)}  # BLOCK_N, warps, stages
 # Under the interpreter (tests on the CPU) small tiles keep tile counts realistic.
@@ -231,7 +226,7 @@ def forward(q, k, v, plan: Plan):
         plan.sinks if plan.sinks is not None else q, KVN=kvn, KVI=kvi, FKVN=fkvn,
         FKVI=fkvi, **args, **sizes, **_caps(plan), **flags, SINK=plan.sinks is not None,
         BLOCK_M=BM, BLOCK_N=BN, SPARSE=plan.block_mask is not None, SUB_Q=sub_q, SUB_KV=sub_kv,
-        TMA=tma, LAZY=FWD_LAZY_RESCALE, num_warps=warps, num_stages=stages,
+        TMA=tma, num_warps=warps, num_stages=stages,
     )
     return o, lse
 

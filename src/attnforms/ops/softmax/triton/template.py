@@ -20,9 +20,6 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
-# The lazy rescale's allowance (launch.FWD_LAZY_RESCALE): weights up to 2^8 before the
-# running max moves (FlashAttention-4's conditional rescaling).
-LAZY_GROWTH = tl.constexpr(8.0)
 NEG_INF = tl.constexpr(float("-inf"))
 
 
@@ -145,14 +142,10 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qp
               W, scale, DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
               BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
               KVPOS_ON: tl.constexpr, BOUNDS: tl.constexpr, MASK: tl.constexpr,
-              SCORE: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, LAZY: tl.constexpr,
-              __SCAPS__, __MCAPS__):
+              SCORE: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, __SCAPS__, __MCAPS__):
     """Fold one key tile into the running (acc, m, l) of a query tile. TMA: k and v
     tiles through tensor descriptors over `[rows, G·D]`; keys past this sequence's end
-    are kept out by the visibility mask (edge tiles) or never read (full tiles). LAZY:
-    keep the running max, and skip rescaling acc and l, until some row's max grows by
-    more than LAZY_GROWTH (log2 units); m is then only an offset, the weights
-    exp2(s - m) at most 2^LAZY_GROWTH, and o = acc / l and the LSE stay exact."""
+    are kept out by the visibility mask (edge tiles) or never read (full tiles)."""
     local = tl.arange(0, BLOCK_N)
     cols = n0 + local
     cols_ok = cols < Sn
@@ -184,29 +177,13 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qp
                      MASK, __MCAPS__)
         s = tl.where(keep, s, NEG_INF)
     m_new = tl.maximum(m_i, tl.max(s, 1))
-    if LAZY:
-        # One decision for the whole tile (a branch per row would diverge): rescale
-        # only when some row's max grew past the allowance (always on a row's first keys).
-        grow = tl.max((m_new > m_i + LAZY_GROWTH).to(tl.int32), 0) > 0
-        if grow:
-            m_use = tl.where(m_new == NEG_INF, 0.0, m_new)
-            alpha = tl.exp2(m_i - m_use)
-            acc = acc * alpha[:, None]
-            l_i = l_i * alpha
-            m_i = m_new
-        p = tl.exp2(s - tl.where(m_i == NEG_INF, 0.0, m_i)[:, None])
-        l_i = l_i + tl.sum(p, 1)
-        acc = tl.dot(p.to(vt.dtype), vt, acc, input_precision=PREC)
-        m_out = m_i
-    else:
-        m_use = tl.where(m_new == NEG_INF, 0.0, m_new)
-        alpha = tl.exp2(m_i - m_use)
-        p = tl.exp2(s - m_use[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        # Accumulate inside the product (the tensor cores add into acc).
-        acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision=PREC)
-        m_out = m_new
-    return acc, m_out, l_i
+    m_use = tl.where(m_new == NEG_INF, 0.0, m_new)
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    # Accumulate inside the product (the tensor cores add into acc).
+    acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision=PREC)
+    return acc, m_new, l_i
 
 
 @triton.jit(do_not_specialize=["T", "S", "W", "Q_OFF", "TB", "SB", __DNS__])
@@ -218,7 +195,7 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
                 CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SINK: tl.constexpr,
                 SCORE: tl.constexpr, MASK: tl.constexpr, VARLEN: tl.constexpr,
                 CACHE: tl.constexpr, SPARSE: tl.constexpr, SUB_Q: tl.constexpr,
-                SUB_KV: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, LAZY: tl.constexpr):
+                SUB_KV: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr):
     """One program per (query tile, batch row · head): the whole online softmax. The
     last query tiles (the most keys under a causal mask) start first."""
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -263,7 +240,7 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, True, SCORE, PREC,
-                TMA, LAZY, __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
         n_full = tl.load(FKVN + row) * SUB_KV
         for j in range(n_full):
             blk = tl.load(FKVI + row.to(tl.int64) * SB + j // SUB_KV)
@@ -271,13 +248,13 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, False, SCORE, PREC,
-                TMA, LAZY, __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
     elif CACHE:
         for n0 in range(0, Sn, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
-                TMA, LAZY, __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
     else:
         # Tiles wholly inside the causal / window bounds and the keys, [full_lo,
         # full_hi), skip the bounds test; the edge tiles before and after apply it.
@@ -286,17 +263,17 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
-                TMA, LAZY, __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
         for n0 in range(full_lo, full_hi, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, False, MASK, SCORE, PREC,
-                TMA, LAZY, __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
         for n0 in range(full_hi, hi, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
                 DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
-                TMA, LAZY, __SCAPS__, __MCAPS__)
+                TMA, __SCAPS__, __MCAPS__)
     _finish_rows(acc, m_i, l_i, O, LSE, SINKS, qtok, rows, Tn, h, H, ntok, DV, BDV, SINK)
 
 
