@@ -446,3 +446,14 @@ def test_dkdv_reads_tiles_through_descriptors_where_it_can():
     assert launch.row_descriptors(torch.zeros(2, 37, 4, 16), 16) is not None
     assert launch.row_descriptors(torch.zeros(2, 37, 4, 40), 16) is None
     assert launch.row_descriptors(torch.zeros(2, 37, 4, 32)[..., :16], 16) is None  # strided
+
+
+def test_compiled_kernels_take_descriptors_only_at_head_dim_128(monkeypatch):
+    """Compiled for a Hopper GPU, the descriptor path is limited to launch.TMA_HEAD_DIMS:
+    Triton 3.6's ptxas crashes on the descriptor kernels at head dims 32, 64 and 256."""
+    from attnforms.ops.softmax.triton import launch
+    monkeypatch.setattr(launch, "interpreting", lambda: False)
+    monkeypatch.setattr(launch, "tma_device", lambda device: True)
+    assert launch.row_descriptors(torch.zeros(2, 37, 4, 128), 64) is not None
+    for D in (32, 64, 256):
+        assert launch.row_descriptors(torch.zeros(2, 37, 4, D), 64) is None, D
