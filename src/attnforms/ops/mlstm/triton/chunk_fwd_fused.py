@@ -32,7 +32,7 @@ import triton.language as tl
 
 from ....kernels.sequences import chunk_bounds as _chunk_bounds, sequence_head_program
 
-from .chunk_fwd import _normaliser, _operand
+from .chunk_fwd import _normaliser, _operand, _write_weights
 
 
 @triton.jit
@@ -240,24 +240,19 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
             # m_out from the chunk's gates, then the writes tile by tile.
             m_w = tl.full([], float("-inf"), tl.float32)
             for s0 in range(0, BT, BS):
-                o_s = s0 + tl.arange(0, BS)
-                m_s = o_s < valid
-                p_s = (start + o_s) * H + i_h
-                b_a = g - tl.load(b + p_s, mask=m_s, other=0.0) + tl.load(li + p_s, mask=m_s, other=0.0)
-                m_w = tl.maximum(m_w, tl.max(tl.where(m_s, b_a, float("-inf")), axis=0))
+                b_a, _, _ = _write_weights(b, li, start, valid, s0, g, 0.0, i_h, H, BS)
+                m_w = tl.maximum(m_w, tl.max(b_a, axis=0))
             m_out = tl.maximum(g + b_m, m_w)
             b_decay = tl.exp(g + b_m - m_out)
             b_C *= b_decay
             b_n *= b_decay
             for s0 in range(0, BT, BS):
-                o_s = s0 + tl.arange(0, BS)
-                m_s = o_s < valid
+                b_a, o_s, m_s = _write_weights(b, li, start, valid, s0, g, m_out, i_h, H, BS)
                 p_s = (start + o_s) * H + i_h
-                b_a = g - tl.load(b + p_s, mask=m_s, other=0.0) + tl.load(li + p_s, mask=m_s, other=0.0)
                 b_k = _operand(tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0.0), NATIVE)
                 b_v = _operand(tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & m_v[None, :], other=0.0), NATIVE)
-                b_C, b_n = _state_update(b_C, b_n, b_k, b_v, tl.where(m_s, b_a - m_out, float("-inf")),
-                                         STATE_SPLIT16, STATE_SPLIT16, STATE_PRECISION, DOT_PRECISION)
+                b_C, b_n = _state_update(b_C, b_n, b_k, b_v, b_a, STATE_SPLIT16, STATE_SPLIT16,
+                                         STATE_PRECISION, DOT_PRECISION)
         if STORE_STATES and i_v == 0:
             tl.store(chunk_m + (i_c * H + i_h) * 2, b_m)
             tl.store(chunk_m + (i_c * H + i_h) * 2 + 1, m_out)
