@@ -60,17 +60,40 @@ def _combine(m_a, u_a, w_a, m_b, u_b, w_b):
 
 
 @triton.jit
+def _value_tile(per_chunk, v, i_v, i_c, i_h, p_t, m_t, H: tl.constexpr, V: tl.constexpr,
+                BV: tl.constexpr):
+    """Value columns i_v .. i_v + BV of chunk i_c, head i_h: (the columns o_v `[BV]`, their
+    mask, the `[BT, BV]` tile mask, the chunk's `[chunks, H, V]` vector `per_chunk` there
+    `[BV]`, and v's tile `[BT, BV]` in float32)."""
+    o_v = i_v + tl.arange(0, BV)
+    m_v = o_v < V
+    m_tv = m_t[:, None] & m_v[None, :]
+    b_c = tl.load(per_chunk + (i_c * H + i_h) * V + o_v, mask=m_v, other=0.0)
+    b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
+    return o_v, m_v, m_tv, b_c, b_v
+
+
+@triton.jit
+def _scan_program(cu_seqlens, chunk_base, H: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                  BC: tl.constexpr, BV: tl.constexpr):
+    """A program of a grid `(value tiles, N·H)` scanning one sequence·head's chunk triples
+    BC at a time: (value tile i_v, sequence·head i_nh, head i_h, the block's rows o_c
+    `[BC]`, the value columns o_v `[BV]` and their mask, the block's last row `[BC, 1]`,
+    the sequence's chunk count, and the global id of its first chunk)."""
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
+    o_c = tl.arange(0, BC)
+    o_v = i_v * BV + tl.arange(0, BV)
+    is_last = (o_c == BC - 1)[:, None]
+    base = tl.load(chunk_base + i_n).to(tl.int64)
+    return i_v, i_nh, i_h, o_c, o_v, o_v < V, is_last, tl.cdiv(eos - bos, BT), base
+
+
+@triton.jit
 def _fwd_prefix_kernel(chunk_m, chunk_u, chunk_w, prefix_m, prefix_u, prefix_w, initial_m, initial_u,
                        initial_w, final_m, final_u, final_w, cu_seqlens, chunk_base, H: tl.constexpr,
                        V: tl.constexpr, USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr,
                        BT: tl.constexpr, BC: tl.constexpr, BV: tl.constexpr):
-    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
-    o_c = tl.arange(0, BC)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    is_last = (o_c == BC - 1)[:, None]
-    n_chunks = tl.cdiv(eos - bos, BT)
-    base = tl.load(chunk_base + i_n).to(tl.int64)
+    i_v, i_nh, i_h, o_c, o_v, m_v, is_last, n_chunks, base = _scan_program(cu_seqlens, chunk_base, H, V, BT, BC, BV)
     # The carried triple: the identity (−inf, 0, 0) or the initial one.
     c_m = tl.full([], float("-inf"), tl.float32)
     c_u = tl.full([], 0.0, tl.float32)
@@ -130,11 +153,7 @@ def _fwd_output_kernel(s, v, o, L, prefix_m, prefix_u, prefix_w, chunk_indices, 
     b_ur = b_carry * b_u + tl.sum(b_W, axis=1)
     tl.store(L + p_t, b_M + tl.log(b_ur), mask=m_t)
     for i_v in range(0, V, BV):
-        o_v = i_v + tl.arange(0, BV)
-        m_v = o_v < V
-        m_tv = m_t[:, None] & m_v[None, :]
-        b_w = tl.load(prefix_w + (i_c * H + i_h) * V + o_v, mask=m_v, other=0.0)
-        b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
+        o_v, m_v, m_tv, b_w, b_v = _value_tile(prefix_w, v, i_v, i_c, i_h, p_t, m_t, H, V, BV)
         # [BT, BT] @ [BT, BV] -> [BT, BV]
         b_wr = b_carry[:, None] * b_w[None, :] + tl.dot(b_W, b_v, input_precision=DOT_PRECISION)
         tl.store(o + p_t[:, None] * V + o_v[None, :], (b_wr / b_ur[:, None]).to(o.dtype.element_ty), mask=m_tv)

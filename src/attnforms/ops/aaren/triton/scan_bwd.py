@@ -22,7 +22,9 @@ without one), so that the carry there is the initial triple's gradient.
 import triton
 import triton.language as tl
 
-from ....kernels.sequences import chunk_head_program, sequence_head_program
+from ....kernels.sequences import chunk_head_program
+
+from .scan import _scan_program, _value_tile
 
 
 @triton.jit
@@ -62,11 +64,7 @@ def _bwd_summary_kernel(s, L, v, do, delta, prefix_m, prefix_u, prefix_w, initia
     b_back = tl.exp(b_R_prev - b_L)
     b_delta = tl.zeros([BT], dtype=tl.float32)
     for i_v in range(0, V, BV):
-        o_v = i_v + tl.arange(0, BV)
-        m_v = o_v < V
-        m_tv = m_t[:, None] & m_v[None, :]
-        b_w = tl.load(prefix_w + (i_c * H + i_h) * V + o_v, mask=m_v, other=0.0)
-        b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
+        o_v, m_v, m_tv, b_w, b_v = _value_tile(prefix_w, v, i_v, i_c, i_h, p_t, m_t, H, V, BV)
         b_do = tl.load(do + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
         # [BT, BT] @ [BT, BV] -> [BT, BV]: the output, as the forward computed it.
         b_o = (b_in[:, None] * b_w[None, :] + tl.dot(b_P, b_v, input_precision=DOT_PRECISION)) / b_den[:, None]
@@ -89,13 +87,7 @@ def _bwd_suffix_kernel(chunk_a, chunk_g, chunk_gamma, carry_G, carry_Gamma, G_fi
                        dinitial_u, dinitial_w, cu_seqlens, chunk_base, H: tl.constexpr,
                        V: tl.constexpr, USE_INITIAL: tl.constexpr, BT: tl.constexpr,
                        BC: tl.constexpr, BV: tl.constexpr):
-    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
-    o_c = tl.arange(0, BC)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    is_last = (o_c == BC - 1)[:, None]
-    n_chunks = tl.cdiv(eos - bos, BT)
-    base = tl.load(chunk_base + i_n).to(tl.int64)
+    i_v, i_nh, i_h, o_c, o_v, m_v, is_last, n_chunks, base = _scan_program(cu_seqlens, chunk_base, H, V, BT, BC, BV)
     # The carry entering the last chunk: the final triple's gradient (see the launcher).
     c_G = tl.load(G_final + i_nh * V + o_v, mask=m_v, other=0.0)
     c_Gamma = tl.load(Gamma_final + i_nh)
@@ -141,11 +133,7 @@ def _bwd_output_kernel(q, k, s, L, v, do, delta, carry_G, carry_Gamma, final_m, 
     b_to_end = tl.exp(b_s - b_R)
     b_ds = -(tl.sum(b_P * b_delta[:, None], axis=0) + b_to_end * tl.load(carry_Gamma + i_c * H + i_h))
     for i_v in range(0, V, BV):
-        o_v = i_v + tl.arange(0, BV)
-        m_v = o_v < V
-        m_tv = m_t[:, None] & m_v[None, :]
-        b_G = tl.load(carry_G + (i_c * H + i_h) * V + o_v, mask=m_v, other=0.0)
-        b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
+        o_v, m_v, m_tv, b_G, b_v = _value_tile(carry_G, v, i_v, i_c, i_h, p_t, m_t, H, V, BV)
         b_do = tl.load(do + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
         # [BT, BT]ᵀ @ [BT, BV] -> [BT, BV]
         b_dv = tl.dot(tl.trans(b_P), b_do, input_precision=DOT_PRECISION) + b_to_end[:, None] * b_G[None, :]
