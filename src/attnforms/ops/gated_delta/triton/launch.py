@@ -5,12 +5,12 @@ Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packe
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import torch
 import triton
 
+from ....kernels.occupancy import multiprocessors, narrowed_value_tile
 from ....kernels.precision import dot_precision
 from ....kernels.sequences import (
     batch_cu_seqlens as _batch_cu_seqlens, chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens,
@@ -112,19 +112,11 @@ def gate_mode(g: torch.Tensor | None) -> int:
     return 0 if g is None else (1 if g.ndim == 3 else 2)
 
 
-@functools.lru_cache(maxsize=8)
-def _multiprocessors(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-
-
 def _sequential_value_tile(K: int, V: int, elements: int, sequences_heads: int, device) -> tuple[int, int]:
-    """`_value_tile` for a sequential pass (forward or reverse), halving BV (down to 16)
-    while the pass would run fewer programs than the GPU has multiprocessors: one long
-    sequence (S2: 16 programs at BV 64) is bound by the latency of its chunk steps."""
+    """`_value_tile` for a sequential pass (forward or reverse), narrowed to fill the GPU
+    (S2: 16 programs at BV 64; `narrowed_value_tile`)."""
     BK, BV = _value_tile(K, V, elements)
-    while BV > 16 and sequences_heads * triton.cdiv(V, BV) < _multiprocessors(device):
-        BV //= 2
-    return BK, BV
+    return BK, narrowed_value_tile(BV, V, sequences_heads, device)
 
 
 def _split_forward(sequences_heads: int, device) -> bool:
@@ -134,7 +126,7 @@ def _split_forward(sequences_heads: int, device) -> bool:
     path and the output's products should not lengthen it."""
     if FORWARD_SPLIT != "auto":
         return FORWARD_SPLIT == "always"
-    return sequences_heads * SPLIT_PER_MULTIPROCESSOR < _multiprocessors(device)
+    return sequences_heads * SPLIT_PER_MULTIPROCESSOR < multiprocessors(device)
 
 
 def _value_tile(K: int, V: int, elements: int) -> tuple[int, int]:

@@ -5,7 +5,6 @@ Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packe
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -13,6 +12,7 @@ import torch
 import triton
 
 from ....core.constants import MLSTM_EPS
+from ....kernels.occupancy import multiprocessors, narrowed_value_tile
 from ....kernels.precision import dot_precision
 from ....kernels.sequences import chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens
 from ....kernels.sequences import sequence_offsets
@@ -107,6 +107,12 @@ def _native(device: torch.device) -> bool:
     return device.type == "cuda" or NATIVE_ON_CPU
 
 
+def _state_split16(v: torch.Tensor) -> bool:
+    """Whether the state pass takes STATE_PRODUCT's split16 products for values `v`:
+    16-bit inputs on the GPU path."""
+    return STATE_PRODUCT == "split16" and _native(v.device) and v.dtype in (torch.bfloat16, torch.float16)
+
+
 def state_precision(x: torch.Tensor) -> str:
     """The state pass's float32 product (without split16): "ieee" for float32 inputs;
     for 16-bit ones "tf32x3" (three tf32 products, about float32 accuracy): with one
@@ -190,7 +196,7 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     _state_kernel[(triton.cdiv(V, t.state_BV), N * H)](
         k, v, b, li, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base, cu_seqlens,
         H=H, K=K, V=V, STABILISE=stabilise, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
-        SPLIT16=STATE_PRODUCT == "split16" and _native(device) and v.dtype in (torch.bfloat16, torch.float16),
+        SPLIT16=_state_split16(v),
         DOT_PRECISION=precision, STATE_PRECISION=state_precision(q),
         BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
         num_stages=STATE_STAGES,
@@ -207,11 +213,6 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     return o, (final if store_final else None), saved
 
 
-@functools.lru_cache(maxsize=8)
-def _multiprocessors(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-
-
 def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, device) -> bool:
     """Whether the restructured forward writes the outputs in a parallel pass of its own
     after a state-only pass: for chunks longer than one token tile (the fused pass holds
@@ -221,18 +222,15 @@ def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, device) -> bool:
         return True
     if EXP_SPLIT == "never":
         return False
-    return sequences_heads * SPLIT_PER_MULTIPROCESSOR < _multiprocessors(device)
+    return sequences_heads * SPLIT_PER_MULTIPROCESSOR < multiprocessors(device)
 
 
-def _value_tile(BK: int, BV_all: int, elements: int, sequences_heads: int, device) -> int:
+def _value_tile(BK: int, V: int, BV_all: int, elements: int, sequences_heads: int, device) -> int:
     """The value tile of a sequential pass: a `[BK, BV]` float32 slice of at most
-    `elements`; for a state-only pass (`sequences_heads` > 0) halved, down to 16, while
-    it would run fewer programs than the GPU has multiprocessors (one long sequence is
-    bound by its chain of chunk steps)."""
+    `elements`; for a state-only pass (`sequences_heads` > 0) narrowed to fill the GPU
+    (`narrowed_value_tile`)."""
     BV = max(16, min(BV_all, elements // BK))
-    while sequences_heads and BV > 16 and sequences_heads * (BV_all // BV) < _multiprocessors(device):
-        BV //= 2
-    return BV
+    return narrowed_value_tile(BV, V, sequences_heads, device) if sequences_heads else BV
 
 
 def _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, chunk_size, out_dtype,
@@ -257,12 +255,12 @@ def _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, c
     split16 = native and v.dtype == torch.bfloat16
     elements, warps, stages = ((SPLIT_STATE_ELEMENTS, SPLIT_STATE_WARPS, SPLIT_STATE_STAGES) if split
                                else (FUSED_ELEMENTS, FUSED_WARPS, FUSED_STAGES))
-    BV = _value_tile(t.BK, t.BV, elements, N * H if split else 0, device)
+    BV = _value_tile(t.BK, V, t.BV, elements, N * H if split else 0, device)
     _state_output_kernel[(triton.cdiv(V, BV), N * H)](
         q, k, v, b, li, o, m_row, den_row, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base,
         cu_seqlens, scale, H=H, K=K, V=V, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
         SAVE=save, WRITE_O=not split, NATIVE=native, SPLIT16=split16,
-        STATE_SPLIT16=STATE_PRODUCT == "split16" and native and v.dtype in (torch.bfloat16, torch.float16),
+        STATE_SPLIT16=_state_split16(v),
         HALF_P=HALF_PRECISION_P, DOT_PRECISION=precision, STATE_PRECISION=state_precision(q), EPS=MLSTM_EPS,
         BT=t.BT, BS=t.BS, BK=t.BK, BV=BV, BC=min(t.BT, FUSED_SCORE_COLUMNS), num_warps=warps,
         num_stages=stages,
