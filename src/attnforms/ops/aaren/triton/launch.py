@@ -48,6 +48,12 @@ def _dims(q, k, v, offsets):
     return B, T, H, K, v.shape[-1], offsets, len(offsets) - 1
 
 
+def _triple(rows, H, V, device):
+    """An uninitialised float32 triple (m, u `[rows, H]`, w `[rows, H, V]`)."""
+    f32 = dict(dtype=torch.float32, device=device)
+    return torch.empty(rows, H, **f32), torch.empty(rows, H, **f32), torch.empty(rows, H, V, **f32)
+
+
 def _tiles(K, V):
     """(BK, BV of the per-chunk kernels, BV of the scans)."""
     return (min(CHUNK_BK, max(16, triton.next_power_of_2(K))), min(CHUNK_BV, max(16, triton.next_power_of_2(V))),
@@ -65,9 +71,8 @@ def forward(q, k, v, scale, initial, store_final, offsets):
     BK, BV, BV_scan = _tiles(K, V)
     f32 = dict(dtype=torch.float32, device=device)
     s, L = torch.empty(B * T, H, **f32), torch.empty(B * T, H, **f32)
-    own = (torch.empty(C, H, **f32), torch.empty(C, H, **f32), torch.empty(C, H, V, **f32))
-    entering = (torch.empty(C, H, **f32), torch.empty(C, H, **f32), torch.empty(C, H, V, **f32))
-    final = (torch.empty(N, H, **f32), torch.empty(N, H, **f32), torch.empty(N, H, V, **f32)) if store_final else (None,) * 3
+    own, entering = _triple(C, H, V, device), _triple(C, H, V, device)
+    final = _triple(N, H, V, device) if store_final else (None,) * 3
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
     k, v = k.contiguous(), v.contiguous()
     _fwd_summary_kernel[(C, H)](q.contiguous(), k, v, s, *own, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V,
@@ -157,8 +162,7 @@ def recurrent_forward(q, k, v, scale, initial, store_final, offsets):
     B, T, H, K, V, offsets, N = _dims(q, k, v, offsets)
     device = k.device
     cu_seqlens, _, _, _ = _tables(offsets, device)
-    f32 = dict(dtype=torch.float32, device=device)
-    final = (torch.empty(N, H, **f32), torch.empty(N, H, **f32), torch.empty(N, H, V, **f32)) if store_final else (None,) * 3
+    final = _triple(N, H, V, device) if store_final else (None,) * 3
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
     BV = min(RECURRENT_BV, max(16, triton.next_power_of_2(V)))
     _recurrent_kernel[(triton.cdiv(V, BV), N * H)](
