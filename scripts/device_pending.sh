@@ -11,6 +11,8 @@
 #    pass at 4 warps; checks and timing at S1 and S2.
 # 2. softmax against Flex and cuDNN at S1 with the forward's new tiles.
 # 3. mLSTMsig on the scalar-gate kernels, its value columns padded (launch.SIGMOID_VIA_GLA).
+# 4. (session 9) the per-channel tree backward one coefficient matrix at a time, KDA and
+#    GLA at S1, GLA's tree also at 8 warps.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -40,3 +42,5 @@ step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --sh
 # (V + 1 = 129 spilled 2.5 KB in the forward; 192 compiles clean).
 step mlstm_sigmoid_gla 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
     --set SIGMOID_VIA_GLA=True
+step gdr_tree 150 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.py '' \
+    'CHECK=0;CHANNEL_BWD_TREE_WARPS={False:8,True:8}'

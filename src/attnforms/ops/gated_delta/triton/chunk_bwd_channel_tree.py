@@ -46,6 +46,54 @@ def _entries(P, rows, cols, start, valid, i_h, H: tl.constexpr, BT: tl.constexpr
     return tl.load(P + ((start + rows) * H + i_h) * BT + cols, mask=m, other=0.0)
 
 
+@triton.jit
+def _pair_products(P, b_x, b_k, b_G, G, x, k, o_k, start, valid, i_h, H: tl.constexpr, K: tl.constexpr,
+                   PRECISION: tl.constexpr, BT: tl.constexpr, LEVELS: tl.constexpr, LOG_BC: tl.constexpr,
+                   BK: tl.constexpr):
+    """The sums of one coefficient matrix P `[rows, H, BT]` whose row operand is x (q for
+    P_qk, k for P_kk): (row side Σ_s P[r, s] k[s] exp(G_r − G_s), key side
+    Σ_r P[r, s] x[r] exp(G_r − G_s)), each `[BT, BK]` float32; b_x, b_k, b_G: the
+    chunk's `[BT, BK]` float32 tiles of x, k, G. One matrix at a time, so that only its
+    two `[BT, BT]` tiles (P and Pᵀ) are live: with both matrices' four the kernel took
+    every register at 8 warps (one program per multiprocessor)."""
+    o_t = tl.arange(0, BT)
+    b_row = tl.zeros([BT, BK], dtype=tl.float32)
+    b_key = tl.zeros([BT, BK], dtype=tl.float32)
+    # Inside the leaves first, step `step` of every leaf at once: t = the leaf's first
+    # step + step. Row r pairs with key t (t <= r), key s with row t (t >= s); P is zero
+    # on the other pairs, where the clamped decays are bounded junk. (Before the levels:
+    # these sums are row-vector products in another register layout than the products'
+    # results, and this way the accumulators change layout once.)
+    for step in range(1 << LOG_BC):
+        t = ((o_t >> LOG_BC) << LOG_BC) + step
+        g_G = _gather(G, t, o_k, start, valid, i_h, H, K)
+        dec_row = _decay_exp(b_G - g_G)  # exp(G_r − G_t), row r, key t
+        dec_key = _decay_exp(g_G - b_G)  # exp(G_t − G_s), key s, row t
+        b_row += _entries(P, o_t, t, start, valid, i_h, H, BT)[:, None] * (
+            _gather(k, t, o_k, start, valid, i_h, H, K) * dec_row)
+        b_key += _entries(P, t, o_t, start, valid, i_h, H, BT)[:, None] * (
+            _gather(x, t, o_k, start, valid, i_h, H, K) * dec_key)
+    b_P = _square(P, start, valid, i_h, H, BT, False)
+    b_PT = _square(P, start, valid, i_h, H, BT, True)
+    for level in range(LOG_BC, LEVELS):
+        # As in chunk_prepare_channel._level_pairs: one anchor and one exponential per
+        # step; a step is a row in a right half, a key in a left one.
+        right = ((o_t >> level) & 1) == 1
+        a = tl.where(right, ((o_t >> level) << level) - 1, o_t | ((1 << level) - 1))
+        d = b_G - _gather(G, a, o_k, start, valid, i_h, H, K)
+        dec = _decay_exp(tl.where(right[:, None], d, -d))
+        dec_row = tl.where(right[:, None], dec, 0.0)
+        dec_key = tl.where(right[:, None], 0.0, dec)
+        r_half = o_t[:, None] >> level
+        s_half = o_t[None, :] >> level
+        pair = (r_half == s_half + 1) & ((s_half & 1) == 0)  # [r, s]
+        pair_t = (s_half == r_half + 1) & ((r_half & 1) == 0)  # [s, r]
+        # [BT, BT] @ [BT, BK] -> [BT, BK], each side
+        b_row += dec_row * tl.dot(tl.where(pair, b_P, 0.0), b_k * dec_key, input_precision=PRECISION)
+        b_key += dec_key * tl.dot(tl.where(pair_t, b_PT, 0.0), b_x * dec_row, input_precision=PRECISION)
+    return b_row, b_key
+
+
 @triton.jit(do_not_specialize=["T"])
 def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg,
                              chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.constexpr,
@@ -61,56 +109,13 @@ def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, d
     b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
     b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
     b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
-    b_dq = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dq, b_dk_key = _pair_products(Pqk, b_q, b_k, b_G, G, q, k, o_k, start, valid, i_h, H, K, PRECISION, BT,
+                                    LEVELS, LOG_BC, BK)
     b_dk_row = tl.zeros([BT, BK], dtype=tl.float32)
-    b_dk_key = tl.zeros([BT, BK], dtype=tl.float32)
-    # Inside the leaves first, step `step` of every leaf at once: t = the leaf's first
-    # step + step. Row r pairs with key t (t <= r), key s with row t (t >= s); P is zero
-    # on the other pairs, where the clamped decays are bounded junk. (Before the levels:
-    # these sums are row-vector products in another register layout than the products'
-    # results, and this way the accumulators change layout once.)
-    for step in range(1 << LOG_BC):
-        t = ((o_t >> LOG_BC) << LOG_BC) + step
-        g_G = _gather(G, t, o_k, start, valid, i_h, H, K)
-        g_k = _gather(k, t, o_k, start, valid, i_h, H, K)
-        g_q = _gather(q, t, o_k, start, valid, i_h, H, K)
-        dec_row = _decay_exp(b_G - g_G)  # exp(G_r − G_t), row r, key t
-        dec_key = _decay_exp(g_G - b_G)  # exp(G_t − G_s), key s, row t
-        b_dq += _entries(Pqk, o_t, t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_row)
-        b_dk_key += _entries(Pqk, t, o_t, start, valid, i_h, H, BT)[:, None] * (g_q * dec_key)
-        if USE_BETA:
-            b_dk_row += _entries(Pkk, o_t, t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_row)
-            b_dk_key += _entries(Pkk, t, o_t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_key)
-    b_Pqk = _square(Pqk, start, valid, i_h, H, BT, False)
-    b_PqkT = _square(Pqk, start, valid, i_h, H, BT, True)
     if USE_BETA:
-        b_Pkk = _square(Pkk, start, valid, i_h, H, BT, False)
-        b_PkkT = _square(Pkk, start, valid, i_h, H, BT, True)
-    for level in range(LOG_BC, LEVELS):
-        # As in chunk_prepare_channel._level_pairs: one anchor and one exponential per
-        # step; a step is a row in a right half, a key in a left one.
-        right = ((o_t >> level) & 1) == 1
-        a = tl.where(right, ((o_t >> level) << level) - 1, o_t | ((1 << level) - 1))
-        d = b_G - _gather(G, a, o_k, start, valid, i_h, H, K)
-        dec = _decay_exp(tl.where(right[:, None], d, -d))
-        dec_row = tl.where(right[:, None], dec, 0.0)
-        dec_key = tl.where(right[:, None], 0.0, dec)
-        r_half = o_t[:, None] >> level
-        s_half = o_t[None, :] >> level
-        pair = (r_half == s_half + 1) & ((s_half & 1) == 0)  # [r, s]
-        pair_t = (s_half == r_half + 1) & ((r_half & 1) == 0)  # [s, r]
-        l_Pqk = tl.where(pair, b_Pqk, 0.0)
-        l_PqkT = tl.where(pair_t, b_PqkT, 0.0)
-        k_key = b_k * dec_key
-        k_row = b_k * dec_row
-        # [BT, BT] @ [BT, BK] -> [BT, BK], each side
-        b_dq += dec_row * tl.dot(l_Pqk, k_key, input_precision=PRECISION)
-        b_dk_key += dec_key * tl.dot(l_PqkT, b_q * dec_row, input_precision=PRECISION)
-        if USE_BETA:
-            l_Pkk = tl.where(pair, b_Pkk, 0.0)
-            l_PkkT = tl.where(pair_t, b_PkkT, 0.0)
-            b_dk_row += dec_row * tl.dot(l_Pkk, k_key, input_precision=PRECISION)
-            b_dk_key += dec_key * tl.dot(l_PkkT, k_row, input_precision=PRECISION)
+        b_dk_row, kk_key = _pair_products(Pkk, b_k, b_k, b_G, G, k, k, o_k, start, valid, i_h, H, K, PRECISION,
+                                          BT, LEVELS, LOG_BC, BK)
+        b_dk_key += kk_key
     m = (o_t < valid)[:, None] & (o_k < K)[None, :]
     p = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
     tl.store(dq + p, (tl.load(dq_part + p, mask=m, other=0.0) + b_dq).to(dq.dtype.element_ty), mask=m)
