@@ -14,6 +14,7 @@ import triton
 from ....core.constants import MLSTM_EPS
 from ....kernels.occupancy import multiprocessors, narrowed_value_tile
 from ....kernels.precision import dot_precision
+from ....kernels.row_dot import row_dot
 from ....kernels.sequences import chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens
 from ....kernels.sequences import sequence_offsets
 from .chunk_bwd import _dkv_kernel, _dq_kernel, _gate_bwd_kernel, _state_bwd_kernel
@@ -282,7 +283,7 @@ def row_coefficients(o32, do, den_row, m_row):
     """ρ (the normaliser's reciprocal), dden (the gradient of the denominator) and the
     stabiliser gradient −ε ρ (do·h), each `[rows, H]`, from the float32 output."""
     rows, H = den_row.shape
-    delta = (do.float() * o32).sum(-1).reshape(rows, H)
+    delta = row_dot(do, o32, heads_first=False)
     from_den = 1.0 / (den_row.abs() + MLSTM_EPS)
     from_floor = torch.sigmoid(m_row + math.log(MLSTM_EPS)) / MLSTM_EPS
     rho = torch.minimum(from_den, from_floor)

@@ -14,8 +14,8 @@ import torch
 
 from ....core.states import AttentionOutput, KVCache
 from ....core.varlen import concat_states, run_per_sequence
+from ....kernels.row_dot import row_dot
 from . import launch, modc
-from .delta import row_delta
 from .launch import Plan
 from .modc import ModError
 
@@ -78,7 +78,7 @@ class _Attention(torch.autograd.Function):
             lse_all = lse
         lse_all = torch.where(torch.isinf(lse_all), 0.0, lse_all).contiguous()
         do = do.contiguous()
-        delta = row_delta(do, o)
+        delta = row_dot(do, o, heads_first=True)
         grads = {i: torch.zeros(t.shape, dtype=torch.float32, device=t.device)
                  for i, t in enumerate(captures) if ctx.needs_input_grad[9 + i]}
         dq, dka, dva = launch.backward(q, ka, va, do, lse_all, delta, plan, grads)
