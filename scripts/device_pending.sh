@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # One GPU call that runs what is written but not yet measured on the GPU (as of
-# 2026-12-06, end of session 8: its last call was cut by the device budget after the
-# checks of step 1, which passed), each step under its own time limit, most important
-# first, so a call cut short or a failing step still leaves the earlier results:
+# 2026-12-06, session 9), each step under its own time limit, most important first, so
+# a call cut short or a failing step still leaves the earlier results:
 #
 #     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
 #
-# 1. mLSTM's restructured exp forward as it would be adopted: EXP_SPLIT=auto (fused
+# 1. The per-channel tree backward (KDA, GLA at S1) one coefficient matrix at a time
+#    (session 9), as is; its key slice 16 at 4 warps (two programs per multiprocessor),
+#    also with 2 stages; GLA's tree at 8 warps.
+# 2. mLSTM's restructured exp forward as it would be adopted: EXP_SPLIT=auto (fused
 #    where there are many sequences·heads, S1 and S3; split at S2) with the split's state
-#    pass at 4 warps; checks and timing at S1 and S2.
-# 2. softmax against Flex and cuDNN at S1 with the forward's new tiles.
-# 3. mLSTMsig on the scalar-gate kernels, its value columns padded (launch.SIGMOID_VIA_GLA).
-# 4. (session 9) the per-channel tree backward one coefficient matrix at a time, KDA and
-#    GLA at S1, GLA's tree also at 8 warps.
+#    pass at 4 warps; checks and timing at S1 and S2. Then the current forward at S1,
+#    timed in the same call. (Both with the backward's delta in one pass, row_dot.py.)
+# 3. softmax against Flex and cuDNN at S1 with the forward's new tiles.
+# 4. mLSTMsig on the scalar-gate kernels, its value columns padded (launch.SIGMOID_VIA_GLA).
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -35,12 +36,15 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/pending.tgz" -C "$work" .
 }
 
+step gdr_tree 170 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.py '' \
+    'CHANNEL_BWD_TREE_BK=16;CHANNEL_BWD_TREE_WARPS={False:4,True:4}' \
+    'CHECK=0;CHANNEL_BWD_TREE_BK=16;CHANNEL_BWD_TREE_WARPS={False:4,True:4};CHANNEL_BWD_TREE_STAGES=2' \
+    'CHECK=0;CHANNEL_BWD_TREE_WARPS={False:8,True:8}'
 step mlstm_auto 200 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4
+step mlstm_current 50 python3 scripts/device_mlstm_check.py --sections time --shapes S1
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode
 # mLSTMsig on the scalar-gate kernels with its value columns padded to a multiple of 64
 # (V + 1 = 129 spilled 2.5 KB in the forward; 192 compiles clean).
-step mlstm_sigmoid_gla 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
+step mlstm_sigmoid_gla 50 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
     --set SIGMOID_VIA_GLA=True
-step gdr_tree 150 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.py '' \
-    'CHECK=0;CHANNEL_BWD_TREE_WARPS={False:8,True:8}'

@@ -101,6 +101,10 @@ CHANNEL_PREPARE_TILING = {False: (4, 1), True: (4, 1)}
 CHANNEL_BACKWARD = "tree"
 CHANNEL_BWD_TREE_WARPS = {False: 4, True: 8}
 CHANNEL_BWD_TREE_STAGES = 1
+# Its key slice. The kernel is latency-bound on dependent loads at one program per
+# multiprocessor (255 registers at 8 warps): 16 at 4 warps gives two programs per
+# multiprocessor (compiled: 255 registers, 8 bytes of spills with beta).
+CHANNEL_BWD_TREE_BK = 32
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
 # and two stages, 1.33 ms with BV 128; device_gdr_variants.py, bench/NOTES-gated-delta.md.)
@@ -329,7 +333,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
     )
     if channel and CHANNEL_BACKWARD == "tree":
-        BKC = min(CHANNEL_BK, triton.next_power_of_2(K))
+        BKC = min(CHANNEL_BWD_TREE_BK, triton.next_power_of_2(K))
         _channel_bwd_tree_kernel[(num_chunks, H, triton.cdiv(K, BKC))](
             q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
             cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
