@@ -301,6 +301,50 @@ def time_aaren(shapes, dry):
 
 # ---------------------------------------------------------------------------- peers
 
+def time_aaren_decode(batches, H, K, V, prefixes, dry):
+    """Aaren's one-token step (recurrent form) from the state after each prefix length:
+    checked against the float64 reference step from the same state, then timed, with the
+    state's bytes and the GPU memory one step allocates. The issue asks for a step whose
+    time and memory do not grow with the tokens seen (measured at 1k and 32k)."""
+    rows = []
+    for B in batches:
+        for prefix in prefixes:
+            entry = dict(op="aaren decode", impl="ours (triton, recurrent)", B=B, prefix=prefix, H=H, K=K, V=V)
+            try:
+                x = aaren_inputs(B, prefix, H, K, V, dtype=torch.bfloat16, device=DEVICE, seed=prefix)
+                state = af.aaren(**x, impl="triton", form="chunk", output_final_state=True).final_state
+                new = aaren_inputs(B, 1, H, K, V, dtype=torch.bfloat16, device=DEVICE, seed=prefix + 1)
+                new["q"] = x["q"]  # the same query per head, one more token
+                del x
+
+                def step():
+                    return af.aaren(**new, initial_state=state, output_final_state=True, impl="triton",
+                                    form="recurrent")
+
+                out = step()
+                golden = af.aaren(**{n: t.double() for n, t in new.items()},
+                                  initial_state=af.AarenState(*(t.double() for t in state)),
+                                  output_final_state=True, impl="reference", form="recurrent")
+                entry["max_error_vs_float64"] = (out.output.double() - golden.output).abs().max().item()
+                entry["bf16_output_rounding"] = golden.output.abs().max().item() * 2.0 ** -8
+                entry["passed"] = entry["max_error_vs_float64"] <= 2 * entry["bf16_output_rounding"]
+                entry["state_bytes"] = sum(t.numel() * t.element_size() for t in state)
+                if DEVICE == "cuda":
+                    torch.cuda.synchronize()
+                    before = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                    step()
+                    torch.cuda.synchronize()
+                    entry["step_peak_bytes"] = torch.cuda.max_memory_allocated() - before
+                entry["ms"] = _bench(step, dry=dry)
+            except Exception as exc:
+                entry["failure"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            print(json.dumps(entry), flush=True)
+            rows.append(entry)
+            torch.cuda.empty_cache() if DEVICE == "cuda" else None
+    return rows
+
+
 def peer_main(kind, gate, B, T, H, K, V):
     """In a subprocess: time one mlstm_kernels kernel and print one JSON line."""
     from mlstm_kernels.torch import get_mlstm_kernel
@@ -364,7 +408,8 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--sections", default=DEFAULT_SECTIONS,
                         help="comma-separated subset of check,time,profile,sweep,peers (default: all), or aaren "
-                             "(Aaren's checks and timing alone)")
+                             "(Aaren's checks and timing alone), aaren_decode (its one-token step after "
+                             "1k and 32k tokens)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="set a constant of attnforms.ops.mlstm.triton.launch first (a Python "
                              "expression or a bare string), e.g. STATE_PRODUCT=split16; repeatable")
@@ -425,6 +470,12 @@ def main():
         report["check_aaren"] = check_aaren(check_shapes)
         report["all_checks_passed"] = all(e.get("passed") for e in report["check_aaren"])
         report["time_aaren"] = time_aaren(seq_shapes, args.dry)
+        save()
+    if "aaren_decode" in sections:
+        prefixes = (64, 200) if args.dry else (1024, 32768)
+        # B 256 after 32k tokens would draw 68 GB of keys and values for the prefix.
+        report["time_aaren_decode"] = time_aaren_decode([b for b in batches if b <= 64], *decode_dims, prefixes,
+                                                        args.dry)
         save()
     if "profile" in sections and DEVICE == "cuda":
         report["profile"] = profile_ours({"S1": seq_shapes["S1"]})

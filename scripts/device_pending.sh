@@ -12,6 +12,7 @@
 #    where there are many sequences·heads, S1 and S3; split at S2) with the split's state
 #    pass at 4 warps; checks and timing at S1 and S2. Then the current forward at S1,
 #    timed in the same call. (Both with the backward's delta in one pass, row_dot.py.)
+#    Aaren's one-token step after 1k and 32k tokens (issue 7: constant in the tokens seen).
 # 3. softmax against Flex and cuDNN at S1 with the forward's new tiles.
 # 4. mLSTMsig on the scalar-gate kernels, its value columns padded (launch.SIGMOID_VIA_GLA).
 #
@@ -43,6 +44,7 @@ step gdr_tree 170 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.
 step mlstm_auto 200 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4
 step mlstm_current 50 python3 scripts/device_mlstm_check.py --sections time --shapes S1
+step aaren_decode 40 python3 scripts/device_mlstm_check.py --sections aaren_decode
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode
 # mLSTMsig on the scalar-gate kernels with its value columns padded to a multiple of 64
 # (V + 1 = 129 spilled 2.5 KB in the forward; 192 compiles clean).
