@@ -10,7 +10,10 @@
 #    also with 2 stages; GLA's tree at 8 warps.
 # 2. mLSTM's restructured exp forward as it would be adopted: EXP_SPLIT=auto (fused
 #    where there are many sequences·heads, S1 and S3; split at S2) with the split's state
-#    pass at 4 warps; checks and timing at S1 and S2. Then the current forward at S1,
+#    pass at 4 warps; checks and timing at S1 and S2. The same with the backward's dk/dv
+#    key tile at 64 (wgmma instead of mma.sync at 32 keys; compiled: 40 bytes of spills
+#    at chunk 64, 968 at 128, so the sigmoid gate's chunk-128 time there is not a
+#    candidate). Then the current forward at S1,
 #    timed in the same call. (Both with the backward's delta in one pass, row_dot.py.)
 #    Aaren's one-token step after 1k and 32k tokens (issue 7: constant in the tokens seen).
 # 3. softmax against Flex and cuDNN at S1 with the forward's new tiles.
@@ -43,6 +46,8 @@ step gdr_tree 170 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.
     'CHECK=0;CHANNEL_BWD_TREE_WARPS={False:8,True:8}'
 step mlstm_auto 200 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4
+step mlstm_dkv64 90 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
+    --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4 --set DKV_TILE=64
 step mlstm_current 50 python3 scripts/device_mlstm_check.py --sections time --shapes S1
 step aaren_decode 40 python3 scripts/device_mlstm_check.py --sections aaren_decode
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode

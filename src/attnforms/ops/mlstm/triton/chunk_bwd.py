@@ -219,7 +219,10 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
     b_dk += b_e[:, None] * b_dn[None, :]
     tl.store(dk + p_s[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_sk)
     tl.store(dv + p_s[:, None] * V + o_v[None, :], b_dv.to(dv.dtype.element_ty), mask=m_sv)
-    tl.store(xk + p_s, tl.sum(b_k.to(tl.float32) * b_dk, axis=1), mask=m_s)
+    # k read again rather than held: used only as a product operand above, it can stay
+    # in shared memory through the loop.
+    b_k32 = tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_sk, other=0.0).to(tl.float32)
+    tl.store(xk + p_s, tl.sum(b_k32 * b_dk, axis=1), mask=m_s)
 
 
 @triton.jit
