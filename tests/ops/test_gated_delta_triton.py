@@ -197,8 +197,9 @@ def _check_channel_backward(beta, chunk_size, monkeypatch, **settings):
 @pytest.mark.parametrize("chunk_size", [16, 64])
 def test_channel_tree_backward_matches_reference(beta, leaf, chunk_size, monkeypatch):
     """The whole-chunk (tree) per-channel backward, the default, at every leaf size
-    (1: no leaf steps; the chunk: no tree levels)."""
-    _check_channel_backward(beta, chunk_size, monkeypatch, CHANNEL_BACKWARD="tree", CHANNEL_LEAF=leaf)
+    (1: no leaf steps; the chunk: no tree levels), its own and the preparation's."""
+    _check_channel_backward(beta, chunk_size, monkeypatch, CHANNEL_BACKWARD="tree", CHANNEL_LEAF=leaf,
+                            CHANNEL_BWD_TREE_LEAF=leaf)
 
 
 @pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])

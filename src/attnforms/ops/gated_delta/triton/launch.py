@@ -105,6 +105,10 @@ CHANNEL_BWD_TREE_STAGES = 1
 # multiprocessor (255 registers at 8 warps): 16 at 4 warps gives two programs per
 # multiprocessor (compiled: 255 registers, 8 bytes of spills with beta).
 CHANNEL_BWD_TREE_BK = 32
+# Its leaf (steps formed pairwise). At 1 every off-diagonal pair goes through a tree
+# level's product and only the diagonal is pairwise: 6 exponential tiles per matrix
+# and key slice at chunk 64, against 4 levels + 8 leaf-step tiles at 4.
+CHANNEL_BWD_TREE_LEAF = CHANNEL_LEAF
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
 # and two stages, 1.33 ms with BV 128; device_gdr_variants.py, bench/NOTES-gated-delta.md.)
@@ -338,7 +342,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
             q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
             cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
             PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
-            LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1, BK=BKC,
+            LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC,
             num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
             num_stages=CHANNEL_BWD_TREE_STAGES,
         )
