@@ -193,6 +193,14 @@ def _count_variants(kernels, lengths, counts):
 
 # ---------------------------------------------------------------------------- timing
 
+def _record(rows, entry):
+    """Print one result row as a JSON line (a run cut short keeps it in its log), keep
+    it, and return the GPU memory it used to the pool."""
+    print(json.dumps(entry), flush=True)
+    rows.append(entry)
+    torch.cuda.empty_cache() if DEVICE == "cuda" else None
+
+
 def _timed_pair(forward, tensors, dry):
     """(forward ms under no_grad, forward + backward ms) of `forward()` -> output."""
     def inference():
@@ -219,9 +227,7 @@ def time_ours(shapes, dry, chunk_sizes=(None,)):
                     entry["fwd_ms"], entry["fwdbwd_ms"] = _timed_pair(fn, list(x.values()), dry)
                 except Exception as exc:
                     entry["failure"] = f"{type(exc).__name__}: {exc}"
-                print(json.dumps(entry), flush=True)
-                rows.append(entry)
-                torch.cuda.empty_cache() if DEVICE == "cuda" else None
+                _record(rows, entry)
     return rows
 
 
@@ -242,8 +248,7 @@ def profile_ours(shapes):
             entry = dict(gate=gate, shape=name, fwd_kernels_ms=kernel_times_ms(inference),
                          fwd_bwd_kernels_ms=kernel_times_ms(lambda: torch.autograd.backward(fn(), upstream),
                                                             grad_to_none=list(x.values())))
-            print(json.dumps(entry), flush=True)
-            rows.append(entry)
+            _record(rows, entry)
     return rows
 
 
@@ -259,8 +264,7 @@ def time_decode(batches, H, K, V, dry):
                                                       impl="triton", form="recurrent"), dry=dry)
             except Exception as exc:
                 entry["failure"] = f"{type(exc).__name__}: {exc}"
-            print(json.dumps(entry), flush=True)
-            rows.append(entry)
+            _record(rows, entry)
     return rows
 
 
@@ -293,9 +297,7 @@ def time_aaren(shapes, dry):
                 entry["fwd_ms"], entry["fwdbwd_ms"] = _timed_pair(fn, list(x.values()), dry)
             except Exception as exc:
                 entry["failure"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-            print(json.dumps(entry), flush=True)
-            rows.append(entry)
-            torch.cuda.empty_cache() if DEVICE == "cuda" else None
+            _record(rows, entry)
     return rows
 
 
@@ -339,9 +341,7 @@ def time_aaren_decode(batches, H, K, V, prefixes, dry):
                 entry["ms"] = _bench(step, dry=dry)
             except Exception as exc:
                 entry["failure"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-            print(json.dumps(entry), flush=True)
-            rows.append(entry)
-            torch.cuda.empty_cache() if DEVICE == "cuda" else None
+            _record(rows, entry)
     return rows
 
 
