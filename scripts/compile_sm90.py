@@ -1,6 +1,7 @@
 """Compile our Triton kernels for the H200 (sm_90) on a machine without a GPU, with the
 Triton version the GPU machine has, and report each kernel's shared memory, registers
-and spills. Catches compile errors and shared-memory overflows at no device time.
+and spills, and how many of its programs fit on a multiprocessor at once. Catches
+compile errors and shared-memory overflows at no device time.
 
     pip install --no-deps --target /tmp/triton36 triton==3.6.0
     python scripts/compile_sm90.py /tmp/triton36 [NAME=VALUE ...] [case ...]
@@ -64,6 +65,17 @@ def _compile_only(self, *args, grid, warmup, **kwargs):
 
 
 JITFunction.run = _compile_only
+
+
+def programs_per_multiprocessor(warps: int, regs: int, shared: int) -> int:
+    """How many programs of a kernel fit on one sm_90 multiprocessor at once: the least
+    of what its 64K registers (allocated per warp in steps of 256), its 228 KB of
+    shared memory (1 KB reserved per program), its 64 warps and 32 programs allow.
+    A latency-bound kernel at 1 wants fewer registers before anything else."""
+    regs_per_warp = -(-regs * 32 // 256) * 256
+    by_regs = (65536 // regs_per_warp) // warps
+    by_shared = 233472 // (shared + 1024)
+    return min(by_regs, by_shared, 64 // warps, 32)
 
 
 def ptxas_report(ptx: str) -> tuple[int, int]:
@@ -296,8 +308,11 @@ def main():
             shared = kernel.metadata.shared
             flag = "  OVER SHARED LIMIT" if shared > SHARED_LIMIT else ""
             failures += bool(flag)
-            print(f"{name:44s} {kernel_name:22s} warps {kernel.metadata.num_warps} stages "
-                  f"{kernel.metadata.num_stages} shared {shared:6d} regs {regs:3d} spills {spills}{flag}"
+            warps = kernel.metadata.num_warps
+            per_sm = programs_per_multiprocessor(warps, regs, shared)
+            print(f"{name:44s} {kernel_name:22s} warps {warps} stages "
+                  f"{kernel.metadata.num_stages} shared {shared:6d} regs {regs:3d} spills {spills} "
+                  f"per SM {per_sm}{flag}"
                   + dump_ir(kernel_name, kernel), flush=True)
     print(f"{failures} failures")
     sys.exit(1 if failures else 0)
