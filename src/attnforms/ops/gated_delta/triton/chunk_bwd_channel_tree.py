@@ -15,7 +15,7 @@ the right half, s in the left); through that node's anchor a (the left half's la
 step) exp(G_r − G_s) = exp(G_r − G_a) exp(G_a − G_s), both factors <= 1, so a level's
 pairs are one `[BT, BT] @ [BT, BK]` product per side and matrix, with P masked to the
 level's pairs. Pairs inside leaves of 2^LOG_BC steps (the diagonal included) are formed
-one step at a time, for all leaves at once. One program per (chunk, head, key slice),
+one step at a time, for all leaves at once. One program per (chunk and key slice, head),
 one pass: no barrier, no partial buffers beyond the three it finishes.
 """
 import triton
@@ -98,11 +98,16 @@ def _pair_products(P, b_x, b_k, b_G, G, x, k, o_k, start, valid, i_h, H: tl.cons
 def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg,
                              chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.constexpr,
                              USE_BETA: tl.constexpr, PRECISION: tl.constexpr, BT: tl.constexpr,
-                             LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr):
-    """Finishes dq, dk and dg `[rows, H, K]` of chunk `program_id(0)`, head
-    `program_id(1)`, key slice `program_id(2)` (BK channels) from the chunk backward's
-    float32 parts and coefficients (module docstring). LEVELS = log2(BT)."""
-    i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2)
+                             LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr,
+                             NK: tl.constexpr):
+    """Finishes dq, dk and dg `[rows, H, K]` of chunk `program_id(0) // NK`, key slice
+    `program_id(0) % NK` (BK channels; NK = cdiv(K, BK)), head `program_id(1)` from the
+    chunk backward's float32 parts and coefficients (module docstring).
+    LEVELS = log2(BT). The key slices vary fastest, so a chunk's slices run side by side
+    and read its `[BT, BT]` coefficients from memory once, from the cache after (with
+    the chunks fastest they were read once per slice)."""
+    i_c, i_k = tl.program_id(0) // NK, tl.program_id(0) % NK
+    i_c, i_h = i_c.to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
     o_k = i_k * BK + tl.arange(0, BK)

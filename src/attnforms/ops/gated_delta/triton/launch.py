@@ -338,11 +338,12 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     )
     if channel and CHANNEL_BACKWARD == "tree":
         BKC = min(CHANNEL_BWD_TREE_BK, triton.next_power_of_2(K))
-        _channel_bwd_tree_kernel[(num_chunks, H, triton.cdiv(K, BKC))](
+        NK = triton.cdiv(K, BKC)
+        _channel_bwd_tree_kernel[(num_chunks * NK, H)](
             q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
             cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
             PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
-            LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC,
+            LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC, NK=NK,
             num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
             num_stages=CHANNEL_BWD_TREE_STAGES,
         )
