@@ -5,10 +5,11 @@
 #
 #     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
 #
-# 1. The per-channel tree backward (KDA, GLA at S1) one coefficient matrix at a time
-#    (session 9), as is; its key slice 16 at 4 warps (two programs per multiprocessor),
+# 1. The per-channel tree backward (KDA, GLA at S1) one coefficient matrix at a time and
+#    its key slices side by side (session 9), as is; its key slice 16 at 4 warps (two programs per multiprocessor),
 #    also with 2 stages; its leaf at 1 (every off-diagonal pair through a level's
-#    product), at both key slices; the preparation's leaf at 1; the per-channel preparation at 2 stages (its key-slice loads
+#    product), at both key slices; the preparation's leaf at 1; GLA's tree at 8 warps
+#    (at 4 it now spills 528 bytes, none at 8); the per-channel preparation at 2 stages (its key-slice loads
 #    prefetched; compiled without spills).
 # 2. mLSTM's restructured exp forward as it would be adopted: EXP_SPLIT=auto (fused
 #    where there are many sequences·heads, S1 and S3; split at S2) with the split's state
@@ -49,6 +50,7 @@ step gdr_tree 150 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.
     'CHECK=0;CHANNEL_PREPARE_TILING={True:(4,2),False:(4,2)}' \
     'CHECK=0;CHANNEL_BWD_TREE_LEAF=1' \
     'CHECK=0;CHANNEL_LEAF=1' \
+    'CHECK=0;CHANNEL_BWD_TREE_WARPS={False:8,True:8}' \
     'CHECK=0;CHANNEL_BWD_TREE_LEAF=1;CHANNEL_BWD_TREE_BK=16;CHANNEL_BWD_TREE_WARPS={False:4,True:4}'
 step mlstm_auto_dkv64 100 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4 --set DKV_TILE=64
