@@ -5,19 +5,20 @@
 #
 #     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
 #
-# 1. The per-channel tree backward (KDA, GLA at S1) one coefficient matrix at a time and
-#    its key slices side by side (session 9), as is; its key slice 16 at 4 warps (two programs per multiprocessor),
-#    also with 2 stages; its leaf at 1 (every off-diagonal pair through a level's
-#    product), at both key slices; the preparation's leaf at 1; GLA's tree at 8 warps
-#    (at 4 it now spills 528 bytes, none at 8); the per-channel preparation at 2 stages (its key-slice loads
-#    prefetched; compiled without spills).
+# 1. The per-channel tree backward (KDA, GLA at S1) one coefficient matrix at a time,
+#    its key slices side by side (session 9), as is; its key slice 16 at 4 warps (two
+#    programs per multiprocessor), also with 2 stages; its leaf at 1 (every
+#    off-diagonal pair through a level's product), at both key slices; the
+#    preparation's leaf at 1; GLA's tree at 8 warps (at 4 it now spills 528 bytes, none
+#    at 8); the per-channel preparation at 2 stages (its key-slice loads prefetched;
+#    compiled without spills).
 # 2. mLSTM's restructured exp forward as it would be adopted: EXP_SPLIT=auto (fused
-#    where there are many sequences·heads, S1 and S3; split at S2) with the split's state
-#    pass at 4 warps, and the backward's dk/dv key tile at 64 (wgmma instead of
+#    where there are many sequences·heads, S1 and S3; split at S2) with the split's
+#    state pass at 4 warps, and the backward's dk/dv key tile at 64 (wgmma instead of
 #    mma.sync at 32 keys; compiled: 40 bytes of spills at chunk 64, 968 at 128, so the
 #    sigmoid gate's chunk-128 time in this step is not a candidate); checks and timing
-#    at S1 (S2, where auto splits, next time). Then the current defaults at S1 in the same call (both with the
-#    backward's delta in one pass, row_dot.py).
+#    at S1 (S2, where auto splits, next time). Then the current defaults at S1 in the
+#    same call (both with the backward's delta in one pass, row_dot.py).
 #    Aaren's one-token step after 1k and 32k tokens (issue 7: constant in the tokens seen).
 # 3. softmax against Flex and cuDNN at S1 with the forward's new tiles.
 # Not in this call (device budget): mLSTMsig on the scalar-gate kernels with padded
