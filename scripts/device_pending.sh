@@ -47,12 +47,12 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 
 step gdr_tree 150 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.py '' \
     'CHECK=0;CHANNEL_BWD_TREE_BK=16;CHANNEL_BWD_TREE_WARPS={False:4,True:4}' \
-    'CHECK=0;CHANNEL_BWD_TREE_BK=16;CHANNEL_BWD_TREE_WARPS={False:4,True:4};CHANNEL_BWD_TREE_STAGES=2' \
-    'CHECK=0;CHANNEL_PREPARE_TILING={True:(4,2),False:(4,2)}' \
+    'CHECK=0;CHANNEL_BWD_TREE_LEAF=1;CHANNEL_BWD_TREE_BK=16;CHANNEL_BWD_TREE_WARPS={False:4,True:4}' \
     'CHECK=0;CHANNEL_BWD_TREE_LEAF=1' \
-    'CHECK=0;CHANNEL_LEAF=1' \
     'CHECK=0;CHANNEL_BWD_TREE_WARPS={False:8,True:8}' \
-    'CHECK=0;CHANNEL_BWD_TREE_LEAF=1;CHANNEL_BWD_TREE_BK=16;CHANNEL_BWD_TREE_WARPS={False:4,True:4}'
+    'CHECK=0;CHANNEL_PREPARE_TILING={True:(4,2),False:(4,2)}' \
+    'CHECK=0;CHANNEL_LEAF=1' \
+    'CHECK=0;CHANNEL_BWD_TREE_BK=16;CHANNEL_BWD_TREE_WARPS={False:4,True:4};CHANNEL_BWD_TREE_STAGES=2'
 step mlstm_auto_dkv64 100 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4 --set DKV_TILE=64
 step mlstm_current 40 python3 scripts/device_mlstm_check.py --sections time --shapes S1
