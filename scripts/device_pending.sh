@@ -5,13 +5,12 @@
 #
 #     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
 #
-# 1. The per-channel tree backward (KDA, GLA at S1) one coefficient matrix at a time,
+# 1. The per-channel tree backward (KDA, GLA at S1) one side of one matrix at a time,
 #    its key slices side by side (session 9), as is; its key slice 16 at 4 warps (two
 #    programs per multiprocessor), also with 2 stages; its leaf at 1 (every
 #    off-diagonal pair through a level's product), at both key slices; the
-#    preparation's leaf at 1; GLA's tree at 8 warps (at 4 it now spills 528 bytes, none
-#    at 8); the per-channel preparation at 2 stages (its key-slice loads prefetched;
-#    compiled without spills).
+#    preparation's leaf at 1; GLA's tree at 8 warps; the per-channel preparation at 2
+#    stages (its key-slice loads prefetched; compiled without spills).
 # 2. mLSTM's restructured exp forward as it would be adopted: EXP_SPLIT=auto (fused
 #    where there are many sequences·heads, S1 and S3; split at S2) with the split's
 #    state pass at 4 warps, and the backward's dk/dv key tile at 64 (wgmma instead of

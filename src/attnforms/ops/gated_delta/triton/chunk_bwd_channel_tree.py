@@ -47,34 +47,32 @@ def _entries(P, rows, cols, start, valid, i_h, H: tl.constexpr, BT: tl.constexpr
 
 
 @triton.jit
-def _pair_products(P, b_x, b_k, b_G, G, x, k, o_k, start, valid, i_h, H: tl.constexpr, K: tl.constexpr,
-                   PRECISION: tl.constexpr, BT: tl.constexpr, LEVELS: tl.constexpr, LOG_BC: tl.constexpr,
-                   BK: tl.constexpr):
-    """The sums of one coefficient matrix P `[rows, H, BT]` whose row operand is x (q for
-    P_qk, k for P_kk): (row side Σ_s P[r, s] k[s] exp(G_r − G_s), key side
-    Σ_r P[r, s] x[r] exp(G_r − G_s)), each `[BT, BK]` float32; b_x, b_k, b_G: the
-    chunk's `[BT, BK]` float32 tiles of x, k, G. One matrix at a time, so that only its
-    two `[BT, BT]` tiles (P and Pᵀ) are live: with both matrices' four the kernel took
-    every register at 8 warps (one program per multiprocessor)."""
+def _side_sums(P, b_y, b_G, G, y, o_k, start, valid, i_h, H: tl.constexpr, K: tl.constexpr,
+               KEY_SIDE: tl.constexpr, PRECISION: tl.constexpr, BT: tl.constexpr, LEVELS: tl.constexpr,
+               LOG_BC: tl.constexpr, BK: tl.constexpr):
+    """One side's sums of one coefficient matrix P `[rows, H, BT]`, `[BT, BK]` float32:
+    the row side Σ_s P[r, s] y[s] exp(G_r − G_s) (y = k), or with KEY_SIDE the key side
+    Σ_r P[r, s] y[r] exp(G_r − G_s) (y = q for P_qk, k for P_kk). b_y, b_G: the chunk's
+    `[BT, BK]` float32 tiles of y and G. One side of one matrix at a time, so that a
+    single `[BT, BT]` tile is live (P, or Pᵀ for the key side); the decays are formed
+    once per side. With all four tiles live the kernel took every register at 8 warps
+    (one program per multiprocessor)."""
     o_t = tl.arange(0, BT)
-    b_row = tl.zeros([BT, BK], dtype=tl.float32)
-    b_key = tl.zeros([BT, BK], dtype=tl.float32)
+    acc = tl.zeros([BT, BK], dtype=tl.float32)
     # Inside the leaves first, step `step` of every leaf at once: t = the leaf's first
     # step + step. Row r pairs with key t (t <= r), key s with row t (t >= s); P is zero
     # on the other pairs, where the clamped decays are bounded junk. (Before the levels:
     # these sums are row-vector products in another register layout than the products'
-    # results, and this way the accumulators change layout once.)
+    # results, and this way the accumulator changes layout once.)
     for step in range(1 << LOG_BC):
         t = ((o_t >> LOG_BC) << LOG_BC) + step
         g_G = _gather(G, t, o_k, start, valid, i_h, H, K)
-        dec_row = _decay_exp(b_G - g_G)  # exp(G_r − G_t), row r, key t
-        dec_key = _decay_exp(g_G - b_G)  # exp(G_t − G_s), key s, row t
-        b_row += _entries(P, o_t, t, start, valid, i_h, H, BT)[:, None] * (
-            _gather(k, t, o_k, start, valid, i_h, H, K) * dec_row)
-        b_key += _entries(P, t, o_t, start, valid, i_h, H, BT)[:, None] * (
-            _gather(x, t, o_k, start, valid, i_h, H, K) * dec_key)
-    b_P = _square(P, start, valid, i_h, H, BT, False)
-    b_PT = _square(P, start, valid, i_h, H, BT, True)
+        g_y = _gather(y, t, o_k, start, valid, i_h, H, K)
+        if KEY_SIDE:  # exp(G_t − G_s), key s, row t
+            acc += _entries(P, t, o_t, start, valid, i_h, H, BT)[:, None] * (g_y * _decay_exp(g_G - b_G))
+        else:  # exp(G_r − G_t), row r, key t
+            acc += _entries(P, o_t, t, start, valid, i_h, H, BT)[:, None] * (g_y * _decay_exp(b_G - g_G))
+    b_P = _square(P, start, valid, i_h, H, BT, KEY_SIDE)
     for level in range(LOG_BC, LEVELS):
         # As in chunk_prepare_channel._level_pairs: one anchor and one exponential per
         # step; a step is a row in a right half, a key in a left one.
@@ -86,12 +84,14 @@ def _pair_products(P, b_x, b_k, b_G, G, x, k, o_k, start, valid, i_h, H: tl.cons
         dec_key = tl.where(right[:, None], 0.0, dec)
         r_half = o_t[:, None] >> level
         s_half = o_t[None, :] >> level
-        pair = (r_half == s_half + 1) & ((s_half & 1) == 0)  # [r, s]
-        pair_t = (s_half == r_half + 1) & ((r_half & 1) == 0)  # [s, r]
-        # [BT, BT] @ [BT, BK] -> [BT, BK], each side
-        b_row += dec_row * tl.dot(tl.where(pair, b_P, 0.0), b_k * dec_key, input_precision=PRECISION)
-        b_key += dec_key * tl.dot(tl.where(pair_t, b_PT, 0.0), b_x * dec_row, input_precision=PRECISION)
-    return b_row, b_key
+        # [BT, BT] @ [BT, BK] -> [BT, BK]
+        if KEY_SIDE:
+            pair_t = (s_half == r_half + 1) & ((r_half & 1) == 0)  # [s, r]
+            acc += dec_key * tl.dot(tl.where(pair_t, b_P, 0.0), b_y * dec_row, input_precision=PRECISION)
+        else:
+            pair = (r_half == s_half + 1) & ((s_half & 1) == 0)  # [r, s]
+            acc += dec_row * tl.dot(tl.where(pair, b_P, 0.0), b_y * dec_key, input_precision=PRECISION)
+    return acc
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -114,13 +114,15 @@ def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, d
     b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
     b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
     b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
-    b_dq, b_dk_key = _pair_products(Pqk, b_q, b_k, b_G, G, q, k, o_k, start, valid, i_h, H, K, PRECISION, BT,
-                                    LEVELS, LOG_BC, BK)
+    b_dq = _side_sums(Pqk, b_k, b_G, G, k, o_k, start, valid, i_h, H, K, False, PRECISION, BT, LEVELS, LOG_BC, BK)
+    b_dk_key = _side_sums(Pqk, b_q, b_G, G, q, o_k, start, valid, i_h, H, K, True, PRECISION, BT, LEVELS, LOG_BC,
+                          BK)
     b_dk_row = tl.zeros([BT, BK], dtype=tl.float32)
     if USE_BETA:
-        b_dk_row, kk_key = _pair_products(Pkk, b_k, b_k, b_G, G, k, k, o_k, start, valid, i_h, H, K, PRECISION,
-                                          BT, LEVELS, LOG_BC, BK)
-        b_dk_key += kk_key
+        b_dk_row = _side_sums(Pkk, b_k, b_G, G, k, o_k, start, valid, i_h, H, K, False, PRECISION, BT, LEVELS,
+                              LOG_BC, BK)
+        b_dk_key += _side_sums(Pkk, b_k, b_G, G, k, o_k, start, valid, i_h, H, K, True, PRECISION, BT, LEVELS,
+                               LOG_BC, BK)
     m = (o_t < valid)[:, None] & (o_k < K)[None, :]
     p = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
     tl.store(dq + p, (tl.load(dq_part + p, mask=m, other=0.0) + b_dq).to(dq.dtype.element_ty), mask=m)
