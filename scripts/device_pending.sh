@@ -16,12 +16,11 @@
 #    state pass at 4 warps, and the backward's dk/dv key tile at 64 (wgmma instead of
 #    mma.sync at 32 keys; compiled: 40 bytes of spills at chunk 64, 968 at 128, so the
 #    sigmoid gate's chunk-128 time in this step is not a candidate); checks and timing
-#    at S1 (S2, where auto splits, next time). Then the current defaults at S1 in the
-#    same call (both with the backward's delta in one pass, row_dot.py).
+#    at S1 and S2 (where auto splits). Then the current defaults at S1 in the same
+#    call (both with the backward's delta in one pass, row_dot.py).
 #    Aaren's one-token step after 1k and 32k tokens (issue 7: constant in the tokens seen).
 # 3. softmax against Flex and cuDNN at S1 with the forward's new tiles.
-# Not in this call (device budget): mLSTMsig on the scalar-gate kernels with padded
-# values, `device_mlstm_check.py --sections time --shapes S1 --set SIGMOID_VIA_GLA=True`.
+# 4. mLSTMsig on the scalar-gate kernels with its values padded (launch.SIGMOID_VIA_GLA).
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -52,8 +51,10 @@ step gdr_tree 150 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.
     'CHECK=0;CHANNEL_PREPARE_TILING={True:(4,2),False:(4,2)}' \
     'CHECK=0;CHANNEL_LEAF=1' \
     'CHECK=0;CHANNEL_BWD_TREE_BK=16;CHANNEL_BWD_TREE_WARPS={False:4,True:4};CHANNEL_BWD_TREE_STAGES=2'
-step mlstm_auto_dkv64 100 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
+step mlstm_auto_dkv64 160 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2 \
     --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4 --set DKV_TILE=64
 step mlstm_current 40 python3 scripts/device_mlstm_check.py --sections time --shapes S1
 step aaren_decode 40 python3 scripts/device_mlstm_check.py --sections aaren_decode
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode
+step mlstm_sigmoid_gla 50 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
+    --set SIGMOID_VIA_GLA=True
