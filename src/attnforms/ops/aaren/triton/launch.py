@@ -10,6 +10,7 @@ import functools
 import torch
 import triton
 
+from ....kernels import host
 from ....kernels.precision import dot_precision
 from ....kernels.sequences import chunk_tables, cu_seqlens_tensor, sequence_offsets
 from .recurrent import _recurrent_kernel
@@ -164,10 +165,10 @@ def recurrent_forward(q, k, v, scale, initial, store_final, offsets):
     cu_seqlens, _, _, _ = _tables(offsets, device)
     final = _triple(N, H, V, device) if store_final else (None,) * 3
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
-    BV = min(RECURRENT_BV, max(16, triton.next_power_of_2(V)))
-    _recurrent_kernel[(triton.cdiv(V, BV), N * H)](
+    BV = min(RECURRENT_BV, max(16, host.next_power_of_2(V)))
+    _recurrent_kernel[(host.cdiv(V, BV), N * H)](
         q.contiguous(), k.contiguous(), v.contiguous(), o, *(initial or (None,) * 3), *final, cu_seqlens,
         scale, H=H, K=K, V=V, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
-        BK=max(16, triton.next_power_of_2(K)), BV=BV,
+        BK=max(16, host.next_power_of_2(K)), BV=BV,
     )
     return o, (final if store_final else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ....core.states import AttentionOutput, LinearState
+from ....kernels.host import autograd_needed
 from .launch import ChunkIntermediates, chunk_backward, chunk_forward, recurrent_forward
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -85,8 +86,11 @@ class _RecurrentFunction(torch.autograd.Function):
 def recurrent(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_size, offsets=None):
     """Recurrent form in one Triton launch; arguments as in the reference forms."""
     _check(q)
-    o, final = _RecurrentFunction.apply(q, k, v, g, beta, _initial(initial_state), scale, offsets,
-                                        output_final_state)
+    initial = _initial(initial_state)
+    if autograd_needed(q, k, v, g, beta, initial):
+        o, final = _RecurrentFunction.apply(q, k, v, g, beta, initial, scale, offsets, output_final_state)
+    else:  # decoding: no autograd record (its apply alone costs microseconds a step)
+        o, final = recurrent_forward(q, k, v, g, beta, scale, initial, output_final_state, offsets)
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
 
 

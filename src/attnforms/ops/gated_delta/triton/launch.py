@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 import triton
 
+from ....kernels import host
 from ....kernels.occupancy import multiprocessors, narrowed_value_tile
 from ....kernels.precision import dot_precision
 from ....kernels.sequences import (
@@ -369,13 +370,13 @@ def recurrent_forward(q, k, v, g, beta, scale, initial_state, output_final_state
         cu_seqlens, N = _batch_cu_seqlens(B, T, device), B
     else:
         cu_seqlens, N = _cu_seqlens(tuple(offsets), device), len(offsets) - 1
-    BK = triton.next_power_of_2(K)
-    BV = min(triton.next_power_of_2(V), max(16, RECURRENT_ELEMENTS // BK))
+    BK = host.next_power_of_2(K)
+    BV = min(host.next_power_of_2(V), max(16, RECURRENT_ELEMENTS // BK))
     final = final_out
     if final is None and output_final_state:
         final = torch.empty(N, H, K, V, dtype=torch.float32, device=device)
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
-    _recurrent_kernel[(triton.cdiv(V, BV), N * H)](
+    _recurrent_kernel[(host.cdiv(V, BV), N * H)](
         q.contiguous(), k.contiguous(), v.contiguous(),
         None if g is None else g.contiguous(), None if beta is None else beta.contiguous(),
         o, initial_state, final, cu_seqlens, scale, T, H=H, K=K, V=V, GATE=gate_mode(g),

@@ -12,6 +12,7 @@ import torch
 import triton
 
 from ....core.constants import MLSTM_EPS
+from ....kernels import host
 from ....kernels.occupancy import multiprocessors, narrowed_value_tile
 from ....kernels.precision import dot_precision
 from ....kernels.row_dot import row_dot
@@ -378,13 +379,13 @@ def recurrent_forward(q, k, v, i, f, scale, stabilise, initial, store_final, off
     offsets = sequence_offsets(B, T, offsets)
     cu_seqlens = _cu_seqlens(offsets, device)
     N = len(offsets) - 1
-    BK = max(16, triton.next_power_of_2(K))
-    BV = max(16, min(triton.next_power_of_2(V), STATE_ELEMENTS // BK // 2))
+    BK = max(16, host.next_power_of_2(K))
+    BV = max(16, min(host.next_power_of_2(V), STATE_ELEMENTS // BK // 2))
     f32 = dict(dtype=torch.float32, device=device)
     final = (torch.empty(N, H, K, V, **f32), torch.empty(N, H, K, **f32), torch.empty(N, H, **f32)) if store_final else (None,) * 3
     C0, n0, m0 = initial if initial is not None else (None,) * 3
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
-    _recurrent_kernel[(triton.cdiv(V, BV), N * H)](
+    _recurrent_kernel[(host.cdiv(V, BV), N * H)](
         q.contiguous(), k.contiguous(), v.contiguous(), i.contiguous(), f.contiguous(), o,
         C0, n0, m0, *final, cu_seqlens, scale, H=H, K=K, V=V, STABILISE=stabilise,
         USE_INITIAL=initial is not None, STORE_FINAL=store_final, EPS=MLSTM_EPS, BK=BK, BV=BV,
