@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from .autograd import autograd_needed
 from .constants import DEFAULT_CHUNK_SIZE
 from .dispatch import Family, resolve_form, resolve_impl
 from .shapes import Dims, check_positive_int, check_scale
@@ -60,9 +61,7 @@ def run_op(
     """
     per_sequence = per_sequence or {}
     tensors = [*per_token.values(), *per_sequence.values(), *(initial_state or ())]
-    needs_grad = torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors
-    )
+    needs_grad = autograd_needed(*tensors)
     run = resolve_impl(family, impl, resolve_form(family, form, length), device, needs_grad, per_token)
     if offsets is None or getattr(run, "native_varlen", False):
         # Implementations with native packed-sequence support take the offsets.

@@ -1,13 +1,10 @@
-"""Host-side helpers the launchers call on every call, a one-token decoding step
+"""Integer helpers for the launchers that run on every call, a one-token decoding step
 included, where a microsecond of Python is a visible share of the step.
 
 `triton.cdiv` and `triton.next_power_of_2` are jit functions: about 2 µs a call from
 Python on the development machine, against 0.03 µs for the same integer arithmetic.
-An autograd Function's `apply` costs about 7 µs even under `torch.no_grad()`.
 """
 from __future__ import annotations
-
-import torch
 
 
 def cdiv(a: int, b: int) -> int:
@@ -19,8 +16,3 @@ def next_power_of_2(n: int) -> int:
     """The least power of two >= n (1 for n <= 1)."""
     return 1 << (n - 1).bit_length() if n > 1 else 1
 
-
-def autograd_needed(*tensors) -> bool:
-    """Whether a call on `tensors` (None entries allowed) must record for a backward:
-    grad mode on and some tensor requiring a gradient."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ....core.states import AarenState, AttentionOutput
-from ....kernels.host import autograd_needed
+from ....core.autograd import apply_function
 from . import launch
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -62,13 +62,8 @@ class _ScanFunction(torch.autograd.Function):
 
 def _run(q, k, v, scale, initial_state, output_final_state, offsets, recurrent):
     _check(q, v)
-    m0, u0, w0 = _initial(initial_state)
-    if recurrent and not autograd_needed(q, k, v, m0, u0, w0):
-        # Decoding: no autograd record (its apply alone costs microseconds a step).
-        initial = None if m0 is None else (m0, u0, w0)
-        o, final = launch.recurrent_forward(q, k, v, scale, initial, output_final_state, offsets)
-        return AttentionOutput(o, AarenState(*final) if output_final_state else None)
-    o, m, u, w = _ScanFunction.apply(q, k, v, m0, u0, w0, scale, offsets, output_final_state, recurrent)
+    o, m, u, w = apply_function(_ScanFunction, q, k, v, *_initial(initial_state), scale, offsets,
+                                output_final_state, recurrent)
     return AttentionOutput(o, AarenState(m, u, w) if output_final_state else None)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ....core.states import AttentionOutput, LinearState
-from ....kernels.host import autograd_needed
+from ....core.autograd import apply_function, autograd_needed
 from .launch import ChunkIntermediates, chunk_backward, chunk_forward, recurrent_forward
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -54,8 +54,7 @@ def chunk(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_s
     _check(q, chunk_size)
     initial = _initial(initial_state)
     # The intermediates are kept only when a backward can run.
-    save = torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad for x in (q, k, v, g, beta, initial))
+    save = autograd_needed(q, k, v, g, beta, initial)
     o, final = _ChunkFunction.apply(q, k, v, g, beta, initial, scale, offsets, chunk_size,
                                     output_final_state, save, out_dtype)
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
@@ -86,11 +85,8 @@ class _RecurrentFunction(torch.autograd.Function):
 def recurrent(q, k, v, *, g, beta, scale, initial_state, output_final_state, chunk_size, offsets=None):
     """Recurrent form in one Triton launch; arguments as in the reference forms."""
     _check(q)
-    initial = _initial(initial_state)
-    if autograd_needed(q, k, v, g, beta, initial):
-        o, final = _RecurrentFunction.apply(q, k, v, g, beta, initial, scale, offsets, output_final_state)
-    else:  # decoding: no autograd record (its apply alone costs microseconds a step)
-        o, final = recurrent_forward(q, k, v, g, beta, scale, initial, output_final_state, offsets)
+    o, final = apply_function(_RecurrentFunction, q, k, v, g, beta, _initial(initial_state), scale, offsets,
+                              output_final_state)
     return AttentionOutput(o, LinearState(final) if output_final_state else None)
 
 

@@ -102,13 +102,13 @@ CHANNEL_PREPARE_TILING = {False: (4, 1), True: (4, 1)}
 CHANNEL_BACKWARD = "tree"
 CHANNEL_BWD_TREE_WARPS = {False: 4, True: 8}
 CHANNEL_BWD_TREE_STAGES = 1
-# Its key slice. The kernel is latency-bound on dependent loads at one program per
-# multiprocessor (255 registers at 8 warps): 16 at 4 warps gives two programs per
-# multiprocessor (compiled: 255 registers, 8 bytes of spills with beta).
+# Its key slice. The kernel is latency-bound at one program per multiprocessor (KDA:
+# 200 registers at 8 warps, compiled): 16 at 4 warps fits two (252 registers, no
+# spills). Untimed (scripts/device_pending.sh).
 CHANNEL_BWD_TREE_BK = 32
 # Its leaf (steps formed pairwise). At 1 every off-diagonal pair goes through a tree
-# level's product and only the diagonal is pairwise: 6 exponential tiles per matrix
-# and key slice at chunk 64, against 4 levels + 8 leaf-step tiles at 4.
+# level's product and only the diagonal is pairwise: 6 exponential tiles per side at
+# chunk 64, against 4 levels + 4 leaf steps at 4.
 CHANNEL_BWD_TREE_LEAF = CHANNEL_LEAF
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ....core.states import AttentionOutput, MLSTMState
-from ....kernels.host import autograd_needed
+from ....core.autograd import apply_function
 from . import launch, sigmoid_as_gla
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -122,15 +122,9 @@ def recurrent(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_s
               offsets=None):
     """Recurrent form in one Triton launch; arguments as in the reference forms."""
     _check(q, v)
-    C0, n0, m0 = _initial(initial_state)
-    stabilise = input_gate == "exp"
-    if autograd_needed(q, k, v, i, f, C0, n0, m0):
-        out = _RecurrentFunction.apply(q, k, v, i, f, C0, n0, m0, scale, stabilise, offsets, output_final_state)
-        return _result(*out, output_final_state)
-    # Decoding: no autograd record (its apply alone costs microseconds a step).
-    initial = None if C0 is None else (C0, n0, m0)
-    o, final = launch.recurrent_forward(q, k, v, i, f, scale, stabilise, initial, output_final_state, offsets)
-    return _result(o, *(final if output_final_state else (None, None, None)), output_final_state)
+    out = apply_function(_RecurrentFunction, q, k, v, i, f, *_initial(initial_state), scale, input_gate == "exp",
+                         offsets, output_final_state)
+    return _result(*out, output_final_state)
 
 
 for _entry in (chunk, recurrent):
