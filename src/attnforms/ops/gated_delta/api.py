@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ...core.autograd import autograd_needed
 from ...core.dispatch import Family, ImplUnavailableError, forms_of, triton_unavailable_reason
 from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
@@ -163,12 +164,11 @@ def _fits_decode_fast_path(q, k, v, g, beta, scale, state, cu_seqlens) -> bool:
             or k.device != device or v.device != device or S.device != device
             or not S.is_contiguous()):
         return False
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+    if autograd_needed(q, k, v, g, beta):
         return False
     for x, shapes in ((g, ((B, T, H), (B, T, H, K))), (beta, ((B, T, H),))):
         if x is not None and (not isinstance(x, torch.Tensor) or x.device != device
-                              or x.shape not in shapes or not x.is_floating_point()
-                              or (torch.is_grad_enabled() and x.requires_grad)):
+                              or x.shape not in shapes or not x.is_floating_point()):
             return False
     return True
 
