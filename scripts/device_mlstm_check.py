@@ -408,7 +408,7 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--sections", default=DEFAULT_SECTIONS,
                         help="comma-separated subset of check,time,profile,sweep,peers (default: all), or aaren "
-                             "(Aaren's checks and timing alone), aaren_decode (its one-token step after "
+                             "(Aaren's checks and timing alone), decode (the mLSTM step alone), aaren_decode (its one-token step after "
                              "1k and 32k tokens)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="set a constant of attnforms.ops.mlstm.triton.launch first (a Python "
@@ -465,6 +465,9 @@ def main():
         report["time_mlstm"] = time_ours(seq_shapes, args.dry)
         report["time_decode"] = time_decode(batches, *decode_dims, args.dry)
         report["time_aaren"] = time_aaren(seq_shapes, args.dry)
+        save()
+    if "decode" in sections:  # the decoding step alone (a tile sweep: --set RECURRENT_...)
+        report["time_decode"] = time_decode(batches, *decode_dims, args.dry)
         save()
     if "aaren" in sections:  # Aaren alone: its checks and timing
         report["check_aaren"] = check_aaren(check_shapes)

@@ -99,6 +99,11 @@ SPLIT_STATE_ELEMENTS, SPLIT_STATE_WARPS, SPLIT_STATE_STAGES = 128 * 64, 8, 2
 # Its output pass (split): value tile (V <= 128 in one, so each score tile is built
 # once), key columns per step of the entering state's read, warps, stages.
 SPLIT_OUTPUT_BV, SPLIT_OUTPUT_BK, SPLIT_OUTPUT_WARPS, SPLIT_OUTPUT_STAGES = 128, 64, 8, 2
+# The recurrent (decoding) kernel's `[K, BV]` float32 slice of C per program and its
+# warps: at K 128 a value tile of 32 and 4 warps, 16384 programs of 16 KB at B 256
+# (H100: 215 µs, 1.34x the state traffic's floor, session 8); swept by
+# `device_mlstm_check.py --sections decode --set RECURRENT_ELEMENTS=...`.
+RECURRENT_ELEMENTS, RECURRENT_WARPS = 128 * 32, 4
 # Compile the GPU code path (half-precision dot operands) for CPU tensors too: set by
 # scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
 NATIVE_ON_CPU = False
@@ -380,7 +385,7 @@ def recurrent_forward(q, k, v, i, f, scale, stabilise, initial, store_final, off
     cu_seqlens = _cu_seqlens(offsets, device)
     N = len(offsets) - 1
     BK = max(16, host.next_power_of_2(K))
-    BV = max(16, min(host.next_power_of_2(V), STATE_ELEMENTS // BK // 2))
+    BV = max(16, min(host.next_power_of_2(V), RECURRENT_ELEMENTS // BK))
     f32 = dict(dtype=torch.float32, device=device)
     final = (torch.empty(N, H, K, V, **f32), torch.empty(N, H, K, **f32), torch.empty(N, H, **f32)) if store_final else (None,) * 3
     C0, n0, m0 = initial if initial is not None else (None,) * 3
@@ -389,5 +394,6 @@ def recurrent_forward(q, k, v, i, f, scale, stabilise, initial, store_final, off
         q.contiguous(), k.contiguous(), v.contiguous(), i.contiguous(), f.contiguous(), o,
         C0, n0, m0, *final, cu_seqlens, scale, H=H, K=K, V=V, STABILISE=stabilise,
         USE_INITIAL=initial is not None, STORE_FINAL=store_final, EPS=MLSTM_EPS, BK=BK, BV=BV,
+        num_warps=RECURRENT_WARPS,
     )
     return o, (final if store_final else None)
