@@ -57,17 +57,17 @@ step mlstm_auto_dkv64 160 python3 scripts/device_mlstm_check.py --sections check
 step mlstm_current 40 python3 scripts/device_mlstm_check.py --sections time --shapes S1
 step aaren_decode 40 python3 scripts/device_mlstm_check.py --sections aaren_decode
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode
-step mlstm_sigmoid_gla 50 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
-    --set SIGMOID_VIA_GLA=True
-# 5. (session 10) the restructured exp gate with the gate-weighted scores rounded to bf16
-#    before their products (HALF_PRECISION_P; session 5 at chunk 128: 2.70 / 7.52 ms
-#    against 2.90 / 8.03, checks passing at a quarter of the bound).
-step mlstm_half_p 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
-    --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4 --set DKV_TILE=64 \
-    --set HALF_PRECISION_P=True
 # 6. (session 10) the mLSTM decoding step's tile (B 256 ran at 1.34x the state traffic's
 #    floor, the peer at 1.19x): value tile 32 at 4 warps (default), 64 at 4 and 8, 16 at 2.
 for tile in '128*64;4' '128*64;8' '128*16;2'; do
     step "mlstm_decode_${tile//[^0-9]/_}" 30 python3 scripts/device_mlstm_check.py --sections decode \
         --set "RECURRENT_ELEMENTS=${tile%;*}" --set "RECURRENT_WARPS=${tile#*;}"
 done
+step mlstm_sigmoid_gla 50 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
+    --set SIGMOID_VIA_GLA=True
+# 5. (session 10) the restructured exp gate's chunk sweep (64, 128, 256 at S1; 128 and
+#    256 take the split form) and, at chunk 64, the gate-weighted scores rounded to bf16
+#    (HALF_PRECISION_P: its check and time; CPU emulation once put dq, df up to 2x over
+#    the bound, so only a passing GPU check would let it in).
+step mlstm_sweep 100 python3 scripts/device_mlstm_check.py --sections sweep \
+    --set EXP_FORWARD=restructured --set EXP_SPLIT=auto --set SPLIT_STATE_WARPS=4 --set DKV_TILE=64
