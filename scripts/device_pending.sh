@@ -57,6 +57,8 @@ step mlstm_auto_dkv64 160 python3 scripts/device_mlstm_check.py --sections check
 step mlstm_current 40 python3 scripts/device_mlstm_check.py --sections time --shapes S1
 step aaren_decode 40 python3 scripts/device_mlstm_check.py --sections aaren_decode
 step softmax_peers 60 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode
+# (session 10) the backward's exponent as one multiply-add without a score mod: its bf16 checks
+step softmax_checks 60 python3 scripts/device_softmax_check.py --part checks
 # 6. (session 10) the mLSTM decoding step's tile (B 256 ran at 1.34x the state traffic's
 #    floor, the peer at 1.19x): value tile 32 at 4 warps (default), 64 at 4 and 8, 16 at 2.
 for tile in '128*64;4' '128*64;8' '128*16;2'; do

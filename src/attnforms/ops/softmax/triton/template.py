@@ -307,17 +307,20 @@ def _bwd_tile_scores(a, b, qpos, kpos, rows_ok, cols_ok, bmod, h, W, scale, lse,
     orientation: queries down the rows (a = Q, b = Kᵀ, qpos / rows_ok `[BM, 1]`, kpos /
     cols_ok `[1, BN]`, lse `[BM, 1]`) or keys down the rows (a = K, b = Qᵀ, all
     transposed), since every mod and mask is elementwise in the broadcast positions."""
-    s = tl.dot(a, b, input_precision=PREC) * scale
-    if SCORE:
-        sm = _score_mod(s, bmod, h, qpos, kpos, __SCAPS__)
-    else:
-        sm = s
     if BOUNDS or MASK:
         keep = _keep(qpos, kpos, rows_ok, cols_ok, bmod, h, W, CAUSAL, WINDOW, KVPOS_ON, MASK,
                      __MCAPS__)
     else:
         keep = rows_ok & cols_ok
-    p = tl.exp2((tl.where(keep, sm, NEG_INF) - lse) * LOG2E)
+    if SCORE:
+        s = tl.dot(a, b, input_precision=PREC) * scale
+        p = tl.exp2((tl.where(keep, _score_mod(s, bmod, h, qpos, kpos, __SCAPS__), NEG_INF) - lse) * LOG2E)
+    else:
+        # Without a score mod the exponent is one fused multiply-add per element, the
+        # scale and log2 e folded into one constant and the row's lse into log2 units
+        # (s itself is then only the mods' input, which nothing reads).
+        s = tl.dot(a, b, input_precision=PREC)
+        p = tl.where(keep, tl.exp2(s * (scale * LOG2E) - lse * LOG2E), 0.0)
     return s, keep, p
 
 
