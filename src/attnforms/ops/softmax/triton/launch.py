@@ -226,7 +226,7 @@ def forward(q, k, v, plan: Plan):
         plan.sinks if plan.sinks is not None else q, KVN=kvn, KVI=kvi, FKVN=fkvn,
         FKVI=fkvi, **args, **sizes, **_caps(plan), **flags, SINK=plan.sinks is not None,
         BLOCK_M=BM, BLOCK_N=BN, SPARSE=plan.block_mask is not None, SUB_Q=sub_q, SUB_KV=sub_kv,
-        TMA=tma, num_warps=warps, num_stages=stages,
+        TMA=tma, RAW_MAX=plan.score_graph is None and plan.scale > 0, num_warps=warps, num_stages=stages,
     )
     return o, lse
 

@@ -142,10 +142,14 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qp
               W, scale, DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
               BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
               KVPOS_ON: tl.constexpr, BOUNDS: tl.constexpr, MASK: tl.constexpr,
-              SCORE: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, __SCAPS__, __MCAPS__):
+              SCORE: tl.constexpr, RAW_MAX: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr,
+              __SCAPS__, __MCAPS__):
     """Fold one key tile into the running (acc, m, l) of a query tile. TMA: k and v
     tiles through tensor descriptors over `[rows, G·D]`; keys past this sequence's end
-    are kept out by the visibility mask (edge tiles) or never read (full tiles)."""
+    are kept out by the visibility mask (edge tiles) or never read (full tiles).
+    RAW_MAX (no score mod, scale > 0): the row max is taken of the raw products and
+    scaled once per row, so each exponent is one multiply-add instead of a multiply and a
+    subtraction (max(c·s) = c·max(s) for c > 0)."""
     local = tl.arange(0, BLOCK_N)
     cols = n0 + local
     cols_ok = cols < Sn
@@ -170,16 +174,24 @@ def _fwd_tile(acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qp
     if SCORE:
         s = tl.dot(q, kT, input_precision=PREC) * scale
         s = _score_mod(s, b, h, qpos, kpos, __SCAPS__) * LOG2E
+    elif RAW_MAX:
+        s = tl.dot(q, kT, input_precision=PREC)
     else:
         s = tl.dot(q, kT, input_precision=PREC) * (scale * LOG2E)
     if BOUNDS or MASK:
         keep = _keep(qpos, kpos, rows_ok, cols_ok[None, :], b, h, W, CAUSAL, WINDOW, KVPOS_ON,
                      MASK, __MCAPS__)
         s = tl.where(keep, s, NEG_INF)
-    m_new = tl.maximum(m_i, tl.max(s, 1))
+    if RAW_MAX:
+        m_new = tl.maximum(m_i, tl.max(s, 1) * (scale * LOG2E))
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, 1))
     m_use = tl.where(m_new == NEG_INF, 0.0, m_new)
     alpha = tl.exp2(m_i - m_use)
-    p = tl.exp2(s - m_use[:, None])
+    if RAW_MAX:
+        p = tl.exp2(s * (scale * LOG2E) - m_use[:, None])
+    else:
+        p = tl.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     # Accumulate inside the product (the tensor cores add into acc).
     acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision=PREC)
@@ -195,7 +207,7 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
                 CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SINK: tl.constexpr,
                 SCORE: tl.constexpr, MASK: tl.constexpr, VARLEN: tl.constexpr,
                 CACHE: tl.constexpr, SPARSE: tl.constexpr, SUB_Q: tl.constexpr,
-                SUB_KV: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr):
+                SUB_KV: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, RAW_MAX: tl.constexpr):
     """One program per (query tile, batch row · head): the whole online softmax. The
     last query tiles (the most keys under a causal mask) start first."""
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -239,7 +251,7 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
             n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
-                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, True, SCORE, PREC,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, True, SCORE, RAW_MAX, PREC,
                 TMA, __SCAPS__, __MCAPS__)
         n_full = tl.load(FKVN + row) * SUB_KV
         for j in range(n_full):
@@ -247,13 +259,13 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
             n0 = (blk * SUB_KV + j % SUB_KV) * BLOCK_N
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
-                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, False, SCORE, PREC,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, False, SCORE, RAW_MAX, PREC,
                 TMA, __SCAPS__, __MCAPS__)
     elif CACHE:
         for n0 in range(0, Sn, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
-                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, RAW_MAX, PREC,
                 TMA, __SCAPS__, __MCAPS__)
     else:
         # Tiles wholly inside the causal / window bounds and the keys, [full_lo,
@@ -262,17 +274,17 @@ def _fwd_kernel(Q, K, V, KDESC, VDESC, O, LSE, SINKS, QOFF, KVPOS, CU,
         for n0 in range(lo, full_lo, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
-                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, RAW_MAX, PREC,
                 TMA, __SCAPS__, __MCAPS__)
         for n0 in range(full_lo, full_hi, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
-                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, False, MASK, SCORE, PREC,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, False, MASK, SCORE, RAW_MAX, PREC,
                 TMA, __SCAPS__, __MCAPS__)
         for n0 in range(full_hi, hi, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(
                 acc, m_i, l_i, q, K, V, KDESC, VDESC, KVPOS, kv_tok0, g, G, n0, qpos, rows_ok, bmod, h, Sn, W, scale,
-                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, PREC,
+                DK, DV, BDK, BDV, BLOCK_N, CAUSAL, WINDOW, CACHE, True, MASK, SCORE, RAW_MAX, PREC,
                 TMA, __SCAPS__, __MCAPS__)
     _finish_rows(acc, m_i, l_i, O, LSE, SINKS, qtok, rows, Tn, h, H, ntok, DV, BDV, SINK)
 
