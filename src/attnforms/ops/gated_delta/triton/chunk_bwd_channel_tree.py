@@ -15,7 +15,7 @@ the right half, s in the left); through that node's anchor a (the left half's la
 step) exp(G_r − G_s) = exp(G_r − G_a) exp(G_a − G_s), both factors <= 1, so a level's
 pairs are one `[BT, BT] @ [BT, BK]` product per side and matrix, with P masked to the
 level's pairs. Pairs inside leaves of 2^LOG_BC steps (the diagonal included) are formed
-one step at a time, for all leaves at once. One program per (chunk and key slice, head),
+one step at a time, for all leaves at once. One program per (chunk, head, key slice),
 one pass: no barrier, no partial buffers beyond the three it finishes.
 """
 import triton
@@ -46,33 +46,46 @@ def _entries(P, rows, cols, start, valid, i_h, H: tl.constexpr, BT: tl.constexpr
     return tl.load(P + ((start + rows) * H + i_h) * BT + cols, mask=m, other=0.0)
 
 
-@triton.jit
-def _side_sums(P, b_y, b_G, G, y, o_k, start, valid, i_h, H: tl.constexpr, K: tl.constexpr,
-               KEY_SIDE: tl.constexpr, PRECISION: tl.constexpr, BT: tl.constexpr, LEVELS: tl.constexpr,
-               LOG_BC: tl.constexpr, BK: tl.constexpr):
-    """One side's sums of one coefficient matrix P `[rows, H, BT]`, `[BT, BK]` float32:
-    the row side Σ_s P[r, s] y[s] exp(G_r − G_s) (y = k), or with KEY_SIDE the key side
-    Σ_r P[r, s] y[r] exp(G_r − G_s) (y = q for P_qk, k for P_kk). b_y, b_G: the chunk's
-    `[BT, BK]` float32 tiles of y and G. One side of one matrix at a time, so that a
-    single `[BT, BT]` tile is live (P, or Pᵀ for the key side); the decays are formed
-    once per side. With all four tiles live the kernel took every register at 8 warps
-    (one program per multiprocessor)."""
+@triton.jit(do_not_specialize=["T"])
+def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg,
+                             chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.constexpr,
+                             USE_BETA: tl.constexpr, PRECISION: tl.constexpr, BT: tl.constexpr,
+                             LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr):
+    """Finishes dq, dk and dg `[rows, H, K]` of chunk `program_id(0)`, head
+    `program_id(1)`, key slice `program_id(2)` (BK channels) from the chunk backward's
+    float32 parts and coefficients (module docstring). LEVELS = log2(BT)."""
+    i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2)
+    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
-    acc = tl.zeros([BT, BK], dtype=tl.float32)
+    o_k = i_k * BK + tl.arange(0, BK)
+    b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
+    b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
+    b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
+    b_dq = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk_row = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk_key = tl.zeros([BT, BK], dtype=tl.float32)
     # Inside the leaves first, step `step` of every leaf at once: t = the leaf's first
     # step + step. Row r pairs with key t (t <= r), key s with row t (t >= s); P is zero
     # on the other pairs, where the clamped decays are bounded junk. (Before the levels:
     # these sums are row-vector products in another register layout than the products'
-    # results, and this way the accumulator changes layout once.)
+    # results, and this way the accumulators change layout once.)
     for step in range(1 << LOG_BC):
         t = ((o_t >> LOG_BC) << LOG_BC) + step
         g_G = _gather(G, t, o_k, start, valid, i_h, H, K)
-        g_y = _gather(y, t, o_k, start, valid, i_h, H, K)
-        if KEY_SIDE:  # exp(G_t − G_s), key s, row t
-            acc += _entries(P, t, o_t, start, valid, i_h, H, BT)[:, None] * (g_y * _decay_exp(g_G - b_G))
-        else:  # exp(G_r − G_t), row r, key t
-            acc += _entries(P, o_t, t, start, valid, i_h, H, BT)[:, None] * (g_y * _decay_exp(b_G - g_G))
-    b_P = _square(P, start, valid, i_h, H, BT, KEY_SIDE)
+        g_k = _gather(k, t, o_k, start, valid, i_h, H, K)
+        g_q = _gather(q, t, o_k, start, valid, i_h, H, K)
+        dec_row = _decay_exp(b_G - g_G)  # exp(G_r − G_t), row r, key t
+        dec_key = _decay_exp(g_G - b_G)  # exp(G_t − G_s), key s, row t
+        b_dq += _entries(Pqk, o_t, t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_row)
+        b_dk_key += _entries(Pqk, t, o_t, start, valid, i_h, H, BT)[:, None] * (g_q * dec_key)
+        if USE_BETA:
+            b_dk_row += _entries(Pkk, o_t, t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_row)
+            b_dk_key += _entries(Pkk, t, o_t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_key)
+    b_Pqk = _square(Pqk, start, valid, i_h, H, BT, False)
+    b_PqkT = _square(Pqk, start, valid, i_h, H, BT, True)
+    if USE_BETA:
+        b_Pkk = _square(Pkk, start, valid, i_h, H, BT, False)
+        b_PkkT = _square(Pkk, start, valid, i_h, H, BT, True)
     for level in range(LOG_BC, LEVELS):
         # As in chunk_prepare_channel._level_pairs: one anchor and one exponential per
         # step; a step is a row in a right half, a key in a left one.
@@ -84,45 +97,20 @@ def _side_sums(P, b_y, b_G, G, y, o_k, start, valid, i_h, H: tl.constexpr, K: tl
         dec_key = tl.where(right[:, None], 0.0, dec)
         r_half = o_t[:, None] >> level
         s_half = o_t[None, :] >> level
-        # [BT, BT] @ [BT, BK] -> [BT, BK]
-        if KEY_SIDE:
-            pair_t = (s_half == r_half + 1) & ((r_half & 1) == 0)  # [s, r]
-            acc += dec_key * tl.dot(tl.where(pair_t, b_P, 0.0), b_y * dec_row, input_precision=PRECISION)
-        else:
-            pair = (r_half == s_half + 1) & ((s_half & 1) == 0)  # [r, s]
-            acc += dec_row * tl.dot(tl.where(pair, b_P, 0.0), b_y * dec_key, input_precision=PRECISION)
-    return acc
-
-
-@triton.jit(do_not_specialize=["T"])
-def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg,
-                             chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.constexpr,
-                             USE_BETA: tl.constexpr, PRECISION: tl.constexpr, BT: tl.constexpr,
-                             LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr,
-                             NK: tl.constexpr):
-    """Finishes dq, dk and dg `[rows, H, K]` of chunk `program_id(0) // NK`, key slice
-    `program_id(0) % NK` (BK channels; NK = cdiv(K, BK)), head `program_id(1)` from the
-    chunk backward's float32 parts and coefficients (module docstring).
-    LEVELS = log2(BT). The key slices vary fastest, so a chunk's slices run side by side
-    and read its `[BT, BT]` coefficients from memory once, from the cache after (with
-    the chunks fastest they were read once per slice)."""
-    i_c, i_k = tl.program_id(0) // NK, tl.program_id(0) % NK
-    i_c, i_h = i_c.to(tl.int64), tl.program_id(1).to(tl.int64)
-    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
-    b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
-    b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
-    b_dq = _side_sums(Pqk, b_k, b_G, G, k, o_k, start, valid, i_h, H, K, False, PRECISION, BT, LEVELS, LOG_BC, BK)
-    b_dk_key = _side_sums(Pqk, b_q, b_G, G, q, o_k, start, valid, i_h, H, K, True, PRECISION, BT, LEVELS, LOG_BC,
-                          BK)
-    b_dk_row = tl.zeros([BT, BK], dtype=tl.float32)
-    if USE_BETA:
-        b_dk_row = _side_sums(Pkk, b_k, b_G, G, k, o_k, start, valid, i_h, H, K, False, PRECISION, BT, LEVELS,
-                              LOG_BC, BK)
-        b_dk_key += _side_sums(Pkk, b_k, b_G, G, k, o_k, start, valid, i_h, H, K, True, PRECISION, BT, LEVELS,
-                               LOG_BC, BK)
+        pair = (r_half == s_half + 1) & ((s_half & 1) == 0)  # [r, s]
+        pair_t = (s_half == r_half + 1) & ((r_half & 1) == 0)  # [s, r]
+        l_Pqk = tl.where(pair, b_Pqk, 0.0)
+        l_PqkT = tl.where(pair_t, b_PqkT, 0.0)
+        k_key = b_k * dec_key
+        k_row = b_k * dec_row
+        # [BT, BT] @ [BT, BK] -> [BT, BK], each side
+        b_dq += dec_row * tl.dot(l_Pqk, k_key, input_precision=PRECISION)
+        b_dk_key += dec_key * tl.dot(l_PqkT, b_q * dec_row, input_precision=PRECISION)
+        if USE_BETA:
+            l_Pkk = tl.where(pair, b_Pkk, 0.0)
+            l_PkkT = tl.where(pair_t, b_PkkT, 0.0)
+            b_dk_row += dec_row * tl.dot(l_Pkk, k_key, input_precision=PRECISION)
+            b_dk_key += dec_key * tl.dot(l_PkkT, k_row, input_precision=PRECISION)
     m = (o_t < valid)[:, None] & (o_k < K)[None, :]
     p = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
     tl.store(dq + p, (tl.load(dq_part + p, mask=m, other=0.0) + b_dq).to(dq.dtype.element_ty), mask=m)

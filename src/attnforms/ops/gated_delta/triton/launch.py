@@ -102,13 +102,12 @@ CHANNEL_PREPARE_TILING = {False: (4, 1), True: (4, 1)}
 CHANNEL_BACKWARD = "tree"
 CHANNEL_BWD_TREE_WARPS = {False: 4, True: 8}
 CHANNEL_BWD_TREE_STAGES = 1
-# Its key slice. The kernel is latency-bound at one program per multiprocessor (KDA:
-# 200 registers at 8 warps, compiled): 16 at 4 warps fits two (252 registers, no
-# spills). Untimed (scripts/device_pending.sh).
+# Its key slice and leaf (steps formed pairwise). Session 9 restructured the kernel (one
+# side of one coefficient matrix at a time, key slices side by side in the grid: 200
+# registers instead of 255 at 8 warps) and it ran slower on an H100 at S1: KDA forward +
+# backward 11.75 ms against 9.45, GLA 5.78 against 5.68; key slice 16 at 4 warps and
+# leaf 1 slower still (bench/NOTES-gated-delta.md, session 10). This is session 8's kernel.
 CHANNEL_BWD_TREE_BK = 32
-# Its leaf (steps formed pairwise). At 1 every off-diagonal pair goes through a tree
-# level's product and only the diagonal is pairwise: 6 exponential tiles per side at
-# chunk 64, against 4 levels + 4 leaf steps at 4.
 CHANNEL_BWD_TREE_LEAF = CHANNEL_LEAF
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
@@ -339,12 +338,11 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     )
     if channel and CHANNEL_BACKWARD == "tree":
         BKC = min(CHANNEL_BWD_TREE_BK, triton.next_power_of_2(K))
-        NK = triton.cdiv(K, BKC)
-        _channel_bwd_tree_kernel[(num_chunks * NK, H)](
+        _channel_bwd_tree_kernel[(num_chunks, H, triton.cdiv(K, BKC))](
             q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
             cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
             PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
-            LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC, NK=NK,
+            LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC,
             num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
             num_stages=CHANNEL_BWD_TREE_STAGES,
         )
