@@ -268,6 +268,47 @@ def time_decode(batches, H, K, V, dry):
     return rows
 
 
+def decode_host_cost(batches, H, K, V, dry):
+    """Why a one-token step times at 85 µs under do_bench at B 1 (session 10, H100), where
+    the peer's bare kernel call times 9: the wall time per call of 200 back-to-back calls
+    (the host's cost when it is the bottleneck), and the CUDA runtime calls one step makes
+    that can block the host (synchronisations, blocking copies, allocations)."""
+    rows = []
+    blocking = ("Synchronize", "Memcpy", "Malloc", "Free", "EventSynchronize", "StreamWait")
+    for B in batches:
+        entry = dict(op="mlstm decode host", gate="exp", B=B, H=H, K=K, V=V)
+        try:
+            x = mlstm_inputs(B, 1, H, K, V, dtype=torch.bfloat16, device=DEVICE)
+            state = _mlstm_state(B, H, K, V, "exp", DEVICE)
+
+            def step():
+                return af.mlstm(**x, input_gate="exp", initial_state=state, output_final_state=True,
+                                impl="triton", form="recurrent")
+
+            for _ in range(20):
+                step()
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(200):
+                step()
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
+            entry["wall_us_per_call"] = (time.perf_counter() - t0) / 200 * 1e6
+            if DEVICE == "cuda" and not dry:
+                from torch.profiler import ProfilerActivity, profile
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    step()
+                    torch.cuda.synchronize()
+                events = [e.name for e in prof.events()]
+                entry["runtime_calls"] = sorted({n for n in events if n.startswith("cuda")})
+                entry["blocking_calls"] = sorted({n for n in events if n.startswith("cuda") and any(b in n for b in blocking)})
+        except Exception as exc:
+            entry["failure"] = f"{type(exc).__name__}: {exc}"
+        _record(rows, entry)
+    return rows
+
+
 def time_aaren(shapes, dry):
     rows = []
     for name, (B, T, H, K, V) in shapes.items():
@@ -408,7 +449,7 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--sections", default=DEFAULT_SECTIONS,
                         help="comma-separated subset of check,time,profile,sweep,peers (default: all), or aaren "
-                             "(Aaren's checks and timing alone), decode (the mLSTM step alone), aaren_decode (its one-token step after "
+                             "(Aaren's checks and timing alone), decode (the mLSTM step alone), decode_host (its host cost), aaren_decode (its one-token step after "
                              "1k and 32k tokens)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="set a constant of attnforms.ops.mlstm.triton.launch first (a Python "
@@ -468,6 +509,9 @@ def main():
         save()
     if "decode" in sections:  # the decoding step alone (a tile sweep: --set RECURRENT_...)
         report["time_decode"] = time_decode(batches, *decode_dims, args.dry)
+        save()
+    if "decode_host" in sections:  # the step's host cost and its blocking runtime calls
+        report["decode_host"] = decode_host_cost(batches, *decode_dims, args.dry)
         save()
     if "aaren" in sections:  # Aaren alone: its checks and timing
         report["check_aaren"] = check_aaren(check_shapes)
