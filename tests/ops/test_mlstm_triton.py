@@ -326,3 +326,29 @@ def test_sigmoid_via_gla_half_precision_within_reference_noise(sigmoid_via_gla, 
     assert result.output.dtype == dtype
     check = noise_relative_check(result.output, golden.output, eager.output, atol=1e-5, rounding=dtype)
     assert check.passed, check
+
+
+@pytest.mark.parametrize("B, H, chunk_size, restructured", [
+    (8, 16, 64, True),     # S1: 128 sequences·heads fill 132 multiprocessors: fused
+    (1, 16, 64, False),    # S2: 16 would split: the current kernels instead
+    (8, 16, 128, False),   # a chunk longer than one token tile would split
+])
+def test_exp_split_current_runs_the_current_kernels_where_the_split_form_would(monkeypatch, B, H, chunk_size,
+                                                                                restructured):
+    monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "EXP_SPLIT", "current")
+    monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
+    q, v = torch.empty(B, 4, H, 128), torch.empty(B, 4, H, 128)
+    assert launch._restructured(q, v, None, chunk_size) is restructured
+    monkeypatch.setattr(launch, "EXP_SPLIT", "auto")
+    assert launch._restructured(q, v, None, chunk_size) is True
+
+
+def test_bad_exp_forward_settings_are_clear_errors(monkeypatch):
+    q = torch.empty(1, 4, 2, 32)
+    monkeypatch.setattr(launch, "EXP_SPLIT", "sometimes")
+    with pytest.raises(ValueError, match="EXP_SPLIT"):
+        launch._restructured(q, q, None, 64)
+    monkeypatch.setattr(launch, "EXP_FORWARD", "fastest")
+    with pytest.raises(ValueError, match="EXP_FORWARD"):
+        launch._restructured(q, q, None, 64)

@@ -74,17 +74,20 @@ SIGMOID_VIA_GLA = False
 # per value tile and query tile) or "restructured" (chunk_fwd_fused.py: one pass per
 # sequence·head and value tile forming the outputs from the state in registers, as the
 # simple-GLA forward does; split into a state pass and a tiled output pass for few
-# sequences·heads or chunks longer than a tile). Untimed: the next GPU session decides.
-EXP_FORWARD = "current"
+# sequences·heads or chunks longer than a tile). Restructured and fused at S1 on an H100
+# (session 10, every bf16 check passing): forward 1.65 ms against 2.30, forward +
+# backward about 5.95 against 6.63 (bench/NOTES-mlstm.md).
+EXP_FORWARD = "restructured"
 # The restructured forward's split (`_exp_split`): "always" (a state pass, then the
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
 # SPLIT_PER_MULTIPROCESSOR multiprocessors, the gated delta rule's rule: S2, 16
-# sequences·heads, split; S1 and S3 fused) or "never" (fused wherever the chunk is one
-# token tile). "always" for now: the fused pass still spills at K = V = 128 on sm_90
-# (300 bytes at chunk 64 with SAVE, 128 without; 2464 / 1828 before: hoisted
-# loop-invariant offsets, masks and wgmma descriptors, gate vectors in many layouts;
-# the README's restructured-forward section).
-EXP_SPLIT = "always"
+# sequences·heads, split; S1 and S3 fused), "never" (fused wherever the chunk is one
+# token tile) or "current" (as "auto", but the current kernels run where it would split).
+# "current": the split form hit an illegal memory access on the GPU twice (session 8 at
+# chunk 64 with 8 warps, session 10 at chunk 128, S1), unexplained, while the fused pass
+# and the current kernels never did; the split form stays tested under the interpreter
+# ("always") and `scripts/device_mlstm_fault.py` hunts the fault.
+EXP_SPLIT = "current"
 SPLIT_PER_MULTIPROCESSOR = 6
 # Its fused pass: `[K, BV]` float32 state slice, warps, stages, and keys per step of the
 # in-chunk scores (`[BT, FUSED_SCORE_COLUMNS]` score / gate tiles). One warpgroup: with 8
@@ -95,15 +98,16 @@ SPLIT_PER_MULTIPROCESSOR = 6
 FUSED_ELEMENTS, FUSED_WARPS, FUSED_STAGES = 128 * 32, 4, 1
 FUSED_SCORE_COLUMNS = 32
 # The split mode's state-only pass (same kernel without WRITE_O; no spills at these).
-SPLIT_STATE_ELEMENTS, SPLIT_STATE_WARPS, SPLIT_STATE_STAGES = 128 * 64, 8, 2
+# 4 warps: S1 forward 1.68 ms against 1.82 at 8 (H100, session 8).
+SPLIT_STATE_ELEMENTS, SPLIT_STATE_WARPS, SPLIT_STATE_STAGES = 128 * 64, 4, 2
 # Its output pass (split): value tile (V <= 128 in one, so each score tile is built
 # once), key columns per step of the entering state's read, warps, stages.
 SPLIT_OUTPUT_BV, SPLIT_OUTPUT_BK, SPLIT_OUTPUT_WARPS, SPLIT_OUTPUT_STAGES = 128, 64, 8, 2
 # The recurrent (decoding) kernel's `[K, BV]` float32 slice of C per program and its
-# warps: at K 128 a value tile of 32 and 4 warps, 16384 programs of 16 KB at B 256
-# (H100: 215 µs, 1.34x the state traffic's floor, session 8); swept by
-# `device_mlstm_check.py --sections decode --set RECURRENT_ELEMENTS=...`.
-RECURRENT_ELEMENTS, RECURRENT_WARPS = 128 * 32, 4
+# warps. At K 128, B 256 on an H100 (`device_mlstm_check.py --sections decode --set
+# RECURRENT_ELEMENTS=...`, session 10, exp gate): value tile 64 at 4 warps 187.7 µs,
+# 32 at 4 (the old choice) 214.3, 16 at 2 201.9, 64 at 8 272.1; B 64 within noise.
+RECURRENT_ELEMENTS, RECURRENT_WARPS = 128 * 64, 4
 # Compile the GPU code path (half-precision dot operands) for CPU tensors too: set by
 # scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
 NATIVE_ON_CPU = False
@@ -186,11 +190,9 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     """Returns the output `[B, T, H, V]` (in `out_dtype`, default v's), the final state
     (C, n, m) or None, and `Saved` (with `save` False the restructured exp forward may
     leave its per-chunk and per-row fields None: only a backward reads them)."""
-    if stabilise and EXP_FORWARD == "restructured":
+    if stabilise and _restructured(q, v, offsets, chunk_size):
         return _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, chunk_size,
                                      out_dtype, save)
-    if EXP_FORWARD not in ("current", "restructured"):
-        raise ValueError(f"EXP_FORWARD: 'current' or 'restructured', got {EXP_FORWARD!r}")
     (B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b,
      li) = _prepare_chunks(q, k, v, i, f, stabilise, offsets, chunk_size)
     device, f32 = q.device, dict(dtype=torch.float32, device=q.device)
@@ -230,6 +232,23 @@ def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, device) -> bool:
     if EXP_SPLIT == "never":
         return False
     return sequences_heads * SPLIT_PER_MULTIPROCESSOR < multiprocessors(device)
+
+
+def _restructured(q, v, offsets, chunk_size) -> bool:
+    """Whether the exp gate's forward takes chunk_fwd_fused.py (EXP_FORWARD, and with
+    EXP_SPLIT "current" only where that forward would not split)."""
+    if EXP_FORWARD not in ("current", "restructured"):
+        raise ValueError(f"EXP_FORWARD: 'current' or 'restructured', got {EXP_FORWARD!r}")
+    if EXP_SPLIT not in ("always", "auto", "never", "current"):
+        raise ValueError(f"EXP_SPLIT: 'always', 'auto', 'never' or 'current', got {EXP_SPLIT!r}")
+    if EXP_FORWARD == "current":
+        return False
+    if EXP_SPLIT != "current":
+        return True
+    B, T, H, K = q.shape
+    t = tiles(K, v.shape[-1], chunk_size)
+    sequences = B if offsets is None else len(offsets) - 1
+    return not _exp_split(sequences * H, t.BT == t.BS, q.device)
 
 
 def _value_tile(BK: int, V: int, BV_all: int, elements: int, sequences_heads: int, device) -> int:
