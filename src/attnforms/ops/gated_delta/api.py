@@ -18,6 +18,7 @@ import torch
 
 from ...core.autograd import autograd_needed
 from ...core.dispatch import Family, ImplUnavailableError, forms_of, triton_unavailable_reason
+from ...core.memo import remembers_success
 from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
     Dims, check_log_gate, check_same_device, check_same_dtype, check_state, check_tensor,
@@ -175,6 +176,19 @@ def _fits_decode_fast_path(q, k, v, g, beta, scale, state, cu_seqlens) -> bool:
 
 def _validate(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size):
     """Check every argument; return the packed-sequence offsets (or None)."""
+    offsets = _validate_layout(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
+    if g is not None and g.device.type != "cuda":
+        # A check of values, so never remembered. On CUDA the host check would stall
+        # every call on a device sync; the Triton kernels turn positive gates into NaN
+        # instead, and the reference checks (see reference._prepare).
+        check_log_gate("g", g)
+    return offsets
+
+
+@remembers_success(value_args=("cu_seqlens",))
+def _validate_layout(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size):
+    """Every check but the gates' values (`_validate`), remembered per signature
+    (core/memo.py): a decoding step repeats its first call's."""
     for name, x in dict(q=q, k=k, v=v).items():
         check_tensor(name, x)
     dims = Dims()
@@ -191,11 +205,6 @@ def _validate(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size):
         check_tensor("beta", beta)
         dims.bind("beta", beta, "B T H")
     check_same_device(q=q, k=k, v=v, g=g, beta=beta)
-    if g is not None and g.device.type != "cuda":
-        # On CUDA the host check would stall every call on a device sync; the Triton
-        # kernels turn positive gates into NaN instead, and the reference checks (see
-        # reference._prepare).
-        check_log_gate("g", g)
     offsets, batch = check_common_options(
         dims, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens, device=q.device
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ...core.dispatch import Family, forms_of
+from ...core.memo import remembers_success
 from ...core.run import check_common_options, default_options, run_op
 from ...core.shapes import (
     Dims, check_same_device, check_same_dtype, check_state, check_tensor,
@@ -101,8 +102,10 @@ def _chunk_option(chunk_size):
     return {"chunk_size": None} if chunk_size is None else {}
 
 
+@remembers_success(value_args=("cu_seqlens",))
 def _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk_size):
-    """Check every argument; return the packed-sequence offsets (or None)."""
+    """Check every argument; return the packed-sequence offsets (or None). Remembered
+    per signature (core/memo.py): a decoding step repeats its first call's."""
     for name, x in dict(q=q, k=k, v=v, i=i, f=f).items():
         check_tensor(name, x)
     dims = Dims()
