@@ -5,14 +5,15 @@
 #
 #     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
 #
-# 1. The illegal memory access of the restructured mLSTM forward's split form (S1,
-#    chunk 128, session 10; once at chunk 64 in session 8) under CUDA_LAUNCH_BLOCKING:
-#    which kernel.
-# 2. The mLSTM step's host cost at B 1 (85 µs under do_bench against the peer's 9 µs:
-#    a blocking runtime call?): wall time per call and the CUDA runtime calls of one step.
-# 3. KDA and GLA at S1 with session 8's tree backward restored (session 9's was slower).
-# 4. The fault's variants (which change removes it), then compute-sanitizer at a smaller
-#    shape, when the machine has it.
+# 1. The illegal memory access of the restructured mLSTM forward's split form: session 10
+#    placed it in `_state_output_kernel` without WRITE_O (S1, chunk 128, value tile 64;
+#    CUDA_LAUNCH_BLOCKING), on the second call of a process, never at value tile 16; the
+#    interpreter's bounds check ran the same geometry clean. compute-sanitizer at S1 with
+#    the caching allocator off (each tensor its own allocation, so an access past one is
+#    caught), chunk 128, split always.
+# 2. The mLSTM step's host cost after the remembered validation (core/memo.py).
+# 3. The mLSTM defaults as they now stand (restructured forward where it runs fused,
+#    current kernels elsewhere): bf16 checks, then S1, S2, S3.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -36,12 +37,7 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/.pending.tgz" -C "$work" . && mv "$OUT/.pending.tgz" "$OUT/pending.tgz"
 }
 
-restructured='EXP_FORWARD=restructured;EXP_SPLIT=auto;SPLIT_STATE_WARPS=4'
-step mlstm_fault_blocking 70 python3 scripts/device_mlstm_fault.py --blocking --variant "$restructured;DKV_TILE=64"
-step mlstm_decode_host 40 python3 scripts/device_mlstm_check.py --sections decode_host
-step gdr_tree_restored 60 env OPS=KDA,GLA SHAPES=S1 python3 scripts/device_gdr_variants.py 'CHECK=0'
-step mlstm_fault_variants 150 python3 scripts/device_mlstm_fault.py --variant "$restructured;DKV_TILE=32" \
-    --variant 'DKV_TILE=64' --variant "$restructured;DKV_TILE=64;SPLIT_STATE_STAGES=1;SPLIT_OUTPUT_STAGES=1" \
-    --variant "$restructured;DKV_TILE=64"
-step mlstm_fault_sanitizer 100 python3 scripts/device_mlstm_fault.py --sanitizer --shape 2,4096,16 --repeats 1 \
-    --variant "$restructured;DKV_TILE=64"
+step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \
+    --sanitizer --shape 8,4096,16 --repeats 2 --variant 'EXP_FORWARD=restructured;EXP_SPLIT=always'
+step mlstm_decode_host 30 python3 scripts/device_mlstm_check.py --sections decode_host
+step mlstm_defaults 200 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3
