@@ -457,3 +457,14 @@ def test_compiled_kernels_take_descriptors_only_at_head_dim_128(monkeypatch):
     assert launch.row_descriptors(torch.zeros(2, 37, 4, 128), 64) is not None
     for D in (32, 64, 256):
         assert launch.row_descriptors(torch.zeros(2, 37, 4, D), 64) is None, D
+
+
+@pytest.mark.parametrize("scale", [0.3, -0.3])
+@pytest.mark.parametrize("causal", [True, False])
+def test_explicit_and_negative_scales(scale, causal):
+    # A positive scale without a score mod takes the forward's raw-product row max
+    # (max(c·s) = c·max(s)); a negative one must not: with scores spread over hundreds,
+    # a wrong row max overflows the exponentials.
+    inputs = softmax_inputs(2, 70, 4, 16, 16, G=2)
+    _check(inputs, causal=causal, scale=scale)
+    _check(dict(inputs, q=inputs["q"] * 40), causal=causal, scale=scale, grad=False)
