@@ -12,7 +12,11 @@
 #    the caching allocator off (each tensor its own allocation, so an access past one is
 #    caught), chunk 128, split always.
 # 2. The mLSTM step's host cost after the remembered validation (core/memo.py).
-# 3. The mLSTM defaults as they now stand (restructured forward where it runs fused,
+# 3. The restructured forward's output products rounded to bf16 (OUTPUT_PRODUCTS, one
+#    product each for C and P instead of two halves; compiled: spills 300 -> 148 bytes,
+#    none at value tile 16): bf16 checks (fused everywhere, EXP_SPLIT=never) and time at
+#    S1, S3; then at value tile 16.
+# 4. The mLSTM defaults as they now stand (restructured forward where it runs fused,
 #    current kernels elsewhere): bf16 checks, then S1, S2, S3.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
@@ -40,4 +44,8 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \
     --sanitizer --shape 8,4096,16 --repeats 2 --variant 'EXP_FORWARD=restructured;EXP_SPLIT=always'
 step mlstm_decode_host 30 python3 scripts/device_mlstm_check.py --sections decode_host
+step mlstm_out16 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S3 \
+    --set EXP_SPLIT=never --set OUTPUT_PRODUCTS=bf16
+step mlstm_out16_bv16 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
+    --set OUTPUT_PRODUCTS=bf16 --set 'FUSED_ELEMENTS=128*16'
 step mlstm_defaults 200 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3

@@ -352,3 +352,8 @@ def test_bad_exp_forward_settings_are_clear_errors(monkeypatch):
     monkeypatch.setattr(launch, "EXP_FORWARD", "fastest")
     with pytest.raises(ValueError, match="EXP_FORWARD"):
         launch._restructured(q, q, None, 64)
+    monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "EXP_SPLIT", "never")
+    monkeypatch.setattr(launch, "OUTPUT_PRODUCTS", "fp8")
+    with pytest.raises(ValueError, match="OUTPUT_PRODUCTS"):
+        af.mlstm(**mlstm_inputs(1, 8, 2, 16, 16, dtype=torch.float32), impl="triton", form="chunk")

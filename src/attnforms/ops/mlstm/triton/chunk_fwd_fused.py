@@ -80,6 +80,18 @@ def _input_times(a, b, SPLIT16: tl.constexpr, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _state_read(q, C, SPLIT16: tl.constexpr, ROUND_C: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """`q @ C` `[BT, BV]` for the input queries `q` and the float32 state `C`: ROUND_C
+    with C rounded to q's 16-bit dtype (one product; the simple-GLA forward's choice),
+    else as `_input_times` (two 16-bit halves with SPLIT16)."""
+    if ROUND_C:
+        r = tl.dot(q, C.to(q.dtype), input_precision=DOT_PRECISION)
+    else:
+        r = _input_times(q, C, SPLIT16, DOT_PRECISION)
+    return r
+
+
+@triton.jit
 def _matvec(a, x, SPLIT16: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """`a @ x` `[M]` for an input block `a` `[M, N]` and a float32 vector `x` `[N]`. With
     SPLIT16 on the tensor cores (x's two 16-bit halves in column 0 of an `[N, 16]`
@@ -144,7 +156,7 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
                          cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                          USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr, SAVE: tl.constexpr,
                          WRITE_O: tl.constexpr, NATIVE: tl.constexpr, SPLIT16: tl.constexpr,
-                         STATE_SPLIT16: tl.constexpr, HALF_P: tl.constexpr,
+                         STATE_SPLIT16: tl.constexpr, HALF_P: tl.constexpr, ROUND_C: tl.constexpr,
                          DOT_PRECISION: tl.constexpr, STATE_PRECISION: tl.constexpr,
                          EPS: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr,
                          BV: tl.constexpr, BC: tl.constexpr):
@@ -204,7 +216,7 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
             b_w = tl.exp(b_b + b_m - b_mr) * scale  # 0 while nothing was written (m_in = −inf)
             b_qo = _operand(_load2(q + row * K + (r_t[:, None] * K + o_k[None, :]), m_t, m_k, True, EVEN_K), NATIVE)
             # [BT, BK] @ [BK, BV] -> [BT, BV]: the entering state's read.
-            b_acc = _input_times(b_qo, b_C, SPLIT16, DOT_PRECISION) * b_w[:, None]
+            b_acc = _state_read(b_qo, b_C, SPLIT16, ROUND_C, DOT_PRECISION) * b_w[:, None]
             b_den = _matvec(b_qo, b_n, False, DOT_PRECISION) * b_w
             # The writes, BC key columns at a time (`[BT, BC]` score and gate tiles keep
             # the registers of the whole `[BT, BT]` ones free).
@@ -269,6 +281,7 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
 def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices,
                    cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                    SAVE: tl.constexpr, NATIVE: tl.constexpr, SPLIT16: tl.constexpr, HALF_P: tl.constexpr,
+                   ROUND_C: tl.constexpr,
                    DOT_PRECISION: tl.constexpr, EPS: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
                    BK: tl.constexpr, BKS: tl.constexpr, BV: tl.constexpr):
     """Outputs of query tile `program_id(1) % (BT // BS)` of a chunk from its stored
@@ -306,7 +319,7 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
         m_ks = o_ks < K
         b_qs = tl.load(q + p_r[:, None] * K + o_ks[None, :], mask=m_r[:, None] & m_ks[None, :], other=0.0)
         b_C = tl.load(p_C + o_ks[:, None] * V + o_v[None, :], mask=m_ks[:, None] & m_v[None, :], other=0.0)
-        b_acc += _input_times(_operand(b_qs, NATIVE), b_C, SPLIT16, DOT_PRECISION)
+        b_acc += _state_read(_operand(b_qs, NATIVE), b_C, SPLIT16, ROUND_C, DOT_PRECISION)
         b_ns = tl.load(states_n + (i_c * H + i_h) * K + o_ks, mask=m_ks, other=0.0)
         b_den += tl.sum(b_qs.to(tl.float32) * b_ns[None, :], axis=1)
     b_acc *= b_w[:, None]
