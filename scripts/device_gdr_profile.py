@@ -70,7 +70,7 @@ def hard_inputs(gate: str, T: int = 4096, D: int = 128) -> dict:
 
 
 def decode_fast_path_check():
-    """The in-place decode API on CUDA (the fast path, no host gate check) against the
+    """The in-place decode API on CUDA (no host gate check on CUDA) against the
     reference's recurrent form, and a positive log-gate turning into NaN."""
     x = gated_delta_inputs(4, 3, 16, 128, 128, gate="scalar", beta=True, dtype=torch.bfloat16, device=device)
     S = torch.randn(4, 16, 128, 128, device=device) * 0.1

@@ -286,7 +286,7 @@ def test_in_place_decoding_updates_the_callers_state():
 
 @pytest.mark.parametrize("gate", ["scalar", "channel"])
 def test_recurrent_kernel_turns_a_positive_gate_into_nan(gate):
-    """The decode fast path leaves the log-gate check to the kernel (no device sync): a
+    """On CUDA the decode path leaves the log-gate check to the kernel (no device sync): a
     positive gate of one head poisons that head's output from that step on and its
     state; the other head is computed as usual."""
     from attnforms.ops.gated_delta.triton.launch import recurrent_forward

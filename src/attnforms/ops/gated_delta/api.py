@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 
-from ...core.autograd import autograd_needed
 from ...core.dispatch import Family, ImplUnavailableError, forms_of, triton_unavailable_reason
 from ...core.memo import remembers_success
 from ...core.run import check_common_options, default_options, run_op
@@ -111,18 +110,12 @@ def gated_delta_rule_update_(
     and contiguous, on a device where Triton runs. Gradients are not tracked.
     Returns the output `[B, T, H, V]`.
 
-    On a CUDA device, a call whose arguments pass a few cheap checks (shapes, dtypes,
-    devices, the state's layout; no `cu_seqlens`) goes straight to the kernel: a decode
-    step is worth microseconds, and checking that every log-gate is <= 0 on the host
-    would wait for the device. The kernel checks the gates instead: a positive one turns
-    that head's output and state to NaN (loud, never a silently wrong number). Any
-    other call is validated in full, with the usual errors.
+    Every call is validated in full the first time its argument signature is seen and
+    remembered after (core/memo.py), so a decode step pays microseconds for it. On a
+    CUDA device the log-gates' sign is not checked on the host (that would wait for the
+    device): the kernel turns a positive gate's head output and state to NaN (loud,
+    never a silently wrong number).
     """
-    if kernels is not None and _fits_decode_fast_path(q, k, v, g, beta, scale, state, cu_seqlens):
-        return kernels.recurrent_update_(
-            q, k, v, g=g, beta=beta, scale=q.shape[-1] ** -0.5 if scale is None else scale,
-            state=state, offsets=None,
-        )
     offsets = _validate(q, k, v, g, beta, scale, state, cu_seqlens, None)
     if kernels is None:
         raise ImplUnavailableError("gated_delta_rule_update_: the triton package is not installed")
@@ -139,39 +132,6 @@ def gated_delta_rule_update_(
             q, k, v, g=g, beta=beta, scale=q.shape[-1] ** -0.5 if scale is None else scale,
             state=state, offsets=offsets,
         )
-
-
-_DECODE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-
-
-def _fits_decode_fast_path(q, k, v, g, beta, scale, state, cu_seqlens) -> bool:
-    """True when a CUDA decode call is certainly valid except for the sign of its
-    log-gates (checked in the kernel); anything unusual takes the full validation."""
-    if cu_seqlens is not None or not isinstance(state, LinearState):
-        return False
-    if scale is not None and (type(scale) is not float or not 0.0 < scale < float("inf")):
-        return False
-    S = state.S
-    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
-            and isinstance(S, torch.Tensor)):
-        return False
-    device, dtype = q.device, q.dtype
-    if device.type != "cuda" or dtype not in _DECODE_DTYPES or q.dim() != 4 or v.dim() != 4:
-        return False
-    B, T, H, K = q.shape
-    V = v.shape[3]
-    if (T == 0 or k.shape != q.shape or v.shape[:3] != (B, T, H) or S.shape != (B, H, K, V)
-            or k.dtype != dtype or v.dtype != dtype or S.dtype != torch.float32
-            or k.device != device or v.device != device or S.device != device
-            or not S.is_contiguous()):
-        return False
-    if autograd_needed(q, k, v, g, beta):
-        return False
-    for x, shapes in ((g, ((B, T, H), (B, T, H, K))), (beta, ((B, T, H),))):
-        if x is not None and (not isinstance(x, torch.Tensor) or x.device != device
-                              or x.shape not in shapes or not x.is_floating_point()):
-            return False
-    return True
 
 
 def _validate(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size):
