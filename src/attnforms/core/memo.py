@@ -73,7 +73,6 @@ def remembers_success(value_args: tuple[str, ...] = ()):
             passed[key] = result
             return result
 
-        remembered.forget = passed.clear
         return remembered
 
     return decorate
