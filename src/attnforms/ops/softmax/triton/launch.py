@@ -13,6 +13,7 @@ import torch
 import triton
 
 from ....kernels.precision import dot_precision
+from ....kernels.scale_cast import scale_cast
 from . import modc
 
 try:  # Triton >= 3.4
@@ -50,6 +51,13 @@ FWD_TMA = True
 # at 64 with a T5 bias; scripts/compile_sm90.py). The interpreter takes every power of two.
 TMA_HEAD_DIMS = (128,)
 DQ_TILES = {64: (128, 64, 8, 2), 128: (128, 64, 8, 3), 256: (16, 32, 4, 1)}
+# dq inside the dk/dv kernel (five products per tile pair instead of the two kernels'
+# seven): each tile's dS K added into a float32 accumulator by the tensor memory
+# accelerator's reduce, then one pass scales and casts it. On the GPU only where that
+# reduce is there (the dk/dv tiles through descriptors: Hopper, TMA_HEAD_DIMS); under
+# the interpreter, which lacks it, per-element atomics stand in (the CPU tests).
+DQ_FUSED = True
+DKDV_FUSED_TILES = dict(DKDV_TILES)
 DECODE_TILES = {64: (64, 4, 3), 128: (64, 4, 3), 256: (32, 4, 2)}  # BLOCK_N, warps, stages
 # Under the interpreter (tests on the CPU) small tiles keep tile counts realistic.
 INTERPRET_TILE = 16
@@ -242,7 +250,6 @@ def backward(q, k, v, do, lse_all, delta, plan: Plan, cap_grads: dict):
     are added into `cap_grads` (capture index -> float32 buffer). Returns dq, dk, dv."""
     mod = plan.module
     B, T, H, DK, S, G, DV, flags, args = _common(plan, q, k, v)
-    dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     rows = plan.max_len if plan.cu is not None else T
@@ -254,12 +261,24 @@ def backward(q, k, v, do, lse_all, delta, plan: Plan, cap_grads: dict):
         BM, BN, warps, stages, sub_q, sub_kv = _tiles(table, plan, DK, DV)
         return BN, BM, dict(BLOCK_M=BM, BLOCK_N=BN, SUB_Q=sub_q, SUB_KV=sub_kv, num_warps=warps,
                             num_stages=stages)
-    BN, BM, launch_tiles = tiles(DKDV_TILES)
     sizes, (qn, qi, fqn, fqi) = _sparse_args(plan, batches, H, rows, keys, True, q)
+    BN, BM, launch_tiles = tiles(DKDV_FUSED_TILES if DQ_FUSED else DKDV_TILES)
     (q_desc, do_desc), tma = tile_descriptors(DKDV_TMA, BM, q, do)
+    fused = DQ_FUSED and (tma or interpreting())
+    if DQ_FUSED and not fused:  # no reduce here: the two kernels, with their own tiles
+        BN, BM, launch_tiles = tiles(DKDV_TILES)
+        (q_desc, do_desc), tma = tile_descriptors(DKDV_TMA, BM, q, do)
+    dq_acc, dq_desc = q, None
+    if fused:
+        dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+        dq_desc = None if interpreting() else row_descriptors(dq_acc, BM)
     mod._dkdv_kernel[(triton.cdiv(keys, BN), batches * G)](
-        q, k, v, do, q_desc, do_desc, lse_all, delta, dk, dv,
-        QN=qn, QI=qi, FQN=fqn, FQI=fqi, **sizes, **common, **launch_tiles, TMA=tma)
+        q, k, v, do, q_desc, do_desc, lse_all, delta, dk, dv, dq_acc, dq_desc,
+        QN=qn, QI=qi, FQN=fqn, FQI=fqi, **sizes, **common, **launch_tiles, TMA=tma,
+        DQ_FUSED=fused, DQ_BY_TMA=dq_desc is not None)
+    if fused:
+        return scale_cast(dq_acc, plan.scale, q.dtype), dk, dv
+    dq = torch.empty_like(q)
     BN, BM, launch_tiles = tiles(DQ_TILES)
     sizes, (kvn, kvi, fkvn, fkvi) = _sparse_args(plan, batches, H, rows, keys, False, q)
     (k_desc, v_desc), tma = tile_descriptors(DQ_TMA, BN, k, v)
