@@ -8,9 +8,9 @@
 # 1. The softmax backward with dq inside the dk/dv kernel (launch.DQ_FUSED, the new
 #    default): the bf16 checks of every configuration.
 # 2. Its forward + backward at S1 per kernel: the two-kernel backward first, then the
-#    fused one at its default tiles (32, 64, 4 warps) and at 8 warps (compiled spills,
-#    causal / ALiBi: 32 / 580 and 40 / 52 bytes).
-# 3. mLSTMsig on the scalar-gate kernels with its elementwise ends in Triton
+#    fused one at its default tiles (32, 64, 4 warps).
+# 3. `attnforms bench` for issue 6 (the peers: SDPA and compiled Flex), the results file.
+# 4. mLSTMsig on the scalar-gate kernels with its elementwise ends in Triton
 #    (sigmoid_glue.py): S1 against the mLSTM kernels (both gates timed; the checks run
 #    in the bench).
 #
@@ -40,7 +40,8 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/.pending.tgz" -C "$work" . && mv "$OUT/.pending.tgz" "$OUT/pending.tgz"
 }
 
-step softmax_checks 150 python3 scripts/device_softmax_check.py --part checks
-step softmax_variants 240 python3 scripts/device_softmax_variants.py 'DQ_FUSED=False;CHECK=0' '' \
-    'DKDV_FUSED_TILES={128: (32, 64, 8, 2)};CHECK=0'
-step mlstm_sigmoid 120 python3 scripts/device_mlstm_check.py --sections time --shapes S1 --set SIGMOID_VIA_GLA=True
+step softmax_checks 60 python3 scripts/device_softmax_check.py --part checks
+step softmax_variants 120 python3 scripts/device_softmax_variants.py 'DQ_FUSED=False;CHECK=0' ''
+step softmax_bench 300 bash scripts/device_bench.sh --shapes S1,S2,decode --budget-s 250 \
+    --ops softmax_causal,softmax_window,softmax_alibi,softmax_decode,softmax_new_mod
+step mlstm_sigmoid 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1 --set SIGMOID_VIA_GLA=True
