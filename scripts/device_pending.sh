@@ -40,8 +40,8 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/.pending.tgz" -C "$work" . && mv "$OUT/.pending.tgz" "$OUT/pending.tgz"
 }
 
-step softmax_checks 60 python3 scripts/device_softmax_check.py --part checks
-step softmax_variants 120 python3 scripts/device_softmax_variants.py 'DQ_FUSED=False;CHECK=0' ''
-step softmax_bench 300 bash scripts/device_bench.sh --shapes S1,S2,decode --budget-s 250 \
+step softmax_checks 50 python3 scripts/device_softmax_check.py --part checks
+step softmax_variants 100 python3 scripts/device_softmax_variants.py 'DQ_FUSED=False;CHECK=0' ''
+step softmax_bench 280 bash scripts/device_bench.sh --shapes S1,S2,decode --budget-s 230 \
     --ops softmax_causal,softmax_window,softmax_alibi,softmax_decode,softmax_new_mod
 step mlstm_sigmoid 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1 --set SIGMOID_VIA_GLA=True
