@@ -3,6 +3,7 @@ timings against SDPA (flash and cuDNN backends) and compiled FlexAttention.
 
     OUT=/some/dir python scripts/device_softmax_check.py            # on the GPU
     ... --part checks / --part timing                               # half each
+    ... --set DQ_FUSED=True                                         # a launcher constant
     TRITON_INTERPRET=1 python scripts/device_softmax_check.py --dry # CPU smoke run
 
 Writes `$OUT/softmax_check.json` (or `--out`). Every item is guarded: a failure is
@@ -335,14 +336,22 @@ def main():
                              "a 10-minute device call; the JSON is named after the part)")
     parser.add_argument("--shapes", default="S1,S2", help="timing shapes (S1, S2)")
     parser.add_argument("--no-decode", action="store_true", help="skip the decoding timing")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a constant of attnforms.ops.softmax.triton.launch first (e.g. DQ_FUSED=True)")
     args = parser.parse_args()
+    if args.set:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from launch_settings import apply_variant
+        from attnforms.ops.softmax.triton import launch
+        apply_variant(launch, {}, ";".join(args.set), own=())
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry else "cpu")
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("no GPU: run with TRITON_INTERPRET=1 and --dry")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     import triton
     report = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
-                  torch=torch.__version__, triton=triton.__version__, dtype=str(dtype), dry=args.dry)
+                  torch=torch.__version__, triton=triton.__version__, dtype=str(dtype), dry=args.dry,
+                  settings=args.set)
     t0 = time.time()
     if args.part in ("all", "checks"):
         report["checks"] = checks(device, dtype, args.dry)

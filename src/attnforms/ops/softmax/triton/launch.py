@@ -55,8 +55,10 @@ DQ_TILES = {64: (128, 64, 8, 2), 128: (128, 64, 8, 3), 256: (16, 32, 4, 1)}
 # seven): each tile's dS K added into a float32 accumulator by the tensor memory
 # accelerator's reduce, then one pass scales and casts it. On the GPU only where that
 # reduce is there (the dk/dv tiles through descriptors: Hopper, TMA_HEAD_DIMS); under
-# the interpreter, which lacks it, per-element atomics stand in (the CPU tests).
-DQ_FUSED = True
+# the interpreter, which lacks it, per-element atomics stand in (the CPU tests run
+# both paths). Off until measured: written and compiled for sm_90 in session 11, when
+# no GPU call came (scripts/device_pending.sh, bench/NOTES-softmax.md).
+DQ_FUSED = False
 DKDV_FUSED_TILES = dict(DKDV_TILES)
 DECODE_TILES = {64: (64, 4, 3), 128: (64, 4, 3), 256: (32, 4, 2)}  # BLOCK_N, warps, stages
 # Under the interpreter (tests on the CPU) small tiles keep tile counts realistic.
