@@ -352,7 +352,7 @@ def _dkdv_tile(dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, DQ_ACC
     which hold no per-element addresses or masks in registers; rows past this sequence
     (the next one's, or zeros past the end) are kept out by the visibility mask.
     DQ_FUSED: the tile's dq share dS K (unscaled) is added into the float32 `DQ_ACC`
-    (q's layout) as well, through the tensor memory accelerator's reduce (DQ_TMA, DQ_DESC
+    (q's layout) as well, through the tensor memory accelerator's reduce (DQ_BY_TMA, DQ_DESC
     over `[rows, H·DK]`) or per-element atomics; dS is zero outside the visible pairs, so
     a box past this sequence adds zeros."""
     local = tl.arange(0, BLOCK_M)
