@@ -6,13 +6,12 @@
 #     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
 #
 # 1. The softmax backward with dq inside the dk/dv kernel (launch.DQ_FUSED, off by
-#    default until this measures it): forward + backward at S1 per kernel, the two-kernel backward first, then
-#    the fused one (32, 64, 4 warps) with its bf16 checks (causal, window, ALiBi).
+#    default until this measures it): forward + backward at S1 per kernel, the
+#    two-kernel backward first, then the fused one (32, 64, 4 warps) with its bf16
+#    checks (causal, window, ALiBi).
 # 2. The same against the peers in one run (SDPA, compiled Flex; S1, about 50 s).
 # 3. The bf16 checks of all 13 configurations.
-# 4. mLSTMsig on the scalar-gate kernels with its elementwise ends in Triton
-#    (sigmoid_glue.py): S1 against the mLSTM kernels.
-# 5. `attnforms bench` for issue 6 (the results file) with the defaults, if the call's
+# 4. `attnforms bench` for issue 6 (the results file) with the defaults, if the call's
 #    time allows: turn DQ_FUSED on first if steps 1-3 show it faster and correct.
 #
 # Left from session 10 (steps of the previous version of this script, in git): the
@@ -44,6 +43,5 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 step softmax_variants 90 python3 scripts/device_softmax_variants.py 'DQ_FUSED=False;CHECK=0' 'DQ_FUSED=True'
 step softmax_peers 70 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode --set DQ_FUSED=True
 step softmax_checks 55 python3 scripts/device_softmax_check.py --part checks --set DQ_FUSED=True
-step mlstm_sigmoid 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1 --set SIGMOID_VIA_GLA=True
 step softmax_bench 280 bash scripts/device_bench.sh --shapes S1,S2,decode --budget-s 230 \
     --ops softmax_causal,softmax_window,softmax_alibi,softmax_decode,softmax_new_mod

@@ -359,29 +359,18 @@ def test_bad_exp_forward_settings_are_clear_errors(monkeypatch):
         af.mlstm(**mlstm_inputs(1, 8, 2, 16, 16, dtype=torch.float32), impl="triton", form="chunk")
 
 
-def test_sigmoid_glue_matches_its_pytorch_formula():
-    """The Triton ends of mLSTMsig on the scalar-gate kernels (sigmoid_glue.py), values and
-    gradients against the same formulas in PyTorch, with denominators on both sides of the
-    floor 1 (where the gradient through |den| switches off) and of both signs."""
-    from attnforms.ops.mlstm.triton import sigmoid_glue
-    from attnforms.core.constants import MLSTM_EPS
-    gen = torch.Generator().manual_seed(11)
-    B, T, H, V, width = 2, 9, 3, 20, 64
-    v = torch.randn(B, T, H, V, generator=gen, requires_grad=True)
-    i = (3 * torch.randn(B, T, H, generator=gen)).requires_grad_(True)
-    out = torch.randn(B, T, H, width, generator=gen)
-    out[..., V] = torch.linspace(-3, 3, B * T * H).reshape(B, T, H)  # |den| below and above 1
-    out.requires_grad_(True)
-    w = torch.sigmoid(i)[..., None]
-    expected_values = torch.cat([w * v, w, torch.zeros(B, T, H, width - V - 1)], -1)
-    den = out[..., V:V + 1]
-    expected_h = out[..., :V] / (torch.maximum(den.abs(), torch.ones_like(den)) + MLSTM_EPS)
-    values = sigmoid_glue.weighted_values(v, i, width)
-    h = sigmoid_glue.normalise(out, V, torch.float32)
-    assert torch.allclose(values, expected_values, atol=1e-6)
-    assert torch.allclose(h, expected_h, atol=1e-6)
-    g_values, g_h = torch.randn(values.shape, generator=gen), torch.randn(h.shape, generator=gen)
-    ours = torch.autograd.grad((values * g_values).sum() + (h * g_h).sum(), (v, i, out))
-    golden = torch.autograd.grad((expected_values * g_values).sum() + (expected_h * g_h).sum(), (v, i, out))
-    for name, a, b in zip(("v", "i", "out"), ours, golden):
-        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), name
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known defect, why SIGMOID_VIA_GLA stays off: the scalar-gate kernels take σ(i) ⊙ k as a "
+    "bf16 input, a rounding the reference does not make; the final state's error is 1.3e-2 "
+    "against a bound of 8e-5 (the mLSTM kernels: 3e-6); bench/NOTES-mlstm.md, session 11"))
+def test_sigmoid_via_gla_final_state_within_reference_noise_in_bf16(sigmoid_via_gla):
+    # The GPU check's rule (scripts/device_mlstm_check.py): golden is the float64 reference
+    # on the same bf16 inputs, so only the computation's own error counts.
+    low = {n: x.to(torch.bfloat16) for n, x in mlstm_inputs(2, 65, 2, 32, 32, dtype=torch.float32).items()}
+    golden = _run(*_double(low, None), "reference", "sigmoid", form="chunk")
+    eager = _run(low, None, "reference", "sigmoid", form="chunk")
+    result = _run(low, None, "triton", "sigmoid", form="chunk")
+    C = golden.final_state.C
+    check = noise_relative_check(result.final_state.C, C, eager.final_state.C, atol=1e-5 * C.abs().max().item())
+    assert check.passed, check
