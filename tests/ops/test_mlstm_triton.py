@@ -339,19 +339,22 @@ def test_exp_split_current_runs_the_current_kernels_where_the_split_form_would(m
     monkeypatch.setattr(launch, "EXP_SPLIT", "current")
     monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
     q, v = torch.empty(B, 4, H, 128), torch.empty(B, 4, H, 128)
-    assert launch._restructured(q, v, None, chunk_size) is restructured
+    split = launch._restructured_split(q, v, None, chunk_size)  # None: the current kernels
+    assert (split is not None) is restructured
+    assert split is (False if restructured else None)  # "current" never runs the split form
     monkeypatch.setattr(launch, "EXP_SPLIT", "auto")
-    assert launch._restructured(q, v, None, chunk_size) is True
+    # "auto" always restructures, and splits exactly where "current" kept the old kernels
+    assert launch._restructured_split(q, v, None, chunk_size) is (not restructured)
 
 
 def test_bad_exp_forward_settings_are_clear_errors(monkeypatch):
     q = torch.empty(1, 4, 2, 32)
     monkeypatch.setattr(launch, "EXP_SPLIT", "sometimes")
     with pytest.raises(ValueError, match="EXP_SPLIT"):
-        launch._restructured(q, q, None, 64)
+        launch._restructured_split(q, q, None, 64)
     monkeypatch.setattr(launch, "EXP_FORWARD", "fastest")
     with pytest.raises(ValueError, match="EXP_FORWARD"):
-        launch._restructured(q, q, None, 64)
+        launch._restructured_split(q, q, None, 64)
     monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
     monkeypatch.setattr(launch, "EXP_SPLIT", "never")
     monkeypatch.setattr(launch, "OUTPUT_PRODUCTS", "fp8")

@@ -201,9 +201,10 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     """Returns the output `[B, T, H, V]` (in `out_dtype`, default v's), the final state
     (C, n, m) or None, and `Saved` (with `save` False the restructured exp forward may
     leave its per-chunk and per-row fields None: only a backward reads them)."""
-    if stabilise and _restructured(q, v, offsets, chunk_size):
+    split = _restructured_split(q, v, offsets, chunk_size) if stabilise else None
+    if split is not None:
         return _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, chunk_size,
-                                     out_dtype, save)
+                                     out_dtype, save, split)
     (B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b,
      li) = _prepare_chunks(q, k, v, i, f, stabilise, offsets, chunk_size)
     device, f32 = q.device, dict(dtype=torch.float32, device=q.device)
@@ -245,21 +246,21 @@ def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, device) -> bool:
     return sequences_heads * SPLIT_PER_MULTIPROCESSOR < multiprocessors(device)
 
 
-def _restructured(q, v, offsets, chunk_size) -> bool:
-    """Whether the exp gate's forward takes chunk_fwd_fused.py (EXP_FORWARD, and with
-    EXP_SPLIT "current" only where that forward would not split)."""
+def _restructured_split(q, v, offsets, chunk_size) -> bool | None:
+    """None where the exp gate's forward stays on chunk_fwd.py (EXP_FORWARD "current",
+    or EXP_SPLIT "current" where chunk_fwd_fused.py would split); otherwise whether
+    chunk_fwd_fused.py splits (`_exp_split`), decided here once."""
     if EXP_FORWARD not in ("current", "restructured"):
         raise ValueError(f"EXP_FORWARD: 'current' or 'restructured', got {EXP_FORWARD!r}")
     if EXP_SPLIT not in ("always", "auto", "never", "current"):
         raise ValueError(f"EXP_SPLIT: 'always', 'auto', 'never' or 'current', got {EXP_SPLIT!r}")
     if EXP_FORWARD == "current":
-        return False
-    if EXP_SPLIT != "current":
-        return True
+        return None
     B, T, H, K = q.shape
     t = tiles(K, v.shape[-1], chunk_size)
     sequences = B if offsets is None else len(offsets) - 1
-    return not _exp_split(sequences * H, t.BT == t.BS, q.device)
+    split = _exp_split(sequences * H, t.BT == t.BS, q.device)
+    return None if split and EXP_SPLIT == "current" else split
 
 
 def _value_tile(BK: int, V: int, BV_all: int, elements: int, sequences_heads: int, device) -> int:
@@ -271,14 +272,14 @@ def _value_tile(BK: int, V: int, BV_all: int, elements: int, sequences_heads: in
 
 
 def _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, chunk_size, out_dtype,
-                          save):
-    """The exp gate's forward on chunk_fwd_fused.py; returns what `chunk_forward` does."""
+                          save, split):
+    """The exp gate's forward on chunk_fwd_fused.py, split or not (`_restructured_split`);
+    returns what `chunk_forward` does."""
     (B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b,
      li) = _prepare_chunks(q, k, v, i, f, True, offsets, chunk_size)
     device, f32 = q.device, dict(dtype=torch.float32, device=q.device)
     precision = dot_precision(q)
     native = _native(device)
-    split = _exp_split(N * H, t.BT == t.BS, device)
     store_states = save or split
     states = torch.empty(num_chunks, H, K, V, **f32) if store_states else None
     states_n = torch.empty(num_chunks, H, K, **f32) if store_states else None
