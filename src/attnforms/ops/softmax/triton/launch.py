@@ -82,15 +82,21 @@ def row_descriptors(x: torch.Tensor, block_rows: int):
     A box at a sequence's end reads the next sequence's rows; the kernels give them zero
     weight (so a non-finite value there would reach this sequence as NaN, as it would
     reach its own)."""
-    if TensorDescriptor is None:
+    if not takes_descriptor(x):
         return None
     D = x.shape[-1]
     rows, width = x.numel() // (x.shape[-2] * D), x.shape[-2] * D
-    if D < 16 or D & (D - 1) or (D * x.element_size()) % 16 or x.data_ptr() % 16 or not x.is_contiguous():
-        return None
-    if not interpreting() and (not tma_device(x.device) or D not in TMA_HEAD_DIMS):
-        return None
     return TensorDescriptor(x, shape=[rows, width], strides=[width, 1], block_shape=[block_rows, D])
+
+
+def takes_descriptor(x: torch.Tensor) -> bool:
+    """Whether `row_descriptors` gives `x` a descriptor (whatever the box's rows)."""
+    D = x.shape[-1]
+    if TensorDescriptor is None or D < 16 or D & (D - 1) or (D * x.element_size()) % 16:
+        return False
+    if x.data_ptr() % 16 or not x.is_contiguous():
+        return False
+    return interpreting() or (tma_device(x.device) and D in TMA_HEAD_DIMS)
 
 
 def tile_descriptors(wanted: bool, block_rows: int, *tensors):
@@ -264,12 +270,10 @@ def backward(q, k, v, do, lse_all, delta, plan: Plan, cap_grads: dict):
         return BN, BM, dict(BLOCK_M=BM, BLOCK_N=BN, SUB_Q=sub_q, SUB_KV=sub_kv, num_warps=warps,
                             num_stages=stages)
     sizes, (qn, qi, fqn, fqi) = _sparse_args(plan, batches, H, rows, keys, True, q)
-    BN, BM, launch_tiles = tiles(DKDV_FUSED_TILES if DQ_FUSED else DKDV_TILES)
+    # The reduce needs the dk/dv tiles through descriptors (the interpreter's atomics don't).
+    fused = DQ_FUSED and (interpreting() or (DKDV_TMA and takes_descriptor(q) and takes_descriptor(do)))
+    BN, BM, launch_tiles = tiles(DKDV_FUSED_TILES if fused else DKDV_TILES)
     (q_desc, do_desc), tma = tile_descriptors(DKDV_TMA, BM, q, do)
-    fused = DQ_FUSED and (tma or interpreting())
-    if DQ_FUSED and not fused:  # no reduce here: the two kernels, with their own tiles
-        BN, BM, launch_tiles = tiles(DKDV_TILES)
-        (q_desc, do_desc), tma = tile_descriptors(DKDV_TMA, BM, q, do)
     dq_acc, dq_desc = q, None
     if fused:
         dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
