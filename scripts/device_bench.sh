@@ -13,6 +13,9 @@
 #     OUT=<dir> bash scripts/device_bench.sh --shapes S1,S2,decode \
 #         --ops softmax_new_mod,softmax_causal,softmax_window,softmax_alibi,softmax_decode
 #
+# BENCH_SETTINGS='softmax:DQ_FUSED=True' runs it with those launcher constants (a
+# setting measured before it becomes the default; scripts/bench_with_settings.py).
+#
 # Writes $OUT/<date>-<gpu>.json, $OUT/<date>-<gpu>.png and $OUT/bench.log. The run
 # stops starting new measurements after --budget-s seconds (default 450), so it fits in
 # one 10-minute call; its exit status is 1 when one of our kernels fails the gate.
@@ -44,7 +47,12 @@ if [ "${USE_CARRIED_CACHE:-0}" = 1 ] && [ -f .device-cache/autotune.tgz ]; then
 fi
 nvidia-smi -L
 status=0
-PYTHONUNBUFFERED=1 python3 -m attnforms bench --out "$OUT" "$@" 2>&1 | tee -a "$OUT/bench.log" || status=$?
+if [ -n "${BENCH_SETTINGS:-}" ]; then  # launcher constants changed first (scripts/bench_with_settings.py)
+    bench=(python3 scripts/bench_with_settings.py "$BENCH_SETTINGS" --)
+else
+    bench=(python3 -m attnforms)
+fi
+PYTHONUNBUFFERED=1 "${bench[@]}" bench --out "$OUT" "$@" 2>&1 | tee -a "$OUT/bench.log" || status=$?
 mkdir -p "$OUT/cache"
 (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' -print0 | tar -czf "$OUT/cache/autotune.tgz" --null -T -)
 exit "$status"

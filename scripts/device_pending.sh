@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU call that runs what is written but not yet measured on the GPU (as of
-# 2026-12-06, session 11; no device call came that session), each step under its own time limit, most important first, so
+# 2026-12-07, session 12; no device call came in session 11), each step under its own time limit, most important first, so
 # a call cut short or a failing step still leaves the earlier results:
 #
 #     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
@@ -11,8 +11,8 @@
 #    checks (causal, window, ALiBi).
 # 2. The same against the peers in one run (SDPA, compiled Flex; S1, about 50 s).
 # 3. The bf16 checks of all 13 configurations.
-# 4. `attnforms bench` for issue 6 (the results file) with the defaults, if the call's
-#    time allows: turn DQ_FUSED on first if steps 1-3 show it faster and correct.
+# 4. `attnforms bench` for issue 6 (the results file), if the call's time allows, with
+#    DQ_FUSED on where step 1 found it correct and faster (scripts/fused_dq_verdict.py).
 #
 # Left from session 10 (steps of the previous version of this script, in git): the
 # compute-sanitizer run of the mLSTM split form's fault, the step's host cost after the
@@ -43,5 +43,9 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 step softmax_variants 90 python3 scripts/device_softmax_variants.py 'DQ_FUSED=False;CHECK=0' 'DQ_FUSED=True'
 step softmax_peers 70 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode --set DQ_FUSED=True
 step softmax_checks 55 python3 scripts/device_softmax_check.py --part checks --set DQ_FUSED=True
+# the bench measures the fused backward when step 1 found it correct and faster
+BENCH_SETTINGS=$(python3 scripts/fused_dq_verdict.py "$work/softmax_variants/softmax_variants.json" 2>/dev/null)
+echo "== bench settings: ${BENCH_SETTINGS:-defaults}" | tee "$work/bench_settings.txt"
+export BENCH_SETTINGS
 step softmax_bench 280 bash scripts/device_bench.sh --shapes S1,S2,decode --budget-s 230 \
     --ops softmax_causal,softmax_window,softmax_alibi,softmax_decode,softmax_new_mod

@@ -1,0 +1,32 @@
+"""`attnforms bench` with launcher constants changed first, for a device run that
+measures a setting before it becomes the default:
+
+    python3 scripts/bench_with_settings.py 'softmax:DQ_FUSED=True' -- bench --ops softmax_causal ...
+
+The first argument is `FAMILY:NAME=VALUE;NAME=VALUE` (FAMILY names the package under
+`attnforms.ops` whose `triton.launch` module holds the constants; values as in
+launch_settings.apply_variant); the arguments after `--` are `attnforms`'s command line. The
+settings are printed first so the log records what ran.
+"""
+import importlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from launch_settings import apply_variant  # noqa: E402
+
+from attnforms.cli import main  # noqa: E402
+
+
+def apply(spec: str) -> dict:
+    family, _, variant = spec.partition(":")
+    launch = importlib.import_module(f"attnforms.ops.{family}.triton.launch")
+    defaults = {name: value for name, value in vars(launch).items() if name.isupper()}
+    return apply_variant(launch, defaults, variant, own=())
+
+
+if __name__ == "__main__":
+    split = sys.argv.index("--")
+    for spec in sys.argv[1:split]:
+        print("launch settings:", spec, apply(spec), flush=True)
+    sys.exit(main(sys.argv[split + 1:]))
