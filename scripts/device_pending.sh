@@ -7,8 +7,8 @@
 #
 # 1. The softmax backward with dq inside the dk/dv kernel (launch.DQ_FUSED, off by
 #    default until this measures it): forward + backward at S1 per kernel, the
-#    two-kernel backward first, then the fused one (32, 64, 4 warps) with its bf16
-#    checks (causal, window, ALiBi).
+#    two-kernel backward first, then the fused one at (32, 64, 4 warps) and at 8 warps
+#    (fewer spills), each with its bf16 checks (causal, window, ALiBi).
 # 2. The same against the peers in one run (SDPA, compiled Flex; S1, about 50 s).
 # 3. The bf16 checks of all 13 configurations.
 # 4. `attnforms bench` for issue 6 (the results file), if the call's time allows, with
@@ -40,11 +40,12 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/.pending.tgz" -C "$work" . && mv "$OUT/.pending.tgz" "$OUT/pending.tgz"
 }
 
-step softmax_variants 90 python3 scripts/device_softmax_variants.py 'DQ_FUSED=False;CHECK=0' 'DQ_FUSED=True'
+step softmax_variants 130 python3 scripts/device_softmax_variants.py 'DQ_FUSED=False;CHECK=0' 'DQ_FUSED=True' \
+    'DQ_FUSED=True;DKDV_FUSED_TILES={128: (32, 64, 8, 2)}'
 step softmax_peers 70 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode --set DQ_FUSED=True
 step softmax_checks 55 python3 scripts/device_softmax_check.py --part checks --set DQ_FUSED=True
 # the bench measures the fused backward when step 1 found it correct and faster
-BENCH_SETTINGS=$(python3 scripts/fused_dq_verdict.py "$work/softmax_variants/softmax_variants.json" 2>/dev/null)
+BENCH_SETTINGS=$(python3 scripts/fused_dq_verdict.py "$work/softmax_variants/softmax_variants.json" 2>/dev/null || true)
 echo "== bench settings: ${BENCH_SETTINGS:-defaults}" | tee "$work/bench_settings.txt"
 export BENCH_SETTINGS
 step softmax_bench 280 bash scripts/device_bench.sh --shapes S1,S2,decode --budget-s 230 \

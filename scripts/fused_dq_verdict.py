@@ -1,7 +1,9 @@
-"""Reads device_softmax_variants.py's JSON (the run `'DQ_FUSED=False;CHECK=0'
-'DQ_FUSED=True'`) and prints `softmax:DQ_FUSED=True` when the fused backward passed
-its bf16 checks and was faster forward + backward in every timed op, else nothing:
-device_pending.sh's bench step then measures the better backward.
+"""Reads device_softmax_variants.py's JSON (a run of the two-kernel backward,
+`'DQ_FUSED=False;CHECK=0'`, and fused variants `'DQ_FUSED=True;...'`) and prints the
+launcher settings of the fastest fused variant that passed its bf16 checks and was
+faster forward + backward than the two-kernel backward in every timed op, as
+`softmax:NAME=VALUE;...`, else nothing: device_pending.sh's bench step then measures
+the better backward.
 
     python3 scripts/fused_dq_verdict.py <softmax_variants.json>
 """
@@ -9,19 +11,29 @@ import json
 import sys
 
 
-def verdict(results: dict) -> bool:
-    by_setting = {entry["settings"].get("DQ_FUSED"): entry for entry in results["variants"]}
-    two_kernel, fused = by_setting.get("False"), by_setting.get("True")
-    if not two_kernel or not fused or "error" in fused or "timing" not in two_kernel:
-        return False
-    if not fused.get("checks") or not all(c["passed"] for c in fused["checks"]):
-        return False
-    before = {row["op"]: row["fwd_bwd_ms"] for row in two_kernel["timing"]}
-    after = {row["op"]: row["fwd_bwd_ms"] for row in fused["timing"]}
-    return before.keys() == after.keys() and all(after[op] < before[op] for op in before)
+def times(entry: dict) -> dict:
+    return {row["op"]: row["fwd_bwd_ms"] for row in entry.get("timing", [])}
+
+
+def verdict(results: dict) -> str:
+    variants = results["variants"]
+    two_kernel = next((e for e in variants if e["settings"].get("DQ_FUSED") == "False"), None)
+    if two_kernel is None or not times(two_kernel):
+        return ""
+    before = times(two_kernel)
+    winners = []
+    for entry in variants:
+        after = times(entry)
+        if (entry["settings"].get("DQ_FUSED") == "True" and "error" not in entry
+                and entry.get("checks") and all(c["passed"] for c in entry["checks"])
+                and after.keys() == before.keys() and all(after[op] < before[op] for op in before)):
+            winners.append((sum(after.values()), entry["settings"]))
+    if not winners:
+        return ""
+    settings = min(winners, key=lambda w: w[0])[1]
+    return "softmax:" + ";".join(f"{name}={value}" for name, value in settings.items() if name != "CHECK")
 
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
-        if verdict(json.load(f)):
-            print("softmax:DQ_FUSED=True")
+        print(verdict(json.load(f)))
