@@ -10,10 +10,10 @@
 #    default until this measures it): forward + backward at S1 per kernel, the
 #    two-kernel backward first, then the fused one at (32, 64, 4 warps) and at 8 warps
 #    (fewer spills), each with its bf16 checks (causal, window, ALiBi).
-# 2. The same against the peers in one run (SDPA, compiled Flex; S1, about 50 s).
-# 3. The bf16 checks of all 13 configurations.
-# 4. `attnforms bench` for issue 6 (the results file), if the call's time allows, with
-#    DQ_FUSED on where step 1 found it correct and faster (scripts/fused_dq_verdict.py).
+# 2. The bf16 checks of all 13 configurations with the fused backward.
+# 3. `attnforms bench` for issue 6 (the results file), if the call's time allows, with
+#    DQ_FUSED on where step 1 found it correct and faster (scripts/fused_dq_verdict.py); the bench
+#    times SDPA and compiled Flex in the same run.
 #
 # mlstm (left from session 10):
 # 1. The mLSTM split form's fault under compute-sanitizer with the caching allocator off.
@@ -47,7 +47,6 @@ case "${1:-softmax}" in
 softmax)
     step softmax_variants 130 python3 scripts/device_softmax_variants.py 'DQ_FUSED=False;CHECK=0' 'DQ_FUSED=True' \
         'DQ_FUSED=True;DKDV_FUSED_TILES={128: (32, 64, 8, 2)}'
-    step softmax_peers 70 python3 scripts/device_softmax_check.py --part timing --shapes S1 --no-decode --set DQ_FUSED=True
     step softmax_checks 55 python3 scripts/device_softmax_check.py --part checks --set DQ_FUSED=True
     # the bench measures the fused backward when step 1 found it correct and faster
     BENCH_SETTINGS=$(python3 scripts/fused_dq_verdict.py "$work/softmax_variants/softmax_variants.json" 2>/dev/null || true)
