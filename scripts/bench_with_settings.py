@@ -1,7 +1,7 @@
 """`attnforms bench` with launcher constants changed first, for a device run that
 measures a setting before it becomes the default:
 
-    python3 scripts/bench_with_settings.py 'softmax:DQ_FUSED=True' -- bench --ops softmax_causal ...
+    python3 scripts/bench_with_settings.py 'mlstm:OUTPUT_PRODUCTS="bf16"' -- bench --ops mlstm ...
 
 The first argument is `FAMILY:NAME=VALUE;NAME=VALUE` (FAMILY names the package under
 `attnforms.ops` whose `triton.launch` module holds the constants; values as in

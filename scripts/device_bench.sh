@@ -13,7 +13,7 @@
 #     OUT=<dir> bash scripts/device_bench.sh --shapes S1,S2,decode \
 #         --ops softmax_new_mod,softmax_causal,softmax_window,softmax_alibi,softmax_decode
 #
-# BENCH_SETTINGS='softmax:DQ_FUSED=True' runs it with those launcher constants (a
+# BENCH_SETTINGS='mlstm:OUTPUT_PRODUCTS="bf16"' runs it with those launcher constants (a
 # setting measured before it becomes the default; scripts/bench_with_settings.py).
 #
 # Writes $OUT/<date>-<gpu>.json, $OUT/<date>-<gpu>.png and $OUT/bench.log. The run

@@ -3,7 +3,7 @@ timings against SDPA (flash and cuDNN backends) and compiled FlexAttention.
 
     OUT=/some/dir python scripts/device_softmax_check.py            # on the GPU
     ... --part checks / --part timing                               # half each
-    ... --set DQ_FUSED=True                                         # a launcher constant
+    ... --set DKDV_TMA=False                                         # a launcher constant
     TRITON_INTERPRET=1 python scripts/device_softmax_check.py --dry # CPU smoke run
 
 Writes `$OUT/softmax_check.json` (or `--out`). Every item is guarded: a failure is
@@ -337,7 +337,7 @@ def main():
     parser.add_argument("--shapes", default="S1,S2", help="timing shapes (S1, S2)")
     parser.add_argument("--no-decode", action="store_true", help="skip the decoding timing")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="set a constant of attnforms.ops.softmax.triton.launch first (e.g. DQ_FUSED=True)")
+                        help="set a constant of attnforms.ops.softmax.triton.launch first (e.g. DKDV_TMA=False)")
     args = parser.parse_args()
     if args.set:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -121,18 +121,8 @@ CASES = {
 }
 
 
-@pytest.fixture(params=["dq-fused", "dq-kernel"])
-def dq_path(request, monkeypatch):
-    """Both ways to dq: inside the dk/dv kernel (on the GPU where the tensor memory
-    accelerator's reduce is, here by atomics) and the dq kernel of its own (the GPU's
-    path at other head dims)."""
-    from attnforms.ops.softmax.triton import launch
-    monkeypatch.setattr(launch, "DQ_FUSED", request.param == "dq-fused")
-    return request.param
-
-
 @pytest.mark.parametrize("case", list(CASES))
-def test_forward_backward_match_reference(case, dq_path):
+def test_forward_backward_match_reference(case):
     config = dict(CASES[case])
     shape = dict(S=config.pop("S", None), G=config.pop("G", None), K=config.pop("K", 16),
                  V=config.pop("V", 16))
@@ -179,7 +169,7 @@ def test_matches_sdpa_with_explicit_mask():
         assert (ours[name].grad - theirs[name].grad).abs().max() < 1e-5, name
 
 
-def test_varlen_native_with_document_mod(dq_path):
+def test_varlen_native_with_document_mod():
     offsets = [0, 7, 40, 41, 70]
     inputs = softmax_inputs(1, 70, 4, 16, 16, G=2)
     cu = torch.tensor(offsets)
@@ -191,7 +181,7 @@ def test_varlen_native_with_document_mod(dq_path):
     assert ours[1].shape == (1, 4, 70)
 
 
-def test_block_mask_skips_blocks_and_matches_reference(dq_path):
+def test_block_mask_skips_blocks_and_matches_reference():
     T = S = 70
     mask_mod = lambda b, h, q, kv: ((q - kv) < 24) | (kv < 8)  # noqa: E731  sliding + global prefix
     inputs = softmax_inputs(2, T, 4, 16, 16)
@@ -200,7 +190,7 @@ def test_block_mask_skips_blocks_and_matches_reference(dq_path):
     _check(inputs, mods=lambda dtype: (dict(mask_mod=mask_mod), {}), block_mask=bm)
 
 
-def test_block_mask_with_packed_sequences(dq_path):
+def test_block_mask_with_packed_sequences():
     """Per-sequence maps (b = sequence index), seq_lengths = the longest sequence."""
     offsets = [0, 45, 50, 90]
     limits = torch.tensor([40, 3, 10])
@@ -291,7 +281,7 @@ def test_recurrent_form_stacks_gqa_rows_over_tiles_and_differentiates():
     _check(inputs, form="recurrent", sinks=torch.tensor([0.5, -1.0, 2.0, 0.0]), window=12)
 
 
-def test_parallel_with_cache_gives_cache_gradients(dq_path):
+def test_parallel_with_cache_gives_cache_gradients():
     B, H, G, D, L, T = 2, 4, 2, 16, 20, 9
     k_c, v_c, pos, nxt = _cache(B, L, G, D, filled=[20, 11], start_pos=[0, 5])
     k_c[pos < 0] = 0.0

@@ -13,7 +13,6 @@ import torch
 import triton
 
 from ....kernels.precision import dot_precision
-from ....kernels.scale_cast import scale_cast
 from . import modc
 
 try:  # Triton >= 3.4
@@ -51,15 +50,6 @@ FWD_TMA = True
 # at 64 with a T5 bias; scripts/compile_sm90.py). The interpreter takes every power of two.
 TMA_HEAD_DIMS = (128,)
 DQ_TILES = {64: (128, 64, 8, 2), 128: (128, 64, 8, 3), 256: (16, 32, 4, 1)}
-# dq inside the dk/dv kernel (five products per tile pair instead of the two kernels'
-# seven): each tile's dS K added into a float32 accumulator by the tensor memory
-# accelerator's reduce, then one pass scales and casts it. On the GPU only where that
-# reduce is there (the dk/dv tiles through descriptors: Hopper, TMA_HEAD_DIMS); under
-# the interpreter, which lacks it, per-element atomics stand in (the CPU tests run
-# both paths). Off until measured: written and compiled for sm_90 in session 11, when
-# no GPU call came (scripts/device_pending.sh, bench/NOTES-softmax.md).
-DQ_FUSED = False
-DKDV_FUSED_TILES = dict(DKDV_TILES)
 DECODE_TILES = {64: (64, 4, 3), 128: (64, 4, 3), 256: (32, 4, 2)}  # BLOCK_N, warps, stages
 # Under the interpreter (tests on the CPU) small tiles keep tile counts realistic.
 INTERPRET_TILE = 16
@@ -82,21 +72,15 @@ def row_descriptors(x: torch.Tensor, block_rows: int):
     A box at a sequence's end reads the next sequence's rows; the kernels give them zero
     weight (so a non-finite value there would reach this sequence as NaN, as it would
     reach its own)."""
-    if not takes_descriptor(x):
+    if TensorDescriptor is None:
         return None
     D = x.shape[-1]
     rows, width = x.numel() // (x.shape[-2] * D), x.shape[-2] * D
+    if D < 16 or D & (D - 1) or (D * x.element_size()) % 16 or x.data_ptr() % 16 or not x.is_contiguous():
+        return None
+    if not interpreting() and (not tma_device(x.device) or D not in TMA_HEAD_DIMS):
+        return None
     return TensorDescriptor(x, shape=[rows, width], strides=[width, 1], block_shape=[block_rows, D])
-
-
-def takes_descriptor(x: torch.Tensor) -> bool:
-    """Whether `row_descriptors` gives `x` a descriptor (whatever the box's rows)."""
-    D = x.shape[-1]
-    if TensorDescriptor is None or D < 16 or D & (D - 1) or (D * x.element_size()) % 16:
-        return False
-    if x.data_ptr() % 16 or not x.is_contiguous():
-        return False
-    return interpreting() or (tma_device(x.device) and D in TMA_HEAD_DIMS)
 
 
 def tile_descriptors(wanted: bool, block_rows: int, *tensors):
@@ -258,6 +242,7 @@ def backward(q, k, v, do, lse_all, delta, plan: Plan, cap_grads: dict):
     are added into `cap_grads` (capture index -> float32 buffer). Returns dq, dk, dv."""
     mod = plan.module
     B, T, H, DK, S, G, DV, flags, args = _common(plan, q, k, v)
+    dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     rows = plan.max_len if plan.cu is not None else T
@@ -269,22 +254,12 @@ def backward(q, k, v, do, lse_all, delta, plan: Plan, cap_grads: dict):
         BM, BN, warps, stages, sub_q, sub_kv = _tiles(table, plan, DK, DV)
         return BN, BM, dict(BLOCK_M=BM, BLOCK_N=BN, SUB_Q=sub_q, SUB_KV=sub_kv, num_warps=warps,
                             num_stages=stages)
+    BN, BM, launch_tiles = tiles(DKDV_TILES)
     sizes, (qn, qi, fqn, fqi) = _sparse_args(plan, batches, H, rows, keys, True, q)
-    # The reduce needs the dk/dv tiles through descriptors (the interpreter's atomics don't).
-    fused = DQ_FUSED and (interpreting() or (DKDV_TMA and takes_descriptor(q) and takes_descriptor(do)))
-    BN, BM, launch_tiles = tiles(DKDV_FUSED_TILES if fused else DKDV_TILES)
     (q_desc, do_desc), tma = tile_descriptors(DKDV_TMA, BM, q, do)
-    dq_acc, dq_desc = q, None
-    if fused:
-        dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-        dq_desc = None if interpreting() else row_descriptors(dq_acc, BM)
     mod._dkdv_kernel[(triton.cdiv(keys, BN), batches * G)](
-        q, k, v, do, q_desc, do_desc, lse_all, delta, dk, dv, dq_acc, dq_desc,
-        QN=qn, QI=qi, FQN=fqn, FQI=fqi, **sizes, **common, **launch_tiles, TMA=tma,
-        DQ_FUSED=fused, DQ_BY_TMA=dq_desc is not None)
-    if fused:
-        return scale_cast(dq_acc, plan.scale, q.dtype), dk, dv
-    dq = torch.empty_like(q)
+        q, k, v, do, q_desc, do_desc, lse_all, delta, dk, dv,
+        QN=qn, QI=qi, FQN=fqn, FQI=fqi, **sizes, **common, **launch_tiles, TMA=tma)
     BN, BM, launch_tiles = tiles(DQ_TILES)
     sizes, (kvn, kvi, fkvn, fkvi) = _sparse_args(plan, batches, H, rows, keys, False, q)
     (k_desc, v_desc), tma = tile_descriptors(DQ_TMA, BN, k, v)

@@ -337,24 +337,19 @@ def _bwd_tile_scores(a, b, qpos, kpos, rows_ok, cols_ok, bmod, h, W, scale, lse,
 
 
 @triton.jit
-def _dkdv_tile(dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, DQ_ACC, DQ_DESC, q_tok0, kv_tok0, m0,
-               cols, cols_ok, kpos, qoff, Tn, b, h, H, W, scale, ntok,
+def _dkdv_tile(dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols,
+               cols_ok, kpos, qoff, Tn, b, h, H, W, scale, ntok,
                DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
                BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
                KVPOS_ON: tl.constexpr, BOUNDS: tl.constexpr, MASK: tl.constexpr,
-               SCORE: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, DQ_FUSED: tl.constexpr,
-               DQ_BY_TMA: tl.constexpr, __SCAPS__, __MCAPS__):
+               SCORE: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr, __SCAPS__, __MCAPS__):
     """One query tile's contribution to a key tile's dk, dv `[BLOCK_N, BDK / BDV]`.
     Transposed tiles, keys down the rows (k, v `[BLOCK_N, BD]`, kpos `[BLOCK_N, 1]`):
     every product then has the key tile as its M dimension, so Pᵀ and dSᵀ enter the
     tensor cores straight from registers, with no transpose of a register tile.
     TMA: q and dO tiles come through tensor descriptors (QDESC, DODESC over `[rows, H·D]`),
     which hold no per-element addresses or masks in registers; rows past this sequence
-    (the next one's, or zeros past the end) are kept out by the visibility mask.
-    DQ_FUSED: the tile's dq share dS K (unscaled) is added into the float32 `DQ_ACC`
-    (q's layout) as well, through the tensor memory accelerator's reduce (DQ_BY_TMA, DQ_DESC
-    over `[rows, H·DK]`) or per-element atomics; dS is zero outside the visible pairs, so
-    a box past this sequence adds zeros."""
+    (the next one's, or zeros past the end) are kept out by the visibility mask."""
     local = tl.arange(0, BLOCK_M)
     rows = m0 + local
     rows_ok = (rows < Tn)[None, :]
@@ -384,19 +379,11 @@ def _dkdv_tile(dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, DQ_ACC
     if SCORE:
         dsT = _score_mod_bwd(sT, b, h, qpos, kpos, dsT, keep, True, 0, 1, __SCAPS__)
     dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=PREC)
-    if DQ_FUSED:
-        # [BDK, BN] @ [BN, BM] -> dQᵀ [BDK, BM]: the head dim as M, a full warpgroup tile.
-        dqT = tl.dot(tl.trans(k), dsT.to(k.dtype), input_precision=PREC)
-        if DQ_BY_TMA:
-            DQ_DESC.atomic_add([(q_tok0 + m0).to(tl.int32), (h * DK).to(tl.int32)], tl.trans(dqT))
-        else:
-            tl.atomic_add(DQ_ACC + (tok0 * H + h) * DK + (local[None, :] * (H * DK) + d_k[:, None]), dqT,
-                          mask=rows_ok & (d_k[:, None] < DK))
     return dk, dv_acc
 
 
 @triton.jit(do_not_specialize=["T", "S", "W", "Q_OFF", "TB", "SB", __DNS__])
-def _dkdv_kernel(Q, K, V, DO, QDESC, DODESC, LSE, DELTA, DK_OUT, DV_OUT, DQ_ACC, DQ_DESC, QOFF, KVPOS, CU,
+def _dkdv_kernel(Q, K, V, DO, QDESC, DODESC, LSE, DELTA, DK_OUT, DV_OUT, QOFF, KVPOS, CU,
                  QN, QI, FQN, FQI,
                  T, S, H, G, W, Q_OFF, TB, SB, scale, BOFF, __SCAPS__, __MCAPS__,
                  DK: tl.constexpr, DV: tl.constexpr, BDK: tl.constexpr, BDV: tl.constexpr,
@@ -404,10 +391,9 @@ def _dkdv_kernel(Q, K, V, DO, QDESC, DODESC, LSE, DELTA, DK_OUT, DV_OUT, DQ_ACC,
                  CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SCORE: tl.constexpr,
                  MASK: tl.constexpr, VARLEN: tl.constexpr, CACHE: tl.constexpr,
                  SPARSE: tl.constexpr, SUB_Q: tl.constexpr, SUB_KV: tl.constexpr,
-                 PREC: tl.constexpr, TMA: tl.constexpr, DQ_FUSED: tl.constexpr, DQ_BY_TMA: tl.constexpr):
+                 PREC: tl.constexpr, TMA: tl.constexpr):
     """One program per (key tile, batch row · key head): dk and dv summed over the query
-    heads of the group; the captured tensors' gradients by atomics; with DQ_FUSED also
-    every tile's share of dq (see _dkdv_tile), so no dq kernel runs."""
+    heads of the group; the captured tensors' gradients by atomics."""
     pid_n = tl.program_id(0)
     pid_bg = tl.program_id(1)
     b = pid_bg // G
@@ -453,39 +439,39 @@ def _dkdv_kernel(Q, K, V, DO, QDESC, DODESC, LSE, DELTA, DK_OUT, DV_OUT, DQ_ACC,
                 blk = tl.load(QI + row.to(tl.int64) * TB + j // SUB_Q)
                 m0 = (blk * SUB_Q + j % SUB_Q) * BLOCK_M
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, DQ_ACC, DQ_DESC, q_tok0, kv_tok0, m0,
-                    cols, cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL,
-                    WINDOW, CACHE, True, True, SCORE, PREC, TMA, DQ_FUSED, DQ_BY_TMA, __SCAPS__, __MCAPS__)
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, True, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
             n_full = tl.load(FQN + row) * SUB_Q
             for j in range(n_full):
                 blk = tl.load(FQI + row.to(tl.int64) * TB + j // SUB_Q)
                 m0 = (blk * SUB_Q + j % SUB_Q) * BLOCK_M
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, DQ_ACC, DQ_DESC, q_tok0, kv_tok0, m0,
-                    cols, cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL,
-                    WINDOW, CACHE, True, False, SCORE, PREC, TMA, DQ_FUSED, DQ_BY_TMA, __SCAPS__, __MCAPS__)
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, False, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
         elif CACHE:
             for m0 in range(0, Tn, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, DQ_ACC, DQ_DESC, q_tok0, kv_tok0, m0,
-                    cols, cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL,
-                    WINDOW, CACHE, True, MASK, SCORE, PREC, TMA, DQ_FUSED, DQ_BY_TMA, __SCAPS__, __MCAPS__)
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, MASK, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
         else:
             for m0 in range(lo, full_lo, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, DQ_ACC, DQ_DESC, q_tok0, kv_tok0, m0,
-                    cols, cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL,
-                    WINDOW, CACHE, True, MASK, SCORE, PREC, TMA, DQ_FUSED, DQ_BY_TMA, __SCAPS__, __MCAPS__)
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, MASK, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
             for m0 in range(full_lo, full_hi, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, DQ_ACC, DQ_DESC, q_tok0, kv_tok0, m0,
-                    cols, cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL,
-                    WINDOW, CACHE, False, MASK, SCORE, PREC, TMA, DQ_FUSED, DQ_BY_TMA, __SCAPS__, __MCAPS__)
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    False, MASK, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
             for m0 in range(full_hi, hi, BLOCK_M):
                 dk, dv_acc = _dkdv_tile(
-                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, DQ_ACC, DQ_DESC, q_tok0, kv_tok0, m0,
-                    cols, cols_ok, kpos, qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL,
-                    WINDOW, CACHE, True, MASK, SCORE, PREC, TMA, DQ_FUSED, DQ_BY_TMA, __SCAPS__, __MCAPS__)
+                    dk, dv_acc, k, v, Q, DO, QDESC, DODESC, LSE, DELTA, KVPOS, q_tok0, kv_tok0, m0, cols, cols_ok, kpos,
+                    qoff, Tn, bmod, h, H, W, scale, ntok, DK, DV, BDK, BDV, BLOCK_M, CAUSAL, WINDOW, CACHE,
+                    True, MASK, SCORE, PREC, TMA, __SCAPS__, __MCAPS__)
     dk = dk * scale
     tl.store(DK_OUT + (tok[:, None] * G + g) * DK + d_k[None, :], dk.to(DK_OUT.dtype.element_ty),
              mask=cols_ok[:, None] & (d_k[None, :] < DK))
