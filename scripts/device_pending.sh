@@ -5,6 +5,9 @@
 #
 #     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
 #
+# 0. Aaren's S1 forward + backward in both harnesses, one after the other (the bench
+#    measured 1.31-1.39 ms in session 12, device_mlstm_check.py 1.09 ms in sessions 8
+#    and 10: the 5x target depends on which is right; bench/NOTES-mlstm.md).
 # (left from session 10)
 # 1. The mLSTM split form's fault under compute-sanitizer with the caching allocator off.
 # 2. The decode step's host cost after the memo of argument checks.
@@ -36,6 +39,8 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/.pending.tgz" -C "$work" . && mv "$OUT/.pending.tgz" "$OUT/pending.tgz"
 }
 
+step aaren_script 60 python3 scripts/device_mlstm_check.py --sections aaren --shapes S1
+step aaren_bench 120 bash scripts/device_bench.sh --ops aaren --shapes S1 --budget-s 80
 step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \
     --sanitizer --shape 8,4096,16 --repeats 2 --variant 'EXP_FORWARD=restructured;EXP_SPLIT=always'
 step mlstm_decode_host 30 python3 scripts/device_mlstm_check.py --sections decode_host
