@@ -12,8 +12,13 @@ import torch
 import attnforms as af
 from attnforms.bench import flops
 from attnforms.bench.gate import check, expected
+from attnforms.bench.measure import Session, measure
 from attnforms.bench.peers import Runner
-from attnforms.bench.report import Pairing, Row, compute_ratios, format_tables, write_json, write_png
+from attnforms.bench.report import (
+    WRONG_TIMED, Pairing, Row, compute_ratios, format_tables, targets, write_json, write_png,
+)
+from attnforms.bench.shapes import shape_set
+from attnforms.bench.timing import TimingSettings
 from attnforms.cli import main
 from attnforms.testing import gated_delta_inputs
 
@@ -105,6 +110,30 @@ def test_gate_reports_wrong_outputs_and_gradients_and_refusals(gdn_expected):
 
     result = check(Runner("no bwd", lambda **kw: NoBackward.apply(_gdn(**kw))), gdn_expected)
     assert result.forward_ok and result.backward.startswith("refused: NotImplementedError")
+
+
+def test_a_peer_outside_the_gate_is_timed_forward_only_and_ours_is_not(gdn_expected):
+    """The issues ask for ratios against peers that round more than the gate allows
+    (mlstm_kernels' step kernel): their forward is timed and marked; ours never is."""
+    session = Session(device=torch.device("cpu"), impl="reference", shapes=shape_set(True),
+                      settings=TimingSettings(warmup_ms=1.0, rep_ms=1.0), deadline=time.time() + 600,
+                      log=lambda line: None)
+    rows = {}
+    for ours in (True, False):
+        row = Row(section="sequence", op_key="gdn", op="GDN", runner="off", ours=ours, shape="S1", dims={})
+        measure(session, Runner("off", lambda **kw: _gdn(**kw) * 1.5, is_ours=ours), row, gdn_expected.inputs,
+                gdn_expected)
+        rows[ours] = row
+    assert rows[True].status == "WRONG" and rows[True].fwd_ms is None
+    assert rows[False].status == WRONG_TIMED and rows[False].fwd_ms > 0
+    assert rows[False].fwd_bwd_ms is None and rows[False].fwd_bwd_status.startswith("not run")
+    mine = Row(section="sequence", op_key="gdn", op="GDN", runner="ours", ours=True, shape="S1", dims={},
+               fwd_ms=rows[False].fwd_ms / 2, fwd_bwd_status="ok")
+    ratios = compute_ratios([mine, rows[False]], [Pairing("GDN vs off", "gdn", "gdn", "off", (("fwd", 1.5),))])
+    assert ratios[0]["fwd"] == pytest.approx(2.0) and ratios[0]["peer_failed_gate"]
+    goal, = targets([mine, rows[False]], ratios)
+    assert goal["met"] and goal["caveat"] == "the peer failed the gate"
+    assert "met (the peer failed the gate)" in format_tables([mine, rows[False]], ratios)
 
 
 # ----------------------------------------------------------------------------- report
@@ -251,6 +280,16 @@ def test_peer_labels_match_their_registry_keys():
         runner = make()
         assert runner.label == label
         assert (runner.fn is None) == (runner.unavailable is not None)
+
+
+def test_every_linear_floor_names_a_pairing_the_bench_makes():
+    """A typo in a floor's op key or peer label would drop the target silently."""
+    from attnforms.bench import linear
+
+    made = {(p.ours_op, p.peer_label): dict(p.floors) for p in linear.pairings(linear.OP_KEYS)}
+    for key, floors in linear.FLOORS.items():
+        assert made.get(key) == dict(floors), key
+    assert made[("gdn", "mlstm_kernels triton_xl_chunk")] == {"fwd_bwd": 1.0}
 
 
 def test_warm_up_reports_first_calls_and_unavailable_peers(one_thread):

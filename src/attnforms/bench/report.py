@@ -15,12 +15,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
+# A peer's status when it failed the forward gate and was timed anyway (measure.py).
+WRONG_TIMED = "WRONG, timed"
+
+
 @dataclass
 class Row:
     """One implementation of one op at one shape.
 
-    status: "ok" (gated and timed), "WRONG" (failed the gate, not timed),
-            "unavailable: ...", "failed: ...", or "skipped: ...".
+    status: "ok" (gated and timed), "WRONG" (failed the gate, not timed), WRONG_TIMED
+            (a peer that failed the gate, its forward timed anyway), "unavailable: ...",
+            "failed: ...", or "skipped: ...".
     fwd_bwd_status: "ok", "WRONG", "refused: ...", "failed: ...", "skipped: ...",
             "not run" (the forward was not ok) or "n/a" (decode has no backward).
     Times are medians in ms at the full shape; `peak_*_bytes` are the peak allocations of
@@ -77,7 +82,8 @@ class Pairing:
 
 def compute_ratios(rows: list[Row], pairings: list[Pairing]) -> list[dict]:
     """`peer / ours` for fwd and fwd+bwd, per pairing and shape where either side ran,
-    with the pairing's floors (`floor_fwd`, `floor_fwd_bwd`: None where it has none)."""
+    with the pairing's floors (`floor_fwd`, `floor_fwd_bwd`: None where it has none);
+    `peer_failed_gate`: the peer's time is that of a result outside the gate's bound."""
     ratios = []
     for pairing in pairings:
         ours = {r.shape: r for r in rows if r.op_key == pairing.ours_op and r.ours}
@@ -88,7 +94,7 @@ def compute_ratios(rows: list[Row], pairings: list[Pairing]) -> list[dict]:
             entry = dict(pairing=pairing.name, shape=shape, ours=mine.runner, peer=theirs.runner,
                          fwd=_ratio(theirs.fwd_ms, mine.fwd_ms), fwd_bwd=_ratio(theirs.fwd_bwd_ms, mine.fwd_bwd_ms),
                          **{f"floor_{kind}": floors.get(kind) for kind in RATIO_KINDS},
-                         why_missing=_why_missing(mine, theirs))
+                         why_missing=_why_missing(mine, theirs), peer_failed_gate=theirs.status == WRONG_TIMED)
             ratios.append(entry)
     return ratios
 
@@ -106,7 +112,8 @@ def targets(rows: list[Row], ratios: list[dict]) -> list[dict]:
                 found.append(dict(what=f"{entry['pairing']} {kind.replace('_', '+')}", shape=entry["shape"],
                                   measured=value, target=f">= {floor:g}x",
                                   met=None if value is None else value >= floor,
-                                  why_missing=entry["why_missing"] if value is None else None))
+                                  why_missing=entry["why_missing"] if value is None else None,
+                                  caveat="the peer failed the gate" if entry.get("peer_failed_gate") else None))
     for row in rows:
         if row.first_call_limit_s is None:
             continue
@@ -168,7 +175,7 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
         for r in sequence:
             status = _status_cell(r.status)
             if r.status not in ("ok",):
-                status = f"{status} {note(r, r.status if r.status != 'WRONG' else _gate_text(r))}"
+                status = f"{status} {note(r, r.status if r.status not in ('WRONG', WRONG_TIMED) else _gate_text(r))}"
             fwd_bwd = _num(r.fwd_bwd_ms, ".3f")
             if r.status == "ok" and r.fwd_bwd_ms is None and r.fwd_bwd_status != "n/a":
                 fwd_bwd = f"{_status_cell(r.fwd_bwd_status)} {note(r, r.fwd_bwd_status if r.fwd_bwd_status != 'WRONG' else _gate_text(r))}"
@@ -187,7 +194,7 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
         for r in decode:
             status = _status_cell(r.status)
             if r.status != "ok":
-                status = f"{status} {note(r, r.status if r.status != 'WRONG' else _gate_text(r))}"
+                status = f"{status} {note(r, r.status if r.status not in ('WRONG', WRONG_TIMED) else _gate_text(r))}"
             us = None if r.fwd_ms is None else r.fwd_ms * 1e3
             floor = None if r.floor_ms is None else r.floor_ms * 1e3
             rate = None if r.achieved_bytes_per_s is None else r.achieved_bytes_per_s / 1e12
@@ -212,6 +219,8 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
         lines += ["", "targets", header, "-" * len(header)]
         for goal in goals:
             verdict = {True: "met", False: "MISSED", None: f"not measured ({goal['why_missing'] or '?'})"}[goal["met"]]
+            if goal.get("caveat"):
+                verdict += f" ({goal['caveat']})"
             lines.append(f"{_short(goal['what'], 58):<58} {goal['shape']:<7} {_num(goal['measured'], '.3g'):>9} "
                          f"{goal['target']:>9}  {verdict}")
     if notes:
