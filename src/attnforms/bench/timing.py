@@ -20,7 +20,8 @@ class TimingSettings:
     """do_bench's warm-up and repetition budgets, in milliseconds of GPU time.
     graph_decode: also time decode steps replayed from a CUDA graph (`graph_step_ms`).
     Off by default until a GPU run has shown that a step which cannot be captured leaves
-    the worker's CUDA context usable (decode runs first in a worker)."""
+    the worker's CUDA context usable (decode runs first in a worker); its first GPU run
+    (2026-12-07, H100) captured every step, ours and the peers', so that case is untried."""
 
     warmup_ms: float = 25.0
     rep_ms: float = 100.0
