@@ -8,6 +8,8 @@
 # 0. Aaren's S1 forward + backward in both harnesses, one after the other (the bench
 #    measured 1.31-1.39 ms in session 12, device_mlstm_check.py 1.09 ms in sessions 8
 #    and 10: the 5x target depends on which is right; bench/NOTES-mlstm.md).
+# 0b. At S3 (32 sequences·heads) every gated-delta forward loses its S1 margin (KDA 0.76x,
+#    GDN 0.99x in session 12): the split forward there, per kernel, for all four.
 # (left from session 10)
 # 1. The mLSTM split form's fault under compute-sanitizer with the caching allocator off.
 # 2. The decode step's host cost after the memo of argument checks.
@@ -41,6 +43,8 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 
 step aaren_script 60 python3 scripts/device_mlstm_check.py --sections aaren --shapes S1
 step aaren_bench 120 bash scripts/device_bench.sh --ops aaren --shapes S1 --budget-s 80
+step gdr_s3_split 150 env OPS=KDA,GLA,GDN,'simple GLA' SHAPES=S3 python3 scripts/device_gdr_variants.py \
+    'CHECK=0' 'CHECK=0;FORWARD_SPLIT=always'
 step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \
     --sanitizer --shape 8,4096,16 --repeats 2 --variant 'EXP_FORWARD=restructured;EXP_SPLIT=always'
 step mlstm_decode_host 30 python3 scripts/device_mlstm_check.py --sections decode_host
