@@ -173,9 +173,7 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
                   "count at C=64, softmax the visible query-key pairs; 1st call: the gate's fwd/fwd+bwd, "
                   "compile and autotune included at the first shape)", header, "-" * len(header)]
         for r in sequence:
-            status = _status_cell(r.status)
-            if r.status not in ("ok",):
-                status = f"{status} {note(r, r.status if r.status not in ('WRONG', WRONG_TIMED) else _gate_text(r))}"
+            status = _status_cell(r.status) if r.status == "ok" else f"{_status_cell(r.status)} {note(r, _why(r))}"
             fwd_bwd = _num(r.fwd_bwd_ms, ".3f")
             if r.status == "ok" and r.fwd_bwd_ms is None and r.fwd_bwd_status != "n/a":
                 fwd_bwd = f"{_status_cell(r.fwd_bwd_status)} {note(r, r.fwd_bwd_status if r.fwd_bwd_status != 'WRONG' else _gate_text(r))}"
@@ -192,9 +190,7 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
                   "linear families' float32 state read + written, softmax's KV cache read; x floor here: time over "
                   "those bytes at the copy bandwidth measured in this run)", header, "-" * len(header)]
         for r in decode:
-            status = _status_cell(r.status)
-            if r.status != "ok":
-                status = f"{status} {note(r, r.status if r.status not in ('WRONG', WRONG_TIMED) else _gate_text(r))}"
+            status = _status_cell(r.status) if r.status == "ok" else f"{_status_cell(r.status)} {note(r, _why(r))}"
             us = None if r.fwd_ms is None else r.fwd_ms * 1e3
             floor = None if r.floor_ms is None else r.floor_ms * 1e3
             rate = None if r.achieved_bytes_per_s is None else r.achieved_bytes_per_s / 1e12
@@ -226,6 +222,11 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
     if notes:
         lines += ["", "notes:"] + [f"[{number}] {key}" for key, number in notes.items()]
     return "\n".join(lines)
+
+
+def _why(row: Row) -> str:
+    """The note behind a row's status: the gate's errors where it failed the gate."""
+    return _gate_text(row) if row.status in ("WRONG", WRONG_TIMED) else row.status
 
 
 def _gate_text(row: Row) -> str:

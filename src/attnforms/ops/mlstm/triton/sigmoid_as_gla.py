@@ -8,9 +8,8 @@ linear attention with a per-head decay and a per-token write weight σ(i_t) <= 1
 
 So one `gated_delta_rule` chunk call (no beta) with log-decay g = logsigmoid(f), keys
 σ(i) ⊙ k and values [v | 1 | 0...] (column V carries n; zeros pad the columns to a
-multiple of VALUE_COLUMNS) returns numerator and
-denominator at once, in float32; the division is PyTorch, and autograd runs the
-kernels' backward through it. An entering state (C₀, n₀, m₀) enters as
+multiple of VALUE_COLUMNS) returns numerator and denominator at once, in float32;
+the division is PyTorch, and autograd runs the kernels' backward through it. An entering state (C₀, n₀, m₀) enters as
 exp(m₀)·[C₀ | n₀], as the reference reads it (its first step weighs the state by
 exp(lf₁ + m₀)); the API only admits m₀ = 0 for this gate, but the factor gives m₀ the
 reference's gradient. The final state leaves with m = 0.
