@@ -25,8 +25,13 @@ def apply(spec: str) -> dict:
     return apply_variant(launch, defaults, variant, own=())
 
 
+# At import, not under `__main__`: the bench measures in `spawn`ed workers, which import
+# this script again (as `__mp_main__`, with the parent's sys.argv) but start from fresh
+# modules, so the settings must be applied there too.
+_SPLIT = sys.argv.index("--")
+_APPLIED = {spec: apply(spec) for spec in sys.argv[1:_SPLIT]}
+
 if __name__ == "__main__":
-    split = sys.argv.index("--")
-    for spec in sys.argv[1:split]:
-        print("launch settings:", spec, apply(spec), flush=True)
-    sys.exit(main(sys.argv[split + 1:]))
+    for spec, settings in _APPLIED.items():
+        print("launch settings:", spec, settings, flush=True)
+    sys.exit(main(sys.argv[_SPLIT + 1:]))

@@ -240,6 +240,7 @@ def aaren_cases():
     """Every Aaren launcher (score, scans, recurrent step) at several head sizes."""
     from attnforms.ops.aaren.triton import launch
 
+    launch.NATIVE_ON_CPU = True
     B, T, H = 1, 256, 2
     for K, V in ((128, 128), (64, 64), (256, 256), (100, 60)):
         name = f"aaren K{K} V{V}"

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# One GPU call that runs what is written but not yet measured on the GPU (as of
-# 2026-12-07, session 12), each step under its own time limit, most important first, so
-# a call cut short or a failing step still leaves the earlier results:
+# GPU calls that run what is written but not yet measured on the GPU (as of 2026-12-07,
+# session 13), each step under its own time limit, most important first, so a call cut
+# short or a failing step still leaves the earlier results:
 #
-#     OUT=<folder> bash scripts/device_pending.sh            # carry nothing
+#     OUT=<folder> bash scripts/device_pending.sh [aaren|mlstm]     # carry nothing
 #
-# 0. Aaren's S1 forward + backward in both harnesses, one after the other (the bench
-#    measured 1.31-1.39 ms in session 12, device_mlstm_check.py 1.09 ms in sessions 8
-#    and 10: the 5x target depends on which is right; bench/NOTES-mlstm.md).
-# 0b. At S3 (32 sequences·heads) every gated-delta forward loses its S1 margin (KDA 0.76x,
+# aaren (about 9 minutes):
+# 0. Aaren's chunk kernels under launch variants (device_aaren_variants.py): the in-chunk
+#    weights in 16-bit products (HALF_P), pipelining stages, warps, the value tile and the
+#    chunk, each checked against float64 and timed at S1 with per-kernel times, against
+#    the softmax yardstick timed first and last in the same process (the bench measured
+#    1.31-1.39 ms in session 12 where device_mlstm_check.py measured 1.09).
+# 1. The bench's Aaren row at S1 under HALF_P (BENCH_SETTINGS now reaches the bench's
+#    spawned workers; before session 13 it set the constants in the parent only).
+# 2. At S3 (32 sequences·heads) every gated-delta forward loses its S1 margin (KDA 0.76x,
 #    GDN 0.99x in session 12): the split forward there, per kernel, for all four.
-# (left from session 10)
-# 1. The mLSTM split form's fault under compute-sanitizer with the caching allocator off.
-# 2. The decode step's host cost after the memo of argument checks.
-# 3. The restructured forward's output products in bf16 (OUTPUT_PRODUCTS), checks and
-#    time at S1 and S3, then at value tile 16; 4. the defaults, for comparison.
-#
-# Session 12's version also measured the softmax backward with dq inside the dk/dv kernel
-# (slower; taken out, bench/NOTES-softmax.md).
+# mlstm (left from session 10):
+# 3. The mLSTM split form's fault under compute-sanitizer with the caching allocator off.
+# 4. The decode step's host cost after the memo of argument checks.
+# 5. The restructured forward's output products in bf16 (OUTPUT_PRODUCTS), checks and
+#    time at S1 and S3, then at value tile 16; 6. the defaults, for comparison.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -41,15 +43,22 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/.pending.tgz" -C "$work" . && mv "$OUT/.pending.tgz" "$OUT/pending.tgz"
 }
 
-step aaren_script 60 python3 scripts/device_mlstm_check.py --sections aaren --shapes S1
-step aaren_bench 120 bash scripts/device_bench.sh --ops aaren --shapes S1 --budget-s 80
-step gdr_s3_split 150 env OPS=KDA,GLA,GDN,'simple GLA' SHAPES=S3 python3 scripts/device_gdr_variants.py \
-    'CHECK=0' 'CHECK=0;FORWARD_SPLIT=always'
-step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \
-    --sanitizer --shape 8,4096,16 --repeats 2 --variant 'EXP_FORWARD=restructured;EXP_SPLIT=always'
-step mlstm_decode_host 30 python3 scripts/device_mlstm_check.py --sections decode_host
-step mlstm_out16 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S3 \
-    --set EXP_SPLIT=never --set OUTPUT_PRODUCTS=bf16
-step mlstm_out16_bv16 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
-    --set OUTPUT_PRODUCTS=bf16 --set 'FUSED_ELEMENTS=128*16'
-step mlstm_defaults 200 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3
+part=${1:-aaren}
+if [ "$part" = aaren ]; then
+    step aaren_variants 300 python3 scripts/device_aaren_variants.py 'CHECK=0' 'HALF_P=True' \
+        'HALF_P=True;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_WARPS=8;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_BV=128;CHUNK_WARPS=8' \
+        'HALF_P=True;CHUNK=128;CHUNK_WARPS=8;CHUNK_STAGES=1'
+    step aaren_bench 120 env BENCH_SETTINGS='aaren:HALF_P=True' bash scripts/device_bench.sh --ops aaren --shapes S1 \
+        --budget-s 80
+    step gdr_s3_split 150 env OPS=KDA,GLA,GDN,'simple GLA' SHAPES=S3 python3 scripts/device_gdr_variants.py \
+        'CHECK=0' 'CHECK=0;FORWARD_SPLIT=always'
+else
+    step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \
+        --sanitizer --shape 8,4096,16 --repeats 2 --variant 'EXP_FORWARD=restructured;EXP_SPLIT=always'
+    step mlstm_decode_host 30 python3 scripts/device_mlstm_check.py --sections decode_host
+    step mlstm_out16 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S3 \
+        --set EXP_SPLIT=never --set OUTPUT_PRODUCTS=bf16
+    step mlstm_out16_bv16 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
+        --set OUTPUT_PRODUCTS=bf16 --set 'FUSED_ELEMENTS=128*16'
+    step mlstm_defaults 200 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3
+fi

@@ -23,6 +23,8 @@ CHUNK = 64
 CHUNK_BK = 128
 CHUNK_BV = 64
 CHUNK_WARPS = 4
+# Software-pipeline stages of their loops over value tiles (Triton's default on NVIDIA).
+CHUNK_STAGES = 3
 # The scans over chunk triples (phase 2, grid (value tiles, N·H)): BC chunks per step of
 # the associative scan, value tile SCAN_BV (more tiles, more programs on few sequences).
 SCAN_BC = 64
@@ -30,6 +32,18 @@ SCAN_BV = 32
 SCAN_WARPS = 4
 # Value tile of the recurrent step (decoding): one program per tile and sequence·head.
 RECURRENT_BV = 64
+# The in-chunk weights enter their products (P V, Pᵀ dO) rounded to the inputs' 16-bit
+# dtype, one 16-bit product each, where False keeps them float32 (TF32 products).
+# Never under the interpreter, which multiplies 16-bit blocks wrongly.
+HALF_P = False
+# Compile the GPU path (HALF_P's 16-bit products) for CPU tensors too: set by
+# scripts/compile_sm90.py, which compiles for sm_90 without a GPU.
+NATIVE_ON_CPU = False
+
+
+def _half_p(v: torch.Tensor) -> bool:
+    """Whether the in-chunk weights enter 16-bit products for values `v`."""
+    return HALF_P and v.dtype in (torch.bfloat16, torch.float16) and (v.device.type == "cuda" or NATIVE_ON_CPU)
 
 
 @functools.lru_cache(maxsize=64)
@@ -77,14 +91,14 @@ def forward(q, k, v, scale, initial, store_final, offsets):
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=device)
     k, v = k.contiguous(), v.contiguous()
     _fwd_summary_kernel[(C, H)](q.contiguous(), k, v, s, *own, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V,
-                                BT=CHUNK, BK=BK, BV=BV, num_warps=CHUNK_WARPS)
+                                BT=CHUNK, BK=BK, BV=BV, num_warps=CHUNK_WARPS, num_stages=CHUNK_STAGES)
     _fwd_prefix_kernel[(triton.cdiv(V, BV_scan), N * H)](
         *own, *entering, *(initial or (None,) * 3), *final, cu_seqlens, chunk_base, H=H, V=V,
         USE_INITIAL=initial is not None, STORE_FINAL=store_final, BT=CHUNK, BC=SCAN_BC, BV=BV_scan,
         num_warps=SCAN_WARPS,
     )
     _fwd_output_kernel[(C, H)](s, v, o, L, *entering, chunk_indices, cu_seqlens, H=H, V=V, BT=CHUNK, BV=BV,
-                               DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS)
+                               HALF_P=_half_p(v), DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS, num_stages=CHUNK_STAGES)
     return o, (final if store_final else None), (s, L, *entering)
 
 
@@ -129,7 +143,7 @@ def backward(q, k, v, scale, initial, saved, final, do, dfinal, offsets):
     a, g, gamma = torch.empty(C, H, **f32), torch.empty(C, H, V, **f32), torch.empty(C, H, **f32)
     _bwd_summary_kernel[(C, H)](s, L, v, do, delta, m_in, u_in, w_in, initial[0] if use_initial else None, a, g, gamma,
                                 chunk_indices, cu_seqlens, H=H, V=V, USE_INITIAL=use_initial, BT=CHUNK, BV=BV,
-                                DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS)
+                                HALF_P=_half_p(v), DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS, num_stages=CHUNK_STAGES)
     # The final triple's gradient, referred to its log-sum-exp L_T = m_T + log u_T.
     G = torch.zeros(N, H, V, **f32) if dw_f is None else (u_f[..., None] * dw_f.float()).contiguous()
     Gamma = torch.zeros(N, H, **f32) if du_f is None else (-u_f * du_f.float()).contiguous()
@@ -146,7 +160,7 @@ def backward(q, k, v, scale, initial, saved, final, do, dfinal, offsets):
     _bwd_output_kernel[(C, H)](
         q.contiguous(), k, s, L, v, do, delta, carry_G, carry_Gamma, final[0], max_grad, dq_part, dk, dv,
         chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, USE_MAX_GRAD=max_grad is not None, BT=CHUNK, BK=BK,
-        BV=BV, DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS,
+        BV=BV, HALF_P=_half_p(v), DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS, num_stages=CHUNK_STAGES,
     )
     dq = torch.zeros(N, H, K, **f32).index_add_(0, chunk_indices[:, 0].long(), dq_part).to(q.dtype)
     dm0 = None

@@ -64,13 +64,34 @@ def _value_tile(per_chunk, v, i_v, i_c, i_h, p_t, m_t, H: tl.constexpr, V: tl.co
                 BV: tl.constexpr):
     """Value columns i_v .. i_v + BV of chunk i_c, head i_h: (the columns o_v `[BV]`, their
     mask, the `[BT, BV]` tile mask, the chunk's `[chunks, H, V]` vector `per_chunk` there
-    `[BV]`, and v's tile `[BT, BV]` in float32)."""
+    `[BV]`, and v's tile `[BT, BV]` in v's dtype)."""
     o_v = i_v + tl.arange(0, BV)
     m_v = o_v < V
     m_tv = m_t[:, None] & m_v[None, :]
     b_c = tl.load(per_chunk + (i_c * H + i_h) * V + o_v, mask=m_v, other=0.0)
-    b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
+    b_v = tl.load(v + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0)
     return o_v, m_v, m_tv, b_c, b_v
+
+
+@triton.jit
+def _rounded(b_W, dtype, HALF_P: tl.constexpr):
+    """The in-chunk weights `[BT, BT]` (float32, in [0, 1]) as the products see them:
+    with HALF_P rounded to the inputs' 16-bit `dtype` (as flash attention multiplies its
+    probabilities), and every other use (row sums, the score gradient) takes the same
+    rounded weights, so that a kernel's outputs stay consistent with each other."""
+    if HALF_P:
+        return b_W.to(dtype).to(tl.float32)
+    return b_W
+
+
+@triton.jit
+def _weighted_sum(b_W, b_x, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """`[BT, BT] @ [BT, BV] -> [BT, BV]` float32, of weights b_W (`_rounded`) and b_x
+    (16-bit or float32): with HALF_P one 16-bit product (the rounded weights convert
+    exactly), otherwise float32 operands at DOT_PRECISION."""
+    if HALF_P:
+        return tl.dot(b_W.to(b_x.dtype), b_x, input_precision=DOT_PRECISION)
+    return tl.dot(b_W, b_x.to(tl.float32), input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -138,7 +159,7 @@ def _fwd_prefix_kernel(chunk_m, chunk_u, chunk_w, prefix_m, prefix_u, prefix_w, 
 @triton.jit
 def _fwd_output_kernel(s, v, o, L, prefix_m, prefix_u, prefix_w, chunk_indices, cu_seqlens,
                        H: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                       DOT_PRECISION: tl.constexpr):
+                       HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr):
     i_c, i_h, i_n, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
     causal = o_t[None, :] <= o_t[:, None]  # [r, j]: j <= r
     b_m = tl.load(prefix_m + i_c * H + i_h)
@@ -148,12 +169,11 @@ def _fwd_output_kernel(s, v, o, L, prefix_m, prefix_u, prefix_w, chunk_indices, 
     # as every row sees the chunk's first token.
     b_M = tl.maximum(tl.max(tl.where(causal, b_s[None, :], float("-inf")), axis=1), b_m)
     # Masked to −inf before the exponential: above the diagonal s_j − M_r may be large.
-    b_W = tl.exp(tl.where(causal, b_s[None, :] - b_M[:, None], float("-inf")))
+    b_W = _rounded(tl.exp(tl.where(causal, b_s[None, :] - b_M[:, None], float("-inf"))), v.dtype.element_ty, HALF_P)
     b_carry = tl.exp(b_m - b_M)
     b_ur = b_carry * b_u + tl.sum(b_W, axis=1)
     tl.store(L + p_t, b_M + tl.log(b_ur), mask=m_t)
     for i_v in range(0, V, BV):
         o_v, m_v, m_tv, b_w, b_v = _value_tile(prefix_w, v, i_v, i_c, i_h, p_t, m_t, H, V, BV)
-        # [BT, BT] @ [BT, BV] -> [BT, BV]
-        b_wr = b_carry[:, None] * b_w[None, :] + tl.dot(b_W, b_v, input_precision=DOT_PRECISION)
+        b_wr = b_carry[:, None] * b_w[None, :] + _weighted_sum(b_W, b_v, HALF_P, DOT_PRECISION)
         tl.store(o + p_t[:, None] * V + o_v[None, :], (b_wr / b_ur[:, None]).to(o.dtype.element_ty), mask=m_tv)

@@ -24,27 +24,29 @@ import triton.language as tl
 
 from ....kernels.sequences import chunk_head_program
 
-from .scan import _scan_program, _value_tile
+from .scan import _rounded, _scan_program, _value_tile, _weighted_sum
 
 
 @triton.jit
-def _attention_weights(s, L, p_t, m_t, BT: tl.constexpr):
+def _attention_weights(s, L, p_t, m_t, dtype, BT: tl.constexpr, HALF_P: tl.constexpr):
     """s `[BT]`, L `[BT]` of one chunk -> p `[BT, BT]`, [t, j] = e^{s_j − L_t} for j <= t
-    (0 elsewhere and on padding rows), and s, L as loaded (−inf, +inf on padding)."""
+    (0 elsewhere and on padding rows; `_rounded` to `dtype` with HALF_P), and s, L as
+    loaded (−inf, +inf on padding)."""
     o_t = tl.arange(0, BT)
     b_s = tl.load(s + p_t, mask=m_t, other=float("-inf"))
     b_L = tl.load(L + p_t, mask=m_t, other=float("inf"))
     causal = (o_t[None, :] <= o_t[:, None]) & m_t[:, None]
-    return tl.exp(tl.where(causal, b_s[None, :] - b_L[:, None], float("-inf"))), b_s, b_L
+    b_P = tl.exp(tl.where(causal, b_s[None, :] - b_L[:, None], float("-inf")))
+    return _rounded(b_P, dtype, HALF_P), b_s, b_L
 
 
 @triton.jit
 def _bwd_summary_kernel(s, L, v, do, delta, prefix_m, prefix_u, prefix_w, initial_m, chunk_a, chunk_g,
                         chunk_gamma, chunk_indices, cu_seqlens, H: tl.constexpr, V: tl.constexpr,
                         USE_INITIAL: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                        DOT_PRECISION: tl.constexpr):
+                        HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr):
     i_c, i_h, i_n, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
-    b_P, b_s, b_L = _attention_weights(s, L, p_t, m_t, BT)
+    b_P, b_s, b_L = _attention_weights(s, L, p_t, m_t, v.dtype.element_ty, BT, HALF_P)
     b_m = tl.load(prefix_m + i_c * H + i_h)
     # R before the chunk: the log-sum-exp at the previous chunk's end, or before the
     # sequence's first chunk the initial max (−inf without one).
@@ -66,8 +68,8 @@ def _bwd_summary_kernel(s, L, v, do, delta, prefix_m, prefix_u, prefix_w, initia
     for i_v in range(0, V, BV):
         o_v, m_v, m_tv, b_w, b_v = _value_tile(prefix_w, v, i_v, i_c, i_h, p_t, m_t, H, V, BV)
         b_do = tl.load(do + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        # [BT, BT] @ [BT, BV] -> [BT, BV]: the output, as the forward computed it.
-        b_o = (b_in[:, None] * b_w[None, :] + tl.dot(b_P, b_v, input_precision=DOT_PRECISION)) / b_den[:, None]
+        # The output, as the forward computed it.
+        b_o = (b_in[:, None] * b_w[None, :] + _weighted_sum(b_P, b_v, HALF_P, DOT_PRECISION)) / b_den[:, None]
         b_delta += tl.sum(b_do * b_o, axis=1)
         tl.store(chunk_g + (i_c * H + i_h) * V + o_v, tl.sum(b_back[:, None] * b_do, axis=0), mask=m_v)
     tl.store(delta + p_t, b_delta, mask=m_t)
@@ -125,20 +127,19 @@ def _bwd_suffix_kernel(chunk_a, chunk_g, chunk_gamma, carry_G, carry_Gamma, G_fi
 def _bwd_output_kernel(q, k, s, L, v, do, delta, carry_G, carry_Gamma, final_m, max_grad, dq_part, dk,
                        dv, chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
                        V: tl.constexpr, USE_MAX_GRAD: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                       BV: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                       BV: tl.constexpr, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr):
     i_c, i_h, i_n, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
-    b_P, b_s, b_L = _attention_weights(s, L, p_t, m_t, BT)
+    b_P, b_s, b_L = _attention_weights(s, L, p_t, m_t, v.dtype.element_ty, BT, HALF_P)
     b_delta = tl.load(delta + p_t, mask=m_t, other=0.0)
     b_R = tl.load(L + (start + valid - 1) * H + i_h)
     b_to_end = tl.exp(b_s - b_R)
     b_ds = -(tl.sum(b_P * b_delta[:, None], axis=0) + b_to_end * tl.load(carry_Gamma + i_c * H + i_h))
     for i_v in range(0, V, BV):
         o_v, m_v, m_tv, b_G, b_v = _value_tile(carry_G, v, i_v, i_c, i_h, p_t, m_t, H, V, BV)
-        b_do = tl.load(do + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)
-        # [BT, BT]ᵀ @ [BT, BV] -> [BT, BV]
-        b_dv = tl.dot(tl.trans(b_P), b_do, input_precision=DOT_PRECISION) + b_to_end[:, None] * b_G[None, :]
+        b_do = tl.load(do + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0)
+        b_dv = _weighted_sum(tl.trans(b_P), b_do, HALF_P, DOT_PRECISION) + b_to_end[:, None] * b_G[None, :]
         tl.store(dv + p_t[:, None] * V + o_v[None, :], b_dv.to(dv.dtype.element_ty), mask=m_tv)
-        b_ds += tl.sum(b_v * b_dv, axis=1)
+        b_ds += tl.sum(b_v.to(tl.float32) * b_dv, axis=1)
     if USE_MAX_GRAD:
         # The final max's own gradient, shared by the scores that attain it (launcher).
         b_ds += tl.where(b_s == tl.load(final_m + i_n * H + i_h), tl.load(max_grad + i_n * H + i_h), 0.0)
