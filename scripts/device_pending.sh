@@ -3,7 +3,7 @@
 # session 13), each step under its own time limit, most important first, so a call cut
 # short or a failing step still leaves the earlier results:
 #
-#     OUT=<folder> bash scripts/device_pending.sh [aaren|mlstm]     # carry nothing
+#     OUT=<folder> bash scripts/device_pending.sh [aaren|mlstm]     # carry .whl (the peers' wheels)
 #
 # aaren (about 9 minutes):
 # 0. Aaren's chunk kernels under launch variants (device_aaren_variants.py): the in-chunk
@@ -13,9 +13,12 @@
 #    1.31-1.39 ms in session 12 where device_mlstm_check.py measured 1.09).
 # 1. The bench's Aaren row at S1 under HALF_P (BENCH_SETTINGS now reaches the bench's
 #    spawned workers; before session 13 it set the constants in the parent only).
-# 2. At S3 (32 sequences·heads) every gated-delta forward loses its S1 margin (KDA 0.76x,
+# 2. mLSTM and mLSTMsig at S1 and decode against mlstm_kernels with float32 gates (with
+#    bf16 gates its TFLA aborted on Triton 3.6; scripts/compile_tfla_sm90.py). Carry .whl.
+# mlstm:
+# 2b. At S3 (32 sequences·heads) every gated-delta forward loses its S1 margin (KDA 0.76x,
 #    GDN 0.99x in session 12): the split forward there, per kernel, for all four.
-# mlstm (left from session 10):
+# (left from session 10)
 # 3. The mLSTM split form's fault under compute-sanitizer with the caching allocator off.
 # 4. The decode step's host cost after the memo of argument checks.
 # 5. The restructured forward's output products in bf16 (OUTPUT_PRODUCTS), checks and
@@ -48,11 +51,13 @@ if [ "$part" = aaren ]; then
     step aaren_variants 300 python3 scripts/device_aaren_variants.py 'CHECK=0' 'HALF_P=True' \
         'HALF_P=True;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_WARPS=8;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_BV=128;CHUNK_WARPS=8' \
         'HALF_P=True;CHUNK=128;CHUNK_WARPS=8;CHUNK_STAGES=1'
-    step aaren_bench 120 env BENCH_SETTINGS='aaren:HALF_P=True' bash scripts/device_bench.sh --ops aaren --shapes S1 \
-        --budget-s 80
+    step aaren_bench 110 env BENCH_SETTINGS='aaren:HALF_P=True' bash scripts/device_bench.sh --ops aaren --shapes S1 \
+        --budget-s 70
+    step tfla_bench 170 bash scripts/device_bench.sh --ops mlstm,mlstm_sig --shapes S1,decode --graph-decode \
+        --budget-s 130
+else
     step gdr_s3_split 150 env OPS=KDA,GLA,GDN,'simple GLA' SHAPES=S3 python3 scripts/device_gdr_variants.py \
         'CHECK=0' 'CHECK=0;FORWARD_SPLIT=always'
-else
     step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \
         --sanitizer --shape 8,4096,16 --repeats 2 --variant 'EXP_FORWARD=restructured;EXP_SPLIT=always'
     step mlstm_decode_host 30 python3 scripts/device_mlstm_check.py --sections decode_host

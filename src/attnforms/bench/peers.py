@@ -37,22 +37,26 @@ mlstm_kernels:
   `mlstm_chunkwise__xl_chunk(q, k, v, i, f, c_initial=None, n_initial=None,
   m_initial=None, return_last_states=False, eps=1e-6, chunk_size=128, ...)`: head-major
   layout `[B, H, T, D]` (gates `[B, H, T]`), so inputs are transposed (and made
-  contiguous) outside the timed region; `i` and `f` are pre-activations, exp input gate,
+  contiguous) outside the timed region; `i` and `f` are pre-activations (passed in
+  float32, an exact conversion of the bench's bf16 gates: with bf16 gates Triton 3.6's
+  LLVM aborts compiling its `parallel_fw_Hintra` kernel, an SLPVectorizer assertion,
+  reproduced without a GPU by compiling for sm_90; the two casts, about 1 MB at S1, are
+  inside the timed call), exp input gate,
   forget gate `logsigmoid(f)` computed inside; the q scale is always `K ** -0.5` (not a
   parameter); T must be a multiple of the chunk size (128). Same function as
   `attnforms.mlstm(input_gate="exp")` (eps 1e-6). Its gate preprocessing uses
-  `torch.compile`, which adds to the first call. On an H200 with Triton 3.6 its first
-  forward aborts the interpreter (an LLVM assertion in SLPVectorizer while compiling,
-  with or without TORCHDYNAMO_DISABLE=1), which is why runs isolate implementations in
-  processes (`workers.py`).
+  `torch.compile`, which adds to the first call. Before the gates were passed in
+  float32, its first forward aborted the process on Triton 3.6; runs isolate
+  implementations in processes (`workers.py`) for any such failure.
 - `"chunkwise--triton_xl_chunk_siging"` is `mlstm_siging_chunkwise__xl_chunk(q, k, v, i,
   f, c_initial=None, n_initial=None, return_last_states=False, eps=1e-6,
   normalize=True, chunk_size=128, ...)`: the same layout; with `normalize=True` the same
   function as `attnforms.mlstm(input_gate="sigmoid")` (no stabiliser, floor 1).
 - `mlstm_kernels.torch.get_mlstm_step_kernel("triton_fused")` (or the first available
-  step kernel) takes `q, k, v [B, H, D]`, `i, f [B, H, 1]`, `c [B, H, K, V]`, `n [B, H, K]`,
-  `m [B, H, 1]` float32, `eps`, and returns `(h [B, H, V], (c, n, m))`: one exp-gate step
-  with the scale `K ** -0.5`, the same as attnforms' recurrent mLSTM.
+  step kernel) takes `q, k, v [B, H, D]`, `i, f [B, H, 1]` (passed in float32, as for
+  the chunk kernels), `c [B, H, K, V]`, `n [B, H, K]`, `m [B, H, 1]` float32, `eps`, and
+  returns `(h [B, H, V], (c, n, m))`: one exp-gate step with the scale `K ** -0.5`, the
+  same as attnforms' recurrent mLSTM.
 
 Aaren has no external peer; it is compared with the computation it replaces, attnforms'
 softmax reference with the query repeated at every position (causal), and a plain
@@ -159,7 +163,7 @@ def tfla_xl_chunk() -> Runner:
         kernel = get_mlstm_kernel("chunkwise--triton_xl_chunk")
 
         def run(q, k, v, i, f):
-            return kernel(q, k, v, i, f, return_last_states=False, eps=1e-6)
+            return kernel(q, k, v, i.float(), f.float(), return_last_states=False, eps=1e-6)
         return run
 
     return _runner(
@@ -172,7 +176,7 @@ def tfla_xl_chunk_siging() -> Runner:
         kernel = get_mlstm_kernel("chunkwise--triton_xl_chunk_siging")
 
         def run(q, k, v, i, f):
-            return kernel(q, k, v, i, f, return_last_states=False, eps=1e-6, normalize=True)
+            return kernel(q, k, v, i.float(), f.float(), return_last_states=False, eps=1e-6, normalize=True)
         return run
 
     return _runner(
@@ -188,7 +192,8 @@ def tfla_step() -> Runner:
         step = get_mlstm_step_kernel("triton_fused" if "triton_fused" in names else names[0])
 
         def run(q, k, v, i, f, C, n, m):
-            h, (C, _, _) = step(q=q[:, 0], k=k[:, 0], v=v[:, 0], i=i[:, 0, :, None], f=f[:, 0, :, None],
+            h, (C, _, _) = step(q=q[:, 0], k=k[:, 0], v=v[:, 0], i=i[:, 0, :, None].float(),
+                                f=f[:, 0, :, None].float(),
                                 c=C, n=n, m=m[..., None], eps=1e-6)
             return h[:, None], C
         return run
