@@ -27,44 +27,16 @@ import tempfile
 
 sys.path.insert(0, sys.argv[1])
 import triton  # noqa: E402  (the version under argv[1])
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.runtime import driver  # noqa: E402
-from triton.runtime.jit import JITFunction  # noqa: E402
 
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sm90_compile_only  # noqa: E402
 from launch_settings import apply_variant  # noqa: E402
 
-TARGET = GPUTarget("cuda", 90, 32)
 SHARED_LIMIT = 232448  # bytes per block on sm_90 (Triton's OutOfResources bound)
-
-
-class CompileOnlyDriver:
-    """What JITFunction.run asks of a driver, answered for an sm_90 device."""
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-    def get_current_target(self):
-        return TARGET
-
-
-driver.set_active(CompileOnlyDriver())
 compiled = []
-_original_run = JITFunction.run
-
-
-def _compile_only(self, *args, grid, warmup, **kwargs):
-    kernel = _original_run(self, *args, grid=grid, warmup=True, **kwargs)
-    compiled.append((self.__name__, kernel))
-    return kernel
-
-
-JITFunction.run = _compile_only
+sm90_compile_only.install(lambda name, kernel: compiled.append((name, kernel)))
 
 
 def programs_per_multiprocessor(warps: int, regs: int, shared: int) -> int:

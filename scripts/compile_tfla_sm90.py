@@ -14,42 +14,17 @@ Found with it (session 13): with bf16 gates Triton 3.6 aborts in
 `mlstm_chunkwise__parallel_fw_Hintra_kernel` (SLPVectorizer), with float32 gates every
 kernel compiles; the bench passes mlstm_kernels float32 gates.
 """
+import os
 import sys
 
 sys.path.insert(0, sys.argv[1])
 sys.path.insert(1, sys.argv[2])
 import torch  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.runtime import driver  # noqa: E402
-from triton.runtime.jit import JITFunction  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sm90_compile_only  # noqa: E402
 
-class CompileOnlyDriver:
-    """What JITFunction.run asks of a driver, answered for an sm_90 device."""
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-    def get_current_target(self):
-        return GPUTarget("cuda", 90, 32)
-
-    def get_active_torch_device(self):
-        return torch.device("cpu")
-
-
-driver.set_active(CompileOnlyDriver())
-_original_run = JITFunction.run
-
-
-def _compile_only(self, *args, grid, warmup, **kwargs):
-    print("compiling", self.__name__, flush=True)
-    return _original_run(self, *args, grid=grid, warmup=True, **kwargs)
-
-
-JITFunction.run = _compile_only
+sm90_compile_only.install()
 
 
 def main():
