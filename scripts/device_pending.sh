@@ -11,11 +11,12 @@
 #    chunk, each checked against float64 and timed at S1 with per-kernel times, against
 #    the softmax yardstick timed first and last in the same process (the bench measured
 #    1.31-1.39 ms in session 12 where device_mlstm_check.py measured 1.09).
-# 1. The bench's Aaren row at S1 under HALF_P (BENCH_SETTINGS now reaches the bench's
-#    spawned workers; before session 13 it set the constants in the parent only).
+# 1. mLSTMsig on the restructured fused forward (SIGMOID_FORWARD), checks and S1 time.
 # 2. mLSTM and mLSTMsig at S1 and decode against mlstm_kernels with float32 gates (with
 #    bf16 gates its TFLA aborted on Triton 3.6; scripts/compile_tfla_sm90.py). Carry .whl.
 # mlstm:
+# 2a. The bench's Aaren row at S1 under HALF_P (BENCH_SETTINGS now reaches the bench's
+#    spawned workers; before session 13 it set the constants in the parent only).
 # 2b. At S3 (32 sequences·heads) every gated-delta forward loses its S1 margin (KDA 0.76x,
 #    GDN 0.99x in session 12): the split forward there, per kernel, for all four.
 # (left from session 10)
@@ -48,14 +49,16 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 
 part=${1:-aaren}
 if [ "$part" = aaren ]; then
-    step aaren_variants 300 python3 scripts/device_aaren_variants.py 'CHECK=0' 'HALF_P=True' \
-        'HALF_P=True;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_WARPS=8;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_BV=128;CHUNK_WARPS=8' \
+    step aaren_variants 270 python3 scripts/device_aaren_variants.py 'CHECK=0' 'HALF_P=True' \
+        'HALF_P=True;CHUNK_WARPS=8;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_BV=128;CHUNK_WARPS=8' \
         'HALF_P=True;CHUNK=128;CHUNK_WARPS=8;CHUNK_STAGES=1'
-    step aaren_bench 110 env BENCH_SETTINGS='aaren:HALF_P=True' bash scripts/device_bench.sh --ops aaren --shapes S1 \
-        --budget-s 70
+    step mlstm_sigmoid_restructured 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
+        --set SIGMOID_FORWARD=restructured
     step tfla_bench 170 bash scripts/device_bench.sh --ops mlstm,mlstm_sig --shapes S1,decode --graph-decode \
         --budget-s 130
 else
+    step aaren_bench 110 env BENCH_SETTINGS='aaren:HALF_P=True' bash scripts/device_bench.sh --ops aaren --shapes S1 \
+        --budget-s 70
     step gdr_s3_split 150 env OPS=KDA,GLA,GDN,'simple GLA' SHAPES=S3 python3 scripts/device_gdr_variants.py \
         'CHECK=0' 'CHECK=0;FORWARD_SPLIT=always'
     step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \

@@ -20,13 +20,14 @@ FLOAT32_NOISE = 2e-5
 SHAPES = [(1, 16, 16), (63, 60, 20), (65, 16, 100)]
 
 
-# The exp gate's forward (launch.EXP_FORWARD): the current kernels, and the restructured
-# ones fused (outputs from the sequential pass; chunks up to one token tile) and split
-# (state pass, then the tiled output pass). The tests over both gates run the exp gate
-# under each (GATE_FORWARDS); the others under the current kernels.
+# The forward (launch.EXP_FORWARD, launch.SIGMOID_FORWARD): the current kernels, and the
+# restructured ones fused (outputs from the sequential pass; chunks up to one token tile)
+# and split (state pass, then the tiled output pass; the exp gate only). The tests over
+# both gates run the exp gate under each and the sigmoid gate current and fused
+# (GATE_FORWARDS); the others under the current kernels.
 EXP_FORWARDS = {"current": ("current", "auto"), "fused": ("restructured", "never"),
                 "split": ("restructured", "always")}
-GATE_FORWARDS = [*(("exp", name) for name in EXP_FORWARDS), ("sigmoid", "current")]
+GATE_FORWARDS = [*(("exp", name) for name in EXP_FORWARDS), ("sigmoid", "current"), ("sigmoid", "fused")]
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +35,7 @@ def exp_forward(request, monkeypatch):
     name = getattr(request, "param", "current")
     forward, split = EXP_FORWARDS[name]
     monkeypatch.setattr(launch, "EXP_FORWARD", forward)
+    monkeypatch.setattr(launch, "SIGMOID_FORWARD", "restructured" if name == "fused" else "current")
     monkeypatch.setattr(launch, "EXP_SPLIT", split)
     return name
 
@@ -339,22 +341,39 @@ def test_exp_split_current_runs_the_current_kernels_where_the_split_form_would(m
     monkeypatch.setattr(launch, "EXP_SPLIT", "current")
     monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
     q, v = torch.empty(B, 4, H, 128), torch.empty(B, 4, H, 128)
-    split = launch._restructured_split(q, v, None, chunk_size)  # None: the current kernels
+    split = launch._restructured_split(q, v, None, chunk_size, True)  # None: the current kernels
     assert (split is not None) is restructured
     assert split is (False if restructured else None)  # "current" never runs the split form
     monkeypatch.setattr(launch, "EXP_SPLIT", "auto")
     # "auto" always restructures, and splits exactly where "current" kept the old kernels
-    assert launch._restructured_split(q, v, None, chunk_size) is (not restructured)
+    assert launch._restructured_split(q, v, None, chunk_size, True) is (not restructured)
+
+
+@pytest.mark.parametrize("B, chunk_size, fused", [(8, 64, True), (1, 64, False), (8, 128, False)])
+def test_sigmoid_gate_runs_the_restructured_forward_only_fused(monkeypatch, B, chunk_size, fused):
+    # Where the exp gate would split (few sequences·heads, chunks longer than a tile), the
+    # sigmoid gate keeps the current kernels, whatever EXP_SPLIT says.
+    monkeypatch.setattr(launch, "SIGMOID_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
+    q = torch.empty(B, 4, 16, 128)
+    for exp_split in ("auto", "always", "current"):
+        monkeypatch.setattr(launch, "EXP_SPLIT", exp_split)
+        expected = (False if fused and exp_split != "always" else None)
+        assert launch._restructured_split(q, q, None, chunk_size, False) is expected
+    assert launch.default_chunk(False) == launch.CHUNK_EXP
+    monkeypatch.setattr(launch, "SIGMOID_FORWARD", "current")
+    assert launch._restructured_split(q, q, None, chunk_size, False) is None
+    assert launch.default_chunk(False) == launch.CHUNK
 
 
 def test_bad_exp_forward_settings_are_clear_errors(monkeypatch):
     q = torch.empty(1, 4, 2, 32)
     monkeypatch.setattr(launch, "EXP_SPLIT", "sometimes")
     with pytest.raises(ValueError, match="EXP_SPLIT"):
-        launch._restructured_split(q, q, None, 64)
+        launch._restructured_split(q, q, None, 64, True)
     monkeypatch.setattr(launch, "EXP_FORWARD", "fastest")
     with pytest.raises(ValueError, match="EXP_FORWARD"):
-        launch._restructured_split(q, q, None, 64)
+        launch._restructured_split(q, q, None, 64, True)
     monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
     monkeypatch.setattr(launch, "EXP_SPLIT", "never")
     monkeypatch.setattr(launch, "OUTPUT_PRODUCTS", "fp8")

@@ -1,6 +1,7 @@
-"""Triton kernels of the chunked mLSTM forward, exp input gate, restructured
-(`launch.EXP_FORWARD = "restructured"`): the same mathematics, stabiliser and outputs as
-chunk_fwd.py (../README.md), organised as the gated delta rule's simple-GLA forward.
+"""Triton kernels of the chunked mLSTM forward, restructured (`launch.EXP_FORWARD`,
+`launch.SIGMOID_FORWARD`): the same mathematics, stabiliser and outputs as chunk_fwd.py
+(../README.md), organised as the gated delta rule's simple-GLA forward. The sigmoid
+gate (STABILISE off) runs the fused pass only.
 
 1. `_gate_kernel` (chunk_fwd.py): b = in-chunk cumsum of logsigmoid(f), li = i.
 2. `_state_output_kernel` per (value tile, sequence·head), walking the chunks in order
@@ -154,8 +155,8 @@ def _load2(ptr, m_r, m_c, EVEN_R: tl.constexpr, EVEN_C: tl.constexpr):
 def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, chunk_m,
                          initial_C, initial_n, initial_m, final_C, final_n, final_m, chunk_base,
                          cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                         USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr, SAVE: tl.constexpr,
-                         WRITE_O: tl.constexpr, NATIVE: tl.constexpr, SPLIT16: tl.constexpr,
+                         STABILISE: tl.constexpr, USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr,
+                         SAVE: tl.constexpr, WRITE_O: tl.constexpr, NATIVE: tl.constexpr, SPLIT16: tl.constexpr,
                          STATE_SPLIT16: tl.constexpr, HALF_P: tl.constexpr, ROUND_C: tl.constexpr,
                          DOT_PRECISION: tl.constexpr, STATE_PRECISION: tl.constexpr,
                          EPS: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr,
@@ -164,7 +165,10 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
     WRITE_O, each row's m and den. WRITE_O needs BT == BS; it walks the chunk's keys BC at
     a time. In-tile offsets are int32 against int64 scalar bases, and masks leave out
     the sides wholly in range (EVEN_K, EVEN_V): per-element int64 offsets and combined
-    masks, hoisted out of the loop by the compiler, held registers throughout it."""
+    masks, hoisted out of the loop by the compiler, held registers throughout it.
+    STABILISE: the exp input gate's running max; without it (the sigmoid gate, li =
+    logsigmoid(i) <= 0, so no weight exceeds 1) every m after the entering state's is 0,
+    as in chunk_fwd.py."""
     i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
     STORE_STATES: tl.constexpr = SAVE or not WRITE_O
     EVEN_K: tl.constexpr = K == BK
@@ -175,7 +179,7 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
     m_v = o_v < V
     b_C = tl.zeros([BK, BV], dtype=tl.float32)
     b_n = tl.zeros([BK], dtype=tl.float32)
-    b_m = tl.full([], float("-inf"), tl.float32)
+    b_m = tl.full([], float("-inf") if STABILISE else 0.0, tl.float32)
     if USE_INITIAL:
         b_C += _load2(initial_C + i_nh * K * V + (o_k[:, None] * V + o_v[None, :]), m_k, m_v, EVEN_K, EVEN_V)
         b_n += tl.load(initial_n + i_nh * K + o_k, mask=m_k, other=0.0)
@@ -205,14 +209,17 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
             # The row max from the gates, BC key columns at a time: the entering state's
             # b_r + m_in or the largest write; (b_r − b_s) + li_s is exactly li_r on the
             # diagonal (the backward's restarts), and s <= r, s < valid is one comparison.
-            b_mr = b_b + b_m
-            for j in tl.static_range(BT // BC):
-                o_c = j * BC + tl.arange(0, BC)
-                r_c = tl.minimum(o_c, valid - 1) * H
-                b_D = tl.where(o_c[None, :] <= r_last[:, None],
-                               (b_b[:, None] - tl.load(b + row + r_c)[None, :]) + tl.load(li + row + r_c)[None, :],
-                               float("-inf"))
-                b_mr = tl.maximum(b_mr, tl.max(b_D, axis=1))
+            if STABILISE:
+                b_mr = b_b + b_m
+                for j in tl.static_range(BT // BC):
+                    o_c = j * BC + tl.arange(0, BC)
+                    r_c = tl.minimum(o_c, valid - 1) * H
+                    b_D = tl.where(o_c[None, :] <= r_last[:, None],
+                                   (b_b[:, None] - tl.load(b + row + r_c)[None, :]) + tl.load(li + row + r_c)[None, :],
+                                   float("-inf"))
+                    b_mr = tl.maximum(b_mr, tl.max(b_D, axis=1))
+            else:
+                b_mr = tl.zeros([BT], dtype=tl.float32)
             b_w = tl.exp(b_b + b_m - b_mr) * scale  # 0 while nothing was written (m_in = −inf)
             b_qo = _operand(_load2(q + row * K + (r_t[:, None] * K + o_k[None, :]), m_t, m_k, True, EVEN_K), NATIVE)
             # [BT, BK] @ [BK, BV] -> [BT, BV]: the entering state's read.
@@ -240,7 +247,9 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
                 tl.store(den_row + row + r_t, b_den, mask=m_t)
             # The writes' log weights at the chunk end, a_s = g − b_s + li_s, and m_out.
             b_a = tl.where(m_t, g - b_b + tl.load(li + row + r_t), float("-inf"))
-            m_out = tl.maximum(g + b_m, tl.max(b_a, axis=0))
+            m_out = tl.full([], 0.0, tl.float32)
+            if STABILISE:
+                m_out = tl.maximum(g + b_m, tl.max(b_a, axis=0))
             b_k = _operand(_load2(k + row * K + (r_t[:, None] * K + o_k[None, :]), m_t, m_k, True, EVEN_K), NATIVE)
             b_v = _operand(_load2(v + row * V + (r_t[:, None] * V + o_v[None, :]), m_t, m_v, True, EVEN_V), NATIVE)
             b_decay = tl.exp(g + b_m - m_out)
@@ -250,11 +259,13 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
                                      DOT_PRECISION)
         else:
             # m_out from the chunk's gates, then the writes tile by tile.
-            m_w = tl.full([], float("-inf"), tl.float32)
-            for s0 in range(0, BT, BS):
-                b_a, _, _ = _write_weights(b, li, start, valid, s0, g, 0.0, i_h, H, BS)
-                m_w = tl.maximum(m_w, tl.max(b_a, axis=0))
-            m_out = tl.maximum(g + b_m, m_w)
+            m_out = tl.full([], 0.0, tl.float32)
+            if STABILISE:
+                m_w = tl.full([], float("-inf"), tl.float32)
+                for s0 in range(0, BT, BS):
+                    b_a, _, _ = _write_weights(b, li, start, valid, s0, g, 0.0, i_h, H, BS)
+                    m_w = tl.maximum(m_w, tl.max(b_a, axis=0))
+                m_out = tl.maximum(g + b_m, m_w)
             b_decay = tl.exp(g + b_m - m_out)
             b_C *= b_decay
             b_n *= b_decay

@@ -35,8 +35,10 @@ CHUNK_EXP = 64
 
 
 def default_chunk(stabilise: bool) -> int:
-    """The level-1 chunk when the caller gives none (stabilise: the exp input gate)."""
-    return CHUNK_EXP if stabilise else CHUNK
+    """The level-1 chunk when the caller gives none (stabilise: the exp input gate; the
+    sigmoid gate's restructured forward takes the exp gate's chunk, one token tile, for
+    its fused pass)."""
+    return CHUNK_EXP if stabilise or SIGMOID_FORWARD == "restructured" else CHUNK
 CHUNK_SIZES = (16, 32, 64, 128, 256)
 # Level-2 token tile inside a chunk: query and key tiles of the output and backward
 # kernels, and the write tiles of the state pass. Halved for heads wider than 128.
@@ -89,6 +91,11 @@ SIGMOID_VIA_GLA = False
 # (session 10, every bf16 check passing): forward 1.65 ms against 2.30, forward +
 # backward about 5.95 against 6.63 (bench/NOTES-mlstm.md).
 EXP_FORWARD = "restructured"
+# The sigmoid gate's forward: "current" (chunk_fwd.py) or "restructured" (the fused pass
+# of chunk_fwd_fused.py with every m at 0, where the chunk is one token tile and the
+# exp gate would run fused; chunk_fwd.py elsewhere; its default chunk becomes CHUNK_EXP).
+# Untimed on the GPU: `scripts/device_pending.sh`.
+SIGMOID_FORWARD = "current"
 # The restructured forward's split (`_exp_split`): "always" (a state pass, then the
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
 # SPLIT_PER_MULTIPROCESSOR multiprocessors, the gated delta rule's rule: S2, 16
@@ -201,9 +208,9 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     """Returns the output `[B, T, H, V]` (in `out_dtype`, default v's), the final state
     (C, n, m) or None, and `Saved` (with `save` False the restructured exp forward may
     leave its per-chunk and per-row fields None: only a backward reads them)."""
-    split = _restructured_split(q, v, offsets, chunk_size) if stabilise else None
+    split = _restructured_split(q, v, offsets, chunk_size, stabilise)
     if split is not None:
-        return _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, chunk_size,
+        return _restructured_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets, chunk_size,
                                      out_dtype, save, split)
     (B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b,
      li) = _prepare_chunks(q, k, v, i, f, stabilise, offsets, chunk_size)
@@ -246,21 +253,23 @@ def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, device) -> bool:
     return sequences_heads * SPLIT_PER_MULTIPROCESSOR < multiprocessors(device)
 
 
-def _restructured_split(q, v, offsets, chunk_size) -> bool | None:
-    """None where the exp gate's forward stays on chunk_fwd.py (EXP_FORWARD "current",
-    or EXP_SPLIT "current" where chunk_fwd_fused.py would split); otherwise whether
-    chunk_fwd_fused.py splits (`_exp_split`), decided here once."""
-    if EXP_FORWARD not in ("current", "restructured"):
-        raise ValueError(f"EXP_FORWARD: 'current' or 'restructured', got {EXP_FORWARD!r}")
+def _restructured_split(q, v, offsets, chunk_size, stabilise: bool) -> bool | None:
+    """None where the forward stays on chunk_fwd.py (EXP_FORWARD / SIGMOID_FORWARD
+    "current", or where chunk_fwd_fused.py would split and EXP_SPLIT is "current" or the
+    gate is the sigmoid); otherwise whether chunk_fwd_fused.py splits (`_exp_split`),
+    decided here once."""
+    for name, value in (("EXP_FORWARD", EXP_FORWARD), ("SIGMOID_FORWARD", SIGMOID_FORWARD)):
+        if value not in ("current", "restructured"):
+            raise ValueError(f"{name}: 'current' or 'restructured', got {value!r}")
     if EXP_SPLIT not in ("always", "auto", "never", "current"):
         raise ValueError(f"EXP_SPLIT: 'always', 'auto', 'never' or 'current', got {EXP_SPLIT!r}")
-    if EXP_FORWARD == "current":
+    if (EXP_FORWARD if stabilise else SIGMOID_FORWARD) == "current":
         return None
     B, T, H, K = q.shape
     t = tiles(K, v.shape[-1], chunk_size)
     sequences = B if offsets is None else len(offsets) - 1
     split = _exp_split(sequences * H, t.BT == t.BS, q.device)
-    return None if split and EXP_SPLIT == "current" else split
+    return None if split and (EXP_SPLIT == "current" or not stabilise) else split
 
 
 def _value_tile(BK: int, V: int, BV_all: int, elements: int, sequences_heads: int, device) -> int:
@@ -271,12 +280,12 @@ def _value_tile(BK: int, V: int, BV_all: int, elements: int, sequences_heads: in
     return narrowed_value_tile(BV, V, sequences_heads, device) if sequences_heads else BV
 
 
-def _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, chunk_size, out_dtype,
-                          save, split):
-    """The exp gate's forward on chunk_fwd_fused.py, split or not (`_restructured_split`);
-    returns what `chunk_forward` does."""
+def _restructured_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets, chunk_size,
+                          out_dtype, save, split):
+    """The forward on chunk_fwd_fused.py, split or not (`_restructured_split`; the
+    sigmoid gate only fused); returns what `chunk_forward` does."""
     (B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b,
-     li) = _prepare_chunks(q, k, v, i, f, True, offsets, chunk_size)
+     li) = _prepare_chunks(q, k, v, i, f, stabilise, offsets, chunk_size)
     device, f32 = q.device, dict(dtype=torch.float32, device=q.device)
     precision = dot_precision(q)
     native = _native(device)
@@ -301,8 +310,8 @@ def _restructured_forward(q, k, v, i, f, scale, initial, store_final, offsets, c
     BV = _value_tile(t.BK, V, t.BV, elements, N * H if split else 0, device)
     _state_output_kernel[(triton.cdiv(V, BV), N * H)](
         q, k, v, b, li, o, m_row, den_row, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base,
-        cu_seqlens, scale, H=H, K=K, V=V, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
-        SAVE=save, WRITE_O=not split, NATIVE=native, SPLIT16=split16,
+        cu_seqlens, scale, H=H, K=K, V=V, STABILISE=stabilise, USE_INITIAL=initial is not None,
+        STORE_FINAL=store_final, SAVE=save, WRITE_O=not split, NATIVE=native, SPLIT16=split16,
         STATE_SPLIT16=_state_split16(v),
         HALF_P=half_p, ROUND_C=round16, DOT_PRECISION=precision, STATE_PRECISION=state_precision(q), EPS=MLSTM_EPS,
         BT=t.BT, BS=t.BS, BK=t.BK, BV=BV, BC=min(t.BT, FUSED_SCORE_COLUMNS), num_warps=warps,
