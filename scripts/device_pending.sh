@@ -52,10 +52,10 @@ if [ "$part" = aaren ]; then
     step aaren_variants 270 python3 scripts/device_aaren_variants.py 'CHECK=0' 'HALF_P=True' \
         'HALF_P=True;CHUNK_WARPS=8;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_BV=128;CHUNK_WARPS=8' \
         'HALF_P=True;CHUNK=128;CHUNK_WARPS=8;CHUNK_STAGES=1'
-    step mlstm_sigmoid_restructured 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
-        --set SIGMOID_FORWARD=restructured
     step tfla_bench 170 bash scripts/device_bench.sh --ops mlstm,mlstm_sig --shapes S1,decode --graph-decode \
         --budget-s 130
+    step mlstm_sigmoid_restructured 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
+        --set SIGMOID_FORWARD=restructured
 else
     step aaren_bench 110 env BENCH_SETTINGS='aaren:HALF_P=True' bash scripts/device_bench.sh --ops aaren --shapes S1 \
         --budget-s 70
