@@ -49,6 +49,11 @@ def _fwd_summary_kernel(q, k, v, s, chunk_m, chunk_u, chunk_w, chunk_indices, cu
 
 
 @triton.jit
+def _maximum(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
 def _combine(m_a, u_a, w_a, m_b, u_b, w_b):
     """`a ⊕ b` of two triples (elementwise, every exponent <= 0). Where both are empty
     (m = −inf) it shifts by 0, so the factors are exp(−inf) = 0, not NaN."""
@@ -166,8 +171,9 @@ def _fwd_output_kernel(s, v, o, L, prefix_m, prefix_u, prefix_w, chunk_indices, 
     b_u = tl.load(prefix_u + i_c * H + i_h)
     b_s = tl.load(s + p_t, mask=m_t, other=float("-inf"))
     # Prefix max of every row, with the entering max: M_r = max(m, max_{j<=r} s_j); finite,
-    # as every row sees the chunk's first token.
-    b_M = tl.maximum(tl.max(tl.where(causal, b_s[None, :], float("-inf")), axis=1), b_m)
+    # as every row sees the chunk's first token. A scan of the `[BT]` scores (a masked
+    # `[BT, BT]` max, as before, the compiler built in two register layouts).
+    b_M = tl.maximum(tl.associative_scan(b_s, 0, _maximum), b_m)
     # Masked to −inf before the exponential: above the diagonal s_j − M_r may be large.
     b_W = _rounded(tl.exp(tl.where(causal, b_s[None, :] - b_M[:, None], float("-inf"))), v.dtype.element_ty, HALF_P)
     b_carry = tl.exp(b_m - b_M)
