@@ -13,6 +13,10 @@ and forward + backward at $SHAPES (default S1) with each kernel's device time at
 The yardstick (our causal softmax kernel with Aaren's query repeated over the sequence,
 the same computation) is timed first and last, so a drift of the process shows. Writes
 $OUT/aaren_variants.json. DRY=1: a CPU dry run of the script (interpreter, tiny shapes).
+
+    python3 scripts/device_aaren_variants.py --best <folder>/aaren_variants.json
+
+prints the BENCH_SETTINGS of the fastest variant whose checks passed.
 """
 import json
 import os
@@ -64,7 +68,23 @@ def time_variant(shape, profile):
     return row
 
 
+def best_settings(path: str) -> str:
+    """BENCH_SETTINGS (`aaren:NAME=VALUE;...`) of the variant in a results file with the
+    fastest S1 forward + backward among those whose checks passed (a CHECK=0 variant
+    counts as passing: the defaults, checked before)."""
+    with open(path) as f:
+        variants = json.load(f)["variants"]
+    timed = [(row["fwd_bwd_ms"], entry["settings"]) for entry in variants
+             if entry.get("all_checks_passed", entry["settings"].get("CHECK") == "0")
+             for row in entry.get("timing", []) if row["shape"] == "S1"]
+    _, settings = min(timed, key=lambda item: item[0])
+    return "aaren:" + ";".join(f"{name}={value}" for name, value in settings.items() if name != "CHECK")
+
+
 def main():
+    if sys.argv[1:2] == ["--best"]:
+        print(best_settings(sys.argv[2]))
+        return
     shapes = os.environ.get("SHAPES", "S1").split(",")
     results = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (dry run)", "yardstick_first": {}, "variants": []}
     path = os.path.join(os.environ.get("OUT", "."), "aaren_variants.json")

@@ -5,25 +5,25 @@
 #
 #     OUT=<folder> bash scripts/device_pending.sh [aaren|mlstm]     # carry .whl (the peers' wheels)
 #
-# aaren (about 9 minutes):
+# aaren (about 8 minutes):
 # 0. Aaren's chunk kernels under launch variants (device_aaren_variants.py): the in-chunk
 #    weights in 16-bit products (HALF_P), pipelining stages, warps, the value tile and the
 #    chunk, each checked against float64 and timed at S1 with per-kernel times, against
 #    the softmax yardstick timed first and last in the same process (the bench measured
 #    1.31-1.39 ms in session 12 where device_mlstm_check.py measured 1.09).
-# 1. mLSTMsig on the restructured fused forward (SIGMOID_FORWARD), checks and S1 time.
+# 1. The bench's Aaren row at S1 under the fastest variant that passed its checks
+#    (BENCH_SETTINGS now reaches the bench's spawned workers; before session 13 it set
+#    the constants in the parent only).
 # 2. mLSTM and mLSTMsig at S1 and decode against mlstm_kernels with float32 gates (with
 #    bf16 gates its TFLA aborted on Triton 3.6; scripts/compile_tfla_sm90.py). Carry .whl.
+# 3. mLSTMsig on the restructured fused forward (SIGMOID_FORWARD), checks and S1 time.
 # mlstm:
-# 2a. The bench's Aaren row at S1 under HALF_P (BENCH_SETTINGS now reaches the bench's
-#    spawned workers; before session 13 it set the constants in the parent only).
-# 2b. At S3 (32 sequences·heads) every gated-delta forward loses its S1 margin (KDA 0.76x,
+# 4. At S3 (32 sequences·heads) every gated-delta forward loses its S1 margin (KDA 0.76x,
 #    GDN 0.99x in session 12): the split forward there, per kernel, for all four.
-# (left from session 10)
-# 3. The mLSTM split form's fault under compute-sanitizer with the caching allocator off.
-# 4. The decode step's host cost after the memo of argument checks.
-# 5. The restructured forward's output products in bf16 (OUTPUT_PRODUCTS), checks and
-#    time at S1 and S3, then at value tile 16; 6. the defaults, for comparison.
+# 5. (left from session 10) The mLSTM split form's fault under compute-sanitizer with the
+#    caching allocator off; 6. the decode step's host cost after the memo of argument
+#    checks; 7. the restructured forward's output products in bf16 (OUTPUT_PRODUCTS),
+#    checks and time at S1 and S3, then at value tile 16; 8. the defaults, for comparison.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -49,16 +49,16 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 
 part=${1:-aaren}
 if [ "$part" = aaren ]; then
-    step aaren_variants 270 python3 scripts/device_aaren_variants.py 'CHECK=0' 'HALF_P=True' \
-        'HALF_P=True;CHUNK_WARPS=8;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_BV=128;CHUNK_WARPS=8' \
-        'HALF_P=True;CHUNK=128;CHUNK_WARPS=8;CHUNK_STAGES=1'
+    step aaren_variants 220 python3 scripts/device_aaren_variants.py 'CHECK=0' 'HALF_P=True' \
+        'HALF_P=True;CHUNK_WARPS=8;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_BV=128;CHUNK_WARPS=8'
+    best=$(python3 scripts/device_aaren_variants.py --best "$work/aaren_variants/aaren_variants.json" || echo "aaren:")
+    echo "best Aaren variant: $best" | tee "$work/aaren_best.txt"
+    step aaren_bench 110 env BENCH_SETTINGS="$best" bash scripts/device_bench.sh --ops aaren --shapes S1 --budget-s 70
     step tfla_bench 170 bash scripts/device_bench.sh --ops mlstm,mlstm_sig --shapes S1,decode --graph-decode \
         --budget-s 130
     step mlstm_sigmoid_restructured 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
         --set SIGMOID_FORWARD=restructured
 else
-    step aaren_bench 110 env BENCH_SETTINGS='aaren:HALF_P=True' bash scripts/device_bench.sh --ops aaren --shapes S1 \
-        --budget-s 70
     step gdr_s3_split 150 env OPS=KDA,GLA,GDN,'simple GLA' SHAPES=S3 python3 scripts/device_gdr_variants.py \
         'CHECK=0' 'CHECK=0;FORWARD_SPLIT=always'
     step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \
