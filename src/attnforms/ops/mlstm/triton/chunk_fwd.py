@@ -66,6 +66,21 @@ def _write_weights(b, li, start, valid, s0, g, m_out, i_h, H: tl.constexpr, BS: 
 
 
 @triton.jit
+def _exit_max(b, li, start, valid, g, b_m, i_h, H: tl.constexpr, STABILISE: tl.constexpr, BT: tl.constexpr,
+              BS: tl.constexpr):
+    """The chunk's exit stabiliser m_out = max(g + m_in, max_s a_s) from its gates, BS
+    writes at a time (0 without STABILISE: the sigmoid gate)."""
+    m_out = tl.full([], 0.0, tl.float32)
+    if STABILISE:
+        m_w = tl.full([], float("-inf"), tl.float32)
+        for s0 in range(0, BT, BS):
+            b_a, _, _ = _write_weights(b, li, start, valid, s0, g, 0.0, i_h, H, BS)
+            m_w = tl.maximum(m_w, tl.max(b_a, axis=0))
+        m_out = tl.maximum(g + b_m, m_w)
+    return m_out
+
+
+@triton.jit
 def _state_kernel(k, v, b, li, states, states_n, chunk_m, initial_C, initial_n, initial_m,
                   final_C, final_n, final_m, chunk_base, cu_seqlens,
                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, STABILISE: tl.constexpr,
@@ -92,13 +107,7 @@ def _state_kernel(k, v, b, li, states, states_n, chunk_m, initial_C, initial_n, 
         valid = tl.minimum(eos - start, BT)
         tl.store(states + (i_c * H + i_h) * K * V + p_kv, b_C, mask=m_kv)
         g = tl.load(b + (start + valid - 1) * H + i_h)
-        m_out = tl.full([], 0.0, tl.float32)
-        if STABILISE:
-            m_w = tl.full([], float("-inf"), tl.float32)
-            for s0 in range(0, BT, BS):
-                b_a, _, _ = _write_weights(b, li, start, valid, s0, g, 0.0, i_h, H, BS)
-                m_w = tl.maximum(m_w, tl.max(b_a, axis=0))
-            m_out = tl.maximum(g + b_m, m_w)
+        m_out = _exit_max(b, li, start, valid, g, b_m, i_h, H, STABILISE, BT, BS)
         if i_v == 0:
             tl.store(states_n + (i_c * H + i_h) * K + o_k, b_n, mask=m_k)
             tl.store(chunk_m + (i_c * H + i_h) * 2, b_m)

@@ -33,7 +33,7 @@ import triton.language as tl
 
 from ....kernels.sequences import chunk_bounds as _chunk_bounds, sequence_head_program
 
-from .chunk_fwd import _normaliser, _operand, _write_weights
+from .chunk_fwd import _exit_max, _normaliser, _operand, _write_weights
 
 
 @triton.jit
@@ -259,13 +259,7 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
                                      DOT_PRECISION)
         else:
             # m_out from the chunk's gates, then the writes tile by tile.
-            m_out = tl.full([], 0.0, tl.float32)
-            if STABILISE:
-                m_w = tl.full([], float("-inf"), tl.float32)
-                for s0 in range(0, BT, BS):
-                    b_a, _, _ = _write_weights(b, li, start, valid, s0, g, 0.0, i_h, H, BS)
-                    m_w = tl.maximum(m_w, tl.max(b_a, axis=0))
-                m_out = tl.maximum(g + b_m, m_w)
+            m_out = _exit_max(b, li, start, valid, g, b_m, i_h, H, STABILISE, BT, BS)
             b_decay = tl.exp(g + b_m - m_out)
             b_C *= b_decay
             b_n *= b_decay
