@@ -86,7 +86,8 @@ def main():
         print(best_settings(sys.argv[2]))
         return
     shapes = os.environ.get("SHAPES", "S1").split(",")
-    results = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (dry run)", "yardstick_first": {}, "variants": []}
+    device = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (dry run)"
+    results = {"device": device, "yardstick_first": {}, "variants": []}
     path = os.path.join(os.environ.get("OUT", "."), "aaren_variants.json")
 
     def save():

@@ -46,6 +46,12 @@ def _half_p(v: torch.Tensor) -> bool:
     return HALF_P and v.dtype in (torch.bfloat16, torch.float16) and (v.device.type == "cuda" or NATIVE_ON_CPU)
 
 
+def _chunk_options(v: torch.Tensor) -> dict:
+    """The per-chunk kernels' common launch options for values `v`."""
+    return dict(BT=CHUNK, HALF_P=_half_p(v), DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS,
+                num_stages=CHUNK_STAGES)
+
+
 @functools.lru_cache(maxsize=64)
 def _tables(offsets: tuple[int, ...], device: torch.device):
     """cu_seqlens `[N + 1]` int64, chunk_indices `[chunks, 2]` int32 (sequence, chunk in
@@ -97,8 +103,8 @@ def forward(q, k, v, scale, initial, store_final, offsets):
         USE_INITIAL=initial is not None, STORE_FINAL=store_final, BT=CHUNK, BC=SCAN_BC, BV=BV_scan,
         num_warps=SCAN_WARPS,
     )
-    _fwd_output_kernel[(C, H)](s, v, o, L, *entering, chunk_indices, cu_seqlens, H=H, V=V, BT=CHUNK, BV=BV,
-                               HALF_P=_half_p(v), DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS, num_stages=CHUNK_STAGES)
+    _fwd_output_kernel[(C, H)](s, v, o, L, *entering, chunk_indices, cu_seqlens, H=H, V=V, BV=BV,
+                               **_chunk_options(v))
     return o, (final if store_final else None), (s, L, *entering)
 
 
@@ -142,8 +148,8 @@ def backward(q, k, v, scale, initial, saved, final, do, dfinal, offsets):
     delta = torch.empty(B * T, H, **f32)
     a, g, gamma = torch.empty(C, H, **f32), torch.empty(C, H, V, **f32), torch.empty(C, H, **f32)
     _bwd_summary_kernel[(C, H)](s, L, v, do, delta, m_in, u_in, w_in, initial[0] if use_initial else None, a, g, gamma,
-                                chunk_indices, cu_seqlens, H=H, V=V, USE_INITIAL=use_initial, BT=CHUNK, BV=BV,
-                                HALF_P=_half_p(v), DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS, num_stages=CHUNK_STAGES)
+                                chunk_indices, cu_seqlens, H=H, V=V, USE_INITIAL=use_initial, BV=BV,
+                                **_chunk_options(v))
     # The final triple's gradient, referred to its log-sum-exp L_T = m_T + log u_T.
     G = torch.zeros(N, H, V, **f32) if dw_f is None else (u_f[..., None] * dw_f.float()).contiguous()
     Gamma = torch.zeros(N, H, **f32) if du_f is None else (-u_f * du_f.float()).contiguous()
@@ -159,8 +165,8 @@ def backward(q, k, v, scale, initial, saved, final, do, dfinal, offsets):
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     _bwd_output_kernel[(C, H)](
         q.contiguous(), k, s, L, v, do, delta, carry_G, carry_Gamma, final[0], max_grad, dq_part, dk, dv,
-        chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, USE_MAX_GRAD=max_grad is not None, BT=CHUNK, BK=BK,
-        BV=BV, HALF_P=_half_p(v), DOT_PRECISION=dot_precision(v), num_warps=CHUNK_WARPS, num_stages=CHUNK_STAGES,
+        chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, USE_MAX_GRAD=max_grad is not None, BK=BK, BV=BV,
+        **_chunk_options(v),
     )
     dq = torch.zeros(N, H, K, **f32).index_add_(0, chunk_indices[:, 0].long(), dq_part).to(q.dtype)
     dm0 = None
