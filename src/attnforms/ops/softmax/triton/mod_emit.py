@@ -86,6 +86,11 @@ class _Emitter:
         v = self.val(node)
         return f"{v}.to(tl.int32)" if node.kind == "b" and node.op != "const" else v
 
+    def operands(self, as_float: bool, *nodes: Node) -> list[str]:
+        """The nodes' values all as float32 (`as_float`) or all as integers: the operands
+        of one binary or ternary operator."""
+        return [self.as_float(x) if as_float else self.as_int(x) for x in nodes]
+
     def forward(self):
         for n in self.graph.nodes:
             self.names[id(n)] = self._node(n)
@@ -118,9 +123,8 @@ class _Emitter:
             return self.let(loaded)
         if n.op in ("add", "sub", "mul"):
             sym = {"add": "+", "sub": "-", "mul": "*"}[n.op]
-            if n.kind == "f":
-                return self.let(f"{self.as_float(a[0])} {sym} {self.as_float(a[1])}")
-            return self.let(f"{self.as_int(a[0])} {sym} {self.as_int(a[1])}")
+            x, y = self.operands(n.kind == "f", a[0], a[1])
+            return self.let(f"{x} {sym} {y}")
         if n.op == "div":
             return self.let(f"{self.as_float(a[0])} / {self.as_float(a[1])}")
         if n.op == "floordiv":
@@ -128,11 +132,9 @@ class _Emitter:
                 return self.let(f"tl.floor({self.as_float(a[0])} / {self.as_float(a[1])})")
             return self.let(f"_floordiv({self.as_int(a[0])}, {self.as_int(a[1])})")
         if n.op == "mod":
-            if n.kind == "f":
-                x, y = self.as_float(a[0]), self.as_float(a[1])
-                return self.let(f"{x} - tl.floor({x} / {y}) * {y}")
-            x, y = self.as_int(a[0]), self.as_int(a[1])
-            return self.let(f"{x} - _floordiv({x}, {y}) * {y}")
+            x, y = self.operands(n.kind == "f", a[0], a[1])
+            floor = f"tl.floor({x} / {y})" if n.kind == "f" else f"_floordiv({x}, {y})"
+            return self.let(f"{x} - {floor} * {y}")
         if n.op == "neg":
             return self.let(f"-{self.val(a[0]) if a[0].kind != 'b' else self.as_int(a[0])}")
         if n.op == "pow":
@@ -144,25 +146,23 @@ class _Emitter:
             return self.let(f"1.0 / ({expr})" if n.value < 0 else f"({expr}) + 0")
         if n.op in _COMPARE:
             sym = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}[n.op]
-            if "f" in (a[0].kind, a[1].kind):
-                return self.let(f"{self.as_float(a[0])} {sym} {self.as_float(a[1])}")
-            return self.let(f"{self.as_int(a[0])} {sym} {self.as_int(a[1])}")
+            x, y = self.operands("f" in (a[0].kind, a[1].kind), a[0], a[1])
+            return self.let(f"{x} {sym} {y}")
         if n.op in _LOGIC:
             sym = {"and": "&", "or": "|", "xor": "^"}[n.op]
             if n.kind == "b":
                 return self.let(f"({self.val(a[0])}) {sym} ({self.val(a[1])})")
-            return self.let(f"{self.as_int(a[0])} {sym} {self.as_int(a[1])}")
+            x, y = self.operands(False, a[0], a[1])
+            return self.let(f"{x} {sym} {y}")
         if n.op == "invert":
             return self.let(f"~({self.val(a[0])})" if n.kind == "i" else f"tl.where({self.val(a[0])}, 0, 1) != 0")
         if n.op == "where":
-            if n.kind == "f":
-                return self.let(f"tl.where({self.val(a[0])}, {self.as_float(a[1])}, {self.as_float(a[2])})")
-            return self.let(f"tl.where({self.val(a[0])}, {self.as_int(a[1])}, {self.as_int(a[2])})")
+            x, y = self.operands(n.kind == "f", a[1], a[2])
+            return self.let(f"tl.where({self.val(a[0])}, {x}, {y})")
         if n.op in ("minimum", "maximum"):
             fn = "tl.minimum" if n.op == "minimum" else "tl.maximum"
-            if n.kind == "f":
-                return self.let(f"{fn}({self.as_float(a[0])}, {self.as_float(a[1])})")
-            return self.let(f"{fn}({self.as_int(a[0])}, {self.as_int(a[1])})")
+            x, y = self.operands(n.kind == "f", a[0], a[1])
+            return self.let(f"{fn}({x}, {y})")
         if n.op == "abs":
             return self.let(f"tl.abs({self.as_float(a[0]) if n.kind == 'f' else self.as_int(a[0])})")
         if n.op == "floor":
