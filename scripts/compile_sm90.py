@@ -16,7 +16,8 @@ the launchers run on CPU tensors whose contents never matter. Registers and spil
 from the bundled ptxas run on each kernel's PTX. With DUMP_IR=<folder> in the
 environment each kernel's TTGIR and PTX are written there too (<kernel>.ttgir/.ptx) and
 the count of layout conversions through shared memory is printed: a loop that converts
-a tile every step is a common hidden cost.
+a tile every step is a common hidden cost. With TRACE=1 a failed compile prints its
+cause's whole traceback.
 """
 import itertools
 import os
@@ -24,6 +25,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import traceback
 
 sys.path.insert(0, sys.argv[1])
 import triton  # noqa: E402  (the version under argv[1])
@@ -271,6 +273,8 @@ def main():
         except Exception as exc:  # report and go on: one broken case should not hide others
             failures += 1
             print(f"FAIL {name}: {type(exc).__name__}: {str(exc)[-1500:]} CAUSE {exc.__cause__!r}", flush=True)
+            if os.environ.get("TRACE"):  # the cause's whole traceback (where in Triton it failed)
+                traceback.print_exception(exc.__cause__ or exc)
             continue
         for kernel_name, kernel in compiled:
             key = (kernel_name, kernel.hash)

@@ -5,7 +5,7 @@
 #
 #     OUT=<folder> bash scripts/device_pending.sh [aaren|mlstm]     # carry .whl (the peers' wheels)
 #
-# aaren (about 8 minutes):
+# aaren (about 9 minutes):
 # 0. Aaren's chunk kernels under launch variants (device_aaren_variants.py): the in-chunk
 #    weights in 16-bit products (HALF_P), pipelining stages, warps, the value tile and the
 #    chunk, each checked against float64 and timed at S1 with per-kernel times, against
@@ -16,8 +16,8 @@
 #    the constants in the parent only).
 # 2. mLSTM and mLSTMsig at S1 and decode against mlstm_kernels with float32 gates (with
 #    bf16 gates its TFLA aborted on Triton 3.6; scripts/compile_tfla_sm90.py). Carry .whl.
-# 3. mLSTMsig on the restructured fused forward (SIGMOID_FORWARD), checks and S1 time.
 # mlstm:
+# 3. mLSTMsig on the restructured fused forward (SIGMOID_FORWARD), checks and S1 time.
 # 4. At S3 (32 sequences·heads) every gated-delta forward loses its S1 margin (KDA 0.76x,
 #    GDN 0.99x in session 12): the split forward there, per kernel, for all four.
 # 5. (left from session 10) The mLSTM split form's fault under compute-sanitizer with the
@@ -49,16 +49,16 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 
 part=${1:-aaren}
 if [ "$part" = aaren ]; then
-    step aaren_variants 220 python3 scripts/device_aaren_variants.py 'CHECK=0' 'HALF_P=True' \
-        'HALF_P=True;CHUNK_WARPS=8;CHUNK_STAGES=1' 'HALF_P=True;CHUNK_BV=128;CHUNK_WARPS=8'
+    step aaren_variants 230 python3 scripts/device_aaren_variants.py 'CHECK=0' 'HALF_P=True' \
+        'HALF_P=True;DOT_COLUMN_SUMS=False' 'HALF_P=True;CHUNK_WARPS=8;CHUNK_STAGES=1'
     best=$(python3 scripts/device_aaren_variants.py --best "$work/aaren_variants/aaren_variants.json" || echo "aaren:")
     echo "best Aaren variant: $best" | tee "$work/aaren_best.txt"
     step aaren_bench 110 env BENCH_SETTINGS="$best" bash scripts/device_bench.sh --ops aaren --shapes S1 --budget-s 70
     step tfla_bench 170 bash scripts/device_bench.sh --ops mlstm,mlstm_sig --shapes S1,decode --graph-decode \
         --budget-s 130
+else
     step mlstm_sigmoid_restructured 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1 \
         --set SIGMOID_FORWARD=restructured
-else
     step gdr_s3_split 150 env OPS=KDA,GLA,GDN,'simple GLA' SHAPES=S3 python3 scripts/device_gdr_variants.py \
         'CHECK=0' 'CHECK=0;FORWARD_SPLIT=always'
     step mlstm_fault_sanitizer 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 python3 scripts/device_mlstm_fault.py \

@@ -94,9 +94,13 @@ def _weighted_sum(b_W, b_x, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """`[BT, BT] @ [BT, BV] -> [BT, BV]` float32, of weights b_W (`_rounded`) and b_x
     (16-bit or float32): with HALF_P one 16-bit product (the rounded weights convert
     exactly), otherwise float32 operands at DOT_PRECISION."""
+    # (if/else, not an early return: Triton compiles the statements after a constexpr
+    # branch's return too, where a 16-bit b_W would not type-check.)
     if HALF_P:
-        return tl.dot(b_W.to(b_x.dtype), b_x, input_precision=DOT_PRECISION)
-    return tl.dot(b_W, b_x.to(tl.float32), input_precision=DOT_PRECISION)
+        b_y = tl.dot(b_W.to(b_x.dtype), b_x, input_precision=DOT_PRECISION)
+    else:
+        b_y = tl.dot(b_W, b_x.to(tl.float32), input_precision=DOT_PRECISION)
+    return b_y
 
 
 @triton.jit
