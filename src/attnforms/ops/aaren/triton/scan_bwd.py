@@ -124,38 +124,16 @@ def _bwd_suffix_kernel(chunk_a, chunk_g, chunk_gamma, carry_G, carry_Gamma, G_fi
 
 
 @triton.jit
-def _column_sums(b_P, b_x, dtype, BY_DOT: tl.constexpr):
-    """Σ_t P[t, j] x_t -> `[BT]`, of weights P `[BT, BT]` (`_rounded` to `dtype`) and x
-    `[BT]` float32. BY_DOT makes it a 16-bit product beside Pᵀ dO, so that P is held in
-    the products' operand layout only (an elementwise sum needs it in a second layout:
-    compiled for sm_90 at S1's head size, 167 registers instead of 196); x enters as two
-    16-bit columns, its rounding and the remainder, which keeps about 16 of its bits, and
-    scaled by its largest magnitude first, so float16 cannot overflow."""
-    if BY_DOT:
-        x_max = tl.max(tl.abs(b_x), axis=0)
-        x_max = tl.where(x_max > 0, x_max, 1.0)
-        x = b_x / x_max
-        x_high = x.to(dtype).to(tl.float32)
-        col = tl.arange(0, 16)[None, :]
-        b_X = tl.where(col == 0, x_high[:, None], tl.where(col == 1, (x - x_high)[:, None], 0.0))
-        b_y = tl.sum(tl.dot(tl.trans(b_P).to(dtype), b_X.to(dtype)), axis=1) * x_max
-    else:
-        b_y = tl.sum(b_P * b_x[:, None], axis=0)
-    return b_y
-
-
-@triton.jit
 def _bwd_output_kernel(q, k, s, L, v, do, delta, carry_G, carry_Gamma, final_m, max_grad, dq_part, dk,
                        dv, chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
                        V: tl.constexpr, USE_MAX_GRAD: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                       BV: tl.constexpr, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                       DOT_COLUMN_SUMS: tl.constexpr):
+                       BV: tl.constexpr, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr):
     i_c, i_h, i_n, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
     b_P, b_s, b_L = _attention_weights(s, L, p_t, m_t, v.dtype.element_ty, BT, HALF_P)
     b_delta = tl.load(delta + p_t, mask=m_t, other=0.0)
     b_R = tl.load(L + (start + valid - 1) * H + i_h)
     b_to_end = tl.exp(b_s - b_R)
-    b_ds = -(_column_sums(b_P, b_delta, v.dtype.element_ty, HALF_P and DOT_COLUMN_SUMS) + b_to_end * tl.load(carry_Gamma + i_c * H + i_h))
+    b_ds = -(tl.sum(b_P * b_delta[:, None], axis=0) + b_to_end * tl.load(carry_Gamma + i_c * H + i_h))
     for i_v in range(0, V, BV):
         o_v, m_v, m_tv, b_G, b_v = _value_tile(carry_G, v, i_v, i_c, i_h, p_t, m_t, H, V, BV)
         b_do = tl.load(do + p_t[:, None] * V + o_v[None, :], mask=m_tv, other=0.0)

@@ -68,6 +68,11 @@ FORWARD_SPLIT = "auto"
 # (H100, 132 multiprocessors: 16 sequences·heads (S2) run faster split, 0.93 against
 # 1.22 ms for simple GLA; 32 (S3) faster fused, 1.18 against 1.25 ms for GDN.)
 SPLIT_PER_MULTIPROCESSOR = 6
+# Per (gate mode, beta) where it differs: at S3 (32 sequences·heads) on an H100, session
+# 14, fused against split forward: KDA 3.08 / 2.49 ms and simple GLA 0.69 / 0.60 ran
+# faster split, GDN 1.14 / 1.16 and GLA 1.51 / 1.56 fused (scripts/device_gdr_variants.py,
+# bench/results/dev/2026-12-07-h100-s14-gdr-s3-split.json); 32 · 4 < 132 splits S3.
+SPLIT_PER_MULTIPROCESSOR_BY_KIND = {(2, True): 4, (1, False): 4}
 # Pipelining stages of the state-only pass when split: its chain of chunk steps is the
 # critical path, and a third stage keeps the next chunks' W, U, K in flight (GDN S2 on
 # an H100: 1.25 against 1.53 ms forward; in the fused pass at S3 three stages were
@@ -127,14 +132,16 @@ def _sequential_value_tile(K: int, V: int, elements: int, sequences_heads: int, 
     return BK, narrowed_value_tile(BV, V, sequences_heads, device)
 
 
-def _split_forward(sequences_heads: int, device) -> bool:
+def _split_forward(sequences_heads: int, kind: tuple[int, bool], device) -> bool:
     """Whether the forward writes the output in a parallel pass of its own
     (`_output_kernel`) after a sequential pass that only carries the state: when there
     are few sequences·heads (one long sequence), the sequential chain is the critical
-    path and the output's products should not lengthen it."""
+    path and the output's products should not lengthen it. kind: (gate mode, whether
+    beta is given), which tells the family (KDA (2, True), simple GLA (1, False))."""
     if FORWARD_SPLIT != "auto":
         return FORWARD_SPLIT == "always"
-    return sequences_heads * SPLIT_PER_MULTIPROCESSOR < multiprocessors(device)
+    per = SPLIT_PER_MULTIPROCESSOR_BY_KIND.get(kind, SPLIT_PER_MULTIPROCESSOR)
+    return sequences_heads * per < multiprocessors(device)
 
 
 def _value_tile(K: int, V: int, elements: int) -> tuple[int, int]:
@@ -261,7 +268,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.
         tiling = tiling._replace(stages=1)
     BK, BV = _sequential_value_tile(K, V, tiling.elements, N * H, device)
-    split = _split_forward(N * H, device)
+    split = _split_forward(N * H, (GATE, use_beta), device)
     if split and K <= 128:
         tiling = tiling._replace(stages=SPLIT_STATE_STAGES)
     # The states and Ũ kept for the split output pass or the backward, in the 16-bit

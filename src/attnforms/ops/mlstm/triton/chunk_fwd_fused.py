@@ -157,8 +157,8 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
                          cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                          STABILISE: tl.constexpr, USE_INITIAL: tl.constexpr, STORE_FINAL: tl.constexpr,
                          SAVE: tl.constexpr, WRITE_O: tl.constexpr, NATIVE: tl.constexpr, SPLIT16: tl.constexpr,
-                         STATE_SPLIT16: tl.constexpr, HALF_P: tl.constexpr, ROUND_C: tl.constexpr,
-                         DOT_PRECISION: tl.constexpr, STATE_PRECISION: tl.constexpr,
+                         STATE_SPLIT16: tl.constexpr, N_SPLIT16: tl.constexpr, HALF_P: tl.constexpr,
+                         ROUND_C: tl.constexpr, DOT_PRECISION: tl.constexpr, STATE_PRECISION: tl.constexpr,
                          EPS: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr,
                          BV: tl.constexpr, BC: tl.constexpr):
     """SAVE (or not WRITE_O): store each chunk's entering state, (m_in, m_out) and, with
@@ -268,7 +268,7 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
                 p_s = (start + o_s) * H + i_h
                 b_k = _operand(tl.load(k + p_s[:, None] * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0.0), NATIVE)
                 b_v = _operand(tl.load(v + p_s[:, None] * V + o_v[None, :], mask=m_s[:, None] & m_v[None, :], other=0.0), NATIVE)
-                b_C, b_n = _state_update(b_C, b_n, b_k, b_v, b_a, STATE_SPLIT16, STATE_SPLIT16,
+                b_C, b_n = _state_update(b_C, b_n, b_k, b_v, b_a, STATE_SPLIT16, N_SPLIT16,
                                          STATE_PRECISION, DOT_PRECISION)
         if STORE_STATES and i_v == 0:
             tl.store(chunk_m + (i_c * H + i_h) * 2, b_m)

@@ -72,8 +72,9 @@ STATE_PRODUCT = "split16"
 # bits) or "bf16" (each rounded to bf16, one product each, as the simple-GLA forward
 # does). Only the output sees them (the state update keeps STATE_PRODUCT; the backward
 # recomputes P): the GPU checks put the output's error near 2e-5 against a bound near
-# 0.16, so bf16 rounding fits the noise rule many times over. Untimed, unchecked on the
-# GPU: `scripts/device_pending.sh`.
+# 0.16, so bf16 rounding fits the noise rule many times over. But on an H100 (session
+# 14) "bf16" failed one check, the initial state's m gradient at B 2, T 256 (0.16
+# against a bound of 0.099), and gained little: S1 forward 1.54 ms against 1.66.
 OUTPUT_PRODUCTS = "split16"
 # mLSTMsig (the sigmoid input gate) through the gated delta rule family's scalar-gate
 # kernels (sigmoid_as_gla.py) instead of the mLSTM kernels. Off: first timed slower
@@ -94,18 +95,18 @@ EXP_FORWARD = "restructured"
 # The sigmoid gate's forward: "current" (chunk_fwd.py) or "restructured" (the fused pass
 # of chunk_fwd_fused.py with every m at 0, where the chunk is one token tile and the
 # exp gate would run fused; chunk_fwd.py elsewhere; its default chunk becomes CHUNK_EXP).
-# Untimed on the GPU: `scripts/device_pending.sh`.
-SIGMOID_FORWARD = "current"
+# H100, session 14, S1, every bf16 check passing: forward 1.24 ms against 2.08, forward +
+# backward 5.21 against 6.39 (bench/results/dev/2026-12-07-h100-s14-mlstm-*).
+SIGMOID_FORWARD = "restructured"
 # The restructured forward's split (`_exp_split`): "always" (a state pass, then the
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
 # SPLIT_PER_MULTIPROCESSOR multiprocessors, the gated delta rule's rule: S2, 16
 # sequences·heads, split; S1 and S3 fused), "never" (fused wherever the chunk is one
 # token tile) or "current" (as "auto", but the current kernels run where it would split).
-# "current": the split form hit an illegal memory access on the GPU twice (session 8 at
-# chunk 64 with 8 warps, session 10 at chunk 128, S1), unexplained, while the fused pass
-# and the current kernels never did; the split form stays tested under the interpreter
-# ("always") and `scripts/device_mlstm_fault.py` hunts the fault.
-EXP_SPLIT = "current"
+# "auto" since session 14, when the split form's illegal memory access (sessions 8 and
+# 10) was traced to SPLIT_STATE_N_PRODUCT: at S2 on an H100 the split forward takes 2.16
+# ms against the current kernels' 4.34 (bench/results/2026-12-07-h100-s14-*).
+EXP_SPLIT = "auto"
 SPLIT_PER_MULTIPROCESSOR = 6
 # Its fused pass: `[K, BV]` float32 state slice, warps, stages, and keys per step of the
 # in-chunk scores (`[BT, FUSED_SCORE_COLUMNS]` score / gate tiles). One warpgroup: with 8
@@ -118,6 +119,13 @@ FUSED_SCORE_COLUMNS = 32
 # The split mode's state-only pass (same kernel without WRITE_O; no spills at these).
 # 4 warps: S1 forward 1.68 ms against 1.82 at 8 (H100, session 8).
 SPLIT_STATE_ELEMENTS, SPLIT_STATE_WARPS, SPLIT_STATE_STAGES = 128 * 64, 4, 2
+# Its n update as a 16-bit product ([BK, BS] @ [BS, 16], the weights' halves in one
+# column) rather than an elementwise float32 sum (the fused pass's choice). True faults
+# with Triton 3.6 on an H100 (session 14, scripts/device_split_fault.sh: compute-sanitizer
+# shows an out-of-bounds shared-memory read by that product; with False the same run is
+# clean and every check passes), presumably a compiler fault: kept to retest on newer
+# Triton.
+SPLIT_STATE_N_PRODUCT = False
 # Its output pass (split): value tile (V <= 128 in one, so each score tile is built
 # once), key columns per step of the entering state's read, warps, stages.
 SPLIT_OUTPUT_BV, SPLIT_OUTPUT_BK, SPLIT_OUTPUT_WARPS, SPLIT_OUTPUT_STAGES = 128, 64, 8, 2
@@ -312,7 +320,7 @@ def _restructured_forward(q, k, v, i, f, scale, stabilise, initial, store_final,
         q, k, v, b, li, o, m_row, den_row, states, states_n, chunk_m, C0, n0, m0, *final, chunk_base,
         cu_seqlens, scale, H=H, K=K, V=V, STABILISE=stabilise, USE_INITIAL=initial is not None,
         STORE_FINAL=store_final, SAVE=save, WRITE_O=not split, NATIVE=native, SPLIT16=split16,
-        STATE_SPLIT16=_state_split16(v),
+        STATE_SPLIT16=_state_split16(v), N_SPLIT16=_state_split16(v) and SPLIT_STATE_N_PRODUCT,
         HALF_P=half_p, ROUND_C=round16, DOT_PRECISION=precision, STATE_PRECISION=state_precision(q), EPS=MLSTM_EPS,
         BT=t.BT, BS=t.BS, BK=t.BK, BV=BV, BC=min(t.BT, FUSED_SCORE_COLUMNS), num_warps=warps,
         num_stages=stages,
