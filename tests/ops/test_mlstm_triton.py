@@ -22,12 +22,12 @@ SHAPES = [(1, 16, 16), (63, 60, 20), (65, 16, 100)]
 
 # The forward (launch.EXP_FORWARD, launch.SIGMOID_FORWARD): the current kernels, and the
 # restructured ones fused (outputs from the sequential pass; chunks up to one token tile)
-# and split (state pass, then the tiled output pass; the exp gate only). The tests over
-# both gates run the exp gate under each and the sigmoid gate current and fused
-# (GATE_FORWARDS); the others under the current kernels.
+# and split (state pass, then the tiled output pass; the sigmoid gate with SIGMOID_SPLIT).
+# The tests over both gates run each gate under each (GATE_FORWARDS); the others under
+# the current kernels.
 EXP_FORWARDS = {"current": ("current", "auto"), "fused": ("restructured", "never"),
                 "split": ("restructured", "always")}
-GATE_FORWARDS = [*(("exp", name) for name in EXP_FORWARDS), ("sigmoid", "current"), ("sigmoid", "fused")]
+GATE_FORWARDS = [(gate, name) for gate in ("exp", "sigmoid") for name in EXP_FORWARDS]
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,8 @@ def exp_forward(request, monkeypatch):
     name = getattr(request, "param", "current")
     forward, split = EXP_FORWARDS[name]
     monkeypatch.setattr(launch, "EXP_FORWARD", forward)
-    monkeypatch.setattr(launch, "SIGMOID_FORWARD", "restructured" if name == "fused" else "current")
+    monkeypatch.setattr(launch, "SIGMOID_FORWARD", forward)
+    monkeypatch.setattr(launch, "SIGMOID_SPLIT", name == "split")
     monkeypatch.setattr(launch, "EXP_SPLIT", split)
     return name
 
@@ -199,9 +200,10 @@ def test_half_precision_within_reference_noise(gate, dtype):
         assert check.passed, (form, check)
 
 
+@pytest.mark.parametrize("gate", ["exp", "sigmoid"])
 @pytest.mark.parametrize("split", ["never", "always"])
 @pytest.mark.parametrize("chunk_size", [16, 64, 128])
-def test_restructured_exp_forward_keeps_what_the_backward_reads(monkeypatch, split, chunk_size):
+def test_restructured_forward_keeps_what_the_backward_reads(monkeypatch, gate, split, chunk_size):
     # Many chunks, packed sequences of odd lengths (one of a single token), an initial
     # state, extreme gates: the restructured forward's output, final state and every
     # saved intermediate match the current kernels' (the row stabilisers bit for bit:
@@ -212,10 +214,12 @@ def test_restructured_exp_forward_keeps_what_the_backward_reads(monkeypatch, spl
     draw = torch.rand(inputs["i"].shape, generator=torch.Generator().manual_seed(2))
     inputs["i"] = torch.where(draw < 0.1, -1e4, torch.where(draw > 0.9, 30.0, inputs["i"]))
     inputs["f"] = torch.where(draw < 0.2, -30.0, torch.where(draw > 0.8, 30.0, inputs["f"]))
-    state = tuple(_state(4, 2, 16, 20, "exp"))
-    args = (*inputs.values(), 16 ** -0.5, True, state, True, offsets, chunk_size)
+    state = tuple(_state(4, 2, 16, 20, gate))
+    args = (*inputs.values(), 16 ** -0.5, gate == "exp", state, True, offsets, chunk_size)
     o, final, saved = launch.chunk_forward(*args, out_dtype=torch.float32)
     monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "SIGMOID_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "SIGMOID_SPLIT", True)
     monkeypatch.setattr(launch, "EXP_SPLIT", split)
     o_new, final_new, saved_new = launch.chunk_forward(*args, out_dtype=torch.float32)
     o_lean, final_lean, _ = launch.chunk_forward(*args, out_dtype=torch.float32, save=False)
@@ -350,16 +354,22 @@ def test_exp_split_current_runs_the_current_kernels_where_the_split_form_would(m
 
 
 @pytest.mark.parametrize("B, chunk_size, fused", [(8, 64, True), (1, 64, False), (8, 128, False)])
-def test_sigmoid_gate_runs_the_restructured_forward_only_fused(monkeypatch, B, chunk_size, fused):
+def test_sigmoid_gate_splits_only_with_sigmoid_split(monkeypatch, B, chunk_size, fused):
     # Where the exp gate would split (few sequences·heads, chunks longer than a tile), the
-    # sigmoid gate keeps the current kernels, whatever EXP_SPLIT says.
+    # sigmoid gate keeps the current kernels unless SIGMOID_SPLIT, and then splits
+    # exactly where the exp gate does.
     monkeypatch.setattr(launch, "SIGMOID_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
     monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
     q = torch.empty(B, 4, 16, 128)
     for exp_split in ("auto", "always", "current"):
         monkeypatch.setattr(launch, "EXP_SPLIT", exp_split)
+        monkeypatch.setattr(launch, "SIGMOID_SPLIT", False)
         expected = (False if fused and exp_split != "always" else None)
         assert launch._restructured_split(q, q, None, chunk_size, False) is expected
+        monkeypatch.setattr(launch, "SIGMOID_SPLIT", True)
+        assert launch._restructured_split(q, q, None, chunk_size, False) is launch._restructured_split(
+            q, q, None, chunk_size, True)
     assert launch.default_chunk(False) == launch.CHUNK_EXP
     monkeypatch.setattr(launch, "SIGMOID_FORWARD", "current")
     assert launch._restructured_split(q, q, None, chunk_size, False) is None

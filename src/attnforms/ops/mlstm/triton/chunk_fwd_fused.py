@@ -1,7 +1,8 @@
 """Triton kernels of the chunked mLSTM forward, restructured (`launch.EXP_FORWARD`,
 `launch.SIGMOID_FORWARD`): the same mathematics, stabiliser and outputs as chunk_fwd.py
 (../README.md), organised as the gated delta rule's simple-GLA forward. The sigmoid
-gate (STABILISE off) runs the fused pass only.
+gate (STABILISE off) keeps every m after the entering state's at 0; it runs split only
+with `launch.SIGMOID_SPLIT`.
 
 1. `_gate_kernel` (chunk_fwd.py): b = in-chunk cumsum of logsigmoid(f), li = i.
 2. `_state_output_kernel` per (value tile, sequence·head), walking the chunks in order
@@ -285,12 +286,13 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
 @triton.jit
 def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices,
                    cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                   SAVE: tl.constexpr, NATIVE: tl.constexpr, SPLIT16: tl.constexpr, HALF_P: tl.constexpr,
+                   STABILISE: tl.constexpr, SAVE: tl.constexpr, NATIVE: tl.constexpr, SPLIT16: tl.constexpr, HALF_P: tl.constexpr,
                    ROUND_C: tl.constexpr,
                    DOT_PRECISION: tl.constexpr, EPS: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
                    BK: tl.constexpr, BKS: tl.constexpr, BV: tl.constexpr):
     """Outputs of query tile `program_id(1) % (BT // BS)` of a chunk from its stored
-    entering state: value columns `program_id(0)`·BV.. (all of them for V <= BV)."""
+    entering state: value columns `program_id(0)`·BV.. (all of them for V <= BV).
+    Without STABILISE (the sigmoid gate) every row's m is 0, as in the fused pass."""
     i_v, i_cq, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     NQ: tl.constexpr = BT // BS
     i_c, i_q = i_cq // NQ, i_cq % NQ
@@ -304,16 +306,19 @@ def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row,
     p_r = (start + o_r) * H + i_h
     b_br = tl.load(b + p_r, mask=m_r, other=0.0)
     b_m_in = tl.load(chunk_m + (i_c * H + i_h) * 2)
-    # The row max from the gates alone, over the key tiles up to the diagonal.
-    b_mr = b_br + b_m_in
-    for j in range(0, i_q + 1):
-        o_s = j * BS + tl.arange(0, BS)
-        m_s = o_s < valid
-        p_s = (start + o_s) * H + i_h
-        causal = (o_s[None, :] <= o_r[:, None]) & m_s[None, :]
-        b_D = tl.where(causal, (b_br[:, None] - tl.load(b + p_s, mask=m_s, other=0.0)[None, :])
-                       + tl.load(li + p_s, mask=m_s, other=0.0)[None, :], float("-inf"))
-        b_mr = tl.maximum(b_mr, tl.max(b_D, axis=1))
+    if STABILISE:
+        # The row max from the gates alone, over the key tiles up to the diagonal.
+        b_mr = b_br + b_m_in
+        for j in range(0, i_q + 1):
+            o_s = j * BS + tl.arange(0, BS)
+            m_s = o_s < valid
+            p_s = (start + o_s) * H + i_h
+            causal = (o_s[None, :] <= o_r[:, None]) & m_s[None, :]
+            b_D = tl.where(causal, (b_br[:, None] - tl.load(b + p_s, mask=m_s, other=0.0)[None, :])
+                           + tl.load(li + p_s, mask=m_s, other=0.0)[None, :], float("-inf"))
+            b_mr = tl.maximum(b_mr, tl.max(b_D, axis=1))
+    else:
+        b_mr = tl.zeros([BS], dtype=tl.float32)
     b_w = tl.exp(b_br + b_m_in - b_mr) * scale  # 0 while nothing was written (m_in = −inf)
     # The entering state's read, BKS key columns at a time: [BS, BKS] @ [BKS, BV] -> [BS, BV].
     b_acc = tl.zeros([BS, BV], dtype=tl.float32)

@@ -98,6 +98,10 @@ EXP_FORWARD = "restructured"
 # H100, session 14, S1, every bf16 check passing: forward 1.24 ms against 2.08, forward +
 # backward 5.21 against 6.39 (bench/results/dev/2026-12-07-h100-s14-mlstm-*).
 SIGMOID_FORWARD = "restructured"
+# Whether the sigmoid gate takes the split form where the exp gate would (S2): the same
+# two kernels without the stabiliser. Off (chunk_fwd.py there) until the GPU checks and
+# times it: `scripts/device_pending.sh`.
+SIGMOID_SPLIT = False
 # The restructured forward's split (`_exp_split`): "always" (a state pass, then the
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
 # SPLIT_PER_MULTIPROCESSOR multiprocessors, the gated delta rule's rule: S2, 16
@@ -264,7 +268,7 @@ def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, device) -> bool:
 def _restructured_split(q, v, offsets, chunk_size, stabilise: bool) -> bool | None:
     """None where the forward stays on chunk_fwd.py (EXP_FORWARD / SIGMOID_FORWARD
     "current", or where chunk_fwd_fused.py would split and EXP_SPLIT is "current" or the
-    gate is the sigmoid); otherwise whether chunk_fwd_fused.py splits (`_exp_split`),
+    gate is the sigmoid without SIGMOID_SPLIT); otherwise whether chunk_fwd_fused.py splits (`_exp_split`),
     decided here once."""
     for name, value in (("EXP_FORWARD", EXP_FORWARD), ("SIGMOID_FORWARD", SIGMOID_FORWARD)):
         if value not in ("current", "restructured"):
@@ -277,7 +281,7 @@ def _restructured_split(q, v, offsets, chunk_size, stabilise: bool) -> bool | No
     t = tiles(K, v.shape[-1], chunk_size)
     sequences = B if offsets is None else len(offsets) - 1
     split = _exp_split(sequences * H, t.BT == t.BS, q.device)
-    return None if split and (EXP_SPLIT == "current" or not stabilise) else split
+    return None if split and (EXP_SPLIT == "current" or not (stabilise or SIGMOID_SPLIT)) else split
 
 
 def _value_tile(BK: int, V: int, BV_all: int, elements: int, sequences_heads: int, device) -> int:
@@ -290,8 +294,7 @@ def _value_tile(BK: int, V: int, BV_all: int, elements: int, sequences_heads: in
 
 def _restructured_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets, chunk_size,
                           out_dtype, save, split):
-    """The forward on chunk_fwd_fused.py, split or not (`_restructured_split`; the
-    sigmoid gate only fused); returns what `chunk_forward` does."""
+    """The forward on chunk_fwd_fused.py, split or not (`_restructured_split`); returns what `chunk_forward` does."""
     (B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b,
      li) = _prepare_chunks(q, k, v, i, f, stabilise, offsets, chunk_size)
     device, f32 = q.device, dict(dtype=torch.float32, device=q.device)
@@ -329,7 +332,8 @@ def _restructured_forward(q, k, v, i, f, scale, stabilise, initial, store_final,
         BVO = min(t.BV, SPLIT_OUTPUT_BV)
         _tiled_output_kernel[(triton.cdiv(V, BVO), num_chunks * (t.BT // t.BS), H)](
             q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices, cu_seqlens, scale,
-            H=H, K=K, V=V, SAVE=save, NATIVE=native, SPLIT16=split16, HALF_P=half_p, ROUND_C=round16,
+            H=H, K=K, V=V, STABILISE=stabilise, SAVE=save, NATIVE=native, SPLIT16=split16, HALF_P=half_p,
+            ROUND_C=round16,
             DOT_PRECISION=precision, EPS=MLSTM_EPS, BT=t.BT, BS=t.BS, BK=t.BK,
             BKS=min(t.BK, SPLIT_OUTPUT_BK), BV=BVO, num_warps=SPLIT_OUTPUT_WARPS,
             num_stages=SPLIT_OUTPUT_STAGES,
