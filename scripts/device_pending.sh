@@ -14,7 +14,10 @@
 # 2. mLSTMsig's split form (SIGMOID_SPLIT: the exp gate's split kernels without the
 #    stabiliser, written in session 14, exact under the interpreter): the float64 checks
 #    and S2 / S3 times, against the current kernels' S2 3.72 ms forward (TFLA 1.56).
-# 3. mLSTM's forward per kernel at S1 and S3, where TFLA leads (0.74x / 0.58x).
+# 3. Both gates split at S3 (32 sequences·heads, fused by the rule today: exp 2.07 ms
+#    forward against TFLA's 1.19; the split form took 2.16 at S2, the same token count
+#    on half the sequences·heads), to set SPLIT_PER_MULTIPROCESSOR.
+# 4. mLSTM's forward per kernel at S1 and S3, where TFLA leads (0.74x / 0.58x).
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -41,5 +44,7 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
 step linear_bench 400 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
     --ops gdn,simple_gla,kda,gla,mlstm,mlstm_sig,aaren --shapes S1,decode,S2,S3 --budget-s 330 --graph-decode
 step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
+    --set SIGMOID_SPLIT=True
+step mlstm_s3_split 90 python3 scripts/device_mlstm_check.py --sections time --shapes S3 --set EXP_SPLIT=always \
     --set SIGMOID_SPLIT=True
 step mlstm_kernels 120 python3 scripts/device_mlstm_check.py --sections profile --shapes S1,S3
