@@ -14,10 +14,15 @@
 # 2. mLSTMsig's split form (SIGMOID_SPLIT: the exp gate's split kernels without the
 #    stabiliser, written in session 14, exact under the interpreter): the float64 checks
 #    and S2 / S3 times, against the current kernels' S2 3.72 ms forward (TFLA 1.56).
-# 3. Both gates split at S3 (32 sequences·heads, fused by the rule today: exp 2.07 ms
-#    forward against TFLA's 1.19; the split form took 2.16 at S2, the same token count
-#    on half the sequences·heads), to set SPLIT_PER_MULTIPROCESSOR.
-# 4. mLSTM's forward per kernel at S1 and S3, where TFLA leads (0.74x / 0.58x).
+# 3. Both gates split at S1 and S3 (fused by the rule today: exp 1.29 / 2.07 ms forward
+#    against TFLA's 0.96 / 1.19; the split form took 2.16 at S2, the same token count as
+#    S3 on half the sequences·heads), to set SPLIT_PER_MULTIPROCESSOR. The fused pass
+#    runs value tiles of 32 (its registers), so each chunk's q kᵀ and gate matrix are
+#    built four times at V 128; the split output pass builds them once.
+# 4. How fast a fused pass like simple GLA's (0.28 ms at S1 for nearly the same
+#    products) could be: output products rounded to bf16 at value tile 64, time only
+#    (OUTPUT_PRODUCTS=bf16 failed one check in session 14: a bound, not a default).
+# 5. mLSTM's forward per kernel at S1 and S3.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -45,6 +50,8 @@ step linear_bench 400 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
     --ops gdn,simple_gla,kda,gla,mlstm,mlstm_sig,aaren --shapes S1,decode,S2,S3 --budget-s 330 --graph-decode
 step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
     --set SIGMOID_SPLIT=True
-step mlstm_s3_split 90 python3 scripts/device_mlstm_check.py --sections time --shapes S3 --set EXP_SPLIT=always \
-    --set SIGMOID_SPLIT=True
+step mlstm_split_s1_s3 100 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
+    --set EXP_SPLIT=always --set SIGMOID_SPLIT=True
+step mlstm_fused_bf16_bv64 90 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
+    --set OUTPUT_PRODUCTS=bf16 --set 'FUSED_ELEMENTS=128*64'
 step mlstm_kernels 120 python3 scripts/device_mlstm_check.py --sections profile --shapes S1,S3
