@@ -5,6 +5,9 @@
 #
 #     OUT=<folder> bash scripts/device_pending.sh      # carry .whl and .device-cache
 #
+# 0. Every linear family checked at head sizes 64 and 32 (device_head_sizes.py): the
+#    other GPU checks cover 128, 100 / 60 and 256, and fla records Hopper miscompiles in
+#    Triton 3.4-3.7.0 at 64-wide tiles of a pattern our backward kernels also use.
 # 1. The linear bench (every linear op at S1, decode, S2, S3) under session 14's
 #    defaults, none of which the bench has measured together: Aaren's 16-bit in-chunk
 #    weights (HALF_P), the mLSTM split form at S2 (EXP_SPLIT "auto", its fault traced to
@@ -46,6 +49,7 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/.pending.tgz" -C "$work" . && mv "$OUT/.pending.tgz" "$OUT/pending.tgz"
 }
 
+step head_sizes 150 python3 scripts/device_head_sizes.py
 step linear_bench 400 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
     --ops gdn,simple_gla,kda,gla,mlstm,mlstm_sig,aaren --shapes S1,decode,S2,S3 --budget-s 330 --graph-decode
 step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
