@@ -3,7 +3,10 @@
 # session 14), each step under its own time limit, most important first, so a call cut
 # short or a failing step still leaves the earlier results:
 #
-#     OUT=<folder> bash scripts/device_pending.sh      # carry .whl and .device-cache
+#     OUT=<folder> bash scripts/device_pending.sh [1|2]   # carry .whl and .device-cache
+#
+# Part 1 (steps 0 and 1, about 6 minutes), part 2 (steps 2 to 5, about 6 minutes): one
+# device call each (a call runs at most 10 minutes).
 #
 # 0. Every linear family checked at head sizes 64 and 32 (device_head_sizes.py): the
 #    other GPU checks cover 128, 100 / 60 and 256, and fla records Hopper miscompiles in
@@ -49,13 +52,17 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with OUT=$work/NAME under 
     tar czf "$OUT/.pending.tgz" -C "$work" . && mv "$OUT/.pending.tgz" "$OUT/pending.tgz"
 }
 
-step head_sizes 150 python3 scripts/device_head_sizes.py
-step linear_bench 400 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
-    --ops gdn,simple_gla,kda,gla,mlstm,mlstm_sig,aaren --shapes S1,decode,S2,S3 --budget-s 330 --graph-decode
-step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
-    --set SIGMOID_SPLIT=True
-step mlstm_split_s1_s3 100 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
-    --set EXP_SPLIT=always --set SIGMOID_SPLIT=True
-step mlstm_fused_bf16_bv64 90 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
-    --set OUTPUT_PRODUCTS=bf16 --set 'FUSED_ELEMENTS=128*64'
-step mlstm_kernels 120 python3 scripts/device_mlstm_check.py --sections profile --shapes S1,S3
+part=${1:-1}
+if [ "$part" = 1 ]; then
+    step head_sizes 150 python3 scripts/device_head_sizes.py
+    step linear_bench 400 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
+        --ops gdn,simple_gla,kda,gla,mlstm,mlstm_sig,aaren --shapes S1,decode,S2,S3 --budget-s 330 --graph-decode
+else
+    step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
+        --set SIGMOID_SPLIT=True
+    step mlstm_split_s1_s3 100 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
+        --set EXP_SPLIT=always --set SIGMOID_SPLIT=True
+    step mlstm_fused_bf16_bv64 90 python3 scripts/device_mlstm_check.py --sections time --shapes S1 \
+        --set OUTPUT_PRODUCTS=bf16 --set 'FUSED_ELEMENTS=128*64'
+    step mlstm_kernels 120 python3 scripts/device_mlstm_check.py --sections profile --shapes S1,S3
+fi
