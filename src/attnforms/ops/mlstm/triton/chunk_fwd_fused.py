@@ -286,10 +286,9 @@ def _state_output_kernel(q, k, v, b, li, o, m_row, den_row, states, states_n, ch
 @triton.jit
 def _output_kernel(q, k, v, b, li, states, states_n, chunk_m, o, m_row, den_row, chunk_indices,
                    cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                   STABILISE: tl.constexpr, SAVE: tl.constexpr, NATIVE: tl.constexpr, SPLIT16: tl.constexpr, HALF_P: tl.constexpr,
-                   ROUND_C: tl.constexpr,
-                   DOT_PRECISION: tl.constexpr, EPS: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-                   BK: tl.constexpr, BKS: tl.constexpr, BV: tl.constexpr):
+                   STABILISE: tl.constexpr, SAVE: tl.constexpr, NATIVE: tl.constexpr, SPLIT16: tl.constexpr,
+                   HALF_P: tl.constexpr, ROUND_C: tl.constexpr, DOT_PRECISION: tl.constexpr, EPS: tl.constexpr,
+                   BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr, BV: tl.constexpr):
     """Outputs of query tile `program_id(1) % (BT // BS)` of a chunk from its stored
     entering state: value columns `program_id(0)`·BV.. (all of them for V <= BV).
     Without STABILISE (the sigmoid gate) every row's m is 0, as in the fused pass."""

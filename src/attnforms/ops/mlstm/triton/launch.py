@@ -120,8 +120,9 @@ SPLIT_PER_MULTIPROCESSOR = 6
 # against 2464 before the kernel's register work (README, restructured forward).
 FUSED_ELEMENTS, FUSED_WARPS, FUSED_STAGES = 128 * 32, 4, 1
 FUSED_SCORE_COLUMNS = 32
-# The split mode's state-only pass (same kernel without WRITE_O; no spills at these).
-# 4 warps: S1 forward 1.68 ms against 1.82 at 8 (H100, session 8).
+# The split mode's state-only pass (same kernel without WRITE_O; sm_90, chunk 64: 255
+# registers, 396 bytes of spills). 4 warps: S1 forward 1.68 ms against 1.82 at 8 (H100,
+# session 8).
 SPLIT_STATE_ELEMENTS, SPLIT_STATE_WARPS, SPLIT_STATE_STAGES = 128 * 64, 4, 2
 # Its n update as a 16-bit product ([BK, BS] @ [BS, 16], the weights' halves in one
 # column) rather than an elementwise float32 sum (the fused pass's choice). True faults
