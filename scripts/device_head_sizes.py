@@ -8,10 +8,14 @@ backward kernels transpose product results too (e.g. gated_delta chunk_bwd.py's 
 and u dSᵀ). Each row: the output and every gradient (and the final state, for mLSTM and
 Aaren) in bf16 against float64 under the noise rule, as the other device checks do.
 
-    OUT=<folder> python3 scripts/device_head_sizes.py        # DRY=1: tiny, on the CPU
+    OUT=<folder> python3 scripts/device_head_sizes.py [--sizes 64x64,32x32,64x128]
+        [--ops GDN,simple GLA,KDA,GLA,mLSTM,Aaren]        # DRY=1: tiny, on the CPU
 
-Writes $OUT/head_sizes.json; prints one line per row and `all checks passed: ...`.
+Writes $OUT/head_sizes[-SIZES-OPS].json; prints one line per row and `all checks passed:
+...`. A fault poisons the process's CUDA context: run one op per process to see the rest
+(device_pending.sh part 3 does).
 """
+import argparse
 import json
 import os
 import sys
@@ -31,13 +35,15 @@ from attnforms.testing import gated_delta_inputs  # noqa: E402
 
 DEVICE = "cpu" if DRY else "cuda"
 gdr.device = DEVICE
-HEAD_SIZES = [(16, 16)] if DRY else [(64, 64), (32, 32), (64, 128)]
+HEAD_SIZES = "16x16" if DRY else "64x64,32x32,64x128"
+OPS = [*gdr.OPS, "mLSTM", "Aaren"]
 B, T, H = (1, 40, 2) if DRY else (2, 1000, 4)
 
 
-def gated_delta_rows(K, V):
+def gated_delta_rows(K, V, names):
     rows = []
-    for name, (gate, beta) in gdr.OPS.items():
+    for name in names:
+        gate, beta = gdr.OPS[name]
         x = gated_delta_inputs(B, T, H, K, V, gate=gate, beta=beta, dtype=torch.float32, device=DEVICE)
         checks = gdr.check_inputs(f"{name} K{K} V{V}", x)
         rows.append(dict(op=name, K=K, V=V, checks=checks,
@@ -46,14 +52,27 @@ def gated_delta_rows(K, V):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=HEAD_SIZES, help="KxV,KxV,...")
+    parser.add_argument("--ops", default=",".join(OPS))
+    args = parser.parse_args()
+    ops = args.ops.split(",")
+    unknown = set(ops) - set(OPS)
+    if unknown:
+        parser.error(f"unknown ops {sorted(unknown)}; known: {OPS}")
     out = os.environ.get("OUT", ".")
     rows = []
-    for K, V in HEAD_SIZES:
-        rows += gated_delta_rows(K, V)
-        rows += mlstm_check.check_mlstm([(B, T, H, K, V)])
-        rows += mlstm_check.check_aaren([(B, T, H, K, V)])
+    for size in args.sizes.split(","):
+        K, V = (int(n) for n in size.split("x"))
+        rows += gated_delta_rows(K, V, [name for name in ops if name in gdr.OPS])
+        if "mLSTM" in ops:
+            rows += mlstm_check.check_mlstm([(B, T, H, K, V)])
+        if "Aaren" in ops:
+            rows += mlstm_check.check_aaren([(B, T, H, K, V)])
     passed = all(row["passed"] for row in rows)
-    with open(os.path.join(out, "head_sizes.json"), "w") as f:
+    default = args.sizes == HEAD_SIZES and ops == OPS
+    suffix = "" if default else "-" + "-".join([args.sizes, *ops]).replace(",", "_").replace(" ", "_")
+    with open(os.path.join(out, f"head_sizes{suffix}.json"), "w") as f:
         json.dump(dict(device=torch.cuda.get_device_name() if not DRY else "cpu", rows=rows,
                        all_checks_passed=passed), f, indent=1, default=str)
     for row in rows:

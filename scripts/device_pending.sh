@@ -3,7 +3,12 @@
 # session 14), each step under its own time limit, most important first, so a call cut
 # short or a failing step still leaves the earlier results:
 #
-#     OUT=<folder> bash scripts/device_pending.sh [1|2]   # carry .whl and .device-cache
+#     OUT=<folder> bash scripts/device_pending.sh [1|2|3]   # carry .whl and .device-cache
+#
+# Session 15 ran parts 1 and 2: every check passed except KDA at head size 32, which
+# raised an illegal memory access in its forward (and so stopped step 0 before GLA at
+# 32, mLSTM and Aaren at 32, and every family at 64 x 128). Part 3 (steps 6 and 7): the
+# fault found, and the head sizes step 0 left, one op per process.
 #
 # Part 1 (steps 0 and 1, about 6 minutes), part 2 (steps 2 to 5, about 6 minutes): one
 # device call each (a call runs at most 10 minutes).
@@ -29,6 +34,10 @@
 #    products) could be: output products rounded to bf16 at value tile 64, time only
 #    (OUTPUT_PRODUCTS=bf16 failed one check in session 14: a bound, not a default).
 # 5. mLSTM's forward per kernel at S1 and S3.
+# 6. KDA at K = V = 32: the faulting launch (CUDA_LAUNCH_BLOCKING) under its suspects'
+#    settings, the per-channel preparation's key slice, warps and score precision;
+#    then compute-sanitizer on the defaults.
+# 7. Step 0's rows left: one op and head size per process.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -57,6 +66,18 @@ if [ "$part" = 1 ]; then
     step head_sizes 150 python3 scripts/device_head_sizes.py
     step linear_bench 400 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
         --ops gdn,simple_gla,kda,gla,mlstm,mlstm_sig,aaren --shapes S1,decode,S2,S3 --budget-s 330 --graph-decode
+elif [ "$part" = 3 ]; then
+    step kda32_fault 120 python3 scripts/device_fault.py --op kda --shape 2,1000,4 --heads 32,32 --repeats 1 \
+        --blocking --variant "" --variant "CHANNEL_BK=16" --variant "CHANNEL_SCORE_PRECISION='ieee'" \
+        --variant "CHANNEL_PREPARE_TILING={True: (8, 1)}"
+    step kda32_sanitizer 100 python3 scripts/device_fault.py --op kda --shape 1,256,1 --heads 32,32 --repeats 1 \
+        --sanitizer --variant ""
+    for size in 32x32 64x128; do
+        for op in GDN "simple GLA" KDA GLA mLSTM Aaren; do
+            if [ "$size" = 32x32 ] && [[ "$op" == GDN || "$op" == "simple GLA" ]]; then continue; fi  # passed
+            step "head_sizes_${size}_${op// /_}" 35 python3 scripts/device_head_sizes.py --sizes "$size" --ops "$op"  # 35 s each: 570 s in all at most
+        done
+    done
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
 export PYTHONPATH="$PWD/src"
 base='EXP_FORWARD=restructured;EXP_SPLIT=always'
-timeout 170 python3 scripts/device_mlstm_fault.py --shape 8,4096,16 --chunk 128 --repeats 2 --variant "$base" \
+timeout 170 python3 scripts/device_fault.py --shape 8,4096,16 --chunk 128 --repeats 2 --variant "$base" \
     --variant "$base;SPLIT_STATE_STAGES=1" --variant "$base;SPLIT_STATE_N_PRODUCT=False" \
     --variant "$base;SPLIT_STATE_STAGES=1;SPLIT_STATE_N_PRODUCT=False" 2>&1 | grep -v -i warn | tee "$OUT/fault.txt"
 ok=$(grep "^OK" "$OUT/fault.txt" | grep -m1 -o "SPLIT_STATE[^']*")
