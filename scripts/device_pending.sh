@@ -38,6 +38,11 @@
 #    settings, the per-channel preparation's key slice, warps and score precision;
 #    then compute-sanitizer on the defaults.
 # 7. Step 0's rows left: one op and head size per process.
+# Part 4 (session 15, after part 3: KDA's fault at K = 32 is in the per-channel
+# preparation with a backward to come (SAVE), at T 1000, not at T 256 under the
+# sanitizer; key slice 16, 8 warps or IEEE score products each avoid it):
+# 8. compute-sanitizer on the faulting shape; whether a partial last chunk matters
+#    (T 1024); K 16 and 48 (one key slice of 16; a slice of 32 half masked); GLA at 16.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -78,6 +83,15 @@ elif [ "$part" = 3 ]; then
             step "head_sizes_${size}_${op// /_}" 35 python3 scripts/device_head_sizes.py --sizes "$size" --ops "$op"  # 35 s each: 570 s in all at most
         done
     done
+elif [ "$part" = 4 ]; then
+    step kda32_sanitizer_t1000 150 python3 scripts/device_fault.py --op kda --shape 2,1000,4 --heads 32,32 \
+        --repeats 1 --sanitizer --variant ""
+    step kda32_t1024 40 python3 scripts/device_fault.py --op kda --shape 2,1024,4 --heads 32,32 --repeats 2
+    for heads in 16,16 48,48 32,64 64,32; do
+        step "kda_${heads/,/x}" 60 python3 scripts/device_fault.py --op kda --shape 2,1000,4 --heads "$heads" \
+            --repeats 2 --variant "" --variant "CHANNEL_BK=16"
+    done
+    step gla_16x16 40 python3 scripts/device_fault.py --op gla --shape 2,1000,4 --heads 16,16 --repeats 2
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True
