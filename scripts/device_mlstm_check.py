@@ -90,7 +90,9 @@ def _run_with_grads(op, inputs, state, state_cls, upstream, **kwargs):
     return result, dict(zip(names, grads))
 
 
-def _compare(golden, eager, ours, report):
+def _compare(golden, eager, ours, report, pinned_m_state=None):
+    """pinned_m_state: the initial MLSTMState when the gate pins m at 0 (sigmoid): see
+    `_pinned_m_verdict`."""
     (g_res, g_grads), (e_res, e_grads), (o_res, o_grads) = golden, eager, ours
     report["output"] = _verdict(o_res.output, g_res.output, e_res.output, torch.bfloat16)
     for name, o, g, e in zip(type(o_res.final_state)._fields, o_res.final_state, g_res.final_state, e_res.final_state):
@@ -98,6 +100,29 @@ def _compare(golden, eager, ours, report):
     for name in o_grads:
         rounding = None if name.startswith("state.") else torch.bfloat16
         report[f"grad.{name}"] = _verdict(o_grads[name], g_grads[name], e_grads[name], rounding)
+    if pinned_m_state is not None:
+        report["grad.state.m"] = _pinned_m_verdict(o_grads, g_grads, pinned_m_state, report)
+
+
+def _pinned_m_verdict(ours, golden, state, report):
+    """With m pinned at 0 (sigmoid gate) the entering m only scales the entering state,
+    by exp(m): its gradient is exactly <dC0, C0> + <dn0, n0> per (batch, head), a
+    linear image of the state gradients checked on their own. Its bound is their bounds'
+    image, |C0| and |n0| summed: what those checks passing allow. (The 2x rule on the
+    sum itself fails at K 64, V 128 on an H100 with dC0 within its bound: the eager
+    reference's float32 element errors cancel in the sum, the kernels' bf16 products'
+    do not.) Also checked: ours obeys the identity to float32 noise."""
+    C0, n0, _ = (x.double().cpu() for x in state)
+    dC, dn, dm = (ours[f"state.{n}"].double().cpu() for n in ("C", "n", "m"))
+    identity = (dC * C0).sum((-1, -2)) + (dn * n0).sum(-1)
+    identity_error = (dm - identity).abs().max().item()
+    identity_ok = identity_error <= 1e-5 * identity.abs().max().item() + 1e-6
+    bound = (report["grad.state.C"]["bound"] * C0.abs().sum((-1, -2))
+             + report["grad.state.n"]["bound"] * n0.abs().sum(-1))  # [B, H]
+    error = (dm - golden["state.m"].double().cpu()).abs()  # [B, H]
+    return dict(error=error.max().item(), bound=bound.min().item(), identity_error=identity_error,
+                passed=identity_ok and bool((error <= bound).all()) and report["grad.state.C"]["passed"]
+                and report["grad.state.n"]["passed"])
 
 
 def check_mlstm(shapes):
@@ -119,7 +144,8 @@ def check_mlstm(shapes):
                     run = lambda x, impl, f: _run_with_grads(af.mlstm, x, state, af.MLSTMState, upstream,
                                                              input_gate=gate, impl=impl, form=f)
                     _compare(run(lowd, "reference", "chunk"), run(low, "reference", "chunk"),
-                             run(low, "triton", form), entry)
+                             run(low, "triton", form), entry,
+                             pinned_m_state=state if gate == "sigmoid" else None)
                     entry["passed"] = all(v["passed"] for v in entry.values() if isinstance(v, dict))
                 except Exception as exc:
                     entry.update(passed=False, failure=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc()[-2000:])

@@ -43,6 +43,13 @@
 # sanitizer; key slice 16, 8 warps or IEEE score products each avoid it):
 # 8. compute-sanitizer on the faulting shape; whether a partial last chunk matters
 #    (T 1024); K 16 and 48 (one key slice of 16; a slice of 32 half masked); GLA at 16.
+#    Found: an out-of-range shared-memory address in the preparation's W / U products
+#    (chunk_prepare_dense.py `_weighted_rows`) whenever their column tile BD is under
+#    64 (K = V = 16 or 32); BD 64 with K or V 32 ran clean.
+# Part 5: the fix (launch.PREPARE_BD = 64) checked.
+# 9. The faulting cases clean with BD 64, the fault back with BD 32 (the cause); every
+#    gated delta family's float64 checks at head sizes 16 and 32; mLSTM at 64 x 128
+#    (its sigmoid gate's dm0 now under its derived bound, device_mlstm_check.py).
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -92,6 +99,17 @@ elif [ "$part" = 4 ]; then
             --repeats 2 --variant "" --variant "CHANNEL_BK=16"
     done
     step gla_16x16 40 python3 scripts/device_fault.py --op gla --shape 2,1000,4 --heads 16,16 --repeats 2
+elif [ "$part" = 5 ]; then
+    step kda_fixed 90 python3 scripts/device_fault.py --op kda --shape 2,1000,4 --heads 32,32 --repeats 2 \
+        --variant "" --variant "PREPARE_BD=32"
+    for op in kda gdn; do
+        step "${op}_16_fixed" 40 python3 scripts/device_fault.py --op "$op" --shape 2,1000,4 --heads 16,16 --repeats 2
+    done
+    for size in 32x32 16x16; do
+        step "head_sizes_${size}_gated_delta" 90 python3 scripts/device_head_sizes.py --sizes "$size" \
+            --ops "GDN,simple GLA,KDA,GLA"
+    done
+    step head_sizes_64x128_mLSTM 60 python3 scripts/device_head_sizes.py --sizes 64x128 --ops mLSTM
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True

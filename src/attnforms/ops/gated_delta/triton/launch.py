@@ -85,6 +85,12 @@ RECURRENT_ELEMENTS = 128 * 32
 RECURRENT_WARPS = 4
 # Warps of the per-chunk preparation without a per-channel decay (chunk_prepare_dense.py).
 PREPARE_WARPS = 4
+# Column tile of both preparations' W and U products (`[BT, BT] @ [BT, BD]`), masked
+# past K or V. Never narrower than 64: at 16 and 32 (head sizes 16 and 32) Triton 3.6
+# on an H100 compiled those products in the per-channel preparation to an out-of-range
+# shared-memory access (compute-sanitizer, session 15: KDA at K = V = 32 with a backward
+# to come, and at 16 in every call; scripts/device_fault.py).
+PREPARE_BD = 64
 # Tensor-core precision of the dense preparation's inverse for 16-bit inputs (float32
 # operands); float32 inputs always take "ieee".
 DENSE_PREPARE_PRECISION = "tf32"
@@ -194,7 +200,7 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_
             DOT_PRECISION=dot_precision(q), PRECISION=DENSE_PREPARE_PRECISION if low else "ieee",
             SCORE_PRECISION=CHANNEL_SCORE_PRECISION if low else "ieee", BT=BT,
             LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1,
-            BK=min(CHANNEL_BK, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))),
+            BK=min(CHANNEL_BK, triton.next_power_of_2(K)), BD=PREPARE_BD,
             num_warps=CHANNEL_PREPARE_TILING[beta is not None][0],
             num_stages=CHANNEL_PREPARE_TILING[beta is not None][1],
         )
@@ -204,7 +210,7 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_
         H=H, K=K, V=V, GATE=GATE, USE_BETA=beta is not None, STORE_AQK=store_aqk, SAVE=save, LOW=low,
         DOT_PRECISION=dot_precision(q), PRECISION=DENSE_PREPARE_PRECISION if low else "ieee", BT=BT,
         LEVELS=BT.bit_length() - 1,
-        BK=min(128, triton.next_power_of_2(K)), BD=min(64, triton.next_power_of_2(max(K, V))),
+        BK=min(128, triton.next_power_of_2(K)), BD=PREPARE_BD,
         num_warps=PREPARE_WARPS,
     )
 

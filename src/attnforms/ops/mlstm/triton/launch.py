@@ -99,9 +99,12 @@ EXP_FORWARD = "restructured"
 # backward 5.21 against 6.39 (bench/results/dev/2026-12-07-h100-s14-mlstm-*).
 SIGMOID_FORWARD = "restructured"
 # Whether the sigmoid gate takes the split form where the exp gate would (S2): the same
-# two kernels without the stabiliser. Off (chunk_fwd.py there) until the GPU checks and
-# times it: `scripts/device_pending.sh`.
-SIGMOID_SPLIT = False
+# two kernels without the stabiliser (else chunk_fwd.py there). On since session 15: on
+# an H100 every bf16 check passes and the S2 forward takes 2.51 ms against 3.67
+# (forward + backward 8.85 against 10.37); at S3, where the rule keeps the fused pass,
+# the split form was slower, 1.88 against 1.54 (device_pending.sh part 2,
+# bench/results/dev/2026-12-07-h100-s15-pending-2.tgz).
+SIGMOID_SPLIT = True
 # The restructured forward's split (`_exp_split`): "always" (a state pass, then the
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
 # SPLIT_PER_MULTIPROCESSOR multiprocessors, the gated delta rule's rule: S2, 16
