@@ -89,7 +89,8 @@ PREPARE_WARPS = 4
 # past K or V. Never narrower than 64: at 16 and 32 (head sizes 16 and 32) Triton 3.6
 # on an H100 compiled those products in the per-channel preparation to an out-of-range
 # shared-memory access (compute-sanitizer, session 15: KDA at K = V = 32 with a backward
-# to come, and at 16 in every call; scripts/device_fault.py).
+# to come, and at 16 in every call; scripts/device_fault.py,
+# bench/results/dev/2026-12-07-h100-s15/part3 to part5).
 PREPARE_BD = 64
 # Tensor-core precision of the dense preparation's inverse for 16-bit inputs (float32
 # operands); float32 inputs always take "ieee".

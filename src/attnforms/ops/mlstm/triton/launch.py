@@ -103,7 +103,7 @@ SIGMOID_FORWARD = "restructured"
 # an H100 every bf16 check passes and the S2 forward takes 2.51 ms against 3.67
 # (forward + backward 8.85 against 10.37); at S3, where the rule keeps the fused pass,
 # the split form was slower, 1.88 against 1.54 (device_pending.sh part 2,
-# bench/results/dev/2026-12-07-h100-s15-pending-2.tgz).
+# bench/results/dev/2026-12-07-h100-s15/part2).
 SIGMOID_SPLIT = True
 # The restructured forward's split (`_exp_split`): "always" (a state pass, then the
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
