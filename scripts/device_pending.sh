@@ -50,6 +50,10 @@
 # 9. The faulting cases clean with BD 64, the fault back with BD 32 (the cause); every
 #    gated delta family's float64 checks at head sizes 16 and 32; mLSTM at 64 x 128
 #    (its sigmoid gate's dm0 now under its derived bound, device_mlstm_check.py).
+# Part 6: the mLSTM chunk form under torch.no_grad() with inputs that require a gradient
+# (the bench's forward) ran the training forward until session 15 (float32 output and
+# its copy, the saved states): the mLSTM rows of the bench again, peers in the same run;
+# the split form at S1 and S3 against the fused rows; the forward's kernels at S1.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -110,6 +114,12 @@ elif [ "$part" = 5 ]; then
             --ops "GDN,simple GLA,KDA,GLA"
     done
     step head_sizes_64x128_mLSTM 60 python3 scripts/device_head_sizes.py --sizes 64x128 --ops mLSTM
+elif [ "$part" = 6 ]; then
+    step mlstm_bench 330 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh --ops mlstm,mlstm_sig \
+        --shapes S1,S2,S3 --budget-s 280
+    step mlstm_split_s1_s3 110 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
+        --set EXP_SPLIT=always
+    step mlstm_kernels 60 python3 scripts/device_mlstm_check.py --sections profile --shapes S1
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True

@@ -406,3 +406,26 @@ def test_sigmoid_via_gla_final_state_within_reference_noise_in_bf16(sigmoid_via_
     C = golden.final_state.C
     check = noise_relative_check(result.final_state.C, C, eager.final_state.C, atol=1e-5 * C.abs().max().item())
     assert check.passed, check
+
+
+@pytest.mark.parametrize("grad_mode, expect_training", [(False, False), (True, True)])
+def test_forward_keeps_intermediates_only_when_a_backward_can_run(monkeypatch, grad_mode, expect_training):
+    # Inputs that require a gradient, called under torch.no_grad(): no backward can run,
+    # so the forward must not pay for one (float32 output, saved intermediates). Inside
+    # an autograd Function's forward, ctx.needs_input_grad cannot tell (it is True here).
+    seen = []
+    real = launch.chunk_forward
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["save"], kwargs["out_dtype"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(launch, "chunk_forward", spy)
+    x = mlstm_inputs(1, 16, 1, 16, 16, dtype=torch.float32, requires_grad=True)
+    with torch.set_grad_enabled(grad_mode):
+        out = af.mlstm(**x, input_gate="exp", impl="triton", form="chunk").output
+    assert seen == [(expect_training, torch.float32 if expect_training else None)]
+    assert out.requires_grad is grad_mode
+    expected = af.mlstm(**{n: t.detach().double() for n, t in x.items()}, input_gate="exp",
+                        impl="reference", form="chunk").output
+    assert _close(out.detach().double(), expected)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ....core.states import AttentionOutput, MLSTMState
-from ....core.autograd import apply_function
+from ....core.autograd import apply_function, autograd_needed
 from . import launch, sigmoid_as_gla
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -39,12 +39,17 @@ def _grad_needed(ctx):
 
 
 class _ChunkFunction(torch.autograd.Function):
-    """Autograd boundary of the chunk kernels: the forward keeps its intermediates (and,
-    when a gradient is needed, the float32 output the backward's row terms read)."""
+    """Autograd boundary of the chunk kernels: with `training` the forward keeps its
+    intermediates and the float32 output the backward's row terms read.
+
+    `training` comes from the caller (`autograd_needed`): inside `forward` grad mode is
+    always off and `ctx.needs_input_grad` reports inputs that require a gradient even
+    under `torch.no_grad()`, where no backward can run (session 15 found inference under
+    no_grad paying the training forward: the float32 output, its copy, the saved states)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, i, f, C0, n0, m0, scale, stabilise, offsets, chunk_size, output_final_state):
-        training = _grad_needed(ctx)
+    def forward(ctx, q, k, v, i, f, C0, n0, m0, scale, stabilise, offsets, chunk_size, output_final_state,
+                training):
         initial = None if C0 is None else (C0, n0, m0)
         o, final, saved = launch.chunk_forward(
             q, k, v, i, f, scale, stabilise, initial, output_final_state or training, offsets,
@@ -66,7 +71,7 @@ class _ChunkFunction(torch.autograd.Function):
         do = torch.zeros_like(o32) if do is None else do
         grads = launch.chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved, o32, do,
                                       (dC, dn, dm), offsets, chunk_size)
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
 
 def _result(o, C, n, m, output_final_state):
@@ -85,8 +90,9 @@ def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state
                                     output_final_state=output_final_state, offsets=offsets)
     chunk_size = chunk_size or launch.default_chunk(input_gate == "exp")
     _check(q, v, chunk_size)
-    out = _ChunkFunction.apply(q, k, v, i, f, *_initial(initial_state), scale, input_gate == "exp",
-                               offsets, chunk_size, output_final_state)
+    initial = _initial(initial_state)
+    out = _ChunkFunction.apply(q, k, v, i, f, *initial, scale, input_gate == "exp",
+                               offsets, chunk_size, output_final_state, autograd_needed(q, k, v, i, f, *initial))
     return _result(*out, output_final_state)
 
 
