@@ -357,7 +357,7 @@ def test_exp_split_current_runs_the_current_kernels_where_the_split_form_would(m
 def test_sigmoid_gate_splits_only_with_sigmoid_split(monkeypatch, B, chunk_size, fused):
     # Where the exp gate would split (few sequences·heads, chunks longer than a tile), the
     # sigmoid gate keeps the current kernels unless SIGMOID_SPLIT, and then splits
-    # exactly where the exp gate does.
+    # where the exp gate does (at these sizes the two gates' rules agree).
     monkeypatch.setattr(launch, "SIGMOID_FORWARD", "restructured")
     monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
     monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
@@ -374,6 +374,21 @@ def test_sigmoid_gate_splits_only_with_sigmoid_split(monkeypatch, B, chunk_size,
     monkeypatch.setattr(launch, "SIGMOID_FORWARD", "current")
     assert launch._restructured_split(q, q, None, chunk_size, False) is None
     assert launch.default_chunk(False) == launch.CHUNK
+
+
+@pytest.mark.parametrize("B, exp_splits, sigmoid_splits", [(1, True, True), (2, True, False), (8, False, False)])
+def test_split_rule_per_gate(monkeypatch, B, exp_splits, sigmoid_splits):
+    # "auto" on 132 multiprocessors, 16 heads: S2 (16 sequences·heads) splits for both
+    # gates, S3 (32) for the exp gate only, S1 (128) for neither (SPLIT_PER_MULTIPROCESSOR).
+    monkeypatch.setattr(launch, "SIGMOID_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
+    monkeypatch.setattr(launch, "EXP_SPLIT", "auto")
+    monkeypatch.setattr(launch, "SIGMOID_SPLIT", True)
+    monkeypatch.setattr(launch, "SPLIT_PER_MULTIPROCESSOR", {"exp": 4, "sigmoid": 6})
+    monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
+    q = torch.empty(B, 4, 16, 128)
+    assert launch._restructured_split(q, q, None, 64, True) is exp_splits
+    assert launch._restructured_split(q, q, None, 64, False) is sigmoid_splits
 
 
 def test_bad_exp_forward_settings_are_clear_errors(monkeypatch):

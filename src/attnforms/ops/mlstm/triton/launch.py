@@ -107,14 +107,17 @@ SIGMOID_FORWARD = "restructured"
 SIGMOID_SPLIT = True
 # The restructured forward's split (`_exp_split`): "always" (a state pass, then the
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
-# SPLIT_PER_MULTIPROCESSOR multiprocessors, the gated delta rule's rule: S2, 16
-# sequences·heads, split; S1 and S3 fused), "never" (fused wherever the chunk is one
+# SPLIT_PER_MULTIPROCESSOR[gate] multiprocessors, the gated delta rule's rule), "never" (fused wherever the chunk is one
 # token tile) or "current" (as "auto", but the current kernels run where it would split).
 # "auto" since session 14, when the split form's illegal memory access (sessions 8 and
 # 10) was traced to SPLIT_STATE_N_PRODUCT: at S2 on an H100 the split forward takes 2.16
 # ms against the current kernels' 4.34 (bench/results/2026-12-07-h100-s14-*).
 EXP_SPLIT = "auto"
-SPLIT_PER_MULTIPROCESSOR = 6
+# H100 (132 multiprocessors), session 15, forward ms split against fused: exp gate S3
+# (32 sequences·heads) 1.75 against 2.05 (forward + backward 7.00 against 7.71), S1
+# (128) 1.34 against 1.28; sigmoid gate S3 1.80 against 1.55. So S2 (16) splits for
+# both gates, S3 for the exp gate only (bench/results/dev/2026-12-07-h100-s15/part6).
+SPLIT_PER_MULTIPROCESSOR = {"exp": 4, "sigmoid": 6}
 # Its fused pass: `[K, BV]` float32 state slice, warps, stages, and keys per step of the
 # in-chunk scores (`[BT, FUSED_SCORE_COLUMNS]` score / gate tiles). One warpgroup: with 8
 # warps every 64-row product is duplicated across both (and the products' layouts
@@ -257,7 +260,7 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     return o, (final if store_final else None), saved
 
 
-def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, device) -> bool:
+def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, stabilise: bool, device) -> bool:
     """Whether the restructured forward writes the outputs in a parallel pass of its own
     after a state-only pass: for chunks longer than one token tile (the fused pass holds
     whole-chunk tiles), or for few sequences·heads, where the sequential chain is the
@@ -266,7 +269,8 @@ def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, device) -> bool:
         return True
     if EXP_SPLIT == "never":
         return False
-    return sequences_heads * SPLIT_PER_MULTIPROCESSOR < multiprocessors(device)
+    per = SPLIT_PER_MULTIPROCESSOR["exp" if stabilise else "sigmoid"]
+    return sequences_heads * per < multiprocessors(device)
 
 
 def _restructured_split(q, v, offsets, chunk_size, stabilise: bool) -> bool | None:
@@ -284,7 +288,7 @@ def _restructured_split(q, v, offsets, chunk_size, stabilise: bool) -> bool | No
     B, T, H, K = q.shape
     t = tiles(K, v.shape[-1], chunk_size)
     sequences = B if offsets is None else len(offsets) - 1
-    split = _exp_split(sequences * H, t.BT == t.BS, q.device)
+    split = _exp_split(sequences * H, t.BT == t.BS, stabilise, q.device)
     return None if split and (EXP_SPLIT == "current" or not (stabilise or SIGMOID_SPLIT)) else split
 
 
