@@ -116,7 +116,9 @@ EXP_SPLIT = "auto"
 # H100 (132 multiprocessors), session 15, forward ms split against fused: exp gate S3
 # (32 sequences·heads) 1.75 against 2.05 (forward + backward 7.00 against 7.71), S1
 # (128) 1.34 against 1.28; sigmoid gate S3 1.80 against 1.55. So S2 (16) splits for
-# both gates, S3 for the exp gate only (bench/results/dev/2026-12-07-h100-s15/part6).
+# both gates, S3 for the exp gate only (bench/results/dev/2026-12-07-h100-s15/part6;
+# the bench then: S3 exp forward 1.750 ms, forward + backward 6.88,
+# bench/results/2026-12-07-h100-s15-mlstm-s3-exp-split.*).
 SPLIT_PER_MULTIPROCESSOR = {"exp": 4, "sigmoid": 6}
 # Its fused pass: `[K, BV]` float32 state slice, warps, stages, and keys per step of the
 # in-chunk scores (`[BT, FUSED_SCORE_COLUMNS]` score / gate tiles). One warpgroup: with 8
