@@ -13,7 +13,8 @@
    (normalize=True, the same function as input_gate="sigmoid"); the decode step against
    mlstm_kernels' step kernel; Aaren against our softmax reference with the query
    repeated over time (causal) and a torch.cumsum baseline. Peers run in a subprocess
-   each (mlstm_kernels can abort the interpreter while compiling), and are optional.
+   each (mlstm_kernels can abort the interpreter while compiling), and are optional;
+   TFLA's rows carry its forward's device ms per kernel too.
 3. A sweep of the level-1 chunk size (64, 128, 256) at S1, and the variant that rounds
    the gate-weighted scores to bf16 (`launch.HALF_PRECISION_P`): accuracy and time.
 4. That no kernel compiles anew for a new sequence length (compiled-variant counts).
@@ -418,7 +419,10 @@ def peer_main(kind, gate, B, T, H, K, V):
 
     entry = dict(op="mlstm" if kind == "chunk" else "mlstm decode", gate=gate, B=B, T=T, H=H, K=K, V=V)
     x = mlstm_inputs(B, T, H, K, V, dtype=torch.bfloat16, device=DEVICE)
-    head_major = {n: t.transpose(1, 2).contiguous().requires_grad_() for n, t in x.items()}
+    # Gates in float32: with bf16 gates Triton 3.6 aborts compiling TFLA (session 13; the
+    # bench passes float32 gates too).
+    head_major = {n: (t.float() if n in ("i", "f") else t).transpose(1, 2).contiguous().requires_grad_()
+                  for n, t in x.items()}
     if kind == "chunk":
         name = "chunkwise--triton_xl_chunk" if gate == "exp" else "chunkwise--triton_xl_chunk_siging"
         kernel = get_mlstm_kernel(name)
@@ -426,6 +430,13 @@ def peer_main(kind, gate, B, T, H, K, V):
         fn = lambda: kernel(**head_major, return_last_states=False, eps=1e-6, chunk_size=128, **extra)
         entry["impl"] = f"mlstm_kernels {name}"
         entry["fwd_ms"], entry["fwdbwd_ms"] = _timed_pair(fn, list(head_major.values()), False)
+        # Where TFLA's forward time goes, next to profile_ours's rows for ours.
+        from attnforms.bench.timing import kernel_times_ms
+
+        def inference():
+            with torch.no_grad():
+                return fn()
+        entry["fwd_kernels_ms"] = kernel_times_ms(inference)
     else:
         from mlstm_kernels.torch import get_available_mlstm_step_kernels, get_mlstm_step_kernel
         names = get_available_mlstm_step_kernels()
