@@ -54,6 +54,9 @@
 # (the bench's forward) ran the training forward until session 15 (float32 output and
 # its copy, the saved states): the mLSTM rows of the bench again, peers in the same run;
 # the split form at S1 and S3 against the fused rows; the forward's kernels at S1.
+# Part 7 (written in session 15, not yet run): where the mLSTM forward loses against
+# TFLA (0.68-0.92x): our split form's kernels (state pass, output pass) and TFLA's own,
+# per kernel at S1, both gates; the fused pass's kernels for reference.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -120,6 +123,11 @@ elif [ "$part" = 6 ]; then
     step mlstm_split_s1_s3 110 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set EXP_SPLIT=always
     step mlstm_kernels 60 python3 scripts/device_mlstm_check.py --sections profile --shapes S1
+elif [ "$part" = 7 ]; then
+    step mlstm_split_kernels 150 python3 scripts/device_mlstm_check.py --sections profile,peers --shapes S1 \
+        --set EXP_SPLIT=always
+    step mlstm_fused_kernels 90 python3 scripts/device_mlstm_check.py --sections profile --shapes S1 \
+        --set EXP_SPLIT=never
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True
