@@ -56,7 +56,8 @@
 # the split form at S1 and S3 against the fused rows; the forward's kernels at S1.
 # Part 7 (written in session 15, not yet run): where the mLSTM forward loses against
 # TFLA (0.68-0.92x): our split form's kernels (state pass, output pass) and TFLA's own,
-# per kernel at S1, both gates; the fused pass's kernels for reference.
+# per kernel at S1, both gates; the fused pass's kernels for reference; the split form
+# at chunks 64, 128, 256 (TFLA runs 128; our default is 64, the fused pass's).
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -128,6 +129,8 @@ elif [ "$part" = 7 ]; then
         --set EXP_SPLIT=always
     step mlstm_fused_kernels 90 python3 scripts/device_mlstm_check.py --sections profile --shapes S1 \
         --set EXP_SPLIT=never
+    step mlstm_split_chunks 150 python3 scripts/device_mlstm_check.py --sections sweep --shapes S1 \
+        --set EXP_SPLIT=always
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True
