@@ -107,8 +107,9 @@ SIGMOID_FORWARD = "restructured"
 SIGMOID_SPLIT = True
 # The restructured forward's split (`_exp_split`): "always" (a state pass, then the
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
-# SPLIT_PER_MULTIPROCESSOR[gate] multiprocessors, the gated delta rule's rule), "never" (fused wherever the chunk is one
-# token tile) or "current" (as "auto", but the current kernels run where it would split).
+# SPLIT_PER_MULTIPROCESSOR[gate] multiprocessors, the gated delta rule's rule), "never"
+# (fused wherever the chunk is one token tile) or "current" (as "auto", but the current
+# kernels run where it would split).
 # "auto" since session 14, when the split form's illegal memory access (sessions 8 and
 # 10) was traced to SPLIT_STATE_N_PRODUCT: at S2 on an H100 the split forward takes 2.16
 # ms against the current kernels' 4.34 (bench/results/2026-12-07-h100-s14-*).
