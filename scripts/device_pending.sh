@@ -57,7 +57,9 @@
 # Part 7 (written in session 15, not yet run): where the mLSTM forward loses against
 # TFLA (0.68-0.92x): our split form's kernels (state pass, output pass) and TFLA's own,
 # per kernel at S1, both gates; the fused pass's kernels for reference; the split form
-# at chunks 64, 128, 256 (TFLA runs 128; our default is 64, the fused pass's).
+# at chunks 64, 128, 256 (TFLA runs 128; our default is 64, the fused pass's); the
+# candidate default, chunk 128 where the form splits (`SPLIT_CHUNK=128`), at S2 and S3
+# with its float64 checks.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -131,6 +133,8 @@ elif [ "$part" = 7 ]; then
         --set EXP_SPLIT=never
     step mlstm_split_chunks 150 python3 scripts/device_mlstm_check.py --sections sweep --shapes S1 \
         --set EXP_SPLIT=always
+    step mlstm_split_chunk128 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
+        --set SPLIT_CHUNK=128
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True

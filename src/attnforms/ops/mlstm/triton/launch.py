@@ -39,6 +39,24 @@ def default_chunk(stabilise: bool) -> int:
     sigmoid gate's restructured forward takes the exp gate's chunk, one token tile, for
     its fused pass)."""
     return CHUNK_EXP if stabilise or SIGMOID_FORWARD == "restructured" else CHUNK
+
+
+# The level-1 chunk where the caller gives none and the restructured forward splits at
+# `default_chunk` (few sequences·heads); None keeps `default_chunk`. The split form's
+# state pass compiles without spills at 128 (396 bytes at 64; sm_90, session 15) and
+# walks half the chunk steps; TFLA runs 128. To be measured: device_pending.sh 7.
+SPLIT_CHUNK = None
+
+
+def chosen_chunk(q: torch.Tensor, v: torch.Tensor, offsets, stabilise: bool) -> int:
+    """The level-1 chunk for a call that gives none: `default_chunk`, or `SPLIT_CHUNK`
+    where the restructured forward would split at it. q `[B, T, H, K]`, v `[B, T, H, V]`."""
+    chunk = default_chunk(stabilise)
+    if SPLIT_CHUNK is not None and _restructured_split(q, v, offsets, chunk, stabilise):
+        chunk = SPLIT_CHUNK
+    return chunk
+
+
 CHUNK_SIZES = (16, 32, 64, 128, 256)
 # Level-2 token tile inside a chunk: query and key tiles of the output and backward
 # kernels, and the write tiles of the state pass. Halved for heads wider than 128.
