@@ -60,6 +60,9 @@
 # at chunks 64, 128, 256 (TFLA runs 128; our default is 64, the fused pass's); the
 # candidate default, chunk 128 where the form splits (`SPLIT_CHUNK=128`), at S2 and S3
 # with its float64 checks.
+# Part 8 (written in session 15, not yet run): mLSTM and Aaren at head size 16 on the
+# GPU (the gated delta rule's families were checked there in part 5; the fault of part 3
+# was at 16 and 32).
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -135,6 +138,10 @@ elif [ "$part" = 7 ]; then
         --set EXP_SPLIT=always
     step mlstm_split_chunk128 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SPLIT_CHUNK=128
+elif [ "$part" = 8 ]; then
+    for op in mLSTM Aaren; do
+        step "head_sizes_16x16_$op" 60 python3 scripts/device_head_sizes.py --sizes 16x16 --ops "$op"
+    done
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True
