@@ -63,6 +63,10 @@
 # Part 8 (written in session 15, not yet run): mLSTM and Aaren at head size 16 on the
 # GPU (the gated delta rule's families were checked there in part 5; the fault of part 3
 # was at 16 and 32).
+# Part 9 (written in session 15, not yet run): GDN and KDA at S3 (GDN 0.99x of fla, the
+# 1.2x target's one miss; KDA 0.93x) with the sequential passes' value tile not
+# narrowed (NARROW_VALUE_TILE=False: 128 programs at BV 32 instead of 256 at 16), each
+# variant checked against float64 first.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -142,6 +146,9 @@ elif [ "$part" = 8 ]; then
     for op in mLSTM Aaren; do
         step "head_sizes_16x16_$op" 60 python3 scripts/device_head_sizes.py --sizes 16x16 --ops "$op"
     done
+elif [ "$part" = 9 ]; then
+    step gdr_s3_value_tile 400 env OPS=GDN,KDA SHAPES=S3 python3 scripts/device_gdr_variants.py \
+        '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True

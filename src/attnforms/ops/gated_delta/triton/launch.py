@@ -78,6 +78,12 @@ SPLIT_PER_MULTIPROCESSOR_BY_KIND = {(2, True): 4, (1, False): 4}
 # an H100: 1.25 against 1.53 ms forward; in the fused pass at S3 three stages were
 # slower, 1.39 against 1.14).
 SPLIT_STATE_STAGES = 3
+# Whether a sequential pass narrows its value tile to run at least one program per
+# multiprocessor (`narrowed_value_tile`). At S3 (32 sequences·heads) GDN's BV 32 gives
+# 128 programs on an H100's 132, so it narrows to 16 (256 programs of `[.., 16]`
+# products); whether 128 wider programs finish sooner is measured by
+# device_pending.sh 9.
+NARROW_VALUE_TILE = True
 OUTPUT_BV, OUTPUT_WARPS = 64, 4
 # The recurrent kernel's state slice and warps (a decode step streams the state once:
 # many programs, each with enough bytes in flight).
@@ -134,9 +140,9 @@ def gate_mode(g: torch.Tensor | None) -> int:
 
 def _sequential_value_tile(K: int, V: int, elements: int, sequences_heads: int, device) -> tuple[int, int]:
     """`_value_tile` for a sequential pass (forward or reverse), narrowed to fill the GPU
-    (S2: 16 programs at BV 64; `narrowed_value_tile`)."""
+    (S2: 16 programs at BV 64; `narrowed_value_tile`) unless NARROW_VALUE_TILE is off."""
     BK, BV = _value_tile(K, V, elements)
-    return BK, narrowed_value_tile(BV, V, sequences_heads, device)
+    return BK, narrowed_value_tile(BV, V, sequences_heads, device) if NARROW_VALUE_TILE else BV
 
 
 def _split_forward(sequences_heads: int, kind: tuple[int, bool], device) -> bool:
