@@ -136,6 +136,75 @@ def test_a_peer_outside_the_gate_is_timed_forward_only_and_ours_is_not(gdn_expec
     assert "met (the peer failed the gate)" in format_tables([mine, rows[False]], ratios)
 
 
+@pytest.mark.parametrize("gate", ["exp", "sigmoid"])
+def test_held_normaliser_convention_has_the_mlstm_value_and_the_detached_gradient(gate, monkeypatch):
+    """bench/conventions.py: the mLSTM's value; its gradient, the one with the
+    normaliser's factor and the stabiliser held constant, as the reference's chunk
+    form gives with those two detached; and dv, which the normaliser does not touch,
+    the exact one."""
+    from attnforms.bench.conventions import mlstm_held_normaliser
+    from attnforms.ops.mlstm import reference
+    from attnforms.testing import mlstm_inputs
+
+    x = mlstm_inputs(1, 40, 2, 8, 8, dtype=torch.float64)
+    upstream = torch.randn(1, 40, 2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    def grads(fn):
+        leaves = {n: t.clone().requires_grad_() for n, t in x.items()}
+        out = fn(**leaves)
+        out.backward(upstream)
+        return out.detach(), {n: t.grad for n, t in leaves.items()}
+
+    mlstm = lambda **kw: af.mlstm(**kw, input_gate=gate, impl="reference", form="chunk").output  # noqa: E731
+    held_value, held = grads(lambda **kw: mlstm_held_normaliser(**kw, input_gate=gate))
+    exact_value, exact = grads(mlstm)
+    normalise, stabiliser = reference._normalise, reference._stabiliser
+    # _normalise(num, den, m) is num times a factor of den and m: that factor detached.
+    monkeypatch.setattr(reference, "_normalise",
+                        lambda num, den, m: num * normalise(torch.ones_like(num), den, m).detach())
+    monkeypatch.setattr(reference, "_stabiliser", lambda *a: stabiliser(*a).detach())
+    _, detached = grads(mlstm)
+    torch.testing.assert_close(held_value, exact_value, rtol=1e-10, atol=1e-10)
+    for name in x:
+        torch.testing.assert_close(held[name], detached[name], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(held["v"], exact["v"], rtol=1e-9, atol=1e-9)
+    assert (held["q"] - exact["q"]).abs().max() > 1e-3 * exact["q"].abs().max()
+
+
+def test_gate_checks_a_peer_backward_against_its_gradient_convention(gdn_expected):
+    """A peer whose backward is another function's gradient (peers.Runner.gradient_of):
+    WRONG against the op's gradient, ok against that function's, and said so."""
+
+    class ScaledGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 0.5
+
+    peer = lambda **kw: ScaledGradient.apply(_gdn(**kw))  # noqa: E731
+    halved = lambda **kw: 0.5 * _gdn(**kw) + (0.5 * _gdn(**kw)).detach()  # noqa: E731
+    assert check(Runner("peer", peer), gdn_expected).backward == "WRONG"
+    result = check(Runner("peer", peer, gradient_of=("half the gradient", halved)), gdn_expected)
+    assert result.forward_ok and result.backward == "ok" and result.gradient_of == "half the gradient"
+    session = Session(device=torch.device("cpu"), impl="reference", shapes=shape_set(True),
+                      settings=TimingSettings(warmup_ms=1.0, rep_ms=1.0), deadline=time.time() + 600,
+                      log=lambda line: None)
+    row = Row(section="sequence", op_key="gdn", op="GDN", runner="peer", ours=False, shape="S1", dims={})
+    measure(session, Runner("peer", peer, gradient_of=("half the gradient", halved)), row, gdn_expected.inputs,
+            gdn_expected)
+    assert row.fwd_bwd_status == "ok" and row.fwd_bwd_ms > 0 and row.gradient_of == "half the gradient"
+    mine = Row(section="sequence", op_key="gdn", op="GDN", runner="ours", ours=True, shape="S1", dims={},
+               fwd_ms=row.fwd_ms, fwd_bwd_ms=row.fwd_bwd_ms / 2, fwd_bwd_status="ok")
+    ratios = compute_ratios([mine, row], [Pairing("GDN vs peer", "gdn", "gdn", "peer", (("fwd_bwd", 1.5),))])
+    goal, = targets([mine, row], ratios)
+    assert goal["measured"] == pytest.approx(2.0) and goal["caveat"] == "the peer's half the gradient"
+    table = format_tables([mine, row], ratios)
+    assert "backward: half the gradient" in table and "(the peer's half the gradient)" in table
+
+
 # ----------------------------------------------------------------------------- report
 
 def _rows():

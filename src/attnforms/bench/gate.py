@@ -122,6 +122,7 @@ class GateResult:
     checks: dict = field(default_factory=dict)
     forward_s: float | None = None
     fwd_bwd_s: float | None = None
+    gradient_of: str | None = None  # the runner's `gradient_of` description, where its backward was checked
 
     def failures(self) -> str:
         bad = [f"{name} {c['error']:.3g} > {c['bound']:.3g}" for name, c in self.checks.items() if not c["passed"]]
@@ -147,7 +148,8 @@ def check(runner: Runner, exp: Expected) -> GateResult:
     """Run `runner` on the gate inputs and compare with `exp`: first the forward alone
     (under no_grad, as it is timed; an exception propagates and the caller records it),
     then, only if it passed, forward + backward, where any exception (a missing
-    backward, a refusal) makes the backward "refused"."""
+    backward, a refusal) makes the backward "refused". The gradients are compared with
+    `exp`'s, or with those of the runner's `gradient_of` function where it has one."""
     device = exp.inputs["q"].device
     factor = GATE_FACTOR if runner.is_ours else PEER_GATE_FACTOR
     checks: dict = {}
@@ -172,10 +174,17 @@ def check(runner: Runner, exp: Expected) -> GateResult:
     except Exception as exc:
         result.backward = f"refused: {type(exc).__name__}: {exc}"
         return result
+    # A runner whose backward is the gradient of another function is checked against
+    # that function (same inputs, same seeded upstream gradient).
+    exp_grad = exp
+    if runner.gradient_of is not None:
+        result.gradient_of, function = runner.gradient_of
+        exp_grad = expected(function, exp.inputs, exp.results, exp.grad_names)
     verdicts = []
     for name in exp.grad_names:
         grad = args[name].grad
-        verdicts.append(_compare(f"d{name}", None if grad is None else from_native(runner, grad), exp, checks, factor))
+        verdicts.append(_compare(f"d{name}", None if grad is None else from_native(runner, grad), exp_grad, checks,
+                                 factor))
     result.backward = "ok" if all(verdicts) else "WRONG"
     return result
 

@@ -44,14 +44,17 @@ mlstm_kernels:
   inside the timed call), exp input gate,
   forget gate `logsigmoid(f)` computed inside; the q scale is always `K ** -0.5` (not a
   parameter); T must be a multiple of the chunk size (128). Same function as
-  `attnforms.mlstm(input_gate="exp")` (eps 1e-6). Its gate preprocessing uses
+  `attnforms.mlstm(input_gate="exp")` (eps 1e-6); its backward, though, is the gradient
+  with the normaliser and stabiliser held constant (bench/conventions.py), and is
+  gated against that. Its gate preprocessing uses
   `torch.compile`, which adds to the first call. Before the gates were passed in
   float32, its first forward aborted the process on Triton 3.6; runs isolate
   implementations in processes (`workers.py`) for any such failure.
 - `"chunkwise--triton_xl_chunk_siging"` is `mlstm_siging_chunkwise__xl_chunk(q, k, v, i,
   f, c_initial=None, n_initial=None, return_last_states=False, eps=1e-6,
   normalize=True, chunk_size=128, ...)`: the same layout; with `normalize=True` the same
-  function as `attnforms.mlstm(input_gate="sigmoid")` (no stabiliser, floor 1).
+  function as `attnforms.mlstm(input_gate="sigmoid")` (no stabiliser, floor 1), its
+  backward holding the normaliser constant as above.
 - `mlstm_kernels.torch.get_mlstm_step_kernel("triton_fused")` (or the first available
   step kernel) takes `q, k, v [B, H, D]`, `i, f [B, H, 1]` (passed in float32, as for
   the chunk kernels), `c [B, H, K, V]`, `n [B, H, K]`, `m [B, H, 1]` float32, `eps`, and
@@ -89,6 +92,10 @@ class Runner:
     compiles_per_shape: compiled for static shapes (torch.compile): every new shape is a
                  new compile, so the warm-up also calls it at the item's other shapes
                  (filling the on-disk compile caches the measuring process then reads).
+    gradient_of: None, or `(what, function)` where the runner's backward is the gradient
+                 of another function than the op (its forward the same): the gate checks
+                 the backward against `function` (the op's inputs as keywords, attnforms
+                 layout) and the tables say `what` (bench/conventions.py).
     """
 
     label: str
@@ -99,6 +106,7 @@ class Runner:
     is_ours: bool = False
     prepare: Callable[[dict], dict] | None = None
     compiles_per_shape: bool = False
+    gradient_of: tuple[str, Callable] | None = None
 
 
 def _load(module: str, attr: str):
@@ -168,6 +176,7 @@ def tfla_xl_chunk() -> Runner:
 
     return _runner(
         "mlstm_kernels triton_xl_chunk", "mlstm_kernels.torch", "get_mlstm_kernel", wrap, head_major=True,
+        gradient_of=_held_normaliser("exp"),
     )
 
 
@@ -181,7 +190,18 @@ def tfla_xl_chunk_siging() -> Runner:
 
     return _runner(
         "mlstm_kernels triton_xl_chunk_siging", "mlstm_kernels.torch", "get_mlstm_kernel", wrap, head_major=True,
+        gradient_of=_held_normaliser("sigmoid"),
     )
+
+
+def _held_normaliser(input_gate: str) -> tuple[str, Callable]:
+    """A `Runner.gradient_of` for TFLA, whose backward holds the mLSTM's normaliser and
+    stabiliser constant (bench/conventions.py)."""
+    from functools import partial
+
+    from .conventions import mlstm_held_normaliser
+
+    return ("gradient with the normaliser held constant", partial(mlstm_held_normaliser, input_gate=input_gate))
 
 
 def tfla_step() -> Runner:

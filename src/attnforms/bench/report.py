@@ -61,6 +61,7 @@ class Row:
     first_call_fwd_bwd_s: float | None = None
     first_call_limit_s: float | None = None  # a target on the first calls (each must be under it)
     gate_T: int | None = None
+    gradient_of: str | None = None  # where the backward is another function's gradient (peers.Runner)
     gate_shapes: dict = field(default_factory=dict)  # input name -> shape at which the gate ran
     gate: dict = field(default_factory=dict)
 
@@ -83,7 +84,9 @@ class Pairing:
 def compute_ratios(rows: list[Row], pairings: list[Pairing]) -> list[dict]:
     """`peer / ours` for fwd and fwd+bwd, per pairing and shape where either side ran,
     with the pairing's floors (`floor_fwd`, `floor_fwd_bwd`: None where it has none);
-    `peer_failed_gate`: the peer's time is that of a result outside the gate's bound."""
+    `peer_failed_gate`: the peer's time is that of a result outside the gate's bound;
+    `peer_gradient_of`: what the peer's backward computes where it is not the op's
+    gradient (its forward + backward ratio compares different work)."""
     ratios = []
     for pairing in pairings:
         ours = {r.shape: r for r in rows if r.op_key == pairing.ours_op and r.ours}
@@ -94,7 +97,8 @@ def compute_ratios(rows: list[Row], pairings: list[Pairing]) -> list[dict]:
             entry = dict(pairing=pairing.name, shape=shape, ours=mine.runner, peer=theirs.runner,
                          fwd=_ratio(theirs.fwd_ms, mine.fwd_ms), fwd_bwd=_ratio(theirs.fwd_bwd_ms, mine.fwd_bwd_ms),
                          **{f"floor_{kind}": floors.get(kind) for kind in RATIO_KINDS},
-                         why_missing=_why_missing(mine, theirs), peer_failed_gate=theirs.status == WRONG_TIMED)
+                         why_missing=_why_missing(mine, theirs), peer_failed_gate=theirs.status == WRONG_TIMED,
+                         peer_gradient_of=theirs.gradient_of)
             ratios.append(entry)
     return ratios
 
@@ -113,7 +117,7 @@ def targets(rows: list[Row], ratios: list[dict]) -> list[dict]:
                                   measured=value, target=f">= {floor:g}x",
                                   met=None if value is None else value >= floor,
                                   why_missing=entry["why_missing"] if value is None else None,
-                                  caveat="the peer failed the gate" if entry.get("peer_failed_gate") else None))
+                                  caveat=_caveat(entry, kind)))
     for row in rows:
         if row.first_call_limit_s is None:
             continue
@@ -123,6 +127,16 @@ def targets(rows: list[Row], ratios: list[dict]) -> list[dict]:
                               met=None if value is None else value <= row.first_call_limit_s,
                               why_missing=None if value is not None else _short(row.status)))
     return found
+
+
+def _caveat(entry: dict, kind: str) -> str | None:
+    """What qualifies a ratio: the peer failed the gate, or (forward + backward) its
+    backward computes another gradient than ours."""
+    if entry.get("peer_failed_gate"):
+        return "the peer failed the gate"
+    if kind == "fwd_bwd" and entry.get("peer_gradient_of"):
+        return f"the peer's {entry['peer_gradient_of']}"
+    return None
 
 
 def _ratio(peer_ms, our_ms):
@@ -175,6 +189,8 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
         for r in sequence:
             status = _status_cell(r.status) if r.status == "ok" else f"{_status_cell(r.status)} {note(r, _why(r))}"
             fwd_bwd = _num(r.fwd_bwd_ms, ".3f")
+            if r.fwd_bwd_ms is not None and r.gradient_of:
+                fwd_bwd = f"{fwd_bwd} {note(r, 'backward: ' + r.gradient_of)}"
             if r.status == "ok" and r.fwd_bwd_ms is None and r.fwd_bwd_status != "n/a":
                 fwd_bwd = f"{_status_cell(r.fwd_bwd_status)} {note(r, r.fwd_bwd_status if r.fwd_bwd_status != 'WRONG' else _gate_text(r))}"
             peak = f"{_mb(r.peak_fwd_bytes)}/{_mb(r.peak_fwd_bwd_bytes)}"
