@@ -68,6 +68,29 @@ def gdn_expected():
     return expected(_gdn, inputs, ("output",), ("q", "k", "v", "g", "beta"))
 
 
+def _gradient_times(factor: float):
+    """An identity whose backward multiplies the gradient by `factor` (a peer with
+    another gradient than its forward's)."""
+
+    class Scaled(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * factor
+
+    return Scaled.apply
+
+
+def _cpu_session() -> Session:
+    """A bench session on the CPU with the shortest timings."""
+    return Session(device=torch.device("cpu"), impl="reference", shapes=shape_set(True),
+                   settings=TimingSettings(warmup_ms=1.0, rep_ms=1.0), deadline=time.time() + 600,
+                   log=lambda line: None)
+
+
 def test_gate_passes_the_reference_and_a_head_major_runner(gdn_expected):
     assert check(Runner("same", _gdn), gdn_expected).backward == "ok"
 
@@ -87,16 +110,7 @@ def test_gate_reports_wrong_outputs_and_gradients_and_refusals(gdn_expected):
     mismatch = check(Runner("peer off", lambda **kw: _gdn(**kw) * 1.5), gdn_expected)
     assert not mismatch.forward_ok
 
-    class WrongGradient(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x.clone()
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * 1.5
-
-    result = check(Runner("bad grad", lambda **kw: WrongGradient.apply(_gdn(**kw))), gdn_expected)
+    result = check(Runner("bad grad", lambda **kw: _gradient_times(1.5)(_gdn(**kw))), gdn_expected)
     assert result.forward_ok and result.backward == "WRONG"
 
     class NoBackward(torch.autograd.Function):
@@ -115,9 +129,7 @@ def test_gate_reports_wrong_outputs_and_gradients_and_refusals(gdn_expected):
 def test_a_peer_outside_the_gate_is_timed_forward_only_and_ours_is_not(gdn_expected):
     """The issues ask for ratios against peers that round more than the gate allows
     (mlstm_kernels' step kernel): their forward is timed and marked; ours never is."""
-    session = Session(device=torch.device("cpu"), impl="reference", shapes=shape_set(True),
-                      settings=TimingSettings(warmup_ms=1.0, rep_ms=1.0), deadline=time.time() + 600,
-                      log=lambda line: None)
+    session = _cpu_session()
     rows = {}
     for ours in (True, False):
         row = Row(section="sequence", op_key="gdn", op="GDN", runner="off", ours=ours, shape="S1", dims={})
@@ -175,25 +187,13 @@ def test_gate_checks_a_peer_backward_against_its_gradient_convention(gdn_expecte
     """A peer whose backward is another function's gradient (peers.Runner.gradient_of):
     WRONG against the op's gradient, ok against that function's, and said so."""
 
-    class ScaledGradient(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x.clone()
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * 0.5
-
-    peer = lambda **kw: ScaledGradient.apply(_gdn(**kw))  # noqa: E731
+    peer = lambda **kw: _gradient_times(0.5)(_gdn(**kw))  # noqa: E731
     halved = lambda **kw: 0.5 * _gdn(**kw) + (0.5 * _gdn(**kw)).detach()  # noqa: E731
     assert check(Runner("peer", peer), gdn_expected).backward == "WRONG"
     result = check(Runner("peer", peer, gradient_of=("half the gradient", halved)), gdn_expected)
     assert result.forward_ok and result.backward == "ok" and result.gradient_of == "half the gradient"
-    session = Session(device=torch.device("cpu"), impl="reference", shapes=shape_set(True),
-                      settings=TimingSettings(warmup_ms=1.0, rep_ms=1.0), deadline=time.time() + 600,
-                      log=lambda line: None)
     row = Row(section="sequence", op_key="gdn", op="GDN", runner="peer", ours=False, shape="S1", dims={})
-    measure(session, Runner("peer", peer, gradient_of=("half the gradient", halved)), row, gdn_expected.inputs,
+    measure(_cpu_session(), Runner("peer", peer, gradient_of=("half the gradient", halved)), row, gdn_expected.inputs,
             gdn_expected)
     assert row.fwd_bwd_status == "ok" and row.fwd_bwd_ms > 0 and row.gradient_of == "half the gradient"
     mine = Row(section="sequence", op_key="gdn", op="GDN", runner="ours", ours=True, shape="S1", dims={},
