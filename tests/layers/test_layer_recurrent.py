@@ -226,3 +226,26 @@ def test_recurrent_layers_refuse_other_caches_and_bad_arguments():
         KimiDeltaAttention(D, 5)
     with pytest.raises(ValueError, match="input_gate"):
         MLSTMLayer(D, H, input_gate="relu")
+
+
+def test_mlstm_layer_passes_its_normaliser_gradient_to_the_op(monkeypatch):
+    # Same output either way; the parameters' gradients differ (the held gradient is
+    # TFLA's: the normaliser and stabiliser constants), and a bad value is refused.
+    import attnforms.layers.recurrent as recurrent
+
+    torch.manual_seed(0)
+    exact = MLSTMLayer(D, H).double()
+    held = MLSTMLayer(D, H, normaliser_gradient="held").double()
+    held.load_state_dict(exact.state_dict())
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    seen = []
+    real = recurrent.mlstm
+    monkeypatch.setattr(recurrent, "mlstm", lambda *a, **kw: seen.append(kw["normaliser_gradient"]) or real(*a, **kw))
+    outputs = [layer(x).output for layer in (exact, held)]
+    assert seen == ["exact", "held"]
+    assert rel_err(outputs[1], outputs[0]) < TIGHT
+    grads = [torch.autograd.grad(out.square().sum(), layer.qkv_proj.weight)[0]
+             for out, layer in zip(outputs, (exact, held))]
+    assert rel_err(grads[1], grads[0]) > 1e-6
+    with pytest.raises(ValueError, match="normaliser_gradient"):
+        MLSTMLayer(D, H, normaliser_gradient="tfla")

@@ -284,3 +284,66 @@ def test_extreme_gates_give_finite_gradients(form, regime, input_gate):
     loss.backward()
     for name, x in list(inputs.items()) + list(state._asdict().items()):
         assert torch.isfinite(x.grad).all(), name
+
+
+def direct_held_gradient(q, k, v, i, f, input_gate):
+    """`direct_parallel` with its normaliser n and max m detached: the function whose
+    gradient normaliser_gradient="held" is (no state)."""
+    q, k, v, i, f = (x.transpose(1, 2) for x in (q, k, v, i, f))
+    T, K = q.shape[2], q.shape[3]
+    b = F.logsigmoid(f).cumsum(-1)
+    log_input = i if input_gate == "exp" else F.logsigmoid(i)
+    log_d = b[..., :, None] - b[..., None, :] + log_input[..., None, :]
+    log_d = torch.where(torch.ones(T, T, dtype=torch.bool).tril(), log_d, float("-inf"))
+    m = log_d.max(dim=-1, keepdim=True).values.detach() if input_gate == "exp" else torch.zeros_like(log_d[..., :1])
+    c_tilde = (q @ k.transpose(-1, -2)) * K ** -0.5 * torch.exp(log_d - m)
+    n = torch.maximum(c_tilde.sum(dim=-1, keepdim=True).abs(), torch.exp(-m)).detach()
+    return ((c_tilde / (n + 1e-6)) @ v).transpose(1, 2)
+
+
+def _value_and_grads(fn, inputs, state=None, seed=5):
+    """fn's output and the gradients of every input (and of the state's fields) for one
+    seeded upstream gradient on the output and, with a state, on the final state."""
+    leaves = {n: x.clone().requires_grad_() for n, x in inputs.items()}
+    state = None if state is None else MLSTMState(*(x.clone().requires_grad_() for x in state))
+    result = fn(leaves, state)
+    out, final = (result, ()) if isinstance(result, torch.Tensor) else (result.output, result.final_state)
+    generator = torch.Generator().manual_seed(seed)
+    loss = sum((y * torch.randn(y.shape, generator=generator, dtype=y.dtype)).sum() for y in (out, *final))
+    wrt = [*leaves.values(), *(state or ())]
+    return out.detach(), torch.autograd.grad(loss, wrt)
+
+
+@pytest.mark.parametrize("with_state", STATES)
+@pytest.mark.parametrize("input_gate", GATES)
+def test_held_normaliser_gradient_same_value_forms_agree(input_gate, with_state):
+    # normaliser_gradient="held": the output and final state are the exact ones; the
+    # three forms give one gradient; without a state it is the direct formula's with n
+    # and m detached; dv is the exact one, dq is not.
+    inputs = mlstm_inputs(2, 65, 2, 16, 12)
+    state = random_state(2, 2, 16, 12, input_gate) if with_state else None
+
+    def form_fn(form, gradient):
+        return lambda x, s: run(x, input_gate=input_gate, initial_state=s, form=form, chunk_size=16,
+                                normaliser_gradient=gradient)
+
+    exact_value, exact = _value_and_grads(form_fn("chunk", "exact"), inputs, state)
+    results = {form: _value_and_grads(form_fn(form, "held"), inputs, state) for form in FORMS}
+    for form, (value, grads) in results.items():
+        assert close(value, exact_value), form
+        for got, want in zip(grads, results["chunk"][1]):
+            assert close(got, want, 1e-9), form
+    held = results["chunk"][1]
+    assert close(held[2], exact[2], 1e-9)  # dv
+    assert max_error(held[0], exact[0]) > 1e-3 * exact[0].abs().max()  # dq differs
+    if not with_state:
+        _, direct = _value_and_grads(lambda x, s: direct_held_gradient(**x, input_gate=input_gate), inputs)
+        no_state = _value_and_grads(lambda x, s: mlstm(**x, input_gate=input_gate, normaliser_gradient="held",
+                                                       chunk_size=16).output, inputs)[1]
+        for got, want in zip(no_state, direct):
+            assert close(got, want, 1e-9)
+
+
+def test_bad_normaliser_gradient_is_a_clear_error():
+    with pytest.raises(ValueError, match="normaliser_gradient"):
+        mlstm(**mlstm_inputs(1, 4, 1, 8, 8), normaliser_gradient="detached")

@@ -470,3 +470,18 @@ def test_split_chunk_applies_only_where_the_forward_splits(monkeypatch, B, split
     reference = af.mlstm(**{n: t.double() for n, t in x.items()}, input_gate="exp", impl="reference",
                          form="chunk").output
     assert _close(out.double(), reference)
+
+
+@gates_and_forwards()
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+def test_held_normaliser_gradient_matches_reference(gate, form):
+    # normaliser_gradient="held" (TFLA's gradient): the kernels' gradients of every
+    # input and of the initial state against the reference's, and not the exact ones.
+    inputs = mlstm_inputs(2, 70, 2, 16, 20, dtype=torch.float32, requires_grad=True)
+    state = _state(2, 2, 16, 20, gate, requires_grad=True)
+    expected = _gradients(*_double(inputs, state), "reference", gate, form="chunk", normaliser_gradient="held")
+    actual = _gradients(inputs, state, "triton", gate, form=form, normaliser_gradient="held")
+    for name, grad in actual.items():
+        assert _close(grad, expected[name]), (name, max_error(grad, expected[name]))
+    exact = _gradients(inputs, state, "triton", gate, form=form)
+    assert not _close(actual["q"], exact["q"])

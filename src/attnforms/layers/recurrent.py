@@ -9,7 +9,7 @@ from torch import nn
 
 from ..ops.aaren import aaren
 from ..ops.mlstm import mlstm
-from ..ops.mlstm.api import INPUT_GATES
+from ..ops.mlstm.api import INPUT_GATES, NORMALISER_GRADIENTS
 from ..core.shapes import check_positive_int
 from .base import Mixer, resolve_head_dim
 from .caches import MixerOutput, RecurrentCache
@@ -45,6 +45,8 @@ class MLSTMLayer(Mixer):
         conv_size: its kernel size.
         chunk_size: tokens per chunk of the op's chunk form.
         norm_eps: epsilon of the output norm.
+        normaliser_gradient: "exact", or "held" for the gradient mlstm_kernels' TFLA
+            kernels compute (see `attnforms.mlstm`).
 
     The cache is `RecurrentCache(state=MLSTMState(C [B, H, K, V], n [B, H, K], m [B, H]),
     conv [B, W - 1, 3·H·K] or None)`.
@@ -52,10 +54,14 @@ class MLSTMLayer(Mixer):
 
     def __init__(self, d_model: int, n_heads: int, *, head_dim: int | None = None,
                  input_gate: str = "exp", short_conv: bool = False, conv_size: int = DEFAULT_CONV_SIZE,
-                 chunk_size: int | None = None, norm_eps: float = DEFAULT_EPS):
+                 chunk_size: int | None = None, norm_eps: float = DEFAULT_EPS, normaliser_gradient: str = "exact"):
         super().__init__()
         if input_gate not in INPUT_GATES:
             raise ValueError(f"input_gate: expected one of {INPUT_GATES}, got {input_gate!r}")
+        if normaliser_gradient not in NORMALISER_GRADIENTS:
+            raise ValueError(f"normaliser_gradient: expected one of {NORMALISER_GRADIENTS}, "
+                             f"got {normaliser_gradient!r}")
+        self.normaliser_gradient = normaliser_gradient
         check_positive_int("chunk_size", chunk_size)
         self.d_model, self.n_heads, self.input_gate, self.chunk_size = d_model, n_heads, input_gate, chunk_size
         self.head_dim = K = resolve_head_dim(d_model, n_heads, head_dim)
@@ -90,7 +96,7 @@ class MLSTMLayer(Mixer):
         out = mlstm(
             q, k, v, self.i_proj(x), self.f_proj(x), input_gate=self.input_gate,
             initial_state=None if cache is None else cache.state, output_final_state=keep,
-            chunk_size=self.chunk_size, form=form, impl="auto",
+            chunk_size=self.chunk_size, normaliser_gradient=self.normaliser_gradient, form=form, impl="auto",
         )
         h = self.norm(out.output) * self.out_gate(x).unflatten(-1, out.output.shape[-2:])
         return self.result(self.o_proj(h.flatten(-2)), RecurrentCache(out.final_state, conv_cache), keep)

@@ -24,6 +24,7 @@ except ImportError:  # Triton is optional: without it only the reference runs.
     kernels = None
 
 INPUT_GATES = ("exp", "sigmoid")
+NORMALISER_GRADIENTS = ("exact", "held")
 
 FAMILY = Family(
     name="mlstm",
@@ -46,6 +47,7 @@ def mlstm(
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    normaliser_gradient: str = "exact",
     form: str = "auto",
     impl: str = "auto",
 ) -> AttentionOutput:
@@ -76,6 +78,11 @@ def mlstm(
         cu_seqlens: `[N + 1]` int offsets of N packed sequences (then B == 1).
         chunk_size: tokens per chunk in the chunk form (default: 64 for the reference,
             the kernels' level-1 chunk, 128, for impl='triton'; 16 to 256 there).
+        normaliser_gradient: "exact" (the gradient of the function above) or "held":
+            the normaliser's reciprocal `1 / (max(|n_tᵀq̂_t|, exp(-m_t)) + 1e-6)` and
+            every m_t are constants for the gradient, the gradient mlstm_kernels' TFLA
+            kernels (and so xLSTM's training) compute. Outputs and states are the same
+            either way; dv is the same, dq, dk and the gates' gradients are not.
         form: "parallel" | "chunk" | "recurrent" | "auto" (see `attnforms.core.dispatch`).
         impl: "reference" | "triton" | "auto". Triton kernels exist for the chunk and
             recurrent forms (float16 / bfloat16 / float32, K, V <= 256, both gates,
@@ -86,12 +93,14 @@ def mlstm(
         [B or N, H, K, V], n [B or N, H, K], m [B or N, H], float32 (float64 for float64
         inputs), or None)`.
     """
-    offsets = _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk_size)
+    offsets = _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk_size,
+                        normaliser_gradient)
     return run_op(
         FAMILY, form=form, impl=impl, length=q.shape[1], device=q.device,
         per_token=dict(q=q, k=k, v=v, i=i, f=f),
         initial_state=initial_state, output_final_state=output_final_state, offsets=offsets,
-        options={"input_gate": input_gate, **default_options(q.shape[-1], scale, chunk_size),
+        options={"input_gate": input_gate, "normaliser_gradient": normaliser_gradient,
+                 **default_options(q.shape[-1], scale, chunk_size),
                  **_chunk_option(chunk_size)},
     )
 
@@ -103,7 +112,7 @@ def _chunk_option(chunk_size):
 
 
 @remembers_success(value_args=("cu_seqlens",))
-def _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk_size):
+def _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk_size, normaliser_gradient):
     """Check every argument; return the packed-sequence offsets (or None). Remembered
     per signature (core/memo.py): a decoding step repeats its first call's."""
     for name, x in dict(q=q, k=k, v=v, i=i, f=f).items():
@@ -120,6 +129,8 @@ def _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk
     check_same_device(q=q, k=k, v=v, i=i, f=f)
     if input_gate not in INPUT_GATES:
         raise ValueError(f"input_gate: expected one of {INPUT_GATES}, got {input_gate!r}")
+    if normaliser_gradient not in NORMALISER_GRADIENTS:
+        raise ValueError(f"normaliser_gradient: expected one of {NORMALISER_GRADIENTS}, got {normaliser_gradient!r}")
     offsets, batch = check_common_options(
         dims, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens, device=q.device
     )

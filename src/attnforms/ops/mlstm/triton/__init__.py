@@ -28,6 +28,14 @@ def _check(q, v, chunk_size=None):
         raise ValueError(f"chunk_size: impl='triton' takes one of {launch.CHUNK_SIZES}, got {chunk_size}")
 
 
+def _held(normaliser_gradient: str) -> bool:
+    """normaliser_gradient "held": the normaliser and stabiliser are constants for the
+    gradient (see the reference's module docstring)."""
+    if normaliser_gradient not in ("exact", "held"):
+        raise ValueError(f"normaliser_gradient: 'exact' or 'held', got {normaliser_gradient!r}")
+    return normaliser_gradient == "held"
+
+
 def _initial(state):
     if state is None:
         return None, None, None
@@ -49,7 +57,7 @@ class _ChunkFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, i, f, C0, n0, m0, scale, stabilise, offsets, chunk_size, output_final_state,
-                training):
+                training, held):
         initial = None if C0 is None else (C0, n0, m0)
         o, final, saved = launch.chunk_forward(
             q, k, v, i, f, scale, stabilise, initial, output_final_state or training, offsets,
@@ -58,20 +66,20 @@ class _ChunkFunction(torch.autograd.Function):
         o = o.to(v.dtype)
         if training:
             ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, o32, *saved[:-1], *saved.final)
-        ctx.options = (scale, stabilise, offsets, chunk_size)
+        ctx.options = (scale, stabilise, offsets, chunk_size, held)
         final = final if output_final_state else (None, None, None)
         return (o, *final)
 
     @staticmethod
     def backward(ctx, do, dC, dn, dm):
         q, k, v, i, f, C0, n0, m0, o32, *rest = ctx.saved_tensors
-        scale, stabilise, offsets, chunk_size = ctx.options
+        scale, stabilise, offsets, chunk_size, held = ctx.options
         saved = launch.Saved(*rest[:7], tuple(rest[7:]))
         initial = None if C0 is None else (C0, n0, m0)
         do = torch.zeros_like(o32) if do is None else do
         grads = launch.chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved, o32, do,
-                                      (dC, dn, dm), offsets, chunk_size)
-        return (*grads, None, None, None, None, None, None)
+                                      (dC, dn, dm), offsets, chunk_size, held=held)
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def _result(o, C, n, m, output_final_state):
@@ -79,10 +87,11 @@ def _result(o, C, n, m, output_final_state):
 
 
 def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state, chunk_size,
-          offsets=None):
+          normaliser_gradient="exact", offsets=None):
     """Chunk form on Triton kernels; arguments as in the reference forms. `chunk_size`
     None takes the launcher's `chosen_chunk` for the gate and shape."""
-    if input_gate == "sigmoid" and launch.SIGMOID_VIA_GLA and v.shape[-1] < MAX_HEAD_DIM:
+    held = _held(normaliser_gradient)
+    if input_gate == "sigmoid" and launch.SIGMOID_VIA_GLA and v.shape[-1] < MAX_HEAD_DIM and not held:
         # The same function on the scalar-gate linear-attention kernels (their own chunk;
         # V + 1 value columns, hence V < 256).
         _check(q, v)
@@ -92,7 +101,8 @@ def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state
     _check(q, v, chunk_size)
     initial = _initial(initial_state)
     out = _ChunkFunction.apply(q, k, v, i, f, *initial, scale, input_gate == "exp",
-                               offsets, chunk_size, output_final_state, autograd_needed(q, k, v, i, f, *initial))
+                               offsets, chunk_size, output_final_state, autograd_needed(q, k, v, i, f, *initial),
+                               held)
     return _result(*out, output_final_state)
 
 
@@ -102,34 +112,34 @@ class _RecurrentFunction(torch.autograd.Function):
     backward kernels (the recurrent form serves decoding, where the forward matters)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, i, f, C0, n0, m0, scale, stabilise, offsets, output_final_state):
+    def forward(ctx, q, k, v, i, f, C0, n0, m0, scale, stabilise, offsets, output_final_state, held):
         initial = None if C0 is None else (C0, n0, m0)
         o, final = launch.recurrent_forward(q, k, v, i, f, scale, stabilise, initial,
                                             output_final_state, offsets)
         if _grad_needed(ctx):
             ctx.save_for_backward(q, k, v, i, f, C0, n0, m0)
-        ctx.options = (scale, stabilise, offsets)
+        ctx.options = (scale, stabilise, offsets, held)
         return (o, *(final if output_final_state else (None, None, None)))
 
     @staticmethod
     def backward(ctx, do, dC, dn, dm):
         q, k, v, i, f, C0, n0, m0 = ctx.saved_tensors
-        scale, stabilise, offsets = ctx.options
+        scale, stabilise, offsets, held = ctx.options
         initial = None if C0 is None else (C0, n0, m0)
         o32, _, saved = launch.chunk_forward(q, k, v, i, f, scale, stabilise, initial, True, offsets,
                                              launch.default_chunk(stabilise), out_dtype=torch.float32)
         do = torch.zeros_like(o32) if do is None else do
         grads = launch.chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved, o32, do,
-                                      (dC, dn, dm), offsets, launch.default_chunk(stabilise))
-        return (*grads, None, None, None, None)
+                                      (dC, dn, dm), offsets, launch.default_chunk(stabilise), held=held)
+        return (*grads, None, None, None, None, None)
 
 
 def recurrent(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state, chunk_size,
-              offsets=None):
+              normaliser_gradient="exact", offsets=None):
     """Recurrent form in one Triton launch; arguments as in the reference forms."""
     _check(q, v)
     out = apply_function(_RecurrentFunction, q, k, v, i, f, *_initial(initial_state), scale, input_gate == "exp",
-                         offsets, output_final_state)
+                         offsets, output_final_state, _held(normaliser_gradient))
     return _result(*out, output_final_state)
 
 

@@ -371,22 +371,27 @@ def _restructured_forward(q, k, v, i, f, scale, stabilise, initial, store_final,
     return o, (final if store_final else None), saved
 
 
-def row_coefficients(o32, do, den_row, m_row):
+def row_coefficients(o32, do, den_row, m_row, held=False):
     """ρ (the normaliser's reciprocal), dden (the gradient of the denominator) and the
-    stabiliser gradient −ε ρ (do·h), each `[rows, H]`, from the float32 output."""
-    rows, H = den_row.shape
-    delta = row_dot(do, o32, heads_first=False)
+    stabiliser gradient −ε ρ (do·h), each `[rows, H]`, from the float32 output; held
+    (ρ a constant): dden zero and no stabiliser gradient (None), o32 unread."""
     from_den = 1.0 / (den_row.abs() + MLSTM_EPS)
     from_floor = torch.sigmoid(m_row + math.log(MLSTM_EPS)) / MLSTM_EPS
     rho = torch.minimum(from_den, from_floor)
+    if held:
+        return rho.contiguous(), torch.zeros_like(rho), None
+    delta = row_dot(do, o32, heads_first=False)
     dden = torch.where(from_den < from_floor, -delta * rho * torch.sign(den_row), 0.0)
     return rho.contiguous(), dden.contiguous(), -MLSTM_EPS * rho * delta
 
 
 def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, do, dfinal,
-                   offsets, chunk_size):
+                   offsets, chunk_size, held=False):
     """Gradients of q, k, v, i, f and the initial (C, n, m) (None without one).
-    dfinal: the final state's gradients (dC, dn, dm), each possibly None."""
+    dfinal: the final state's gradients (dC, dn, dm), each possibly None. held: the
+    normaliser's reciprocal ρ and every m are constants (normaliser_gradient "held"):
+    no gradient through the denominator (dden 0) nor through the stabiliser, so the
+    final m's own gradient goes nowhere."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     rows, device = B * T, q.device
@@ -398,7 +403,7 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
     f32 = dict(dtype=torch.float32, device=device)
     precision = dot_precision(q)
-    rho, dden, dm_row = row_coefficients(o32, do, saved.den_row, saved.m_row)
+    rho, dden, dm_row = row_coefficients(o32, do, saved.den_row, saved.m_row, held)
     dC_f, dn_f, dm_f = dfinal
     use_dfinal = dC_f is not None or dn_f is not None
     if use_dfinal:
@@ -444,7 +449,7 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     if initial is not None:
         C0, n0, _ = initial
         dm0 = (dC0 * C0).sum((-1, -2)) + (dn0 * n0).sum(-1)
-    if stabilise:
+    if stabilise and not held:
         # The final state's m: its own gradient, less the rescaling of C and n it implies.
         if use_dfinal or dm_f is not None:
             mu = torch.zeros(N, H, **f32) if dm_f is None else dm_f.float().clone()
