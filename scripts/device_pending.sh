@@ -67,6 +67,10 @@
 # 1.2x target's one miss; KDA 0.93x) with the sequential passes' value tile not
 # narrowed (NARROW_VALUE_TILE=False: 128 programs at BV 32 instead of 256 at 16), each
 # variant checked against float64 first.
+# Part 10 (written in session 15, not yet run): the first forward + backward ratios
+# against TFLA: our mLSTM with TFLA's own gradient (normaliser_gradient="held", ops
+# mlstm_held / mlstm_sig_held: like for like) and with the exact one (marked), and GDN's
+# against TFLA's (issue 3), every op gated against float64.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -149,6 +153,9 @@ elif [ "$part" = 8 ]; then
 elif [ "$part" = 9 ]; then
     step gdr_s3_value_tile 400 env OPS=GDN,KDA SHAPES=S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
+elif [ "$part" = 10 ]; then
+    step tfla_fwd_bwd 560 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
+        --ops gdn,mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S1,S2,S3 --budget-s 480
 else
     step mlstm_sigmoid_split 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S2,S3 \
         --set SIGMOID_SPLIT=True

@@ -192,6 +192,11 @@ def test_gate_checks_a_peer_backward_against_its_gradient_convention(gdn_expecte
     assert goal["measured"] == pytest.approx(2.0) and goal["caveat"] == "the peer's half the gradient"
     table = format_tables([mine, row], ratios)
     assert "backward: half the gradient" in table and "(the peer's half the gradient)" in table
+    # Ours computing the same gradient (linear.SequenceOp.gradient_of): like for like.
+    mine.gradient_of = "half the gradient"
+    ratios = compute_ratios([mine, row], [Pairing("GDN vs peer", "gdn", "gdn", "peer", (("fwd_bwd", 1.5),))])
+    goal, = targets([mine, row], ratios)
+    assert goal["caveat"] is None and ratios[0]["peer_gradient_of"] is None
 
 
 # ----------------------------------------------------------------------------- report
@@ -255,20 +260,24 @@ def test_quick_bench_runs_end_to_end_on_cpu(tmp_path, one_thread, capsys):
     assert payload["complete"] and payload["device"] == "cpu"
     assert set(payload["ceilings"]["constants"]) == {"matmul_flops_per_s", "copy_bytes_per_s"}
     ours = [r for r in payload["rows"] if r["ours"]]
-    # Linear: 7 ops x 3 shapes + 2 decode steps x 2 batches; softmax: 3 ops x 3 shapes,
-    # the new mod once, decode at one batch size; every one gated and timed.
-    assert len(ours) == 25 + 11
+    # Linear: 9 ops (the mLSTM twice with TFLA's gradient) x 3 shapes + 2 decode steps x
+    # 2 batches; softmax: 3 ops x 3 shapes, the new mod once, decode at one batch size;
+    # every one gated and timed.
+    assert len(ours) == 31 + 11
     assert all(r["status"] == "ok" and r["fwd_ms"] is not None for r in ours)
     assert all(r["fwd_bwd_ms"] is not None for r in ours if r["fwd_bwd_status"] != "n/a")
     assert {r["op_key"] for r in ours if r["section"] == "sequence" and r["fwd_bwd_ms"] is None} == {"softmax_alibi"}
     assert all(all(c["passed"] for c in r["gate"].values()) for r in ours)
-    assert {r["op"] for r in ours} == {"KDA", "GDN", "simple GLA", "GLA", "mLSTM exp", "mLSTM sig", "Aaren",
+    assert {r["op"] for r in ours} == {"KDA", "GDN", "simple GLA", "GLA", "mLSTM exp", "mLSTM sig",
+                                       "mLSTM exp held", "mLSTM sig held", "Aaren",
                                        "GDN decode", "mLSTM decode", "softmax causal", "softmax window",
                                        "softmax ALiBi", "new score_mod", "softmax decode"}
     peers = [r for r in payload["rows"] if not r["ours"]]
     if importlib.util.find_spec("fla") is None:
         assert all(r["status"].startswith("unavailable") for r in peers if r["runner"].startswith("fla"))
     assert payload["ratios"] and all(e["why_missing"] for e in payload["ratios"] if e["fwd"] is None)
+    held = [r for r in ours if r["op"].endswith("held")]
+    assert held and all(r["gradient_of"] == "gradient with the normaliser held constant" for r in held)
 
 
 def test_quick_bench_gates_our_triton_kernels_forward_and_backward(tmp_path, one_thread):

@@ -21,6 +21,9 @@ import torch
 
 from ..ops.mlstm import mlstm
 
+# How the tables name that gradient (peers.Runner.gradient_of, linear.SequenceOp.gradient_of).
+HELD_NORMALISER = "gradient with the normaliser held constant"
+
 
 def mlstm_held_normaliser(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor, *,
                           input_gate: str) -> torch.Tensor:

@@ -20,6 +20,7 @@ import attnforms as af
 from ..core.states import LinearState, MLSTMState
 from ..testing import aaren_inputs, gated_delta_inputs, mlstm_inputs
 from . import flops
+from .conventions import HELD_NORMALISER
 from .family import GateCase, Item, ours_label
 from .peers import DECODE_PEERS, MLSTM_DECODE_PEERS, SEQUENCE_PEERS, Runner
 from .report import Pairing, Row
@@ -37,6 +38,8 @@ class SequenceOp:
            pre-activations), or "aaren" (no gate; one query per sequence `[B, H, K]`).
     names: the inputs it takes (attnforms names); all of them get gradients.
     call:  `call(impl)(**inputs)` -> output `[B, T, H, V]`.
+    gradient_of: None (the exact gradient), or what its backward computes instead (the
+           tables' words, as for a peer: bench/conventions.py).
     """
 
     key: str
@@ -45,6 +48,7 @@ class SequenceOp:
     beta: bool
     names: tuple[str, ...]
     call: Callable[[str], Callable[..., torch.Tensor]]
+    gradient_of: str | None = None
 
     def flops(self, shape: Shape) -> float:
         dims = shape.dims()
@@ -69,6 +73,12 @@ SEQUENCE_OPS = (
     SequenceOp("mlstm", "mLSTM exp", "mlstm", False, ("q", "k", "v", "i", "f"), _chunk(af.mlstm, input_gate="exp")),
     SequenceOp("mlstm_sig", "mLSTM sig", "mlstm", False, ("q", "k", "v", "i", "f"),
                _chunk(af.mlstm, input_gate="sigmoid")),
+    # The mLSTM with TFLA's gradient (normaliser_gradient="held"): like for like with
+    # TFLA's forward + backward (CROSS_PAIRINGS).
+    SequenceOp("mlstm_held", "mLSTM exp held", "mlstm", False, ("q", "k", "v", "i", "f"),
+               _chunk(af.mlstm, input_gate="exp", normaliser_gradient="held"), HELD_NORMALISER),
+    SequenceOp("mlstm_sig_held", "mLSTM sig held", "mlstm", False, ("q", "k", "v", "i", "f"),
+               _chunk(af.mlstm, input_gate="sigmoid", normaliser_gradient="held"), HELD_NORMALISER),
     SequenceOp("aaren", "Aaren", "aaren", False, ("q", "k", "v"), _chunk(af.aaren)),
     SequenceOp("kda", "KDA", "channel", True, ("q", "k", "v", "g", "beta"), _chunk(af.kda)),
 )
@@ -87,8 +97,16 @@ ITEM_KEYS = OP_KEYS + tuple(DECODE_OPS)  # the op keys its items and rows carry
 # Comparisons across functions: our GDN against TFLA's mLSTM (the fastest chunkwise
 # kernel of another family, the number a GDN training kernel should be near).
 # Issue 3: GDN's forward + backward in at most TFLA's time.
-CROSS_PAIRINGS = (Pairing("GDN (ours) vs mlstm_kernels TFLA", "gdn", "mlstm", "mlstm_kernels triton_xl_chunk",
-                          (("fwd_bwd", 1.0),)),)
+# Issue 7: the mLSTM's forward + backward against TFLA's, with the gradient TFLA
+# computes (the exact one's ratio is the same-op pairing's, marked as comparing different
+# gradients).
+CROSS_PAIRINGS = (
+    Pairing("GDN (ours) vs mlstm_kernels TFLA", "gdn", "mlstm", "mlstm_kernels triton_xl_chunk", (("fwd_bwd", 1.0),)),
+    Pairing("mLSTM exp held vs mlstm_kernels triton_xl_chunk", "mlstm_held", "mlstm",
+            "mlstm_kernels triton_xl_chunk", (("fwd_bwd", 1.1),)),
+    Pairing("mLSTM sig held vs mlstm_kernels triton_xl_chunk_siging", "mlstm_sig_held", "mlstm_sig",
+            "mlstm_kernels triton_xl_chunk_siging", (("fwd_bwd", 1.1),)),
+)
 
 
 # Issues 3 and 7's targets on the H200: (op key, peer label) -> the least `peer time /
@@ -150,7 +168,7 @@ def blank_row(item: Item, shapes: ShapeSet) -> Row:
     forward = op.flops(shape)
     return Row("sequence", op.key, op.name, item.runner, ours, shape.name, shape.dims(), fwd_bwd_status="not run",
                flops_fwd=forward, flops_fwd_bwd=flops.fwd_bwd_flops(forward), bytes_floor=op.bytes(shape),
-               floor_ms=flops.floor_seconds(op.bytes(shape)) * 1e3)
+               floor_ms=flops.floor_seconds(op.bytes(shape)) * 1e3, gradient_of=op.gradient_of)
 
 
 def make_runner(item: Item, impl: str, device=None, shapes: ShapeSet | None = None) -> Runner:

@@ -92,7 +92,7 @@ def measure(session: Session, runner: Runner, row: Row, full: dict, exp: Expecte
     if not exp.grad_names:
         return
     row.fwd_bwd_status = gate.backward
-    row.gradient_of = gate.gradient_of
+    row.gradient_of = gate.gradient_of or row.gradient_of  # a peer's, or the op's own (blank_row)
     if gate.backward != "ok":
         session.log(f"    fwd+bwd {gate.backward if gate.backward != 'WRONG' else 'WRONG: ' + gate.failures()}"[:300])
         return

@@ -199,9 +199,9 @@ def _held_normaliser(input_gate: str) -> tuple[str, Callable]:
     stabiliser constant (bench/conventions.py)."""
     from functools import partial
 
-    from .conventions import mlstm_held_normaliser
+    from .conventions import HELD_NORMALISER, mlstm_held_normaliser
 
-    return ("gradient with the normaliser held constant", partial(mlstm_held_normaliser, input_gate=input_gate))
+    return (HELD_NORMALISER, partial(mlstm_held_normaliser, input_gate=input_gate))
 
 
 def tfla_step() -> Runner:
@@ -282,6 +282,10 @@ SEQUENCE_PEERS: dict[str, dict[str, Callable[[], Runner]]] = {
     "gla": {"fla chunk_gla": fla_chunk_gla},
     "mlstm": {"mlstm_kernels triton_xl_chunk": tfla_xl_chunk},
     "mlstm_sig": {"mlstm_kernels triton_xl_chunk_siging": tfla_xl_chunk_siging},
+    # Ours with TFLA's gradient: compared with TFLA's rows of "mlstm" / "mlstm_sig"
+    # (linear.CROSS_PAIRINGS), not run again.
+    "mlstm_held": {},
+    "mlstm_sig_held": {},
     "aaren": {"softmax triton, q repeated": softmax_kernel_repeated_query,
               "softmax reference, q repeated": softmax_repeated_query, "torch.cumsum baseline": cumsum_baseline},
 }

@@ -85,8 +85,8 @@ def compute_ratios(rows: list[Row], pairings: list[Pairing]) -> list[dict]:
     """`peer / ours` for fwd and fwd+bwd, per pairing and shape where either side ran,
     with the pairing's floors (`floor_fwd`, `floor_fwd_bwd`: None where it has none);
     `peer_failed_gate`: the peer's time is that of a result outside the gate's bound;
-    `peer_gradient_of`: what the peer's backward computes where it is not the op's
-    gradient (its forward + backward ratio compares different work)."""
+    `peer_gradient_of`: what the peer's backward computes where it is not the gradient
+    ours computes (its forward + backward ratio compares different work)."""
     ratios = []
     for pairing in pairings:
         ours = {r.shape: r for r in rows if r.op_key == pairing.ours_op and r.ours}
@@ -98,7 +98,7 @@ def compute_ratios(rows: list[Row], pairings: list[Pairing]) -> list[dict]:
                          fwd=_ratio(theirs.fwd_ms, mine.fwd_ms), fwd_bwd=_ratio(theirs.fwd_bwd_ms, mine.fwd_bwd_ms),
                          **{f"floor_{kind}": floors.get(kind) for kind in RATIO_KINDS},
                          why_missing=_why_missing(mine, theirs), peer_failed_gate=theirs.status == WRONG_TIMED,
-                         peer_gradient_of=theirs.gradient_of)
+                         peer_gradient_of=theirs.gradient_of if theirs.gradient_of != mine.gradient_of else None)
             ratios.append(entry)
     return ratios
 
