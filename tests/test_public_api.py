@@ -56,7 +56,8 @@ def test_gated_delta_rule_signature():
 
 def test_mlstm_signature():
     assert _positional(af.mlstm) == ["q", "k", "v", "i", "f"]
-    assert _keywords(af.mlstm) == ["input_gate"] + COMMON
+    # normaliser_gradient (session 15): an optional extension, the gradient TFLA computes.
+    assert _keywords(af.mlstm) == ["input_gate", "normaliser_gradient"] + COMMON
 
 
 def test_aaren_signature():

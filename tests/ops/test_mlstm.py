@@ -43,12 +43,12 @@ def time_slice(inputs, start, end):
     return {name: x[:, start:end] for name, x in inputs.items()}
 
 
-def direct_parallel(q, k, v, i, f, input_gate):
+def direct_parallel(q, k, v, i, f, input_gate, held=False):
     """Research notes §4(b), written out as a T x T computation with no state:
     D̃_ts = b_t − b_s + ĩ_s (s <= t), m_t = max_s D̃_ts, C̃ = (QKᵀ/√K) ⊙ exp(D̃ − m),
     n_t = max(|Σ_s C̃_ts|, exp(−m_t)), H = (C̃ / (n + 1e-6)) V. The sigmoid gate uses
-    logsigmoid(ĩ) and m = 0. Inputs time-major as the op takes them; returns
-    `[B, T, H, V]` and m `[B, H, T]`."""
+    logsigmoid(ĩ) and m = 0. held: n and m detached (normaliser_gradient="held").
+    Inputs time-major as the op takes them; returns `[B, T, H, V]` and m `[B, H, T]`."""
     q, k, v, i, f = (x.transpose(1, 2) for x in (q, k, v, i, f))
     T, K = q.shape[2], q.shape[3]
     b = F.logsigmoid(f).cumsum(-1)
@@ -59,8 +59,12 @@ def direct_parallel(q, k, v, i, f, input_gate):
         m = log_d.max(dim=-1, keepdim=True).values
     else:
         m = torch.zeros_like(log_d[..., :1])
+    if held:
+        m = m.detach()
     c_tilde = (q @ k.transpose(-1, -2)) * K ** -0.5 * torch.exp(log_d - m)
     n = torch.maximum(c_tilde.sum(dim=-1, keepdim=True).abs(), torch.exp(-m))
+    if held:
+        n = n.detach()
     return ((c_tilde / (n + 1e-6)) @ v).transpose(1, 2), m.squeeze(-1)
 
 
@@ -286,21 +290,6 @@ def test_extreme_gates_give_finite_gradients(form, regime, input_gate):
         assert torch.isfinite(x.grad).all(), name
 
 
-def direct_held_gradient(q, k, v, i, f, input_gate):
-    """`direct_parallel` with its normaliser n and max m detached: the function whose
-    gradient normaliser_gradient="held" is (no state)."""
-    q, k, v, i, f = (x.transpose(1, 2) for x in (q, k, v, i, f))
-    T, K = q.shape[2], q.shape[3]
-    b = F.logsigmoid(f).cumsum(-1)
-    log_input = i if input_gate == "exp" else F.logsigmoid(i)
-    log_d = b[..., :, None] - b[..., None, :] + log_input[..., None, :]
-    log_d = torch.where(torch.ones(T, T, dtype=torch.bool).tril(), log_d, float("-inf"))
-    m = log_d.max(dim=-1, keepdim=True).values.detach() if input_gate == "exp" else torch.zeros_like(log_d[..., :1])
-    c_tilde = (q @ k.transpose(-1, -2)) * K ** -0.5 * torch.exp(log_d - m)
-    n = torch.maximum(c_tilde.sum(dim=-1, keepdim=True).abs(), torch.exp(-m)).detach()
-    return ((c_tilde / (n + 1e-6)) @ v).transpose(1, 2)
-
-
 def _value_and_grads(fn, inputs, state=None, seed=5):
     """fn's output and the gradients of every input (and of the state's fields) for one
     seeded upstream gradient on the output and, with a state, on the final state."""
@@ -337,7 +326,7 @@ def test_held_normaliser_gradient_same_value_forms_agree(input_gate, with_state)
     assert close(held[2], exact[2], 1e-9)  # dv
     assert max_error(held[0], exact[0]) > 1e-3 * exact[0].abs().max()  # dq differs
     if not with_state:
-        _, direct = _value_and_grads(lambda x, s: direct_held_gradient(**x, input_gate=input_gate), inputs)
+        _, direct = _value_and_grads(lambda x, s: direct_parallel(**x, input_gate=input_gate, held=True)[0], inputs)
         no_state = _value_and_grads(lambda x, s: mlstm(**x, input_gate=input_gate, normaliser_gradient="held",
                                                        chunk_size=16).output, inputs)[1]
         for got, want in zip(no_state, direct):

@@ -42,12 +42,12 @@ def mlstm(
     f: torch.Tensor,
     *,
     input_gate: str = "exp",
+    normaliser_gradient: str = "exact",
     scale: float | None = None,
     initial_state: MLSTMState | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int | None = None,
-    normaliser_gradient: str = "exact",
     form: str = "auto",
     impl: str = "auto",
 ) -> AttentionOutput:
@@ -69,6 +69,11 @@ def mlstm(
         f: `[B, T, H]` forget-gate pre-activations (any float dtype).
         input_gate: "exp" (mLSTMexp, max-stabilised) or "sigmoid" (mLSTMsig, no
             stabiliser: m stays 0, so the normaliser floor is 1).
+        normaliser_gradient: "exact" (the gradient of the function above) or "held":
+            the normaliser's reciprocal `1 / (max(|n_tᵀq̂_t|, exp(-m_t)) + 1e-6)` and
+            every m_t are constants for the gradient, the gradient mlstm_kernels' TFLA
+            kernels (and so xLSTM's training) compute. Outputs and states are the same
+            either way; dv is the same, dq, dk and the gates' gradients are not.
         scale: multiplies q; default `K ** -0.5`.
         initial_state: `MLSTMState(C [B, H, K, V], n [B, H, K], m [B, H])` (`[N, ...]`
             with cu_seqlens), C and n scaled by `exp(-m)`; or None. Either gate reads any
@@ -78,11 +83,6 @@ def mlstm(
         cu_seqlens: `[N + 1]` int offsets of N packed sequences (then B == 1).
         chunk_size: tokens per chunk in the chunk form (default: 64 for the reference,
             the kernels' level-1 chunk, 128, for impl='triton'; 16 to 256 there).
-        normaliser_gradient: "exact" (the gradient of the function above) or "held":
-            the normaliser's reciprocal `1 / (max(|n_tᵀq̂_t|, exp(-m_t)) + 1e-6)` and
-            every m_t are constants for the gradient, the gradient mlstm_kernels' TFLA
-            kernels (and so xLSTM's training) compute. Outputs and states are the same
-            either way; dv is the same, dq, dk and the gates' gradients are not.
         form: "parallel" | "chunk" | "recurrent" | "auto" (see `attnforms.core.dispatch`).
         impl: "reference" | "triton" | "auto". Triton kernels exist for the chunk and
             recurrent forms (float16 / bfloat16 / float32, K, V <= 256, both gates,
