@@ -423,11 +423,14 @@ def test_sigmoid_via_gla_final_state_within_reference_noise_in_bf16(sigmoid_via_
     assert check.passed, check
 
 
-@pytest.mark.parametrize("grad_mode, expect_training", [(False, False), (True, True)])
-def test_forward_keeps_intermediates_only_when_a_backward_can_run(monkeypatch, grad_mode, expect_training):
+@pytest.mark.parametrize("grad_mode, expect_training, gradient", [(False, False, "exact"), (True, True, "exact"),
+                                                                   (True, True, "held")])
+def test_forward_keeps_intermediates_only_when_a_backward_can_run(monkeypatch, grad_mode, expect_training,
+                                                                  gradient):
     # Inputs that require a gradient, called under torch.no_grad(): no backward can run,
     # so the forward must not pay for one (float32 output, saved intermediates). Inside
     # an autograd Function's forward, ctx.needs_input_grad cannot tell (it is True here).
+    # The held gradient's backward reads no float32 output.
     seen = []
     real = launch.chunk_forward
 
@@ -438,8 +441,8 @@ def test_forward_keeps_intermediates_only_when_a_backward_can_run(monkeypatch, g
     monkeypatch.setattr(launch, "chunk_forward", spy)
     x = mlstm_inputs(1, 16, 1, 16, 16, dtype=torch.float32, requires_grad=True)
     with torch.set_grad_enabled(grad_mode):
-        out = af.mlstm(**x, input_gate="exp", impl="triton", form="chunk").output
-    assert seen == [(expect_training, torch.float32 if expect_training else None)]
+        out = af.mlstm(**x, input_gate="exp", impl="triton", form="chunk", normaliser_gradient=gradient).output
+    assert seen == [(expect_training, torch.float32 if expect_training and gradient == "exact" else None)]
     assert out.requires_grad is grad_mode
     expected = af.mlstm(**{n: t.detach().double() for n, t in x.items()}, input_gate="exp",
                         impl="reference", form="chunk").output

@@ -48,7 +48,8 @@ def _grad_needed(ctx):
 
 class _ChunkFunction(torch.autograd.Function):
     """Autograd boundary of the chunk kernels: with `training` the forward keeps its
-    intermediates and the float32 output the backward's row terms read.
+    intermediates and (unless `held`, whose backward has no row terms) the float32
+    output the backward's row terms read.
 
     `training` comes from the caller (`autograd_needed`): inside `forward` grad mode is
     always off and `ctx.needs_input_grad` reports inputs that require a gradient even
@@ -61,8 +62,8 @@ class _ChunkFunction(torch.autograd.Function):
         initial = None if C0 is None else (C0, n0, m0)
         o, final, saved = launch.chunk_forward(
             q, k, v, i, f, scale, stabilise, initial, output_final_state or training, offsets,
-            chunk_size, out_dtype=torch.float32 if training else None, save=training)
-        o32 = o
+            chunk_size, out_dtype=torch.float32 if training and not held else None, save=training)
+        o32 = o  # read by the backward only for its row terms (none when held)
         o = o.to(v.dtype)
         if training:
             ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, o32, *saved[:-1], *saved.final)
