@@ -68,20 +68,25 @@ def gdn_expected():
     return expected(_gdn, inputs, ("output",), ("q", "k", "v", "g", "beta"))
 
 
-def _gradient_times(factor: float):
-    """An identity whose backward multiplies the gradient by `factor` (a peer with
-    another gradient than its forward's)."""
+def _with_backward(backward):
+    """An identity whose backward is `backward(grad)` (a peer whose gradient is not its
+    forward's, or that has none)."""
 
-    class Scaled(torch.autograd.Function):
+    class Identity(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x):
             return x.clone()
 
         @staticmethod
         def backward(ctx, grad):
-            return grad * factor
+            return backward(grad)
 
-    return Scaled.apply
+    return Identity.apply
+
+
+def _gradient_times(factor: float):
+    """An identity whose backward multiplies the gradient by `factor`."""
+    return _with_backward(lambda grad: grad * factor)
 
 
 def _cpu_session() -> Session:
@@ -113,16 +118,10 @@ def test_gate_reports_wrong_outputs_and_gradients_and_refusals(gdn_expected):
     result = check(Runner("bad grad", lambda **kw: _gradient_times(1.5)(_gdn(**kw))), gdn_expected)
     assert result.forward_ok and result.backward == "WRONG"
 
-    class NoBackward(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x.clone()
+    def no_backward(grad):
+        raise NotImplementedError("no backward yet")
 
-        @staticmethod
-        def backward(ctx, grad):
-            raise NotImplementedError("no backward yet")
-
-    result = check(Runner("no bwd", lambda **kw: NoBackward.apply(_gdn(**kw))), gdn_expected)
+    result = check(Runner("no bwd", lambda **kw: _with_backward(no_backward)(_gdn(**kw))), gdn_expected)
     assert result.forward_ok and result.backward.startswith("refused: NotImplementedError")
 
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from ..ops.aaren import aaren
 from ..ops.mlstm import mlstm
-from ..ops.mlstm.api import INPUT_GATES, NORMALISER_GRADIENTS
+from ..ops.mlstm.api import INPUT_GATES
+from ..ops.mlstm.options import check_normaliser_gradient
 from ..core.shapes import check_positive_int
 from .base import Mixer, resolve_head_dim
 from .caches import MixerOutput, RecurrentCache
@@ -58,9 +59,7 @@ class MLSTMLayer(Mixer):
         super().__init__()
         if input_gate not in INPUT_GATES:
             raise ValueError(f"input_gate: expected one of {INPUT_GATES}, got {input_gate!r}")
-        if normaliser_gradient not in NORMALISER_GRADIENTS:
-            raise ValueError(f"normaliser_gradient: expected one of {NORMALISER_GRADIENTS}, "
-                             f"got {normaliser_gradient!r}")
+        check_normaliser_gradient(normaliser_gradient)
         self.normaliser_gradient = normaliser_gradient
         check_positive_int("chunk_size", chunk_size)
         self.d_model, self.n_heads, self.input_gate, self.chunk_size = d_model, n_heads, input_gate, chunk_size

@@ -17,6 +17,7 @@ from ...core.shapes import (
 )
 from ...core.states import AttentionOutput, MLSTMState
 from . import reference
+from .options import check_normaliser_gradient
 
 try:
     from . import triton as kernels
@@ -24,7 +25,6 @@ except ImportError:  # Triton is optional: without it only the reference runs.
     kernels = None
 
 INPUT_GATES = ("exp", "sigmoid")
-NORMALISER_GRADIENTS = ("exact", "held")
 
 FAMILY = Family(
     name="mlstm",
@@ -129,8 +129,7 @@ def _validate(q, k, v, i, f, input_gate, scale, initial_state, cu_seqlens, chunk
     check_same_device(q=q, k=k, v=v, i=i, f=f)
     if input_gate not in INPUT_GATES:
         raise ValueError(f"input_gate: expected one of {INPUT_GATES}, got {input_gate!r}")
-    if normaliser_gradient not in NORMALISER_GRADIENTS:
-        raise ValueError(f"normaliser_gradient: expected one of {NORMALISER_GRADIENTS}, got {normaliser_gradient!r}")
+    check_normaliser_gradient(normaliser_gradient)
     offsets, batch = check_common_options(
         dims, scale=scale, chunk_size=chunk_size, cu_seqlens=cu_seqlens, device=q.device
     )

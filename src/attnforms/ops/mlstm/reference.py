@@ -29,13 +29,14 @@ import torch.nn.functional as F
 from ...core.constants import DEFAULT_CHUNK_SIZE, MLSTM_EPS
 from ...core.shapes import compute_dtype
 from ...core.states import AttentionOutput, MLSTMState
+from .options import held_gradient
 
 
 def recurrent(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state, chunk_size,
               normaliser_gradient="exact"):
     """One token at a time: the recurrence exactly as written above."""
     dtype = v.dtype
-    held = _held(normaliser_gradient)
+    held = held_gradient(normaliser_gradient)
     q, k, v, lf, li, (C, n, m), stabilise = _prepare(q, k, v, i, f, input_gate, scale, initial_state)
     outputs = []
     for t in range(q.shape[2]):
@@ -57,7 +58,7 @@ def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state
     """Chunks of `chunk_size` tokens: parallel inside a chunk, the state `(C, n, m)`
     passed between chunks (`chunk_size` None: DEFAULT_CHUNK_SIZE)."""
     chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
-    held = _held(normaliser_gradient)
+    held = held_gradient(normaliser_gradient)
     dtype = v.dtype
     q, k, v, lf, li, state, stabilise = _prepare(q, k, v, i, f, input_gate, scale, initial_state)
     outputs = []
@@ -77,15 +78,8 @@ def parallel(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_st
     one column for the initial state. O(T²) time and memory."""
     dtype = v.dtype
     q, k, v, lf, li, state, stabilise = _prepare(q, k, v, i, f, input_gate, scale, initial_state)
-    o, state = _chunk_step(q, k, v, lf, li, state, stabilise, _held(normaliser_gradient))
+    o, state = _chunk_step(q, k, v, lf, li, state, stabilise, held_gradient(normaliser_gradient))
     return _finish(o, state, output_final_state, dtype)
-
-
-def _held(normaliser_gradient: str) -> bool:
-    """Whether the normaliser and the stabiliser are held constant for the gradient."""
-    if normaliser_gradient not in ("exact", "held"):
-        raise ValueError(f"normaliser_gradient: 'exact' or 'held', got {normaliser_gradient!r}")
-    return normaliser_gradient == "held"
 
 
 def _prepare(q, k, v, i, f, input_gate, scale, initial_state):

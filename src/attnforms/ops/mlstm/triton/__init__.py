@@ -12,6 +12,7 @@ import torch
 
 from ....core.states import AttentionOutput, MLSTMState
 from ....core.autograd import apply_function, autograd_needed
+from ..options import held_gradient
 from . import launch, sigmoid_as_gla
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -26,14 +27,6 @@ def _check(q, v, chunk_size=None):
                          f"got K = {q.shape[-1]}, V = {v.shape[-1]}")
     if chunk_size is not None and chunk_size not in launch.CHUNK_SIZES:
         raise ValueError(f"chunk_size: impl='triton' takes one of {launch.CHUNK_SIZES}, got {chunk_size}")
-
-
-def _held(normaliser_gradient: str) -> bool:
-    """normaliser_gradient "held": the normaliser and stabiliser are constants for the
-    gradient (see the reference's module docstring)."""
-    if normaliser_gradient not in ("exact", "held"):
-        raise ValueError(f"normaliser_gradient: 'exact' or 'held', got {normaliser_gradient!r}")
-    return normaliser_gradient == "held"
 
 
 def _initial(state):
@@ -91,7 +84,7 @@ def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state
           normaliser_gradient="exact", offsets=None):
     """Chunk form on Triton kernels; arguments as in the reference forms. `chunk_size`
     None takes the launcher's `chosen_chunk` for the gate and shape."""
-    held = _held(normaliser_gradient)
+    held = held_gradient(normaliser_gradient)
     if input_gate == "sigmoid" and launch.SIGMOID_VIA_GLA and v.shape[-1] < MAX_HEAD_DIM and not held:
         # The same function on the scalar-gate linear-attention kernels (their own chunk;
         # V + 1 value columns, hence V < 256).
@@ -128,7 +121,8 @@ class _RecurrentFunction(torch.autograd.Function):
         scale, stabilise, offsets, held = ctx.options
         initial = None if C0 is None else (C0, n0, m0)
         o32, _, saved = launch.chunk_forward(q, k, v, i, f, scale, stabilise, initial, True, offsets,
-                                             launch.default_chunk(stabilise), out_dtype=torch.float32)
+                                             launch.default_chunk(stabilise),
+                                             out_dtype=None if held else torch.float32)
         do = torch.zeros_like(o32) if do is None else do
         grads = launch.chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved, o32, do,
                                       (dC, dn, dm), offsets, launch.default_chunk(stabilise), held=held)
@@ -140,7 +134,7 @@ def recurrent(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_s
     """Recurrent form in one Triton launch; arguments as in the reference forms."""
     _check(q, v)
     out = apply_function(_RecurrentFunction, q, k, v, i, f, *_initial(initial_state), scale, input_gate == "exp",
-                         offsets, output_final_state, _held(normaliser_gradient))
+                         offsets, output_final_state, held_gradient(normaliser_gradient))
     return _result(*out, output_final_state)
 
 

@@ -297,8 +297,8 @@ def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, stabilise: bool, d
 def _restructured_split(q, v, offsets, chunk_size, stabilise: bool) -> bool | None:
     """None where the forward stays on chunk_fwd.py (EXP_FORWARD / SIGMOID_FORWARD
     "current", or where chunk_fwd_fused.py would split and EXP_SPLIT is "current" or the
-    gate is the sigmoid without SIGMOID_SPLIT); otherwise whether chunk_fwd_fused.py splits (`_exp_split`),
-    decided here once."""
+    gate is the sigmoid without SIGMOID_SPLIT); otherwise whether chunk_fwd_fused.py
+    splits (`_exp_split`), decided here once."""
     for name, value in (("EXP_FORWARD", EXP_FORWARD), ("SIGMOID_FORWARD", SIGMOID_FORWARD)):
         if value not in ("current", "restructured"):
             raise ValueError(f"{name}: 'current' or 'restructured', got {value!r}")
@@ -323,7 +323,8 @@ def _value_tile(BK: int, V: int, BV_all: int, elements: int, sequences_heads: in
 
 def _restructured_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets, chunk_size,
                           out_dtype, save, split):
-    """The forward on chunk_fwd_fused.py, split or not (`_restructured_split`); returns what `chunk_forward` does."""
+    """The forward on chunk_fwd_fused.py, split or not (`_restructured_split`); returns
+    what `chunk_forward` does."""
     (B, T, H, K, V, rows, t, cu_seqlens, chunk_indices, chunk_base, num_chunks, N, q, k, v, b,
      li) = _prepare_chunks(q, k, v, i, f, stabilise, offsets, chunk_size)
     device, f32 = q.device, dict(dtype=torch.float32, device=q.device)
