@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import attnforms as af
+from attnforms.kernels import occupancy
 from attnforms.ops.mlstm.triton import launch
 from attnforms.testing import max_error, mlstm_inputs, noise_relative_check
 
@@ -339,11 +340,11 @@ def test_sigmoid_via_gla_half_precision_within_reference_noise(sigmoid_via_gla, 
     (1, 16, 64, False),    # S2: 16 would split: the current kernels instead
     (8, 16, 128, False),   # a chunk longer than one token tile would split
 ])
-def test_exp_split_current_runs_the_current_kernels_where_the_split_form_would(monkeypatch, B, H, chunk_size,
+def test_split_current_runs_the_current_kernels_where_the_split_form_would(monkeypatch, B, H, chunk_size,
                                                                                 restructured):
     monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
     monkeypatch.setattr(launch, "EXP_SPLIT", "current")
-    monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
+    monkeypatch.setattr(occupancy, "multiprocessors", lambda device: 132)
     q, v = torch.empty(B, 4, H, 128), torch.empty(B, 4, H, 128)
     split = launch._restructured_split(q, v, None, chunk_size, True)  # None: the current kernels
     assert (split is not None) is restructured
@@ -360,7 +361,7 @@ def test_sigmoid_gate_splits_only_with_sigmoid_split(monkeypatch, B, chunk_size,
     # where the exp gate does (at these sizes the two gates' rules agree).
     monkeypatch.setattr(launch, "SIGMOID_FORWARD", "restructured")
     monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
-    monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
+    monkeypatch.setattr(occupancy, "multiprocessors", lambda device: 132)
     q = torch.empty(B, 4, 16, 128)
     for exp_split in ("auto", "always", "current"):
         monkeypatch.setattr(launch, "EXP_SPLIT", exp_split)
@@ -385,7 +386,7 @@ def test_split_rule_per_gate(monkeypatch, B, exp_splits, sigmoid_splits):
     monkeypatch.setattr(launch, "EXP_SPLIT", "auto")
     monkeypatch.setattr(launch, "SIGMOID_SPLIT", True)
     monkeypatch.setattr(launch, "SPLIT_PER_MULTIPROCESSOR", {"exp": 4, "sigmoid": 6})
-    monkeypatch.setattr(launch, "multiprocessors", lambda device: 132)
+    monkeypatch.setattr(occupancy, "multiprocessors", lambda device: 132)
     q = torch.empty(B, 4, 16, 128)
     assert launch._restructured_split(q, q, None, 64, True) is exp_splits
     assert launch._restructured_split(q, q, None, 64, False) is sigmoid_splits
@@ -458,7 +459,7 @@ def test_split_chunk_applies_only_where_the_forward_splits(monkeypatch, B, split
     monkeypatch.setattr(launch, "EXP_SPLIT", "auto")
     monkeypatch.setattr(launch, "SPLIT_CHUNK", split_chunk)
     monkeypatch.setattr(launch, "SPLIT_PER_MULTIPROCESSOR", {"exp": 1, "sigmoid": 1})
-    monkeypatch.setattr(launch, "multiprocessors", lambda device: 132 if B == 1 else 16)
+    monkeypatch.setattr(occupancy, "multiprocessors", lambda device: 132 if B == 1 else 16)
     seen = []
     real = launch.chunk_forward
 

@@ -13,6 +13,14 @@ def multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
+def too_few_to_fill(sequences_heads: int, per_multiprocessor: int, device: torch.device) -> bool:
+    """Whether there are fewer than one sequence·head per `per_multiprocessor`
+    multiprocessors: then a sequential pass's chain of chunk steps is the critical path,
+    and a forward writes its output in a parallel pass of its own (the split rule of
+    the gated delta rule's and the mLSTM's launchers)."""
+    return sequences_heads * per_multiprocessor < multiprocessors(device)
+
+
 def narrowed_value_tile(BV: int, V: int, sequences_heads: int, device: torch.device) -> int:
     """BV halved (down to 16) while a sequential pass over V value columns would run
     fewer programs, `sequences_heads · cdiv(V, BV)`, than the GPU has multiprocessors:

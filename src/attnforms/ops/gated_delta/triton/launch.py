@@ -11,7 +11,7 @@ import torch
 import triton
 
 from ....kernels import host
-from ....kernels.occupancy import multiprocessors, narrowed_value_tile
+from ....kernels.occupancy import narrowed_value_tile, too_few_to_fill
 from ....kernels.precision import dot_precision
 from ....kernels.sequences import (
     batch_cu_seqlens as _batch_cu_seqlens, chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens,
@@ -153,8 +153,7 @@ def _split_forward(sequences_heads: int, kind: tuple[int, bool], device) -> bool
     beta is given), which tells the family (KDA (2, True), simple GLA (1, False))."""
     if FORWARD_SPLIT != "auto":
         return FORWARD_SPLIT == "always"
-    per = SPLIT_PER_MULTIPROCESSOR_BY_KIND.get(kind, SPLIT_PER_MULTIPROCESSOR)
-    return sequences_heads * per < multiprocessors(device)
+    return too_few_to_fill(sequences_heads, SPLIT_PER_MULTIPROCESSOR_BY_KIND.get(kind, SPLIT_PER_MULTIPROCESSOR), device)
 
 
 def _value_tile(K: int, V: int, elements: int) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import triton
 
 from ....core.constants import MLSTM_EPS
 from ....kernels import host
-from ....kernels.occupancy import multiprocessors, narrowed_value_tile
+from ....kernels.occupancy import narrowed_value_tile, too_few_to_fill
 from ....kernels.precision import dot_precision
 from ....kernels.row_dot import row_dot
 from ....kernels.sequences import chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens
@@ -123,7 +123,7 @@ SIGMOID_FORWARD = "restructured"
 # the split form was slower, 1.88 against 1.54 (device_pending.sh part 2,
 # bench/results/dev/2026-12-07-h100-s15/part2).
 SIGMOID_SPLIT = True
-# The restructured forward's split (`_exp_split`): "always" (a state pass, then the
+# The restructured forward's split (`_split_forward`): "always" (a state pass, then the
 # tiled output pass), "auto" (split when there are fewer than one sequence·head per
 # SPLIT_PER_MULTIPROCESSOR[gate] multiprocessors, the gated delta rule's rule), "never"
 # (fused wherever the chunk is one token tile) or "current" (as "auto", but the current
@@ -281,7 +281,7 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
     return o, (final if store_final else None), saved
 
 
-def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, stabilise: bool, device) -> bool:
+def _split_forward(sequences_heads: int, whole_chunk_tiles: bool, stabilise: bool, device) -> bool:
     """Whether the restructured forward writes the outputs in a parallel pass of its own
     after a state-only pass: for chunks longer than one token tile (the fused pass holds
     whole-chunk tiles), or for few sequences·heads, where the sequential chain is the
@@ -290,15 +290,14 @@ def _exp_split(sequences_heads: int, whole_chunk_tiles: bool, stabilise: bool, d
         return True
     if EXP_SPLIT == "never":
         return False
-    per = SPLIT_PER_MULTIPROCESSOR["exp" if stabilise else "sigmoid"]
-    return sequences_heads * per < multiprocessors(device)
+    return too_few_to_fill(sequences_heads, SPLIT_PER_MULTIPROCESSOR["exp" if stabilise else "sigmoid"], device)
 
 
 def _restructured_split(q, v, offsets, chunk_size, stabilise: bool) -> bool | None:
     """None where the forward stays on chunk_fwd.py (EXP_FORWARD / SIGMOID_FORWARD
     "current", or where chunk_fwd_fused.py would split and EXP_SPLIT is "current" or the
     gate is the sigmoid without SIGMOID_SPLIT); otherwise whether chunk_fwd_fused.py
-    splits (`_exp_split`), decided here once."""
+    splits (`_split_forward`), decided here once."""
     for name, value in (("EXP_FORWARD", EXP_FORWARD), ("SIGMOID_FORWARD", SIGMOID_FORWARD)):
         if value not in ("current", "restructured"):
             raise ValueError(f"{name}: 'current' or 'restructured', got {value!r}")
@@ -309,7 +308,7 @@ def _restructured_split(q, v, offsets, chunk_size, stabilise: bool) -> bool | No
     B, T, H, K = q.shape
     t = tiles(K, v.shape[-1], chunk_size)
     sequences = B if offsets is None else len(offsets) - 1
-    split = _exp_split(sequences * H, t.BT == t.BS, stabilise, q.device)
+    split = _split_forward(sequences * H, t.BT == t.BS, stabilise, q.device)
     return None if split and (EXP_SPLIT == "current" or not (stabilise or SIGMOID_SPLIT)) else split
 
 
