@@ -147,6 +147,30 @@ def test_a_peer_outside_the_gate_is_timed_forward_only_and_ours_is_not(gdn_expec
     assert "met (the peer failed the gate)" in format_tables([mine, rows[False]], ratios)
 
 
+def test_a_peer_backward_outside_the_gate_is_timed_and_marked_and_ours_is_not(gdn_expected):
+    """A peer whose gradients miss the bound (TFLA's df in bf16) is timed forward +
+    backward and its ratio carries the caveat; ours with the same fault is not timed."""
+    session = _cpu_session()
+    rows = {}
+    for ours in (True, False):
+        row = Row(section="sequence", op_key="gdn", op="GDN", runner="off", ours=ours, shape="S1", dims={})
+        runner = Runner("off", lambda **kw: _gradient_times(1.5)(_gdn(**kw)), is_ours=ours)
+        measure(session, runner, row, gdn_expected.inputs, gdn_expected)
+        rows[ours] = row
+    assert rows[True].status == "ok" and rows[True].fwd_bwd_status == "WRONG" and rows[True].fwd_bwd_ms is None
+    peer = rows[False]
+    assert peer.status == "ok" and peer.fwd_bwd_status == WRONG_TIMED and peer.fwd_bwd_ms > 0
+    mine = Row(section="sequence", op_key="gdn", op="GDN", runner="ours", ours=True, shape="S1", dims={},
+               fwd_ms=peer.fwd_ms, fwd_bwd_ms=peer.fwd_bwd_ms / 2, fwd_bwd_status="ok")
+    ratios = compute_ratios([mine, peer], [Pairing("GDN vs off", "gdn", "gdn", "off", (("fwd_bwd", 1.5),))])
+    assert ratios[0]["fwd_bwd"] == pytest.approx(2.0) and ratios[0]["peer_backward_failed_gate"]
+    assert ratios[0]["why_missing"] is None
+    goal, = targets([mine, peer], ratios)
+    assert goal["met"] and goal["caveat"] == "the peer's gradients failed the gate"
+    table = format_tables([mine, peer], ratios)
+    assert "met (the peer's gradients failed the gate)" in table and "dq err" in table
+
+
 @pytest.mark.parametrize("gate", ["exp", "sigmoid"])
 def test_held_normaliser_convention_has_the_mlstm_value_and_another_gradient(gate):
     """bench/conventions.py (TFLA's gradient): the mLSTM's value; dv, which the

@@ -26,8 +26,10 @@ class Row:
     status: "ok" (gated and timed), "WRONG" (failed the gate, not timed), WRONG_TIMED
             (a peer that failed the gate, its forward timed anyway), "unavailable: ...",
             "failed: ...", or "skipped: ...".
-    fwd_bwd_status: "ok", "WRONG", "refused: ...", "failed: ...", "skipped: ...",
-            "not run" (the forward was not ok) or "n/a" (decode has no backward).
+    fwd_bwd_status: "ok", "WRONG" (ours: not timed), WRONG_TIMED (a peer's backward
+            outside the bound, timed anyway), "refused: ...", "failed: ...",
+            "skipped: ...", "not run" (the forward was not ok) or "n/a" (decode has
+            no backward).
     Times are medians in ms at the full shape; `peak_*_bytes` are the peak allocations of
     one call above what was allocated before it; `first_call_*_s` are the wall times of
     the gate's calls (at `gate_T` tokens): at the first shape of a run these are the
@@ -85,6 +87,8 @@ def compute_ratios(rows: list[Row], pairings: list[Pairing]) -> list[dict]:
     """`peer / ours` for fwd and fwd+bwd, per pairing and shape where either side ran,
     with the pairing's floors (`floor_fwd`, `floor_fwd_bwd`: None where it has none);
     `peer_failed_gate`: the peer's time is that of a result outside the gate's bound;
+    `peer_backward_failed_gate`: its forward + backward time is that of gradients
+    outside the bound;
     `peer_gradient_of`: what the peer's backward computes where it is not the gradient
     ours computes (its forward + backward ratio compares different work)."""
     ratios = []
@@ -98,6 +102,7 @@ def compute_ratios(rows: list[Row], pairings: list[Pairing]) -> list[dict]:
                          fwd=_ratio(theirs.fwd_ms, mine.fwd_ms), fwd_bwd=_ratio(theirs.fwd_bwd_ms, mine.fwd_bwd_ms),
                          **{f"floor_{kind}": floors.get(kind) for kind in RATIO_KINDS},
                          why_missing=_why_missing(mine, theirs), peer_failed_gate=theirs.status == WRONG_TIMED,
+                         peer_backward_failed_gate=theirs.fwd_bwd_status == WRONG_TIMED,
                          peer_gradient_of=theirs.gradient_of if theirs.gradient_of != mine.gradient_of else None)
             ratios.append(entry)
     return ratios
@@ -131,12 +136,17 @@ def targets(rows: list[Row], ratios: list[dict]) -> list[dict]:
 
 def _caveat(entry: dict, kind: str) -> str | None:
     """What qualifies a ratio: the peer failed the gate, or (forward + backward) its
-    backward computes another gradient than ours."""
+    gradients did, or its backward computes another gradient than ours."""
     if entry.get("peer_failed_gate"):
         return "the peer failed the gate"
-    if kind == "fwd_bwd" and entry.get("peer_gradient_of"):
-        return f"the peer's {entry['peer_gradient_of']}"
-    return None
+    if kind != "fwd_bwd":
+        return None
+    caveats = []
+    if entry.get("peer_backward_failed_gate"):
+        caveats.append("the peer's gradients failed the gate")
+    if entry.get("peer_gradient_of"):
+        caveats.append(f"the peer's {entry['peer_gradient_of']}")
+    return "; ".join(caveats) or None
 
 
 def _ratio(peer_ms, our_ms):
@@ -148,7 +158,7 @@ def _why_missing(mine: Row, theirs: Row) -> str | None:
     for who, row in (("ours", mine), ("peer", theirs)):
         if row.status != "ok":
             reasons.append(f"{who}: {_short(row.status)}")
-        elif row.fwd_bwd_status not in ("ok", "n/a"):
+        elif row.fwd_bwd_status not in ("ok", "n/a", WRONG_TIMED):
             reasons.append(f"{who} fwd+bwd: {_short(row.fwd_bwd_status)}")
     return "; ".join(reasons) or None
 
@@ -191,6 +201,8 @@ def format_tables(rows: list[Row], ratios: list[dict]) -> str:
             fwd_bwd = _num(r.fwd_bwd_ms, ".3f")
             if r.fwd_bwd_ms is not None and r.gradient_of:
                 fwd_bwd = f"{fwd_bwd} {note(r, 'backward: ' + r.gradient_of)}"
+            if r.fwd_bwd_ms is not None and r.fwd_bwd_status == WRONG_TIMED:
+                fwd_bwd = f"{fwd_bwd} {note(r, _gate_text(r))}"
             if r.status == "ok" and r.fwd_bwd_ms is None and r.fwd_bwd_status != "n/a":
                 fwd_bwd = f"{_status_cell(r.fwd_bwd_status)} {note(r, r.fwd_bwd_status if r.fwd_bwd_status != 'WRONG' else _gate_text(r))}"
             peak = f"{_mb(r.peak_fwd_bytes)}/{_mb(r.peak_fwd_bwd_bytes)}"
