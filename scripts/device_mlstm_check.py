@@ -105,6 +105,18 @@ def _compare(golden, eager, ours, report, pinned_m_state=None):
         report["grad.state.m"] = _pinned_m_verdict(o_grads, g_grads, pinned_m_state, report)
 
 
+def _compare_inference(golden, eager, op, inputs, state, report, **kwargs):
+    """The output and final state of `op` under torch.no_grad() (inference: a forward
+    that keeps nothing for a backward, and may round more, `launch.OUTPUT_PRODUCTS`)
+    against the golden and eager results."""
+    with torch.no_grad():
+        result = op(**inputs, initial_state=state, output_final_state=True, **kwargs)
+    report["inference.output"] = _verdict(result.output, golden.output, eager.output, torch.bfloat16)
+    for name, o, g, e in zip(type(result.final_state)._fields, result.final_state, golden.final_state,
+                             eager.final_state):
+        report[f"inference.final.{name}"] = _verdict(o, g, e, None)
+
+
 def _pinned_m_verdict(ours, golden, state, report):
     """With m pinned at 0 (sigmoid gate) the entering m only scales the entering state,
     by exp(m): its gradient is exactly <dC0, C0> + <dn0, n0> per (batch, head), a
@@ -144,9 +156,11 @@ def check_mlstm(shapes):
                     lowd = {n: x.double() for n, x in low.items()}
                     run = lambda x, impl, f: _run_with_grads(af.mlstm, x, state, af.MLSTMState, upstream,
                                                              input_gate=gate, impl=impl, form=f)
-                    _compare(run(lowd, "reference", "chunk"), run(low, "reference", "chunk"),
-                             run(low, "triton", form), entry,
+                    golden, eager = run(lowd, "reference", "chunk"), run(low, "reference", "chunk")
+                    _compare(golden, eager, run(low, "triton", form), entry,
                              pinned_m_state=state if gate == "sigmoid" else None)
+                    _compare_inference(golden[0], eager[0], af.mlstm, low, state, entry, input_gate=gate,
+                                       impl="triton", form=form)
                     entry["passed"] = all(v["passed"] for v in entry.values() if isinstance(v, dict))
                 except Exception as exc:
                     entry.update(passed=False, failure=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc()[-2000:])

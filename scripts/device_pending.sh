@@ -76,7 +76,9 @@
 # everything else within it; the bench now times such a peer's backward and marks it):
 # the forward + backward ratios against TFLA; TFLA's forward per kernel (part 7's peers
 # section lacked the wheels); our split form's kernels at S1 with bf16 output products
-# (its output pass alone took 0.91 ms, TFLA's whole forward 0.97); GDN and KDA at S2 with
+# (its output pass alone took 0.91 ms, TFLA's whole forward 0.97), and both forms with
+# them where no backward follows ("bf16 inference", checked under no_grad, timed at S1
+# and S3); GDN and KDA at S2 with
 # the backward's value tile narrowed and not (part 9: at S3 wide is faster, now the
 # default).
 #
@@ -170,8 +172,10 @@ elif [ "$part" = 11 ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
     step tfla_kernels 100 env PYTHONPATH="$site:$PYTHONPATH" python3 scripts/device_mlstm_check.py \
         --sections peers --shapes S1
+    step mlstm_bf16_inference 90 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S3 \
+        --set 'OUTPUT_PRODUCTS="bf16 inference"'
     step mlstm_split_bf16_kernels 60 python3 scripts/device_mlstm_check.py --sections profile --shapes S1 \
-        --set EXP_SPLIT=always --set OUTPUT_PRODUCTS=bf16
+        --set EXP_SPLIT=always --set 'OUTPUT_PRODUCTS="bf16 inference"'
     step gdr_s2_backward_value_tile 150 env OPS=GDN,KDA SHAPES=S2 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_BACKWARD_VALUE_TILE=True'
 elif [ "$part" = 10 ]; then
