@@ -166,18 +166,18 @@ elif [ "$part" = 9 ]; then
     step gdr_s3_value_tile 400 env OPS=GDN,KDA SHAPES=S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
 elif [ "$part" = 11 ]; then
-    step tfla_fwd_bwd 260 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
-        --ops gdn,mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S1,S2,S3 --budget-s 200
-    site=$(mktemp -d)
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
-    step tfla_kernels 100 env PYTHONPATH="$site:$PYTHONPATH" python3 scripts/device_mlstm_check.py \
-        --sections peers --shapes S1
+    step tfla_fwd_bwd 230 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
+        --ops gdn,mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S1,S2,S3 --budget-s 180
     step mlstm_bf16_inference 90 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S3 \
         --set 'OUTPUT_PRODUCTS="bf16 inference"'
-    step mlstm_split_bf16_kernels 60 python3 scripts/device_mlstm_check.py --sections profile --shapes S1 \
-        --set EXP_SPLIT=always --set 'OUTPUT_PRODUCTS="bf16 inference"'
-    step gdr_s2_backward_value_tile 150 env OPS=GDN,KDA SHAPES=S2 python3 scripts/device_gdr_variants.py \
+    step gdr_s2_backward_value_tile 120 env OPS=GDN,KDA SHAPES=S2 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_BACKWARD_VALUE_TILE=True'
+    site=$(mktemp -d)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+    step tfla_kernels 60 env PYTHONPATH="$site:$PYTHONPATH" python3 scripts/device_mlstm_check.py \
+        --sections peers --shapes S1
+    step mlstm_split_bf16_kernels 45 python3 scripts/device_mlstm_check.py --sections profile --shapes S1 \
+        --set EXP_SPLIT=always --set 'OUTPUT_PRODUCTS="bf16 inference"'
 elif [ "$part" = 10 ]; then
     step tfla_fwd_bwd 560 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
         --ops gdn,mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S1,S2,S3 --budget-s 480
