@@ -1,5 +1,6 @@
 """kernels/occupancy.py: the sequential passes' value tile narrows until the programs
-fill the GPU's multiprocessors, and no further than 16."""
+fill the GPU's multiprocessors (or the asked share of them), and no further than 16; the
+split rule."""
 import torch
 
 from attnforms.kernels import occupancy
@@ -14,6 +15,24 @@ def test_value_tile_narrows_to_fill_the_multiprocessors(monkeypatch):
     assert occupancy.narrowed_value_tile(64, 128, 16, gpu) == 16
     # A ragged V counts its partial tile: 40 x cdiv(100, 32) = 160 programs at 32.
     assert occupancy.narrowed_value_tile(64, 100, 40, gpu) == 32
+
+
+def test_value_tile_narrows_to_the_asked_share_of_the_multiprocessors(monkeypatch):
+    """The gated delta rule's backward (`NARROW_BACKWARD_FILL` 0.5): S3's 32
+    sequences·heads at BV 32 (128 programs) stay wide, S2's 16 (64) narrow; fill 0 never
+    narrows."""
+    monkeypatch.setattr(occupancy, "multiprocessors", lambda device: 132)
+    gpu = torch.device("cuda")
+    assert occupancy.narrowed_value_tile(32, 128, 32, gpu, fill=0.5) == 32
+    assert occupancy.narrowed_value_tile(32, 128, 16, gpu, fill=0.5) == 16
+    assert occupancy.narrowed_value_tile(32, 128, 1, gpu, fill=0.0) == 32
+
+
+def test_split_when_too_few_sequences_heads_to_fill(monkeypatch):
+    monkeypatch.setattr(occupancy, "multiprocessors", lambda device: 132)
+    gpu = torch.device("cuda")
+    assert occupancy.too_few_to_fill(32, 4, gpu)      # 128 < 132
+    assert not occupancy.too_few_to_fill(32, 6, gpu)  # 192
 
 
 def test_off_the_gpu_there_is_one_multiprocessor():

@@ -21,11 +21,12 @@ def too_few_to_fill(sequences_heads: int, per_multiprocessor: int, device: torch
     return sequences_heads * per_multiprocessor < multiprocessors(device)
 
 
-def narrowed_value_tile(BV: int, V: int, sequences_heads: int, device: torch.device) -> int:
+def narrowed_value_tile(BV: int, V: int, sequences_heads: int, device: torch.device, fill: float = 1.0) -> int:
     """BV halved (down to 16) while a sequential pass over V value columns would run
-    fewer programs, `sequences_heads · cdiv(V, BV)`, than the GPU has multiprocessors:
-    one long sequence is bound by the latency of its chunk steps, so narrower slices
-    in more programs finish sooner."""
-    while BV > 16 and sequences_heads * triton.cdiv(V, BV) < multiprocessors(device):
+    fewer programs, `sequences_heads · cdiv(V, BV)`, than `fill` times the GPU's
+    multiprocessors: one long sequence is bound by the latency of its chunk steps, so
+    narrower slices in more programs finish sooner (where each step's products are
+    short enough: a pass may ask for less than one program per multiprocessor)."""
+    while BV > 16 and sequences_heads * triton.cdiv(V, BV) < fill * multiprocessors(device):
         BV //= 2
     return BV

@@ -78,16 +78,19 @@ SPLIT_PER_MULTIPROCESSOR_BY_KIND = {(2, True): 4, (1, False): 4}
 # an H100: 1.25 against 1.53 ms forward; in the fused pass at S3 three stages were
 # slower, 1.39 against 1.14).
 SPLIT_STATE_STAGES = 3
-# Whether the forward's and the backward's sequential passes narrow their value tile to
-# run at least one program per multiprocessor (`narrowed_value_tile`). At S3 (32
-# sequences·heads) GDN's BV 32 gives 128 programs on an H100's 132, so narrowing means
-# 256 programs at BV 16. Measured there (session 16, H100, device_pending.sh 9,
-# bench/results/dev/2026-12-07-h100-s16/part9): the forward's state pass 0.80 ms narrowed
-# against 0.88 wide, but the backward's reverse pass 1.40 narrowed against 0.86 wide
-# (GDN forward + backward 4.00 -> 3.56 ms, KDA 10.1 -> 9.6). S2 (16 sequences·heads,
-# 64 programs at BV 32): device_pending.sh 11.
-NARROW_FORWARD_VALUE_TILE = True
-NARROW_BACKWARD_VALUE_TILE = False
+# How far the forward's and the backward's sequential passes narrow their value tile:
+# until they run at least FILL times as many programs as the GPU has multiprocessors
+# (`narrowed_value_tile`; 0: never narrowed). At S3 (32 sequences·heads) GDN's BV 32
+# gives 128 programs on an H100's 132; narrowed, 256 at BV 16. Measured there (session
+# 16, H100, device_pending.sh 9, bench/results/dev/2026-12-07-h100-s16/part9): the
+# forward's state pass 0.80 ms narrowed against 0.88 wide, but the backward's reverse
+# pass 1.40 narrowed against 0.86 wide (GDN forward + backward 4.00 -> 3.56 ms, KDA
+# 10.1 -> 9.6). At S2 (16 sequences·heads: 64 programs wide) the narrowed backward was
+# the faster: GDN forward + backward 4.02 ms in two runs (session 15, part 10) against
+# 4.13 wide (part 11; three runs, not one, so to be confirmed in one). Hence the
+# backward narrows only below half the multiprocessors.
+NARROW_FORWARD_FILL = 1.0
+NARROW_BACKWARD_FILL = 0.5
 OUTPUT_BV, OUTPUT_WARPS = 64, 4
 # The recurrent kernel's state slice and warps (a decode step streams the state once:
 # many programs, each with enough bytes in flight).
@@ -142,12 +145,12 @@ def gate_mode(g: torch.Tensor | None) -> int:
     return 0 if g is None else (1 if g.ndim == 3 else 2)
 
 
-def _sequential_value_tile(K: int, V: int, elements: int, sequences_heads: int, narrow: bool,
+def _sequential_value_tile(K: int, V: int, elements: int, sequences_heads: int, fill: float,
                            device) -> tuple[int, int]:
-    """`_value_tile` for a sequential pass (forward or reverse), where `narrow`
-    (NARROW_*_VALUE_TILE) narrowed to fill the GPU (`narrowed_value_tile`)."""
+    """`_value_tile` for a sequential pass (forward or reverse), narrowed to run at
+    least `fill` (NARROW_*_FILL) programs per multiprocessor (`narrowed_value_tile`)."""
     BK, BV = _value_tile(K, V, elements)
-    return BK, narrowed_value_tile(BV, V, sequences_heads, device) if narrow else BV
+    return BK, narrowed_value_tile(BV, V, sequences_heads, device, fill)
 
 
 def _split_forward(sequences_heads: int, kind: tuple[int, bool], device) -> bool:
@@ -284,7 +287,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     if K > 128:
         # `[BT, K]` tiles of 256 columns: one pipelining stage keeps them in shared memory.
         tiling = tiling._replace(stages=1)
-    BK, BV = _sequential_value_tile(K, V, tiling.elements, N * H, NARROW_FORWARD_VALUE_TILE, device)
+    BK, BV = _sequential_value_tile(K, V, tiling.elements, N * H, NARROW_FORWARD_FILL, device)
     split = _split_forward(N * H, (GATE, use_beta), device)
     if split and K <= 128:
         tiling = tiling._replace(stages=SPLIT_STATE_STAGES)
@@ -330,7 +333,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
     f32 = dict(dtype=torch.float32, device=device)
     precision = dot_precision(q)
-    BK, BV = _sequential_value_tile(K, V, STATE_BACKWARD.elements, N * H, NARROW_BACKWARD_VALUE_TILE,
+    BK, BV = _sequential_value_tile(K, V, STATE_BACKWARD.elements, N * H, NARROW_BACKWARD_FILL,
                                     device)
     kept = dict(dtype=q.dtype, device=device) if low_precision_products(q) and KEEP_16BIT else f32
     dstates = torch.empty(num_chunks, H, K, V, **kept)
