@@ -444,13 +444,16 @@ def peer_main(kind, gate, B, T, H, K, V):
         fn = lambda: kernel(**head_major, return_last_states=False, eps=1e-6, chunk_size=128, **extra)
         entry["impl"] = f"mlstm_kernels {name}"
         entry["fwd_ms"], entry["fwdbwd_ms"] = _timed_pair(fn, list(head_major.values()), False)
-        # Where TFLA's forward time goes, next to profile_ours's rows for ours.
+        # Where TFLA's time goes, next to profile_ours's rows for ours.
         from attnforms.bench.timing import kernel_times_ms
 
         def inference():
             with torch.no_grad():
                 return fn()
         entry["fwd_kernels_ms"] = kernel_times_ms(inference)
+        upstream = torch.randn_like(inference())
+        entry["fwd_bwd_kernels_ms"] = kernel_times_ms(lambda: torch.autograd.backward(fn(), upstream),
+                                                      grad_to_none=list(head_major.values()))
     else:
         from mlstm_kernels.torch import get_available_mlstm_step_kernels, get_mlstm_step_kernel
         names = get_available_mlstm_step_kernels()

@@ -83,6 +83,16 @@
 # default). Run in session 16 with a 300 s limit: the bench came back; the bf16 check
 # passed (the time section was cut off); the rest did not run. NARROW_BACKWARD_VALUE_TILE
 # became NARROW_BACKWARD_FILL (0.5: narrow below half the multiprocessors) after it ran.
+# Part 12 (written in session 16, not yet run; about 9 minutes): what part 11 left, and
+# the backward's precision. TFLA's forward + backward at S1 took 3.25 ms against our
+# 5.28 (held gradient): its backward 2.3 ms against our 4.0, all in bf16 products,
+# while ours keeps tf32 products of float32 intermediates and its gradients sit at
+# 0.01-0.5 of the bound (TFLA's df at 2.65x it). So: our defaults timed beside bf16
+# output products where no backward follows ("bf16 inference", checked in part 11);
+# bf16 gate-weighted scores in the backward too (HALF_PRECISION_P, session 5: chunk 128
+# f+b 8.03 -> 7.52 ms, never rerun) with its checks; TFLA per kernel, forward and
+# forward + backward; GDN and KDA at S2 and S3 with the backward's narrowing at fill 0,
+# 0.5 (default) and 1.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -167,6 +177,18 @@ elif [ "$part" = 9 ]; then
     # and NARROW_BACKWARD_VALUE_TILE after this ran.)
     step gdr_s3_value_tile 400 env OPS=GDN,KDA SHAPES=S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
+elif [ "$part" = 12 ]; then
+    step mlstm_defaults_time 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3
+    step mlstm_bf16_inference_time 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
+        --set 'OUTPUT_PRODUCTS="bf16 inference"'
+    step mlstm_half_p 160 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3 \
+        --set HALF_PRECISION_P=True
+    site=$(mktemp -d)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+    step tfla_kernels 80 env PYTHONPATH="$site:$PYTHONPATH" python3 scripts/device_mlstm_check.py \
+        --sections peers --shapes S1
+    step gdr_backward_fill 150 env OPS=GDN,KDA SHAPES=S2+S3 python3 scripts/device_gdr_variants.py \
+        '' 'NARROW_BACKWARD_FILL=0' 'NARROW_BACKWARD_FILL=1'
 elif [ "$part" = 11 ]; then
     step tfla_fwd_bwd 230 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
         --ops gdn,mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S1,S2,S3 --budget-s 180
