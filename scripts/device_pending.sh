@@ -90,7 +90,9 @@
 # 0.01-0.5 of the bound (TFLA's df at 2.65x it). So: our defaults timed beside bf16
 # output products where no backward follows ("bf16 inference", checked in part 11);
 # bf16 gate-weighted scores in the backward too (HALF_PRECISION_P, session 5: chunk 128
-# f+b 8.03 -> 7.52 ms, never rerun) with its checks; TFLA per kernel, forward and
+# f+b 8.03 -> 7.52 ms, never rerun) with its checks; the dq and dk / dv kernels at 4
+# warps (BWD_WARPS=4: sm_90 compile, 251 / 255 registers without spills, 2 programs per
+# multiprocessor against 1 at 8 warps; never timed); TFLA per kernel, forward and
 # forward + backward; GDN and KDA at S2 and S3 with the backward's narrowing at fill 0,
 # 0.5 (default) and 1.
 #
@@ -183,11 +185,13 @@ elif [ "$part" = 12 ]; then
         --set 'OUTPUT_PRODUCTS="bf16 inference"'
     step mlstm_half_p 160 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3 \
         --set HALF_PRECISION_P=True
+    step mlstm_bwd_warps4 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
+        --set BWD_WARPS=4
     site=$(mktemp -d)
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
-    step tfla_kernels 80 env PYTHONPATH="$site:$PYTHONPATH" python3 scripts/device_mlstm_check.py \
+    step tfla_kernels 70 env PYTHONPATH="$site:$PYTHONPATH" python3 scripts/device_mlstm_check.py \
         --sections peers --shapes S1
-    step gdr_backward_fill 150 env OPS=GDN,KDA SHAPES=S2+S3 python3 scripts/device_gdr_variants.py \
+    step gdr_backward_fill 120 env OPS=GDN,KDA SHAPES=S2+S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_BACKWARD_FILL=0' 'NARROW_BACKWARD_FILL=1'
 elif [ "$part" = 11 ]; then
     step tfla_fwd_bwd 230 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
