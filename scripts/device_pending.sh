@@ -92,7 +92,9 @@
 # bf16 gate-weighted scores in the backward too (HALF_PRECISION_P, session 5: chunk 128
 # f+b 8.03 -> 7.52 ms, never rerun) with its checks; the dq and dk / dv kernels at 4
 # warps (BWD_WARPS=4: sm_90 compile, 251 / 255 registers without spills, 2 programs per
-# multiprocessor against 1 at 8 warps; never timed); TFLA per kernel, forward and
+# multiprocessor against 1 at 8 warps; never timed); the reverse pass's value tile
+# narrowed at S2 / S3 (STATE_BWD_FILL=0.5: 32 / 64 programs of [128, 64] become 128 of
+# [128, 16] / [128, 32]; checked on the CPU); TFLA per kernel, forward and
 # forward + backward; GDN and KDA at S2 and S3 with the backward's narrowing at fill 0,
 # 0.5 (default) and 1.
 #
@@ -180,13 +182,15 @@ elif [ "$part" = 9 ]; then
     step gdr_s3_value_tile 400 env OPS=GDN,KDA SHAPES=S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
 elif [ "$part" = 12 ]; then
-    step mlstm_defaults_time 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3
+    step mlstm_defaults_time 80 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S2,S3
     step mlstm_bf16_inference_time 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set 'OUTPUT_PRODUCTS="bf16 inference"'
     step mlstm_half_p 160 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3 \
         --set HALF_PRECISION_P=True
     step mlstm_bwd_warps4 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set BWD_WARPS=4
+    step mlstm_state_bwd_fill 60 python3 scripts/device_mlstm_check.py --sections time --shapes S2,S3 \
+        --set STATE_BWD_FILL=0.5
     site=$(mktemp -d)
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
     step tfla_kernels 70 env PYTHONPATH="$site:$PYTHONPATH" python3 scripts/device_mlstm_check.py \

@@ -126,6 +126,27 @@ def test_backward_matches_reference(gate, chunk_size, T, K, V):
                       chunk_size=chunk_size)
 
 
+@pytest.mark.parametrize("gate", ["exp", "sigmoid"])
+def test_backward_with_the_reverse_pass_value_tile_narrowed(monkeypatch, gate):
+    """STATE_BWD_FILL: on a GPU of many multiprocessors the reverse pass runs `[K, 16]`
+    slices (V 40: three of them, the last partial) and still gives every gradient."""
+    monkeypatch.setattr(launch, "STATE_BWD_FILL", 1.0)
+    monkeypatch.setattr(occupancy, "multiprocessors", lambda device: 1000)
+    backward_widths = []
+    real = launch.narrowed_value_tile
+
+    def spy(*args):
+        width = real(*args)
+        if len(args) == 5:  # the reverse pass's call passes its fill
+            backward_widths.append(width)
+        return width
+
+    monkeypatch.setattr(launch, "narrowed_value_tile", spy)
+    inputs = mlstm_inputs(2, 50, 2, 16, 40, dtype=torch.float32, requires_grad=True)
+    _assert_gradients(inputs, _state(2, 2, 16, 40, gate, requires_grad=True), gate, form="chunk", chunk_size=16)
+    assert backward_widths == [16]
+
+
 @gates_and_forwards()
 def test_recurrent_form_backward_matches_reference(gate):
     inputs = mlstm_inputs(2, 37, 2, 16, 20, dtype=torch.float32, requires_grad=True)

@@ -63,6 +63,13 @@ CHUNK_SIZES = (16, 32, 64, 128, 256)
 TILE = 64
 # `[K, BV]` float32 slice of a sequential state pass held in registers.
 STATE_ELEMENTS = 128 * 64
+# The backward's reverse pass narrows that slice until it runs at least STATE_BWD_FILL
+# programs per multiprocessor (`narrowed_value_tile`; 0: never). At S2 / S3 (16 / 32
+# sequences·heads) it runs 32 / 64 programs of `[128, 64]` on 132 multiprocessors; the
+# gated delta rule's reverse pass was faster narrowed from 64 programs (S2) and slower
+# from 128 (S3; its NARROW_BACKWARD_FILL, session 16). Off until timed here:
+# device_pending.sh 12 runs 0.5.
+STATE_BWD_FILL = 0.0
 STATE_WARPS = 8
 # Value tile of the output kernel; key / value sub-tiles of the backward's state parts.
 OUTPUT_BV = 64
@@ -416,7 +423,8 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
         dn_f = torch.zeros(N, H, K, **f32) if dn_f is None else dn_f.float().contiguous()
     dstates = torch.empty(num_chunks, H, K, V, **f32)
     dstates_n = torch.empty(num_chunks, H, K, **f32)
-    NV = triton.cdiv(V, t.state_BV)
+    state_BV = narrowed_value_tile(t.state_BV, V, N * H, device, STATE_BWD_FILL)
+    NV = triton.cdiv(V, state_BV)
     dg_part = torch.empty(num_chunks, H, NV, **f32)
     dC0 = torch.empty(N, H, K, V, **f32) if initial is not None else None
     dn0 = torch.empty(N, H, K, **f32) if initial is not None else None
@@ -426,7 +434,7 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
         C_f, n_f, dC_f, dn_f, dstates, dstates_n, dg_part, dC0, dn0, chunk_base, cu_seqlens, scale,
         H=H, K=K, V=V, NV=NV, USE_DFINAL=use_dfinal, STORE_DINITIAL=initial is not None,
         DOT_PRECISION=precision,
-        BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
+        BT=t.BT, BS=t.BS, BK=t.BK, BV=state_BV, num_warps=STATE_WARPS if t.BK * state_BV <= 8192 else 8,
         num_stages=STATE_STAGES,
     )
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
