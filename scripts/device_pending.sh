@@ -185,7 +185,7 @@ elif [ "$part" = 12 ]; then
     step mlstm_defaults_time 80 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S2,S3
     step mlstm_bf16_inference_time 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set 'OUTPUT_PRODUCTS="bf16 inference"'
-    step mlstm_half_p 160 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3 \
+    step mlstm_half_p 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S2,S3 \
         --set HALF_PRECISION_P=True
     step mlstm_bwd_warps4 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set BWD_WARPS=4
@@ -195,7 +195,7 @@ elif [ "$part" = 12 ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
     step tfla_kernels 70 env PYTHONPATH="$site:$PYTHONPATH" python3 scripts/device_mlstm_check.py \
         --sections peers --shapes S1
-    step gdr_backward_fill 120 env OPS=GDN,KDA SHAPES=S2+S3 python3 scripts/device_gdr_variants.py \
+    step gdr_backward_fill 100 env OPS=GDN,KDA SHAPES=S2+S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_BACKWARD_FILL=0' 'NARROW_BACKWARD_FILL=1'
 elif [ "$part" = 11 ]; then
     step tfla_fwd_bwd 230 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
