@@ -8,8 +8,6 @@ adds the gradients of captured float tensors with atomics.
 """
 from __future__ import annotations
 
-import torch
-
 from .mod_trace import _COMPARE, _LOGIC, Graph, ModError, Node, _needs_grad
 
 
