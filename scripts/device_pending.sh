@@ -97,6 +97,11 @@
 # [128, 16] / [128, 32]; checked on the CPU); TFLA per kernel, forward and
 # forward + backward; GDN and KDA at S2 and S3 with the backward's narrowing at fill 0,
 # 0.5 (default) and 1.
+# Part 13 (written in session 16, not yet run; about 5 minutes): the backward's state
+# gradients kept in bf16 (BWD_STATE_16BIT: the dk / dv kernel's exit-state products one
+# bf16 product each, half the bytes of dstates; sm_90: the kernel's shared memory 57 ->
+# 36 KB), alone and with HALF_PRECISION_P (then 128 registers, 2 programs per
+# multiprocessor), each with every float64 check, beside the defaults in the same call.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -181,6 +186,12 @@ elif [ "$part" = 9 ]; then
     # and NARROW_BACKWARD_VALUE_TILE after this ran.)
     step gdr_s3_value_tile 400 env OPS=GDN,KDA SHAPES=S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
+elif [ "$part" = 13 ]; then
+    step mlstm_defaults_time 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3
+    step mlstm_bwd_state16 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S3 \
+        --set BWD_STATE_16BIT=True
+    step mlstm_bwd_state16_half_p 150 python3 scripts/device_mlstm_check.py --sections check,time \
+        --shapes S1,S3 --set BWD_STATE_16BIT=True --set HALF_PRECISION_P=True
 elif [ "$part" = 12 ]; then
     step mlstm_defaults_time 80 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S2,S3
     step mlstm_bf16_inference_time 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \

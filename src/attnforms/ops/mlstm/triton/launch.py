@@ -70,6 +70,14 @@ STATE_ELEMENTS = 128 * 64
 # from 128 (S3; its NARROW_BACKWARD_FILL, session 16). Off until timed here:
 # device_pending.sh 12 runs 0.5.
 STATE_BWD_FILL = 0.0
+# The backward's state gradients dC per chunk (`[chunks, H, K, V]`, written by the
+# reverse pass, read twice per key tile by the dk / dv kernel) kept in bf16 for bf16
+# inputs on the GPU, their products with the keys' and values' gate-weighted rows then
+# one bf16 product each (else float32 tiles, tf32 products). Half the bytes of the
+# backward's largest tensor (537 MB at S1, chunk 64); the gradients it feeds sat at
+# 0.01-0.05 of the noise bound in session 16. Off until checked and timed on the GPU
+# (device_pending.sh 13); the interpreter always keeps float32.
+BWD_STATE_16BIT = False
 STATE_WARPS = 8
 # Value tile of the output kernel; key / value sub-tiles of the backward's state parts.
 OUTPUT_BV = 64
@@ -421,7 +429,9 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     if use_dfinal:
         dC_f = torch.zeros(N, H, K, V, **f32) if dC_f is None else dC_f.float().contiguous()
         dn_f = torch.zeros(N, H, K, **f32) if dn_f is None else dn_f.float().contiguous()
-    dstates = torch.empty(num_chunks, H, K, V, **f32)
+    native = _native(device)
+    state16 = BWD_STATE_16BIT and native and q.dtype == torch.bfloat16
+    dstates = torch.empty(num_chunks, H, K, V, dtype=q.dtype if state16 else torch.float32, device=device)
     dstates_n = torch.empty(num_chunks, H, K, **f32)
     state_BV = narrowed_value_tile(t.state_BV, V, N * H, device, STATE_BWD_FILL)
     NV = triton.cdiv(V, state_BV)
@@ -440,7 +450,6 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     xq, xk = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
     grid = (num_chunks * (t.BT // t.BS), H)
-    native = _native(device)
     _dq_kernel[grid](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.states, saved.states_n,
         saved.chunk_m, dq, xq, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
@@ -451,7 +460,7 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     _dkv_kernel[(num_chunks * (t.BT // BSK), H)](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.chunk_m, dstates, dstates_n,
         dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
-        HALF_P=HALF_PRECISION_P, DOT_PRECISION=precision, BT=t.BT, BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV,
+        HALF_P=HALF_PRECISION_P, STATE16=state16, DOT_PRECISION=precision, BT=t.BT, BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV,
         BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
         num_stages=BWD_STAGES,
     )
