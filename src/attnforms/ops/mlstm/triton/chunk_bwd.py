@@ -26,17 +26,6 @@ from .chunk_fwd import _chunk_bounds, _mixed_dot, _operand
 
 
 @triton.jit
-def _state_dot(a, s, STATE16: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """`a @ s` for a computed float32 `a` and a tile `s` of a stored state gradient: with
-    STATE16 (`s` kept in 16 bits) `a` rounded to `s`'s dtype, one 16-bit product;
-    otherwise float32 operands in DOT_PRECISION."""
-    if STATE16:
-        return tl.dot(a.to(s.dtype), s, input_precision=DOT_PRECISION)
-    else:
-        return tl.dot(a, s, input_precision=DOT_PRECISION)
-
-
-@triton.jit
 def _state_bwd_kernel(q, do, b, m_row, rho, dden, states, states_n, chunk_m, final_C, final_n,
                       dfinal_C, dfinal_n, dstates, dstates_n, dg_part, dinitial_C, dinitial_n,
                       chunk_base, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
@@ -164,7 +153,8 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
                 BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr, BVS: tl.constexpr):
     """Key tiles of BSK tokens (smaller than the query tiles of BS: two `[BSK, K]` and
     `[BSK, V]` float32 accumulators live in registers). STATE16: dstates holds 16-bit
-    tiles (launch.BWD_STATE_16BIT)."""
+    tiles (launch.BWD_STATE_16BIT), so the exit state's products round their other
+    operand to them (`_mixed_dot`; a float32 tile leaves both in float32)."""
     i_cs, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     NS: tl.constexpr = BT // BSK
     i_c, i_s = i_cs // NS, i_cs % NS
@@ -197,14 +187,14 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
         b_vs = tl.load(v + p_s[:, None] * V + o_vs[None, :], mask=m_s[:, None] & m_vs[None, :], other=0.0).to(tl.float32)
         b_dC = tl.load(p_dC + o_k[:, None] * V + o_vs[None, :], mask=m_k[:, None] & m_vs[None, :], other=0.0)
         # [BSK, BVS] @ [BVS, BK] -> [BSK, BK]
-        b_dk += _state_dot(b_vs * b_e[:, None], tl.trans(b_dC), STATE16, DOT_PRECISION)
+        b_dk += _mixed_dot(b_vs * b_e[:, None], tl.trans(b_dC), STATE16, DOT_PRECISION)
     for k0 in range(0, BK, BKS):
         o_ks = k0 + tl.arange(0, BKS)
         m_ks = o_ks < K
         b_ks = tl.load(k + p_s[:, None] * K + o_ks[None, :], mask=m_s[:, None] & m_ks[None, :], other=0.0).to(tl.float32)
         b_dC = tl.load(p_dC + o_ks[:, None] * V + o_v[None, :], mask=m_ks[:, None] & m_v[None, :], other=0.0)
         # [BSK, BKS] @ [BKS, BV] -> [BSK, BV]
-        b_dv += _state_dot(b_ks * b_e[:, None], b_dC, STATE16, DOT_PRECISION)
+        b_dv += _mixed_dot(b_ks * b_e[:, None], b_dC, STATE16, DOT_PRECISION)
     # The in-chunk part: the query tiles from the diagonal on.
     for i_r in range(i_s * BSK // BS, tl.cdiv(valid, BS)):
         o_r = i_r * BS + tl.arange(0, BS)
