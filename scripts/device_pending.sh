@@ -58,7 +58,8 @@
 # TFLA (0.68-0.92x): our split form's kernels (state pass, output pass) and TFLA's own,
 # per kernel at S1, both gates; the fused pass's kernels for reference; the split form
 # at chunks 64, 128, 256 (TFLA runs 128; our default is 64, the fused pass's); the
-# candidate default, chunk 128 where the form splits (`SPLIT_CHUNK=128`), at S2 and S3
+# candidate default, chunk 128 where the form splits (`SPLIT_CHUNK=128`, a launcher
+# setting removed after this ran: slower), at S2 and S3
 # with its float64 checks.
 # Part 8 (written in session 15, not yet run): mLSTM and Aaren at head size 16 on the
 # GPU (the gated delta rule's families were checked there in part 5; the fault of part 3

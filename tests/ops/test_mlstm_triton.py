@@ -471,32 +471,6 @@ def test_forward_keeps_intermediates_only_when_a_backward_can_run(monkeypatch, g
     assert _close(out.detach().double(), expected)
 
 
-@pytest.mark.parametrize("B, split_chunk, expected", [(1, None, 64), (1, 128, 128), (8, 128, 64)])
-def test_split_chunk_applies_only_where_the_forward_splits(monkeypatch, B, split_chunk, expected):
-    # With no chunk_size given: SPLIT_CHUNK where the restructured forward would split at
-    # the default chunk (B 1: 2 sequences·heads on "132" multiprocessors), the default
-    # elsewhere (B 8: 16 sequences·heads, one per multiprocessor of "16", run fused).
-    monkeypatch.setattr(launch, "EXP_FORWARD", "restructured")
-    monkeypatch.setattr(launch, "EXP_SPLIT", "auto")
-    monkeypatch.setattr(launch, "SPLIT_CHUNK", split_chunk)
-    monkeypatch.setattr(launch, "SPLIT_PER_MULTIPROCESSOR", {"exp": 1, "sigmoid": 1})
-    monkeypatch.setattr(occupancy, "multiprocessors", lambda device: 132 if B == 1 else 16)
-    seen = []
-    real = launch.chunk_forward
-
-    def spy(*args, **kwargs):
-        seen.append(args[10])  # chunk_size
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(launch, "chunk_forward", spy)
-    x = mlstm_inputs(B, 150, 2, 16, 16, dtype=torch.float32)
-    out = af.mlstm(**x, input_gate="exp", impl="triton", form="chunk").output
-    assert seen == [expected]
-    reference = af.mlstm(**{n: t.double() for n, t in x.items()}, input_gate="exp", impl="reference",
-                         form="chunk").output
-    assert _close(out.double(), reference)
-
-
 @gates_and_forwards()
 @pytest.mark.parametrize("form", ["chunk", "recurrent"])
 def test_held_normaliser_gradient_matches_reference(gate, form):

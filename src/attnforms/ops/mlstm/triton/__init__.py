@@ -83,7 +83,7 @@ def _result(o, C, n, m, output_final_state):
 def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state, chunk_size,
           normaliser_gradient="exact", offsets=None):
     """Chunk form on Triton kernels; arguments as in the reference forms. `chunk_size`
-    None takes the launcher's `chosen_chunk` for the gate and shape."""
+    None takes the launcher's `default_chunk` for the gate."""
     held = held_gradient(normaliser_gradient)
     if input_gate == "sigmoid" and launch.SIGMOID_VIA_GLA and v.shape[-1] < MAX_HEAD_DIM and not held:
         # The same function on the scalar-gate linear-attention kernels (their own chunk;
@@ -91,7 +91,7 @@ def chunk(q, k, v, i, f, *, input_gate, scale, initial_state, output_final_state
         _check(q, v)
         return sigmoid_as_gla.chunk(q, k, v, i, f, scale=scale, initial_state=initial_state,
                                     output_final_state=output_final_state, offsets=offsets)
-    chunk_size = chunk_size or launch.chosen_chunk(q, v, offsets, input_gate == "exp")
+    chunk_size = chunk_size or launch.default_chunk(input_gate == "exp")
     _check(q, v, chunk_size)
     initial = _initial(initial_state)
     out = _ChunkFunction.apply(q, k, v, i, f, *initial, scale, input_gate == "exp",

@@ -32,6 +32,8 @@ CHUNK = 128
 # stayed 128 (2.33 / 7.09, against 2.81 / 7.17 at 64). scripts/device_mlstm_check.py
 # --sections sweep, bench/results/dev/2026-12-06-h100-mlstm-*.
 CHUNK_EXP = 64
+# (Where the restructured forward splits, chunk 128 was slower: exp S2 / S3 forward 2.80 /
+# 2.04 ms against 2.18 / 1.75 at 64, H100, session 16, bench/NOTES-mlstm.md.)
 
 
 def default_chunk(stabilise: bool) -> int:
@@ -39,22 +41,6 @@ def default_chunk(stabilise: bool) -> int:
     sigmoid gate's restructured forward takes the exp gate's chunk, one token tile, for
     its fused pass)."""
     return CHUNK_EXP if stabilise or SIGMOID_FORWARD == "restructured" else CHUNK
-
-
-# The level-1 chunk where the caller gives none and the restructured forward splits at
-# `default_chunk` (few sequences·heads); None keeps `default_chunk`. The split form's
-# state pass compiles without spills at 128 (396 bytes at 64; sm_90, session 15) and
-# walks half the chunk steps; TFLA runs 128. To be measured: device_pending.sh 7.
-SPLIT_CHUNK = None
-
-
-def chosen_chunk(q: torch.Tensor, v: torch.Tensor, offsets, stabilise: bool) -> int:
-    """The level-1 chunk for a call that gives none: `default_chunk`, or `SPLIT_CHUNK`
-    where the restructured forward would split at it. q `[B, T, H, K]`, v `[B, T, H, V]`."""
-    chunk = default_chunk(stabilise)
-    if SPLIT_CHUNK is not None and _restructured_split(q, v, offsets, chunk, stabilise):
-        chunk = SPLIT_CHUNK
-    return chunk
 
 
 CHUNK_SIZES = (16, 32, 64, 128, 256)
