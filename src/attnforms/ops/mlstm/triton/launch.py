@@ -53,9 +53,10 @@ STATE_ELEMENTS = 128 * 64
 # programs per multiprocessor (`narrowed_value_tile`; 0: never). At S2 / S3 (16 / 32
 # sequences·heads) it runs 32 / 64 programs of `[128, 64]` on 132 multiprocessors; the
 # gated delta rule's reverse pass was faster narrowed from 64 programs (S2) and slower
-# from 128 (S3; its NARROW_BACKWARD_FILL, session 16). Off until timed here:
-# device_pending.sh 12 runs 0.5.
-STATE_BWD_FILL = 0.0
+# from 128 (S3; its NARROW_BACKWARD_FILL, session 16). At 0.5 (H100, session 17,
+# device_pending.sh 12) the exact-gradient forward + backward took S2 9.07 -> 8.16 ms,
+# S3 6.91 -> 6.64 (exp gate; sigmoid 8.87 -> 7.92, 6.57 -> 6.17).
+STATE_BWD_FILL = 0.5
 # The backward's state gradients dC per chunk (`[chunks, H, K, V]`, written by the
 # reverse pass, read twice per key tile by the dk / dv kernel) kept in bf16 for bf16
 # inputs on the GPU, their products with the keys' and values' gate-weighted rows then
@@ -71,7 +72,11 @@ OUTPUT_BV = 64
 DKV_TILE = 32
 SUB = 64
 OUTPUT_WARPS, OUTPUT_STAGES = 8, 2
-BWD_WARPS, BWD_STAGES = 8, 1
+# Warps of the dq and dk / dv kernels. At 4 (sm_90: 251 / 255 registers, no spills, two
+# programs per multiprocessor against one at 8) the S1 forward + backward took 5.96 ->
+# 5.16 ms (exp; sigmoid 5.18 -> 4.37), S3 6.91 -> 6.10 (H100, session 17,
+# device_pending.sh 12). Heads wider than 128 keep 8: not timed, and their tiles differ.
+BWD_WARPS, WIDE_BWD_WARPS, BWD_STAGES = 4, 8, 1
 STATE_STAGES = 1
 
 
@@ -436,18 +441,19 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     xq, xk = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
     grid = (num_chunks * (t.BT // t.BS), H)
+    bwd_warps = BWD_WARPS if max(t.BK, t.BV) <= 128 else WIDE_BWD_WARPS
     _dq_kernel[grid](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.states, saved.states_n,
         saved.chunk_m, dq, xq, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
         HALF_P=HALF_PRECISION_P, DOT_PRECISION=precision, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.BV,
-        BVS=min(SUB, t.BV), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
+        BVS=min(SUB, t.BV), num_warps=bwd_warps, num_stages=BWD_STAGES,
     )
     BSK = min(t.BS, DKV_TILE)
     _dkv_kernel[(num_chunks * (t.BT // BSK), H)](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.chunk_m, dstates, dstates_n,
         dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
         HALF_P=HALF_PRECISION_P, STATE16=state16, DOT_PRECISION=precision, BT=t.BT, BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV,
-        BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=BWD_WARPS,
+        BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=bwd_warps,
         num_stages=BWD_STAGES,
     )
     dlf, dli = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
