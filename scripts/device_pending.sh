@@ -193,9 +193,9 @@ elif [ "$part" = 9 ]; then
     step gdr_s3_value_tile 400 env OPS=GDN,KDA SHAPES=S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
 elif [ "$part" = 14 ]; then
-    step mlstm_check 150 python3 scripts/device_mlstm_check.py --sections check
-    step tfla_fwd_bwd 330 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
-        --ops gdn,mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S1,S2,S3 --budget-s 240
+    step mlstm_check 120 python3 scripts/device_mlstm_check.py --sections check
+    step tfla_fwd_bwd 300 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
+        --ops gdn,mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S1,S2,S3 --budget-s 200
 elif [ "$part" = 13 ]; then
     step mlstm_defaults_time 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3
     step mlstm_bwd_state16 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S3 \
