@@ -194,9 +194,9 @@ elif [ "$part" = 9 ]; then
         '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
 elif [ "$part" = 14 ]; then
     # (GDN left out: unchanged since part 11, and the session's device time was short.)
-    step mlstm_check 110 python3 scripts/device_mlstm_check.py --sections check
-    step tfla_fwd_bwd 240 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
-        --ops mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S1,S2,S3 --budget-s 170
+    step mlstm_check 90 python3 scripts/device_mlstm_check.py --sections check
+    step tfla_fwd_bwd ${BENCH_LIMIT:-170} env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
+        --ops mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes ${BENCH_SHAPES:-S1,S3} --budget-s 110
 elif [ "$part" = 13 ]; then
     step mlstm_defaults_time 60 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3
     step mlstm_bwd_state16 150 python3 scripts/device_mlstm_check.py --sections check,time --shapes S1,S3 \
