@@ -108,6 +108,18 @@
 # in the dq and dk / dv kernels and the reverse pass narrowed at fill 0.5 were each
 # faster and became the defaults): every mLSTM / Aaren float64 check under the new
 # defaults, then the bench of part 11 again (its mLSTM ops).
+# (Part 14 ran in session 17 with its check limited to 90 s, which cut the check's
+# last row and lost its JSON; the bench ran S1 and the exp gate's S3 forward.)
+# Part 15 (written in session 17, not yet run; about 7 minutes): the reverse passes'
+# occupancy. sm_90 compile (scripts/compile_sm90.py): mLSTM's `_state_bwd_kernel` runs
+# 8 warps at 222 registers, one program per multiprocessor, no pipelining (1.07 ms at S1,
+# about 8 µs a chunk step over 2 waves); with STATE_ELEMENTS 128·32 and 4 warps, 255
+# registers without spills and two per multiprocessor (twice the programs), with 2
+# stages too 62 KB of shared memory. GDN's `_state_bwd_kernel` holds 119 KB of shared
+# memory at 8 warps (one per multiprocessor; 512 programs at S1: 4 waves); at 4 warps
+# 115 KB, two per multiprocessor. Each variant beside the defaults, mLSTM timed (same
+# arithmetic, tile widths only), GDN / KDA checked and timed at S1; then the mLSTM
+# bench at S2 and S3 that part 14 did not reach.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -192,9 +204,21 @@ elif [ "$part" = 9 ]; then
     # and NARROW_BACKWARD_VALUE_TILE after this ran.)
     step gdr_s3_value_tile 400 env OPS=GDN,KDA SHAPES=S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
+elif [ "$part" = 15 ]; then
+    step mlstm_defaults_time 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3
+    step mlstm_state_bwd_stages2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
+        --set STATE_STAGES=2
+    step mlstm_state_bwd_bv32_w4 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
+        --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4
+    step mlstm_state_bwd_bv32_w4_s2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
+        --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4 --set STATE_STAGES=2
+    step gdr_state_bwd_tiling 110 env OPS=GDN,KDA SHAPES=S1 python3 scripts/device_gdr_variants.py \
+        '' 'STATE_BACKWARD=StateTiling(4096,4,2)' 'STATE_BACKWARD=StateTiling(8192,8,2)'
+    step mlstm_bench_s2_s3 160 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
+        --ops mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S2,S3 --budget-s 120
 elif [ "$part" = 14 ]; then
     # (GDN left out: unchanged since part 11, and the session's device time was short.)
-    step mlstm_check 90 python3 scripts/device_mlstm_check.py --sections check
+    step mlstm_check ${CHECK_LIMIT:-150} python3 scripts/device_mlstm_check.py --sections check
     step tfla_fwd_bwd ${BENCH_LIMIT:-170} env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
         --ops mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes ${BENCH_SHAPES:-S1,S3} --budget-s 110
 elif [ "$part" = 13 ]; then

@@ -87,7 +87,8 @@ SPLIT_STATE_STAGES = 3
 # pass 1.40 narrowed against 0.86 wide (GDN forward + backward 4.00 -> 3.56 ms, KDA
 # 10.1 -> 9.6). At S2 (16 sequences·heads: 64 programs wide) the narrowed backward was
 # the faster: GDN forward + backward 4.02 ms in two runs (session 15, part 10) against
-# 4.13 wide (part 11; three runs, not one, so to be confirmed in one). Hence the
+# 4.13 wide (part 11; three runs, not one). In one run (session 17, part 12) they tied:
+# 4.08 narrowed, 4.09 wide (reverse pass 1.43 / 1.45 ms; KDA 10.38 / 10.36). The
 # backward narrows only below half the multiprocessors.
 NARROW_FORWARD_FILL = 1.0
 NARROW_BACKWARD_FILL = 0.5
