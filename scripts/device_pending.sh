@@ -110,12 +110,16 @@
 # defaults, then the bench of part 11 again (its mLSTM ops).
 # (Part 14 ran in session 17 with its check limited to 90 s, which cut the check's
 # last row and lost its JSON; the bench ran S1 and the exp gate's S3 forward.)
-# Part 15 (written in session 17, not yet run; about 7 minutes): the reverse passes'
+# Part 15 (written in session 17, not yet run; about 9 minutes): the reverse passes'
 # occupancy. sm_90 compile (scripts/compile_sm90.py): mLSTM's `_state_bwd_kernel` runs
 # 8 warps at 222 registers, one program per multiprocessor, no pipelining (1.07 ms at S1,
 # about 8 µs a chunk step over 2 waves); with STATE_ELEMENTS 128·32 and 4 warps, 255
 # registers without spills and two per multiprocessor (twice the programs), with 2
-# stages too 62 KB of shared memory. GDN's `_state_bwd_kernel` holds 119 KB of shared
+# stages too 62 KB of shared memory. First, though, every float64 check of the mLSTM
+# backward whose forget-gate gradient no longer reads the chunks' exit states (one
+# reverse sum over each sequence of q·dq − k·dk, `_gate_bwd_kernel`; the reverse pass
+# then stores dC and dn only: 209 registers, and at 4 warps with 2 stages 255 without
+# spills, two per multiprocessor, also timed). GDN's `_state_bwd_kernel` holds 119 KB of shared
 # memory at 8 warps (one per multiprocessor; 512 programs at S1: 4 waves); at 4 warps
 # 115 KB, two per multiprocessor. Each variant beside the defaults, mLSTM timed (same
 # arithmetic, tile widths only), GDN / KDA checked and timed at S1; then the mLSTM
@@ -205,7 +209,10 @@ elif [ "$part" = 9 ]; then
     step gdr_s3_value_tile 400 env OPS=GDN,KDA SHAPES=S3 python3 scripts/device_gdr_variants.py \
         '' 'NARROW_VALUE_TILE=False' 'NARROW_VALUE_TILE=False;FORWARD_SPLIT="never"'
 elif [ "$part" = 15 ]; then
+    step mlstm_check 150 python3 scripts/device_mlstm_check.py --sections check
     step mlstm_defaults_time 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3
+    step mlstm_state_bwd_w4_s2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
+        --set STATE_WARPS=4 --set STATE_STAGES=2
     step mlstm_state_bwd_stages2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set STATE_STAGES=2
     step mlstm_state_bwd_bv32_w4 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
