@@ -110,7 +110,7 @@
 # defaults, then the bench of part 11 again (its mLSTM ops).
 # (Part 14 ran in session 17 with its check limited to 90 s, which cut the check's
 # last row and lost its JSON; the bench ran S1 and the exp gate's S3 forward.)
-# Part 15 (written in session 17, not yet run; about 9 minutes): the reverse passes'
+# Part 15 (written in session 17, not yet run; about 10 minutes: split it if needed): the reverse passes'
 # occupancy. sm_90 compile (scripts/compile_sm90.py): mLSTM's `_state_bwd_kernel` runs
 # 8 warps at 222 registers, one program per multiprocessor, no pipelining (1.07 ms at S1,
 # about 8 µs a chunk step over 2 waves); with STATE_ELEMENTS 128·32 and 4 warps, 255
@@ -122,8 +122,11 @@
 # spills, two per multiprocessor, also timed). GDN's `_state_bwd_kernel` holds 119 KB of shared
 # memory at 8 warps (one per multiprocessor; 512 programs at S1: 4 waves); at 4 warps
 # 115 KB, two per multiprocessor. Each variant beside the defaults, mLSTM timed (same
-# arithmetic, tile widths only), GDN / KDA checked and timed at S1; then the mLSTM
-# bench at S2 and S3 that part 14 did not reach.
+# arithmetic, tile widths only), GDN / KDA checked and timed at S1; KDA's and GLA's
+# per-channel tree backward (4.6 of KDA's 10.4 ms at S2) with a chunk's key slices
+# launched next to each other (CHANNEL_BWD_TREE_SLICES_ADJACENT: its coefficient blocks
+# then read from L2 rather than from memory once per slice); then the mLSTM bench at S2
+# and S3 that part 14 did not reach.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -221,6 +224,8 @@ elif [ "$part" = 15 ]; then
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4 --set STATE_STAGES=2
     step gdr_state_bwd_tiling 110 env OPS=GDN,KDA SHAPES=S1 python3 scripts/device_gdr_variants.py \
         '' 'STATE_BACKWARD=StateTiling(4096,4,2)' 'STATE_BACKWARD=StateTiling(8192,8,2)'
+    step kda_tree_adjacent_slices 90 env OPS=KDA,GLA SHAPES=S2 python3 scripts/device_gdr_variants.py \
+        '' 'CHANNEL_BWD_TREE_SLICES_ADJACENT=True'
     step mlstm_bench_s2_s3 160 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
         --ops mlstm,mlstm_sig,mlstm_held,mlstm_sig_held --shapes S2,S3 --budget-s 120
 elif [ "$part" = 14 ]; then

@@ -203,6 +203,13 @@ def test_channel_tree_backward_matches_reference(beta, leaf, chunk_size, monkeyp
 
 
 @pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])
+def test_channel_tree_backward_with_adjacent_key_slices(beta, monkeypatch):
+    """CHANNEL_BWD_TREE_SLICES_ADJACENT: the tree kernel on grid (chunks·slices, H), here
+    K 40 in two key slices of 32, the second partial."""
+    _check_channel_backward(beta, 16, monkeypatch, CHANNEL_BACKWARD="tree", CHANNEL_BWD_TREE_SLICES_ADJACENT=True)
+
+
+@pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])
 def test_channel_block_backward_matches_reference(beta, monkeypatch):
     """The 16-step block per-channel backward (CHANNEL_BACKWARD="blocks"), kept as the
     alternative to the tree kernel."""

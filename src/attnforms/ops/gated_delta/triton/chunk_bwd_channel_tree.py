@@ -50,11 +50,18 @@ def _entries(P, rows, cols, start, valid, i_h, H: tl.constexpr, BT: tl.constexpr
 def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg,
                              chunk_indices, cu_seqlens, T, H: tl.constexpr, K: tl.constexpr,
                              USE_BETA: tl.constexpr, PRECISION: tl.constexpr, BT: tl.constexpr,
-                             LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr):
-    """Finishes dq, dk and dg `[rows, H, K]` of chunk `program_id(0)`, head
-    `program_id(1)`, key slice `program_id(2)` (BK channels) from the chunk backward's
-    float32 parts and coefficients (module docstring). LEVELS = log2(BT)."""
-    i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2)
+                             LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr,
+                             NK: tl.constexpr, ADJACENT_SLICES: tl.constexpr):
+    """Finishes dq, dk and dg `[rows, H, K]` of one chunk, head and key slice (BK of the
+    NK slices of K channels) from the chunk backward's float32 parts and coefficients
+    (module docstring). LEVELS = log2(BT). The grid is (chunks, H, NK), or with
+    ADJACENT_SLICES (chunks·NK, H), a chunk's slices next to each other in launch order
+    so that they read its coefficient blocks while those are still in L2."""
+    if ADJACENT_SLICES:
+        i_ck, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+        i_c, i_k = i_ck // NK, i_ck % NK
+    else:
+        i_c, i_h, i_k = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     o_t = tl.arange(0, BT)
     o_k = i_k * BK + tl.arange(0, BK)

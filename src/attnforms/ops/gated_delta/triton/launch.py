@@ -135,6 +135,14 @@ CHANNEL_BWD_TREE_STAGES = 1
 # leaf 1 slower still (bench/NOTES-gated-delta.md, session 10). This is session 8's kernel.
 CHANNEL_BWD_TREE_BK = 32
 CHANNEL_BWD_TREE_LEAF = CHANNEL_LEAF
+# Launch a chunk's key slices next to each other (grid (chunks·slices, H)) instead of a
+# whole grid apart (grid (chunks, H, slices), the slowest axis): each slice reads the
+# chunk's four [BT, BT] float32 coefficient blocks (64 KB per chunk and head; 268 MB in
+# all at S2), so adjacent slices could find them in L2 where today each is read from
+# memory once per slice. The kernel holds 255 registers at 8 warps (one program per
+# multiprocessor): 4.6 of KDA's 10.4 ms forward + backward at S2 (session 17). Off until
+# timed (device_pending.sh 15).
+CHANNEL_BWD_TREE_SLICES_ADJACENT = False
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
 # and two stages, 1.33 ms with BV 128; device_gdr_variants.py, bench/NOTES-gated-delta.md.)
@@ -367,11 +375,14 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     )
     if channel and CHANNEL_BACKWARD == "tree":
         BKC = min(CHANNEL_BWD_TREE_BK, triton.next_power_of_2(K))
-        _channel_bwd_tree_kernel[(num_chunks, H, triton.cdiv(K, BKC))](
+        NK = triton.cdiv(K, BKC)
+        adjacent = CHANNEL_BWD_TREE_SLICES_ADJACENT
+        _channel_bwd_tree_kernel[(num_chunks * NK, H) if adjacent else (num_chunks, H, NK)](
             q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
             cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
             PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
             LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC,
+            NK=NK, ADJACENT_SLICES=adjacent,
             num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
             num_stages=CHANNEL_BWD_TREE_STAGES,
         )
