@@ -110,7 +110,7 @@
 # defaults, then the bench of part 11 again (its mLSTM ops).
 # (Part 14 ran in session 17 with its check limited to 90 s, which cut the check's
 # last row and lost its JSON; the bench ran S1 and the exp gate's S3 forward.)
-# Part 15 (written in session 17, not yet run; about 10 minutes: split it if needed): the reverse passes'
+# Parts 15 and 16 (written in session 17, not yet run; about 7 and 6 minutes): the reverse passes'
 # occupancy. sm_90 compile (scripts/compile_sm90.py): mLSTM's `_state_bwd_kernel` runs
 # 8 warps at 222 registers, one program per multiprocessor, no pipelining (1.07 ms at S1,
 # about 8 µs a chunk step over 2 waves); with STATE_ELEMENTS 128·32 and 4 warps, 255
@@ -222,6 +222,7 @@ elif [ "$part" = 15 ]; then
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4
     step mlstm_state_bwd_bv32_w4_s2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4 --set STATE_STAGES=2
+elif [ "$part" = 16 ]; then
     step gdr_state_bwd_tiling 110 env OPS=GDN,KDA SHAPES=S1 python3 scripts/device_gdr_variants.py \
         '' 'STATE_BACKWARD=StateTiling(4096,4,2)' 'STATE_BACKWARD=StateTiling(8192,8,2)'
     step kda_tree_adjacent_slices 90 env OPS=KDA,GLA SHAPES=S2 python3 scripts/device_gdr_variants.py \
