@@ -141,7 +141,7 @@ CHANNEL_BWD_TREE_LEAF = CHANNEL_LEAF
 # all at S2), so adjacent slices could find them in L2 where today each is read from
 # memory once per slice. The kernel holds 255 registers at 8 warps (one program per
 # multiprocessor): 4.6 of KDA's 10.4 ms forward + backward at S2 (session 17). Off until
-# timed (device_pending.sh 15).
+# timed (device_pending.sh 16).
 CHANNEL_BWD_TREE_SLICES_ADJACENT = False
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps

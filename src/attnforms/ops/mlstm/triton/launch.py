@@ -62,8 +62,9 @@ STATE_BWD_FILL = 0.5
 # inputs on the GPU, their products with the keys' and values' gate-weighted rows then
 # one bf16 product each (else float32 tiles, tf32 products). Half the bytes of the
 # backward's largest tensor (537 MB at S1, chunk 64); the gradients it feeds sat at
-# 0.01-0.05 of the noise bound in session 16. Off until checked and timed on the GPU
-# (device_pending.sh 13); the interpreter always keeps float32.
+# 0.01-0.05 of the noise bound in session 16. Off: on an H100 (session 17,
+# device_pending.sh 13) it took the S1 forward + backward 5.96 -> 5.44 ms but put df
+# at 1.41x its bound (sigmoid gate, K = V = 256). The interpreter always keeps float32.
 BWD_STATE_16BIT = False
 STATE_WARPS = 8
 # Value tile of the output kernel; key / value sub-tiles of the backward's state parts.
@@ -85,7 +86,9 @@ GATE_BWD_BLOCK = 2048
 # Round the gate-weighted scores to the input precision before their products with
 # values / keys / queries (bf16 tensor cores, as FlashAttention does). Off: those
 # products run in tf32, which keeps bf16 results within 2x the reference's own error
-# (bf16 rounding of P measured up to ~2x over it, emulated on the CPU).
+# (bf16 rounding of P measured up to ~2x over it, emulated on the CPU). On an H100
+# (session 17, device_pending.sh 12) it put df at 1.4-2.2x its bound (exp gate at every
+# checked shape) for 0.2 ms at S1.
 HALF_PRECISION_P = False
 # The state pass's products for 16-bit inputs on the GPU: "split16" (the weighted keys
 # as two 16-bit halves times the exact 16-bit values: two products at twice tf32's
