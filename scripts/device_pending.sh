@@ -115,11 +115,9 @@
 # 8 warps at 222 registers, one program per multiprocessor, no pipelining (1.07 ms at S1,
 # about 8 µs a chunk step over 2 waves); with STATE_ELEMENTS 128·32 and 4 warps, 255
 # registers without spills and two per multiprocessor (twice the programs), with 2
-# stages too 62 KB of shared memory. First, though, every float64 check of the mLSTM
-# backward whose forget-gate gradient no longer reads the chunks' exit states (one
-# reverse sum over each sequence of q·dq − k·dk, `_gate_bwd_kernel`; the reverse pass
-# then stores dC and dn only: 209 registers, and at 4 warps with 2 stages 255 without
-# spills, two per multiprocessor, also timed). GDN's `_state_bwd_kernel` holds 119 KB of shared
+# stages too 62 KB of shared memory; at BV 64 with 4 warps and 2 stages, 255 with 584
+# bytes of spills. First, every float64 check under session 17's defaults (part 14's
+# check lost its JSON at its time limit). GDN's `_state_bwd_kernel` holds 119 KB of shared
 # memory at 8 warps (one per multiprocessor; 512 programs at S1: 4 waves); at 4 warps
 # 115 KB, two per multiprocessor. Each variant beside the defaults, mLSTM timed (same
 # arithmetic, tile widths only), GDN / KDA checked and timed at S1; KDA's and GLA's

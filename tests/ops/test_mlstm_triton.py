@@ -109,7 +109,7 @@ def _gradients(inputs, state, impl, gate, **kwargs):
 
 
 def _assert_gradients(inputs, state, gate, **kwargs):
-    shared = {n: x for n, x in kwargs.items() if n in ("cu_seqlens", "normaliser_gradient")}
+    shared = {n: x for n, x in kwargs.items() if n == "cu_seqlens"}
     expected = _gradients(*_double(inputs, state), "reference", gate, form="chunk", **shared)
     actual = _gradients(inputs, state, "triton", gate, **kwargs)
     for name, grad in actual.items():
@@ -145,22 +145,6 @@ def test_backward_with_the_reverse_pass_value_tile_narrowed(monkeypatch, gate):
     inputs = mlstm_inputs(2, 50, 2, 16, 40, dtype=torch.float32, requires_grad=True)
     _assert_gradients(inputs, _state(2, 2, 16, 40, gate, requires_grad=True), gate, form="chunk", chunk_size=16)
     assert backward_widths == [16]
-
-
-@pytest.mark.parametrize("gate", ["exp", "sigmoid"])
-@pytest.mark.parametrize("held", [False, True])
-def test_gate_gradient_walks_each_sequence_in_blocks(monkeypatch, gate, held):
-    """The forget gates' gradient is one reverse sum over each sequence, walked in blocks
-    of GATE_BWD_BLOCK rows with a running total: at 8 rows the packed sequences below
-    take one to seven blocks, the first ones partial, and the final state's gradient
-    enters every gate."""
-    monkeypatch.setattr(launch, "GATE_BWD_BLOCK", 8)
-    offsets = torch.tensor([0, 5, 53, 61, 90])
-    inputs = mlstm_inputs(1, 90, 2, 16, 16, dtype=torch.float32, requires_grad=True)
-    state = _state(4, 2, 16, 16, gate, requires_grad=True)
-    gradient = "held" if held else "exact"
-    _assert_gradients(inputs, state, gate, form="chunk", chunk_size=16, cu_seqlens=offsets,
-                      normaliser_gradient=gradient)
 
 
 @gates_and_forwards()

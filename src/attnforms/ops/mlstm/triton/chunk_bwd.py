@@ -5,29 +5,31 @@ Derivation in ../README.md ("Backward"). With dnum_r = ρ_r do_r, dden_r per row
 
 1. `_state_bwd_kernel`  per (value tile, sequence·head), walking the chunks in reverse
                         with dC (`[K, BV]`) and dn in registers: stores the gradient of
-                        each chunk's exit state and the initial state's gradient.
+                        each chunk's exit state, the chunk's gate gradient
+                        dg = <dC_out, C_out> + <dn_out, n_out> (partial per value tile),
+                        and the initial state's gradient.
 2. `_dq_kernel`         per (chunk·query tile, head): dq over the key tiles up to the
                         diagonal plus the entering state's part; stores q·dq per row.
 3. `_dkv_kernel`        per (chunk·key tile, head): dk, dv over the query tiles from the
                         diagonal on plus the exit state's part; stores k·dk per row.
-4. `_gate_bwd_kernel`   per sequence·head: dlf = the reverse cumsum over the sequence of
-                        (q·dq − k·dk), plus <dC_f, C_f> + <dn_f, n_f> of the final
-                        state's gradient; dli = k·dk.
+4. `_gate_bwd_kernel`   per (chunk, head): dlf = in-chunk reverse cumsum of
+                        (q·dq − k·dk) + dg, dli = k·dk.
 Full K and V tiles per program (K, V <= 256): the launcher shrinks the token tile BS
 for wide heads.
 """
 import triton
 import triton.language as tl
 
-from ....kernels.sequences import sequence_head_program
+from ....kernels.sequences import chunk_head_program, sequence_head_program
 
 from .chunk_fwd import _chunk_bounds, _mixed_dot, _operand
 
 
 @triton.jit
-def _state_bwd_kernel(q, do, b, m_row, rho, dden, chunk_m, dfinal_C, dfinal_n, dstates, dstates_n,
-                      dinitial_C, dinitial_n, chunk_base, cu_seqlens, scale, H: tl.constexpr,
-                      K: tl.constexpr, V: tl.constexpr, USE_DFINAL: tl.constexpr,
+def _state_bwd_kernel(q, do, b, m_row, rho, dden, states, states_n, chunk_m, final_C, final_n,
+                      dfinal_C, dfinal_n, dstates, dstates_n, dg_part, dinitial_C, dinitial_n,
+                      chunk_base, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
+                      V: tl.constexpr, NV: tl.constexpr, USE_DFINAL: tl.constexpr,
                       STORE_DINITIAL: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr,
                       BS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
@@ -50,8 +52,18 @@ def _state_bwd_kernel(q, do, b, m_row, rho, dden, chunk_m, dfinal_C, dfinal_n, d
         start = bos + i_t * BT
         valid = tl.minimum(eos - start, BT)
         tl.store(dstates + (i_c * H + i_h) * K * V + p_kv, b_dC.to(dstates.dtype.element_ty), mask=m_kv)
+        # The chunk's exit state: the next chunk's entering state, or the final state.
+        if i == 0:
+            b_C_out = tl.load(final_C + i_nh * K * V + p_kv, mask=m_kv, other=0.0)
+            b_n_out = tl.load(final_n + i_nh * K + o_k, mask=m_k, other=0.0)
+        else:
+            b_C_out = tl.load(states + ((i_c + 1) * H + i_h) * K * V + p_kv, mask=m_kv, other=0.0)
+            b_n_out = tl.load(states_n + ((i_c + 1) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+        b_dg = tl.sum(tl.sum(b_dC * b_C_out, axis=1), axis=0)
         if i_v == 0:
             tl.store(dstates_n + (i_c * H + i_h) * K + o_k, b_dn, mask=m_k)
+            b_dg += tl.sum(b_dn * b_n_out, axis=0)
+        tl.store(dg_part + (i_c * H + i_h) * NV + i_v, b_dg)
         b_m_in = tl.load(chunk_m + (i_c * H + i_h) * 2)
         b_m_out = tl.load(chunk_m + (i_c * H + i_h) * 2 + 1)
         g = tl.load(b + (start + valid - 1) * H + i_h)
@@ -216,27 +228,12 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
 
 
 @triton.jit
-def _gate_bwd_kernel(xq, xk, final_dg, dlf, dli, cu_seqlens, H: tl.constexpr, USE_FINAL: tl.constexpr,
-                     BLOCK: tl.constexpr):
-    """dlf, dli `[rows, H]` of sequence·head `program_id(1)` from the per-row q·dq (xq) and
-    k·dk (xk). Every log forget gate f_j scales exactly the query-key pairs that straddle
-    it, and the final state, so with row sums q_r·dq_r and column sums k_s·dk_s over
-    all pairs (the states' parts included), dlf_j = Σ_{t >= j} (q_t·dq_t − k_t·dk_t) +
-    final_dg (= <dC_f, C_f> + <dn_f, n_f>): pairs with both ends at or after j cancel.
-    Walks the sequence backwards in blocks of BLOCK rows, the running sum in float64."""
-    _, i_nh, _, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
-    carry = tl.zeros([], dtype=tl.float64)
-    if USE_FINAL:
-        carry += tl.load(final_dg + i_nh).to(tl.float64)
-    for i in range(tl.cdiv(eos - bos, BLOCK)):
-        o_t = eos - (i + 1) * BLOCK + tl.arange(0, BLOCK)
-        m_t = o_t >= bos
-        p_t = o_t * H + i_h
-        b_xk = tl.load(xk + p_t, mask=m_t, other=0.0)
-        b_x = tl.load(xq + p_t, mask=m_t, other=0.0) - b_xk
-        # Σ_{j >= r} x_j inside the block = total − Σ_{j < r} x_j
-        b_total = tl.sum(b_x, axis=0)
-        b_rev = b_total - tl.cumsum(b_x, axis=0) + b_x
-        tl.store(dlf + p_t, (b_rev.to(tl.float64) + carry).to(tl.float32), mask=m_t)
-        tl.store(dli + p_t, b_xk, mask=m_t)
-        carry += b_total.to(tl.float64)
+def _gate_bwd_kernel(xq, xk, dg, dlf, dli, chunk_indices, cu_seqlens, H: tl.constexpr,
+                     BT: tl.constexpr):
+    i_c, i_h, _, start, valid, o_t, m_t, p_t = chunk_head_program(chunk_indices, cu_seqlens, H, BT)
+    b_xk = tl.load(xk + p_t, mask=m_t, other=0.0)
+    b_x = tl.load(xq + p_t, mask=m_t, other=0.0) - b_xk
+    # Σ_{j >= r} x_j = total − Σ_{j < r} x_j
+    b_rev = tl.sum(b_x, axis=0) - tl.cumsum(b_x, axis=0) + b_x
+    tl.store(dlf + p_t, b_rev + tl.load(dg + i_c * H + i_h), mask=m_t)
+    tl.store(dli + p_t, b_xk, mask=m_t)

@@ -79,8 +79,6 @@ OUTPUT_WARPS, OUTPUT_STAGES = 8, 2
 # device_pending.sh 12). Heads wider than 128 keep 8: not timed, and their tiles differ.
 BWD_WARPS, WIDE_BWD_WARPS, BWD_STAGES = 4, 8, 1
 STATE_STAGES = 1
-# Rows per step of the gate gradient's reverse walk over a sequence (`_gate_bwd_kernel`).
-GATE_BWD_BLOCK = 2048
 
 
 # Round the gate-weighted scores to the input precision before their products with
@@ -433,12 +431,15 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
     dstates = torch.empty(num_chunks, H, K, V, dtype=q.dtype if state16 else torch.float32, device=device)
     dstates_n = torch.empty(num_chunks, H, K, **f32)
     state_BV = narrowed_value_tile(t.state_BV, V, N * H, device, STATE_BWD_FILL)
+    NV = triton.cdiv(V, state_BV)
+    dg_part = torch.empty(num_chunks, H, NV, **f32)
     dC0 = torch.empty(N, H, K, V, **f32) if initial is not None else None
     dn0 = torch.empty(N, H, K, **f32) if initial is not None else None
-    _state_bwd_kernel[(triton.cdiv(V, state_BV), N * H)](
-        q, do, saved.b, saved.m_row, rho, dden, saved.chunk_m, dC_f, dn_f, dstates, dstates_n,
-        dC0, dn0, chunk_base, cu_seqlens, scale,
-        H=H, K=K, V=V, USE_DFINAL=use_dfinal, STORE_DINITIAL=initial is not None,
+    C_f, n_f, m_f = saved.final
+    _state_bwd_kernel[(NV, N * H)](
+        q, do, saved.b, saved.m_row, rho, dden, saved.states, saved.states_n, saved.chunk_m,
+        C_f, n_f, dC_f, dn_f, dstates, dstates_n, dg_part, dC0, dn0, chunk_base, cu_seqlens, scale,
+        H=H, K=K, V=V, NV=NV, USE_DFINAL=use_dfinal, STORE_DINITIAL=initial is not None,
         DOT_PRECISION=precision,
         BT=t.BT, BS=t.BS, BK=t.BK, BV=state_BV, num_warps=STATE_WARPS if t.BK * state_BV <= 8192 else 8,
         num_stages=STATE_STAGES,
@@ -461,12 +462,9 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
         BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=bwd_warps,
         num_stages=BWD_STAGES,
     )
-    # The final state's part of every forget gate's gradient: <dC_f, C_f> + <dn_f, n_f>.
-    C_f, n_f, _ = saved.final
-    final_dg = (dC_f * C_f).sum((-1, -2)) + (dn_f * n_f).sum(-1) if use_dfinal else None
     dlf, dli = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
-    _gate_bwd_kernel[(1, N * H)](xq, xk, final_dg, dlf, dli, cu_seqlens, H=H, USE_FINAL=use_dfinal,
-                                 BLOCK=GATE_BWD_BLOCK)
+    _gate_bwd_kernel[(num_chunks, H)](xq, xk, dg_part.sum(-1).contiguous(), dlf, dli, chunk_indices,
+                                      cu_seqlens, H=H, BT=t.BT)
     dm0 = None
     if initial is not None:
         C0, n0, _ = initial
@@ -476,7 +474,7 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
         if use_dfinal or dm_f is not None:
             mu = torch.zeros(N, H, **f32) if dm_f is None else dm_f.float().clone()
             if use_dfinal:
-                mu -= final_dg
+                mu -= (dC_f * C_f).sum((-1, -2)) + (dn_f * n_f).sum(-1)
             last = torch.tensor(offsets[1:], device=device) - 1
             dm_row[last] += mu
         dm_initial = add_stabiliser_grad(dm_row, saved.m_row, saved.li, cu_seqlens, dlf, dli,
