@@ -51,7 +51,7 @@ def _state_bwd_kernel(q, do, b, m_row, rho, dden, states, states_n, chunk_m, fin
         i_c = first_chunk + i_t
         start = bos + i_t * BT
         valid = tl.minimum(eos - start, BT)
-        tl.store(dstates + (i_c * H + i_h) * K * V + p_kv, b_dC.to(dstates.dtype.element_ty), mask=m_kv)
+        tl.store(dstates + (i_c * H + i_h) * K * V + p_kv, b_dC, mask=m_kv)
         # The chunk's exit state: the next chunk's entering state, or the final state.
         if i == 0:
             b_C_out = tl.load(final_C + i_nh * K * V + p_kv, mask=m_kv, other=0.0)
@@ -148,13 +148,11 @@ def _dq_kernel(q, k, v, do, b, li, m_row, rho, dden, states, states_n, chunk_m, 
 @triton.jit
 def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_n, dk, dv, xk,
                 chunk_indices, cu_seqlens, scale, H: tl.constexpr, K: tl.constexpr,
-                V: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr, STATE16: tl.constexpr,
-                DOT_PRECISION: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BSK: tl.constexpr,
-                BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr, BVS: tl.constexpr):
+                V: tl.constexpr, NATIVE: tl.constexpr, HALF_P: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                BT: tl.constexpr, BS: tl.constexpr, BSK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                BKS: tl.constexpr, BVS: tl.constexpr):
     """Key tiles of BSK tokens (smaller than the query tiles of BS: two `[BSK, K]` and
-    `[BSK, V]` float32 accumulators live in registers). STATE16: dstates holds 16-bit
-    tiles (launch.BWD_STATE_16BIT), so the exit state's products round their other
-    operand to them (`_mixed_dot`; a float32 tile leaves both in float32)."""
+    `[BSK, V]` float32 accumulators live in registers)."""
     i_cs, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     NS: tl.constexpr = BT // BSK
     i_c, i_s = i_cs // NS, i_cs % NS
@@ -187,14 +185,14 @@ def _dkv_kernel(q, k, v, do, b, li, m_row, rho, dden, chunk_m, dstates, dstates_
         b_vs = tl.load(v + p_s[:, None] * V + o_vs[None, :], mask=m_s[:, None] & m_vs[None, :], other=0.0).to(tl.float32)
         b_dC = tl.load(p_dC + o_k[:, None] * V + o_vs[None, :], mask=m_k[:, None] & m_vs[None, :], other=0.0)
         # [BSK, BVS] @ [BVS, BK] -> [BSK, BK]
-        b_dk += _mixed_dot(b_vs * b_e[:, None], tl.trans(b_dC), STATE16, DOT_PRECISION)
+        b_dk += tl.dot(b_vs * b_e[:, None], tl.trans(b_dC), input_precision=DOT_PRECISION)
     for k0 in range(0, BK, BKS):
         o_ks = k0 + tl.arange(0, BKS)
         m_ks = o_ks < K
         b_ks = tl.load(k + p_s[:, None] * K + o_ks[None, :], mask=m_s[:, None] & m_ks[None, :], other=0.0).to(tl.float32)
         b_dC = tl.load(p_dC + o_ks[:, None] * V + o_v[None, :], mask=m_ks[:, None] & m_v[None, :], other=0.0)
         # [BSK, BKS] @ [BKS, BV] -> [BSK, BV]
-        b_dv += _mixed_dot(b_ks * b_e[:, None], b_dC, STATE16, DOT_PRECISION)
+        b_dv += tl.dot(b_ks * b_e[:, None], b_dC, input_precision=DOT_PRECISION)
     # The in-chunk part: the query tiles from the diagonal on.
     for i_r in range(i_s * BSK // BS, tl.cdiv(valid, BS)):
         o_r = i_r * BS + tl.arange(0, BS)

@@ -57,15 +57,6 @@ STATE_ELEMENTS = 128 * 64
 # device_pending.sh 12) the exact-gradient forward + backward took S2 9.07 -> 8.16 ms,
 # S3 6.91 -> 6.64 (exp gate; sigmoid 8.87 -> 7.92, 6.57 -> 6.17).
 STATE_BWD_FILL = 0.5
-# The backward's state gradients dC per chunk (`[chunks, H, K, V]`, written by the
-# reverse pass, read twice per key tile by the dk / dv kernel) kept in bf16 for bf16
-# inputs on the GPU, their products with the keys' and values' gate-weighted rows then
-# one bf16 product each (else float32 tiles, tf32 products). Half the bytes of the
-# backward's largest tensor (537 MB at S1, chunk 64); the gradients it feeds sat at
-# 0.01-0.05 of the noise bound in session 16. Off: on an H100 (session 17,
-# device_pending.sh 13) it took the S1 forward + backward 5.96 -> 5.44 ms but put df
-# at 1.41x its bound (sigmoid gate, K = V = 256). The interpreter always keeps float32.
-BWD_STATE_16BIT = False
 STATE_WARPS = 8
 # Value tile of the output kernel; key / value sub-tiles of the backward's state parts.
 OUTPUT_BV = 64
@@ -214,13 +205,22 @@ class Tiles(NamedTuple):
     BV: int   # full value dim
     state_BV: int
     out_BV: int
+    bwd_warps: int  # of the dq and dk / dv kernels
 
 
 def tiles(K: int, V: int, chunk_size: int) -> Tiles:
     BK = max(16, triton.next_power_of_2(K))
     BV = max(16, triton.next_power_of_2(V))
-    BS = min(chunk_size, TILE if max(BK, BV) <= 128 else TILE // 2)
-    return Tiles(chunk_size, BS, BK, BV, max(16, min(BV, STATE_ELEMENTS // BK)), min(BV, OUTPUT_BV))
+    wide = max(BK, BV) > 128
+    BS = min(chunk_size, TILE // 2 if wide else TILE)
+    return Tiles(chunk_size, BS, BK, BV, max(16, min(BV, STATE_ELEMENTS // BK)), min(BV, OUTPUT_BV),
+                 WIDE_BWD_WARPS if wide else BWD_WARPS)
+
+
+def _state_warps(BK: int, BV: int) -> int:
+    """Warps of a sequential state pass over a `[BK, BV]` float32 slice: STATE_WARPS, or
+    8 for slices larger than `[128, 64]`."""
+    return STATE_WARPS if BK * BV <= 8192 else 8
 
 
 class Saved(NamedTuple):
@@ -283,7 +283,7 @@ def chunk_forward(q, k, v, i, f, scale, stabilise, initial, store_final, offsets
         H=H, K=K, V=V, STABILISE=stabilise, USE_INITIAL=initial is not None, STORE_FINAL=store_final,
         SPLIT16=_state_split16(v),
         DOT_PRECISION=precision, STATE_PRECISION=state_precision(q),
-        BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=STATE_WARPS if t.BK * t.state_BV <= 8192 else 8,
+        BT=t.BT, BS=t.BS, BK=t.BK, BV=t.state_BV, num_warps=_state_warps(t.BK, t.state_BV),
         num_stages=STATE_STAGES,
     )
     o = torch.empty(B, T, H, V, dtype=out_dtype or v.dtype, device=device)
@@ -427,8 +427,7 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
         dC_f = torch.zeros(N, H, K, V, **f32) if dC_f is None else dC_f.float().contiguous()
         dn_f = torch.zeros(N, H, K, **f32) if dn_f is None else dn_f.float().contiguous()
     native = _native(device)
-    state16 = BWD_STATE_16BIT and native and q.dtype == torch.bfloat16
-    dstates = torch.empty(num_chunks, H, K, V, dtype=q.dtype if state16 else torch.float32, device=device)
+    dstates = torch.empty(num_chunks, H, K, V, **f32)
     dstates_n = torch.empty(num_chunks, H, K, **f32)
     state_BV = narrowed_value_tile(t.state_BV, V, N * H, device, STATE_BWD_FILL)
     NV = triton.cdiv(V, state_BV)
@@ -441,25 +440,24 @@ def chunk_backward(q, k, v, i, f, scale, stabilise, initial, saved: Saved, o32, 
         C_f, n_f, dC_f, dn_f, dstates, dstates_n, dg_part, dC0, dn0, chunk_base, cu_seqlens, scale,
         H=H, K=K, V=V, NV=NV, USE_DFINAL=use_dfinal, STORE_DINITIAL=initial is not None,
         DOT_PRECISION=precision,
-        BT=t.BT, BS=t.BS, BK=t.BK, BV=state_BV, num_warps=STATE_WARPS if t.BK * state_BV <= 8192 else 8,
+        BT=t.BT, BS=t.BS, BK=t.BK, BV=state_BV, num_warps=_state_warps(t.BK, state_BV),
         num_stages=STATE_STAGES,
     )
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     xq, xk = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
     grid = (num_chunks * (t.BT // t.BS), H)
-    bwd_warps = BWD_WARPS if max(t.BK, t.BV) <= 128 else WIDE_BWD_WARPS
     _dq_kernel[grid](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.states, saved.states_n,
         saved.chunk_m, dq, xq, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
         HALF_P=HALF_PRECISION_P, DOT_PRECISION=precision, BT=t.BT, BS=t.BS, BK=t.BK, BV=t.BV,
-        BVS=min(SUB, t.BV), num_warps=bwd_warps, num_stages=BWD_STAGES,
+        BVS=min(SUB, t.BV), num_warps=t.bwd_warps, num_stages=BWD_STAGES,
     )
     BSK = min(t.BS, DKV_TILE)
     _dkv_kernel[(num_chunks * (t.BT // BSK), H)](
         q, k, v, do, saved.b, saved.li, saved.m_row, rho, dden, saved.chunk_m, dstates, dstates_n,
         dk, dv, xk, chunk_indices, cu_seqlens, scale, H=H, K=K, V=V, NATIVE=native,
-        HALF_P=HALF_PRECISION_P, STATE16=state16, DOT_PRECISION=precision, BT=t.BT, BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV,
-        BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=bwd_warps,
+        HALF_P=HALF_PRECISION_P, DOT_PRECISION=precision, BT=t.BT, BS=t.BS, BSK=BSK, BK=t.BK, BV=t.BV,
+        BKS=min(SUB, t.BK), BVS=min(SUB, t.BV), num_warps=t.bwd_warps,
         num_stages=BWD_STAGES,
     )
     dlf, dli = torch.empty(rows, H, **f32), torch.empty(rows, H, **f32)
