@@ -125,6 +125,8 @@
 # launched next to each other (CHANNEL_BWD_TREE_SLICES_ADJACENT: its coefficient blocks
 # then read from L2 rather than from memory once per slice); then the mLSTM bench at S2
 # and S3 that part 14 did not reach.
+# Part 17 (session 18): the full bench (issues 3 and 7) in one call, for an H200 when one
+# is lent (session 15's run of the same ops took 201 s on the H100 with carried tunings).
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -220,6 +222,12 @@ elif [ "$part" = 15 ]; then
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4
     step mlstm_state_bwd_bv32_w4_s2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4 --set STATE_STAGES=2
+elif [ "$part" = 17 ]; then
+    # The results file of issues 3 and 7 on the GPU this runs on (meant for an H200):
+    # every linear op, both mLSTM gradients, Aaren, at S1, decode, S2 and S3.
+    step full_bench 520 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh \
+        --ops gdn,simple_gla,kda,gla,mlstm,mlstm_sig,mlstm_held,mlstm_sig_held,aaren \
+        --shapes S1,decode,S2,S3 --budget-s 440 --graph-decode
 elif [ "$part" = 16 ]; then
     step gdr_state_bwd_tiling 110 env OPS=GDN,KDA SHAPES=S1 python3 scripts/device_gdr_variants.py \
         '' 'STATE_BACKWARD=StateTiling(4096,4,2)' 'STATE_BACKWARD=StateTiling(8192,8,2)'
