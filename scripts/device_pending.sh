@@ -127,6 +127,9 @@
 # and S3 that part 14 did not reach.
 # Part 17 (session 18): the full bench (issues 3 and 7) in one call, for an H200 when one
 # is lent (session 15's run of the same ops took 201 s on the H100 with carried tunings).
+# Part 18 (session 18): the per-channel preparation and backward through one anchor where
+# a chunk's decay span is at most ONE_ANCHOR_SPAN (the bench's gates: always), against the
+# tree everywhere (None), KDA and GLA checked against float64 and timed at S1, S2, S3.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -222,6 +225,9 @@ elif [ "$part" = 15 ]; then
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4
     step mlstm_state_bwd_bv32_w4_s2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4 --set STATE_STAGES=2
+elif [ "$part" = 18 ]; then
+    step kda_one_anchor 290 env OPS=KDA,GLA SHAPES=S1+S2+S3 python3 scripts/device_gdr_variants.py \
+        '' 'ONE_ANCHOR_SPAN=None'
 elif [ "$part" = 17 ]; then
     # The results file of issues 3 and 7 on the GPU this runs on (meant for an H200):
     # every linear op, both mLSTM gradients, Aaren, at S1, decode, S2 and S3.

@@ -111,19 +111,39 @@ def test_extreme_gates_stay_finite_and_right():
 
 
 
-@pytest.mark.parametrize("leaf", [1, 4, 16])
+def _decay_spans(g: torch.Tensor, spans: str) -> torch.Tensor:
+    """Per-channel log-gates `[B, T, H, K]` whose span over a chunk of up to 64 steps
+    is "strong" (30% of steps at -20: every key slice takes the tree), "mild" (about
+    -0.57 per step: spans just under ONE_ANCHOR_SPAN = 40 at chunk 64, the one-anchor
+    path with factors up to e^19) or "mixed" (strong on the first 20 steps only: some
+    chunks take each path)."""
+    strong = torch.where(torch.rand_like(g) < 0.3, torch.full_like(g, -20.0), g)
+    mild = -0.6 * (0.9 + 0.1 * torch.rand_like(g))
+    if spans == "strong":
+        return strong
+    if spans == "mild":
+        return mild
+    return torch.cat([strong[:, :20], mild[:, 20:]], dim=1)
+
+
+CHANNEL_PATHS = [(leaf, "strong", None) for leaf in (1, 4, 16)] + [
+    (4, "mild", 40.0), (4, "mild", None), (4, "mixed", 40.0), (4, "strong", 40.0)]
+
+
+@pytest.mark.parametrize("leaf,spans,one_anchor", CHANNEL_PATHS, ids=lambda x: str(x))
 @pytest.mark.parametrize("chunk_size", [16, 64])
-def test_channel_preparation_against_float64_pairs(leaf, chunk_size, monkeypatch):
+def test_channel_preparation_against_float64_pairs(leaf, spans, one_anchor, chunk_size, monkeypatch):
     """The per-channel preparation's intermediates against float64 computed pair by pair
-    from its own G: the scores (every pair factorised through the binary tree with leaf
-    1; leaves formed pairwise up to 16 steps) and M (W, U: the forward tests), on a partial
-    last chunk, K not a
-    power of two, and log-gates of -20 per step (no factor may overflow)."""
+    from its own G: the scores (through the binary tree, every pair factorised with leaf
+    1, leaves formed pairwise up to 16 steps; or through one anchor where the decay's
+    span allows, ONE_ANCHOR_SPAN) and M (W, U: the forward tests), on a partial last
+    chunk, K not a power of two, and log-gates of -20 per step (no factor may overflow)."""
     from attnforms.ops.gated_delta.triton import launch
     monkeypatch.setattr(launch, "CHANNEL_LEAF", leaf)
+    monkeypatch.setattr(launch, "ONE_ANCHOR_SPAN", one_anchor)
     T, H, K, V, scale = 50, 2, 60, 20, 0.25
     inputs = gated_delta_inputs(1, T, H, K, V, gate="channel", beta=True, dtype=torch.float32)
-    inputs["g"] = torch.where(torch.rand_like(inputs["g"]) < 0.3, -20.0, inputs["g"])
+    inputs["g"] = _decay_spans(inputs["g"], spans)
     q, k, v, beta = (inputs[n] for n in ("q", "k", "v", "beta"))
     _, _, saved = launch.chunk_forward(q, k, v, inputs["g"], beta, scale, None, False, None, chunk_size)
     q, k, v, beta, G = (x[0].double() for x in (q, k, v, beta, saved.G.view(1, T, H, K)))
@@ -171,16 +191,21 @@ def test_backward_matches_reference(gate, beta, chunk_size, T, K, V):
         assert max_error(grad, expected[name]) < FLOAT32_NOISE * scale, name
 
 
-def _check_channel_backward(beta, chunk_size, monkeypatch, **settings):
+def _check_channel_backward(beta, chunk_size, monkeypatch, spans="mixed", **settings):
     """The per-channel backward under the launch settings given, on packed sequences of
-    odd lengths with log-gates down to -20 per step, against float64."""
+    odd lengths against float64: with spans "mixed", log-gates down to -20 per step on
+    the first 8 of 40 channels (the first key slice takes the tree, the second one
+    anchor), with "mild" every slice within ONE_ANCHOR_SPAN (_decay_spans)."""
     from attnforms.ops.gated_delta.triton import launch
     for name, value in settings.items():
         monkeypatch.setattr(launch, name, value)
     offsets = torch.tensor([0, 7, 70, 71, 130])
     inputs = gated_delta_inputs(1, 130, 2, 40, 16, gate="channel", beta=beta, dtype=torch.float32)
     with torch.no_grad():
-        inputs["g"][..., :8] = -20 * torch.rand_like(inputs["g"][..., :8])
+        if spans == "mild":
+            inputs["g"] = _decay_spans(inputs["g"], "mild")
+        else:
+            inputs["g"][..., :8] = -20 * torch.rand_like(inputs["g"][..., :8])
     for x in inputs.values():
         if x is not None:
             x.requires_grad_()
@@ -197,9 +222,20 @@ def _check_channel_backward(beta, chunk_size, monkeypatch, **settings):
 @pytest.mark.parametrize("chunk_size", [16, 64])
 def test_channel_tree_backward_matches_reference(beta, leaf, chunk_size, monkeypatch):
     """The whole-chunk (tree) per-channel backward, the default, at every leaf size
-    (1: no leaf steps; the chunk: no tree levels), its own and the preparation's."""
+    (1: no leaf steps; the chunk: no tree levels), its own and the preparation's, the
+    tree taken on every key slice (ONE_ANCHOR_SPAN None)."""
     _check_channel_backward(beta, chunk_size, monkeypatch, CHANNEL_BACKWARD="tree", CHANNEL_LEAF=leaf,
-                            CHANNEL_BWD_TREE_LEAF=leaf)
+                            CHANNEL_BWD_TREE_LEAF=leaf, ONE_ANCHOR_SPAN=None)
+
+
+@pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])
+@pytest.mark.parametrize("spans", ["mild", "mixed"])
+@pytest.mark.parametrize("chunk_size", [16, 64])
+def test_channel_one_anchor_backward_matches_reference(beta, spans, chunk_size, monkeypatch):
+    """The per-channel backward's in-chunk products through one anchor (the default
+    ONE_ANCHOR_SPAN), on every key slice ("mild": spans up to 38, factors up to e^19)
+    or beside the tree ("mixed")."""
+    _check_channel_backward(beta, chunk_size, monkeypatch, spans=spans, CHANNEL_BACKWARD="tree")
 
 
 @pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])

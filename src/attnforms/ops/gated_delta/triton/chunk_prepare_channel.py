@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from .chunk_prepare_dense import _chunk_inverse, _split, _store_square, _store_values, _weighted_rows
-from .common import _chunk_bounds, _chunk_end_decay, _decay_exp
+from .common import _anchor_factors, _chunk_bounds, _chunk_end_decay, _decay_exp, _mild_span
 
 
 @triton.jit
@@ -134,10 +134,12 @@ def _store_decayed(qd, kd, b_q, b_k, b_G, G, o_k, start, valid, i_h, scale, H: t
 @triton.jit
 def _channel_scores(q, k, G, qd, kd, start, valid, i_h, scale, H: tl.constexpr, K: tl.constexpr,
                     WANT_QK: tl.constexpr, WANT_KK: tl.constexpr, PRECISION: tl.constexpr,
-                    BT: tl.constexpr, LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr):
+                    BT: tl.constexpr, LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr,
+                    SPAN_LIMIT: tl.constexpr):
     """(A_qk scaled, A') of one chunk, `[BT, BT]` float32 each, causally masked (step 1
     of the module docstring), by key slices of BK channels, storing step 4's decayed
-    q and k on the way. LEVELS = log2(BT)."""
+    q and k on the way. LEVELS = log2(BT); SPAN_LIMIT: the decay span up to which a
+    slice takes one anchor instead of the tree (common._mild_span)."""
     o_t = tl.arange(0, BT)
     b_qk = tl.zeros([BT, BT], dtype=tl.float32)
     b_kk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -152,16 +154,26 @@ def _channel_scores(q, k, G, qd, kd, start, valid, i_h, scale, H: tl.constexpr, 
         b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
         b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
         _store_decayed(qd, kd, b_q, b_k, b_G, G, o_k, start, valid, i_h, scale, H, K, BT)
-        for level in range(LOG_BC, LEVELS):
-            d_qk, d_kk = _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level, H, K, WANT_QK, WANT_KK,
-                                      PRECISION, BT)
-            b_qk += d_qk
-            b_kk += d_kk
-        for step in range(1 << LOG_BC):
-            d_qk, d_kk = _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step, H, K, WANT_QK, WANT_KK,
-                                    BT, LOG_BC)
-            leaf_qk += d_qk
-            leaf_kk += d_kk
+        if _mild_span(G, start, valid, i_h, o_k, SPAN_LIMIT, H, K):
+            # Every pair through one anchor: one product per matrix (the pairs above the
+            # diagonal are bounded by the span and masked below).
+            up, down = _anchor_factors(b_G, G, o_k, start, valid, i_h, H, K, BT)
+            col = tl.trans(b_k * down)
+            if WANT_QK:
+                b_qk += tl.dot(b_q * up, col, input_precision=PRECISION)  # [BT, BK] @ [BK, BT]
+            if WANT_KK:
+                b_kk += tl.dot(b_k * up, col, input_precision=PRECISION)
+        else:
+            for level in range(LOG_BC, LEVELS):
+                d_qk, d_kk = _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level, H, K, WANT_QK,
+                                          WANT_KK, PRECISION, BT)
+                b_qk += d_qk
+                b_kk += d_kk
+            for step in range(1 << LOG_BC):
+                d_qk, d_kk = _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step, H, K, WANT_QK,
+                                        WANT_KK, BT, LOG_BC)
+                leaf_qk += d_qk
+                leaf_kk += d_kk
     if WANT_QK:
         b_qk += _expand_leaves(leaf_qk, BT, LOG_BC)
     if WANT_KK:
@@ -192,19 +204,21 @@ def _channel_prepare_kernel(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chu
                             STORE_AQK: tl.constexpr, SAVE: tl.constexpr, LOW: tl.constexpr,
                             DOT_PRECISION: tl.constexpr, PRECISION: tl.constexpr,
                             SCORE_PRECISION: tl.constexpr, BT: tl.constexpr,
-                            LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
+                            LEVELS: tl.constexpr, LOG_BC: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+                            SPAN_LIMIT: tl.constexpr):
     """Steps 1-4 of the module docstring for chunk `program_id(0)`, head `program_id(1)`.
     Buffers `[rows, H, BT]` (Aqk, Akk, M), `[rows, H, K or V]` (w, u, qd, kd, and with
     beta and SAVE kg = γ ⊙ K for the backward); G `[rows, H, K]`
     float32 in-chunk cumulative log-decay. PRECISION: the inverse's products;
     SCORE_PRECISION: the score products (float32 operands: the decayed q, k);
     DOT_PRECISION: the others (kernels/precision.py);
-    LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS)."""
+    LEVELS = log2(BT); LOG_BC = log2 of the leaf formed pairwise (<= LEVELS); SPAN_LIMIT:
+    see _channel_scores."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
     # Both score matrices in one pass: they share every decay factor.
     b_qk, b_kk = _channel_scores(q, k, G, qd, kd, start, valid, i_h, scale, H, K, STORE_AQK, USE_BETA, SCORE_PRECISION,
-                                 BT, LEVELS, LOG_BC, BK)
+                                 BT, LEVELS, LOG_BC, BK, SPAN_LIMIT)
     if STORE_AQK:
         _store_square(Aqk, b_qk, start, valid, i_h, H, BT)
     if USE_BETA:

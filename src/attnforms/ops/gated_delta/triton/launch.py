@@ -115,6 +115,13 @@ DENSE_PREPARE_PRECISION = "tf32"
 CHANNEL_LEAF = 4
 CHANNEL_BK = 32
 CHANNEL_SCORE_PRECISION = "tf32"
+# One anchor for a whole chunk's pairs where the per-channel decay's span over the chunk
+# (max over a key slice's channels of G_first − G_last) is at most this: the scores of
+# the preparation and the backward's in-chunk products are then one tensor-core product
+# per matrix and side instead of the tree's levels and leaf steps, with the same rounding
+# per term (common._mild_span says why it is exact to float32 there). Chunks with
+# stronger decays take the tree, per key slice. None: always the tree.
+ONE_ANCHOR_SPAN = 40.0
 # Warps and stages by beta (H100, S1, device_gdr_variants.py, session 6): with beta 4
 # warps and one stage, 1.32 ms against 2.13 at (8, 1); without beta (4, 1), 0.73 ms
 # against 0.86 at (8, 2).
@@ -203,6 +210,11 @@ class ChunkIntermediates(NamedTuple):
     kg: torch.Tensor | None
 
 
+def _span_limit() -> float:
+    """ONE_ANCHOR_SPAN as the kernels' constant (-1: never one anchor)."""
+    return -1.0 if ONE_ANCHOR_SPAN is None else float(ONE_ANCHOR_SPAN)
+
+
 def low_precision_products(x: torch.Tensor) -> bool:
     """Whether the kernels multiply in the inputs' 16-bit dtype (float32 accumulation).
     Not under the interpreter, which multiplies bf16 blocks wrongly."""
@@ -223,7 +235,7 @@ def _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_
             DOT_PRECISION=dot_precision(q), PRECISION=DENSE_PREPARE_PRECISION if low else "ieee",
             SCORE_PRECISION=CHANNEL_SCORE_PRECISION if low else "ieee", BT=BT,
             LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_LEAF, BT).bit_length() - 1,
-            BK=min(CHANNEL_BK, triton.next_power_of_2(K)), BD=PREPARE_BD,
+            BK=min(CHANNEL_BK, triton.next_power_of_2(K)), BD=PREPARE_BD, SPAN_LIMIT=_span_limit(),
             num_warps=CHANNEL_PREPARE_TILING[beta is not None][0],
             num_stages=CHANNEL_PREPARE_TILING[beta is not None][1],
         )
@@ -382,7 +394,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
             cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
             PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
             LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC,
-            NK=NK, ADJACENT_SLICES=adjacent,
+            NK=NK, ADJACENT_SLICES=adjacent, SPAN_LIMIT=_span_limit(),
             num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
             num_stages=CHANNEL_BWD_TREE_STAGES,
         )
