@@ -15,8 +15,10 @@ the right half, s in the left); through that node's anchor a (the left half's la
 step) exp(G_r − G_s) = exp(G_r − G_a) exp(G_a − G_s), both factors <= 1, so a level's
 pairs are one `[BT, BT] @ [BT, BK]` product per side and matrix, with P masked to the
 level's pairs. Pairs inside leaves of 2^LOG_BC steps (the diagonal included) are formed
-one step at a time, for all leaves at once. One program per (chunk, head, key slice),
-one pass: no barrier, no partial buffers beyond the three it finishes.
+one step at a time, for all leaves at once. Where the decay's span over the chunk is
+small (common._mild_span) one anchor serves every pair instead: one product per side
+and matrix. One program per (chunk, head, key slice), one pass: no barrier, no partial
+buffers beyond the three it finishes.
 """
 import triton
 import triton.language as tl

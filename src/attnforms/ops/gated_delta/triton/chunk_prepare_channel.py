@@ -16,7 +16,10 @@
    chunk at once (`[BT, BK]` tiles): a level costs an exponential tile and two products,
    a leaf step an exponential tile and two row sums, and the low levels waste most of
    their product (leaf 4 at BT 64: 4 levels + 4 steps, 8 exponential tiles per key
-   slice, where 16-step leaves took 16 + 2).
+   slice, where 16-step leaves took 16 + 2). Where the decay's span over the chunk is
+   small (at most SPAN_LIMIT on the slice's channels, common._mild_span) one anchor, the
+   chunk's middle step, serves every pair: two exponential tiles and one product per
+   matrix, the tree skipped.
 2. (with beta) M = (I + Diag(β) A')⁻¹ by block doubling (chunk_prepare_dense.py).
 3. (with beta) W = M Diag(β)(γ ⊙ K), U = M Diag(β) V. γ ⊙ K (γ = exp(G) per channel)
    is not exact in 16 bits: it enters the tensor cores as two 16-bit halves.
