@@ -225,6 +225,11 @@ elif [ "$part" = 15 ]; then
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4
     step mlstm_state_bwd_bv32_w4_s2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4 --set STATE_STAGES=2
+elif [ "$part" = 19 ]; then
+    # Part 17's bench for the per-channel ops alone (KDA, GLA against fla), when device
+    # time is short.
+    step channel_bench 260 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh --ops kda,gla \
+        --shapes S1,S2,S3 --budget-s 200
 elif [ "$part" = 18 ]; then
     step kda_one_anchor 290 env OPS=KDA,GLA SHAPES=S1+S2+S3 python3 scripts/device_gdr_variants.py \
         '' 'ONE_ANCHOR_SPAN=None'
