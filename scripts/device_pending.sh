@@ -228,8 +228,9 @@ elif [ "$part" = 15 ]; then
 elif [ "$part" = 19 ]; then
     # Part 17's bench for the per-channel ops alone (KDA, GLA against fla), when device
     # time is short.
-    step channel_bench 260 env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh --ops kda,gla \
-        --shapes S1,S2,S3 --budget-s 200
+    budget=${BENCH_BUDGET:-200}
+    step channel_bench $((budget + 60)) env USE_CARRIED_CACHE=1 bash scripts/device_bench.sh --ops kda,gla \
+        --shapes ${BENCH_SHAPES:-S1,S2,S3} --budget-s "$budget"
 elif [ "$part" = 18 ]; then
     step kda_one_anchor 290 env OPS=KDA,GLA SHAPES=S1+S2+S3 python3 scripts/device_gdr_variants.py \
         '' 'ONE_ANCHOR_SPAN=None'
