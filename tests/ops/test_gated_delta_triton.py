@@ -115,19 +115,23 @@ def _decay_spans(g: torch.Tensor, spans: str) -> torch.Tensor:
     """Per-channel log-gates `[B, T, H, K]` whose span over a chunk of up to 64 steps
     is "strong" (30% of steps at -20: every key slice takes the tree), "mild" (about
     -0.57 per step: spans just under ONE_ANCHOR_SPAN = 40 at chunk 64, the one-anchor
-    path with factors up to e^19) or "mixed" (strong on the first 20 steps only: some
-    chunks take each path)."""
+    path with factors up to e^19), "medium" (about -2.4 per step: blocks of 16 steps
+    within the limit, the tree's levels above them) or "mixed" (strong on the first 20
+    steps only: some chunks take each path)."""
     strong = torch.where(torch.rand_like(g) < 0.3, torch.full_like(g, -20.0), g)
     mild = -0.6 * (0.9 + 0.1 * torch.rand_like(g))
     if spans == "strong":
         return strong
     if spans == "mild":
         return mild
+    if spans == "medium":
+        return 4 * mild
     return torch.cat([strong[:, :20], mild[:, 20:]], dim=1)
 
 
 CHANNEL_PATHS = [(leaf, "strong", None) for leaf in (1, 4, 16)] + [
-    (4, "mild", 40.0), (4, "mild", None), (4, "mixed", 40.0), (4, "strong", 40.0)]
+    (4, "mild", 40.0), (4, "mild", None), (4, "medium", 40.0), (1, "medium", 40.0), (4, "mixed", 40.0),
+    (4, "strong", 40.0)]
 
 
 @pytest.mark.parametrize("leaf,spans,one_anchor", CHANNEL_PATHS, ids=lambda x: str(x))
@@ -195,15 +199,15 @@ def _check_channel_backward(beta, chunk_size, monkeypatch, spans="mixed", **sett
     """The per-channel backward under the launch settings given, on packed sequences of
     odd lengths against float64: with spans "mixed", log-gates down to -20 per step on
     the first 8 of 40 channels (the first key slice takes the tree, the second one
-    anchor), with "mild" every slice within ONE_ANCHOR_SPAN (_decay_spans)."""
+    anchor), with "mild" or "medium" every slice as _decay_spans draws them."""
     from attnforms.ops.gated_delta.triton import launch
     for name, value in settings.items():
         monkeypatch.setattr(launch, name, value)
     offsets = torch.tensor([0, 7, 70, 71, 130])
     inputs = gated_delta_inputs(1, 130, 2, 40, 16, gate="channel", beta=beta, dtype=torch.float32)
     with torch.no_grad():
-        if spans == "mild":
-            inputs["g"] = _decay_spans(inputs["g"], "mild")
+        if spans in ("mild", "medium"):
+            inputs["g"] = _decay_spans(inputs["g"], spans)
         else:
             inputs["g"][..., :8] = -20 * torch.rand_like(inputs["g"][..., :8])
     for x in inputs.values():
@@ -229,12 +233,13 @@ def test_channel_tree_backward_matches_reference(beta, leaf, chunk_size, monkeyp
 
 
 @pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])
-@pytest.mark.parametrize("spans", ["mild", "mixed"])
+@pytest.mark.parametrize("spans", ["mild", "medium", "mixed"])
 @pytest.mark.parametrize("chunk_size", [16, 64])
 def test_channel_one_anchor_backward_matches_reference(beta, spans, chunk_size, monkeypatch):
-    """The per-channel backward's in-chunk products through one anchor (the default
-    ONE_ANCHOR_SPAN), on every key slice ("mild": spans up to 38, factors up to e^19)
-    or beside the tree ("mixed")."""
+    """The per-channel backward's in-chunk products through block anchors (the default
+    ONE_ANCHOR_SPAN): one for the whole chunk on every key slice ("mild": spans up to
+    38, factors up to e^19), one per 16 steps below the tree's top levels ("medium"),
+    or beside the whole tree ("mixed")."""
     _check_channel_backward(beta, chunk_size, monkeypatch, spans=spans, CHANNEL_BACKWARD="tree")
 
 

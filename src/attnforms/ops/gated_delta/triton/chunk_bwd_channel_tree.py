@@ -15,16 +15,17 @@ the right half, s in the left); through that node's anchor a (the left half's la
 step) exp(G_r − G_s) = exp(G_r − G_a) exp(G_a − G_s), both factors <= 1, so a level's
 pairs are one `[BT, BT] @ [BT, BK]` product per side and matrix, with P masked to the
 level's pairs. Pairs inside leaves of 2^LOG_BC steps (the diagonal included) are formed
-one step at a time, for all leaves at once. Where the decay's span over the chunk is
-small (common._mild_span) one anchor serves every pair instead: one product per side
-and matrix. One program per (chunk, head, key slice), one pass: no barrier, no partial
+one step at a time, for all leaves at once. Where the decay over aligned blocks of 2^L
+>= 2^LOG_BC steps stays small (common._anchor_level), each block's middle step anchors
+the pairs inside it instead of the leaf steps and the levels below L: one masked
+product per side and matrix (mild decays: L = LEVELS, one for the whole chunk). One program per (chunk, head, key slice), one pass: no barrier, no partial
 buffers beyond the three it finishes.
 """
 import triton
 import triton.language as tl
 
 from .chunk_prepare_channel import _gather
-from .common import _anchor_factors, _chunk_bounds, _decay_exp, _mild_span
+from .common import _anchor_factors, _anchor_level, _chunk_bounds, _decay_exp
 
 
 @triton.jit
@@ -59,7 +60,7 @@ def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, d
     (module docstring). LEVELS = log2(BT). The grid is (chunks, H, NK), or with
     ADJACENT_SLICES (chunks·NK, H), a chunk's slices next to each other in launch order
     so that they read its coefficient blocks while those are still in L2. SPAN_LIMIT: the
-    decay span up to which one anchor replaces the tree (common._mild_span)."""
+    decay up to which a block of steps takes one anchor (common._anchor_level)."""
     if ADJACENT_SLICES:
         i_ck, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
         i_c, i_k = i_ck // NK, i_ck % NK
@@ -74,25 +75,13 @@ def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, d
     b_dq = tl.zeros([BT, BK], dtype=tl.float32)
     b_dk_row = tl.zeros([BT, BK], dtype=tl.float32)
     b_dk_key = tl.zeros([BT, BK], dtype=tl.float32)
-    if _mild_span(G, start, valid, i_h, o_k, SPAN_LIMIT, H, K):
-        # Every pair through one anchor a (common._mild_span): exp(G_r − G_s) =
-        # up_r·down_s, one product per side and matrix; P is zero above its diagonal.
-        up, down = _anchor_factors(b_G, G, o_k, start, valid, i_h, H, K, BT)
-        k_down = b_k * down
-        # [BT, BT] @ [BT, BK] -> [BT, BK], each side
-        b_dq = up * tl.dot(_square(Pqk, start, valid, i_h, H, BT, False), k_down, input_precision=PRECISION)
-        b_dk_key = tl.dot(_square(Pqk, start, valid, i_h, H, BT, True), b_q * up, input_precision=PRECISION)
-        if USE_BETA:
-            b_dk_row = up * tl.dot(_square(Pkk, start, valid, i_h, H, BT, False), k_down,
-                                   input_precision=PRECISION)
-            b_dk_key += tl.dot(_square(Pkk, start, valid, i_h, H, BT, True), b_k * up, input_precision=PRECISION)
-        b_dk_key *= down
-    else:
+    level = _anchor_level(G, start, valid, i_h, o_k, SPAN_LIMIT, LOG_BC, LEVELS, H, K, BT)
+    if level < LOG_BC:
         # Inside the leaves first, step `step` of every leaf at once: t = the leaf's first
-        # step + step. Row r pairs with key t (t <= r), key s with row t (t >= s); P is zero
-        # on the other pairs, where the clamped decays are bounded junk. (Before the levels:
-        # these sums are row-vector products in another register layout than the products'
-        # results, and this way the accumulators change layout once.)
+        # step + step. Row r pairs with key t (t <= r), key s with row t (t >= s); P is
+        # zero on the other pairs, where the clamped decays are bounded junk. (Before the
+        # levels: these sums are row-vector products in another register layout than the
+        # products' results, and this way the accumulators change layout once.)
         for step in range(1 << LOG_BC):
             t = ((o_t >> LOG_BC) << LOG_BC) + step
             g_G = _gather(G, t, o_k, start, valid, i_h, H, K)
@@ -105,36 +94,51 @@ def _channel_bwd_tree_kernel(q, k, G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, d
             if USE_BETA:
                 b_dk_row += _entries(Pkk, o_t, t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_row)
                 b_dk_key += _entries(Pkk, t, o_t, start, valid, i_h, H, BT)[:, None] * (g_k * dec_key)
-        b_Pqk = _square(Pqk, start, valid, i_h, H, BT, False)
-        b_PqkT = _square(Pqk, start, valid, i_h, H, BT, True)
+    b_Pqk = _square(Pqk, start, valid, i_h, H, BT, False)
+    b_PqkT = _square(Pqk, start, valid, i_h, H, BT, True)
+    if USE_BETA:
+        b_Pkk = _square(Pkk, start, valid, i_h, H, BT, False)
+        b_PkkT = _square(Pkk, start, valid, i_h, H, BT, True)
+    if level >= LOG_BC:
+        # The pairs inside each aligned block of 2^level steps through the block's own
+        # anchor (common._anchor_level): exp(G_r − G_s) = up_r·down_s, one product per
+        # side and matrix with P masked to those pairs (P is zero above its diagonal).
+        up, down = _anchor_factors(b_G, G, o_k, start, valid, i_h, level, H, K, BT)
+        same = (o_t[:, None] >> level) == (o_t[None, :] >> level)  # symmetric: serves Pᵀ too
+        k_down = b_k * down
+        # [BT, BT] @ [BT, BK] -> [BT, BK], each side
+        b_dq += up * tl.dot(tl.where(same, b_Pqk, 0.0), k_down, input_precision=PRECISION)
+        key_side = tl.dot(tl.where(same, b_PqkT, 0.0), b_q * up, input_precision=PRECISION)
         if USE_BETA:
-            b_Pkk = _square(Pkk, start, valid, i_h, H, BT, False)
-            b_PkkT = _square(Pkk, start, valid, i_h, H, BT, True)
-        for level in range(LOG_BC, LEVELS):
-            # As in chunk_prepare_channel._level_pairs: one anchor and one exponential per
-            # step; a step is a row in a right half, a key in a left one.
-            right = ((o_t >> level) & 1) == 1
-            a = tl.where(right, ((o_t >> level) << level) - 1, o_t | ((1 << level) - 1))
-            d = b_G - _gather(G, a, o_k, start, valid, i_h, H, K)
-            dec = _decay_exp(tl.where(right[:, None], d, -d))
-            dec_row = tl.where(right[:, None], dec, 0.0)
-            dec_key = tl.where(right[:, None], 0.0, dec)
-            r_half = o_t[:, None] >> level
-            s_half = o_t[None, :] >> level
-            pair = (r_half == s_half + 1) & ((s_half & 1) == 0)  # [r, s]
-            pair_t = (s_half == r_half + 1) & ((r_half & 1) == 0)  # [s, r]
-            l_Pqk = tl.where(pair, b_Pqk, 0.0)
-            l_PqkT = tl.where(pair_t, b_PqkT, 0.0)
-            k_key = b_k * dec_key
-            k_row = b_k * dec_row
-            # [BT, BT] @ [BT, BK] -> [BT, BK], each side
-            b_dq += dec_row * tl.dot(l_Pqk, k_key, input_precision=PRECISION)
-            b_dk_key += dec_key * tl.dot(l_PqkT, b_q * dec_row, input_precision=PRECISION)
-            if USE_BETA:
-                l_Pkk = tl.where(pair, b_Pkk, 0.0)
-                l_PkkT = tl.where(pair_t, b_PkkT, 0.0)
-                b_dk_row += dec_row * tl.dot(l_Pkk, k_key, input_precision=PRECISION)
-                b_dk_key += dec_key * tl.dot(l_PkkT, k_row, input_precision=PRECISION)
+            b_dk_row += up * tl.dot(tl.where(same, b_Pkk, 0.0), k_down, input_precision=PRECISION)
+            key_side += tl.dot(tl.where(same, b_PkkT, 0.0), b_k * up, input_precision=PRECISION)
+        b_dk_key += down * key_side
+    # The pairs across those blocks (or leaves): the tree's levels above them.
+    for tree_level in range(tl.maximum(level, LOG_BC), LEVELS):
+        # As in chunk_prepare_channel._level_pairs: one anchor and one exponential per
+        # step; a step is a row in a right half, a key in a left one.
+        right = ((o_t >> tree_level) & 1) == 1
+        a = tl.where(right, ((o_t >> tree_level) << tree_level) - 1, o_t | ((1 << tree_level) - 1))
+        d = b_G - _gather(G, a, o_k, start, valid, i_h, H, K)
+        dec = _decay_exp(tl.where(right[:, None], d, -d))
+        dec_row = tl.where(right[:, None], dec, 0.0)
+        dec_key = tl.where(right[:, None], 0.0, dec)
+        r_half = o_t[:, None] >> tree_level
+        s_half = o_t[None, :] >> tree_level
+        pair = (r_half == s_half + 1) & ((s_half & 1) == 0)  # [r, s]
+        pair_t = (s_half == r_half + 1) & ((r_half & 1) == 0)  # [s, r]
+        l_Pqk = tl.where(pair, b_Pqk, 0.0)
+        l_PqkT = tl.where(pair_t, b_PqkT, 0.0)
+        k_key = b_k * dec_key
+        k_row = b_k * dec_row
+        # [BT, BT] @ [BT, BK] -> [BT, BK], each side
+        b_dq += dec_row * tl.dot(l_Pqk, k_key, input_precision=PRECISION)
+        b_dk_key += dec_key * tl.dot(l_PqkT, b_q * dec_row, input_precision=PRECISION)
+        if USE_BETA:
+            l_Pkk = tl.where(pair, b_Pkk, 0.0)
+            l_PkkT = tl.where(pair_t, b_PkkT, 0.0)
+            b_dk_row += dec_row * tl.dot(l_Pkk, k_key, input_precision=PRECISION)
+            b_dk_key += dec_key * tl.dot(l_PkkT, k_row, input_precision=PRECISION)
     m = (o_t < valid)[:, None] & (o_k < K)[None, :]
     p = ((start + o_t[:, None]) * H + i_h) * K + o_k[None, :]
     tl.store(dq + p, (tl.load(dq_part + p, mask=m, other=0.0) + b_dq).to(dq.dtype.element_ty), mask=m)

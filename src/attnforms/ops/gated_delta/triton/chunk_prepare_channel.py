@@ -16,10 +16,11 @@
    chunk at once (`[BT, BK]` tiles): a level costs an exponential tile and two products,
    a leaf step an exponential tile and two row sums, and the low levels waste most of
    their product (leaf 4 at BT 64: 4 levels + 4 steps, 8 exponential tiles per key
-   slice, where 16-step leaves took 16 + 2). Where the decay's span over the chunk is
-   small (at most SPAN_LIMIT on the slice's channels, common._mild_span) one anchor, the
-   chunk's middle step, serves every pair: two exponential tiles and one product per
-   matrix, the tree skipped.
+   slice, where 16-step leaves took 16 + 2). Where the decay over aligned blocks of
+   2^L >= 2^LOG_BC steps stays small (at most SPAN_LIMIT on the slice's channels,
+   common._anchor_level), each block's middle step anchors all the pairs inside it: two
+   exponential tiles and one masked product per matrix replace the leaf steps and the
+   levels below L (with mild decays, L = LEVELS: one product for the whole chunk).
 2. (with beta) M = (I + Diag(β) A')⁻¹ by block doubling (chunk_prepare_dense.py).
 3. (with beta) W = M Diag(β)(γ ⊙ K), U = M Diag(β) V. γ ⊙ K (γ = exp(G) per channel)
    is not exact in 16 bits: it enters the tensor cores as two 16-bit halves.
@@ -37,7 +38,7 @@ import triton
 import triton.language as tl
 
 from .chunk_prepare_dense import _chunk_inverse, _split, _store_square, _store_values, _weighted_rows
-from .common import _anchor_factors, _chunk_bounds, _chunk_end_decay, _decay_exp, _mild_span
+from .common import _anchor_factors, _anchor_level, _chunk_bounds, _chunk_end_decay, _decay_exp
 
 
 @triton.jit
@@ -141,8 +142,8 @@ def _channel_scores(q, k, G, qd, kd, start, valid, i_h, scale, H: tl.constexpr, 
                     SPAN_LIMIT: tl.constexpr):
     """(A_qk scaled, A') of one chunk, `[BT, BT]` float32 each, causally masked (step 1
     of the module docstring), by key slices of BK channels, storing step 4's decayed
-    q and k on the way. LEVELS = log2(BT); SPAN_LIMIT: the decay span up to which a
-    slice takes one anchor instead of the tree (common._mild_span)."""
+    q and k on the way. LEVELS = log2(BT); SPAN_LIMIT: the decay up to which a block
+    of steps takes one anchor instead of the tree (common._anchor_level)."""
     o_t = tl.arange(0, BT)
     b_qk = tl.zeros([BT, BT], dtype=tl.float32)
     b_kk = tl.zeros([BT, BT], dtype=tl.float32)
@@ -153,30 +154,34 @@ def _channel_scores(q, k, G, qd, kd, start, valid, i_h, scale, H: tl.constexpr, 
     leaf_kk = tl.zeros([BT, 1 << LOG_BC], dtype=tl.float32)
     for k0 in range(0, K, BK):
         o_k = k0 + tl.arange(0, BK)
+        level = _anchor_level(G, start, valid, i_h, o_k, SPAN_LIMIT, LOG_BC, LEVELS, H, K, BT)
         b_q = _gather(q, o_t, o_k, start, valid, i_h, H, K)
         b_k = _gather(k, o_t, o_k, start, valid, i_h, H, K)
         b_G = _gather(G, o_t, o_k, start, valid, i_h, H, K)
         _store_decayed(qd, kd, b_q, b_k, b_G, G, o_k, start, valid, i_h, scale, H, K, BT)
-        if _mild_span(G, start, valid, i_h, o_k, SPAN_LIMIT, H, K):
-            # Every pair through one anchor: one product per matrix (the pairs above the
-            # diagonal are bounded by the span and masked below).
-            up, down = _anchor_factors(b_G, G, o_k, start, valid, i_h, H, K, BT)
+        if level >= LOG_BC:
+            # The pairs inside each aligned block of 2^level steps through the block's own
+            # anchor: one product per matrix, masked to those pairs (the others, and those
+            # above the diagonal, hold bounded junk).
+            up, down = _anchor_factors(b_G, G, o_k, start, valid, i_h, level, H, K, BT)
             col = tl.trans(b_k * down)
+            same = (o_t[:, None] >> level) == (o_t[None, :] >> level)
             if WANT_QK:
-                b_qk += tl.dot(b_q * up, col, input_precision=PRECISION)  # [BT, BK] @ [BK, BT]
+                b_qk += tl.where(same, tl.dot(b_q * up, col, input_precision=PRECISION), 0.0)  # [BT, BK] @ [BK, BT]
             if WANT_KK:
-                b_kk += tl.dot(b_k * up, col, input_precision=PRECISION)
+                b_kk += tl.where(same, tl.dot(b_k * up, col, input_precision=PRECISION), 0.0)
         else:
-            for level in range(LOG_BC, LEVELS):
-                d_qk, d_kk = _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, level, H, K, WANT_QK,
-                                          WANT_KK, PRECISION, BT)
-                b_qk += d_qk
-                b_kk += d_kk
             for step in range(1 << LOG_BC):
                 d_qk, d_kk = _leaf_step(b_q, b_k, b_G, k, G, o_k, start, valid, i_h, step, H, K, WANT_QK,
                                         WANT_KK, BT, LOG_BC)
                 leaf_qk += d_qk
                 leaf_kk += d_kk
+        # The pairs across those blocks (or leaves): the tree's levels above them.
+        for tree_level in range(tl.maximum(level, LOG_BC), LEVELS):
+            d_qk, d_kk = _level_pairs(b_q, b_k, b_G, G, o_k, start, valid, i_h, tree_level, H, K, WANT_QK,
+                                      WANT_KK, PRECISION, BT)
+            b_qk += d_qk
+            b_kk += d_kk
     if WANT_QK:
         b_qk += _expand_leaves(leaf_qk, BT, LOG_BC)
     if WANT_KK:

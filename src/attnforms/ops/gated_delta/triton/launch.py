@@ -115,12 +115,13 @@ DENSE_PREPARE_PRECISION = "tf32"
 CHANNEL_LEAF = 4
 CHANNEL_BK = 32
 CHANNEL_SCORE_PRECISION = "tf32"
-# One anchor for a whole chunk's pairs where the per-channel decay's span over the chunk
-# (max over a key slice's channels of G_first − G_last) is at most this: the scores of
-# the preparation and the backward's in-chunk products are then one tensor-core product
-# per matrix and side instead of the tree's levels and leaf steps, with the same rounding
-# per term (common._mild_span says why it is exact to float32 there). Chunks with
-# stronger decays take the tree, per key slice. None: always the tree.
+# One anchor for a block of steps where the per-channel decay over it (max over a key
+# slice's channels of G_first − G_last) is at most this: the largest aligned blocks of
+# 2^L steps within it (the whole chunk for mild decays) take one tensor-core product per
+# matrix and side for all their inner pairs, in the preparation's scores and the
+# backward's in-chunk products, instead of the tree's leaf steps and levels below L,
+# with the same rounding per term (common._anchor_level says why). Chosen per chunk and
+# key slice at run time; None: always the whole tree.
 ONE_ANCHOR_SPAN = 40.0
 # Warps and stages by beta (H100, S1, device_gdr_variants.py, session 6): with beta 4
 # warps and one stage, 1.32 ms against 2.13 at (8, 1); without beta (4, 1), 0.73 ms
