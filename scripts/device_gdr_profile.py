@@ -8,6 +8,9 @@ noise-relative rule. No peers (their numbers are in BENCHMARKS.md; the compariso
 is `scripts/device_bench.sh`). Writes $OUT/gdr_profile.json.
 
     OUT=<folder> python3 scripts/device_gdr_profile.py [S1,S2]
+
+$LOG_GATE_PER_STEP (e.g. -2.4) sets the log-gates of the check and the timed inputs to
+about that per step (with_decay), for the per-channel kernels' block anchors.
 """
 import json
 import os
@@ -40,7 +43,7 @@ def outputs_and_grads(x, do, impl):
 
 def check(name, gate, beta):
     x = gated_delta_inputs(2, 1000, 4, 128, 128, gate=gate, beta=beta, dtype=torch.float32, device=device)
-    return check_inputs(name, x)
+    return check_inputs(name, with_decay(x))
 
 
 def check_inputs(name, x):
@@ -90,11 +93,23 @@ def decode_fast_path_check():
     return row
 
 
+def with_decay(x: dict) -> dict:
+    """x with its log-gates set to about $LOG_GATE_PER_STEP per step (between 0.9 and 1
+    times it, e.g. -2.4: the per-channel kernels then anchor 16-step blocks) where that
+    is set; the factory's (about -0.05 per step) otherwise."""
+    step = os.environ.get("LOG_GATE_PER_STEP")
+    if step and x.get("g") is not None:
+        g = x["g"]
+        x["g"] = (float(step) * (0.9 + 0.1 * torch.rand(g.shape, device=g.device))).to(g.dtype)
+    return x
+
+
 def time_configuration(shape, name, gate, beta):
     """Forward (no_grad) and forward + backward medians at `shape` (H 16, K = V = 128,
     bf16), and each kernel's device time in both."""
     B, T = SHAPES[shape]
-    x = gated_delta_inputs(B, T, 16, 128, 128, gate=gate, beta=beta, dtype=torch.bfloat16, device=device)
+    x = with_decay(gated_delta_inputs(B, T, 16, 128, 128, gate=gate, beta=beta, dtype=torch.bfloat16,
+                                      device=device))
     leaves = {n: None if t is None else t.requires_grad_(n in GRADS) for n, t in x.items()}
     do = torch.randn(B, T, 16, 128, device=device, dtype=torch.bfloat16)
 

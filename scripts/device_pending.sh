@@ -129,7 +129,8 @@
 # is lent (session 15's run of the same ops took 201 s on the H100 with carried tunings).
 # Part 18 (session 18): the per-channel preparation and backward through one anchor where
 # a chunk's decay span is at most ONE_ANCHOR_SPAN (the bench's gates: always), against the
-# tree everywhere (None), KDA and GLA checked against float64 and timed at S1, S2, S3.
+# tree everywhere (None), KDA and GLA checked against float64 and timed at S1, S2, S3;
+# then at S1, S2 with log-gates of about -2.4 per step (16-step blocks; about 7 minutes in all).
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -234,6 +235,8 @@ elif [ "$part" = 19 ]; then
 elif [ "$part" = 18 ]; then
     step kda_one_anchor 290 env OPS=KDA,GLA SHAPES=S1+S2+S3 python3 scripts/device_gdr_variants.py \
         '' 'ONE_ANCHOR_SPAN=None'
+    step kda_block_anchors 130 env OPS=KDA,GLA SHAPES=S1+S2 LOG_GATE_PER_STEP=-2.4 \
+        python3 scripts/device_gdr_variants.py '' 'ONE_ANCHOR_SPAN=None'
 elif [ "$part" = 17 ]; then
     # The results file of issues 3 and 7 on the GPU this runs on (meant for an H200):
     # every linear op, both mLSTM gradients, Aaren, at S1, decode, S2 and S3.
