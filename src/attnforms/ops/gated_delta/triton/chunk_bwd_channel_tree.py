@@ -18,14 +18,14 @@ level's pairs. Pairs inside leaves of 2^LOG_BC steps (the diagonal included) are
 one step at a time, for all leaves at once. Where the decay over aligned blocks of 2^L
 >= 2^LOG_BC steps stays small (common._anchor_level), each block's middle step anchors
 the pairs inside it instead of the leaf steps and the levels below L: one masked
-product per side and matrix (mild decays: L = LEVELS, one for the whole chunk). One program per (chunk, head, key slice), one pass: no barrier, no partial
-buffers beyond the three it finishes.
+product per side and matrix (mild decays: L = LEVELS, one for the whole chunk). One
+program per (chunk, head, key slice), one pass: no barrier, no partial buffers beyond
+the three it finishes.
 """
 import triton
 import triton.language as tl
 
-from .chunk_prepare_channel import _gather
-from .common import _anchor_factors, _anchor_level, _chunk_bounds, _decay_exp
+from .common import _anchor_factors, _anchor_level, _chunk_bounds, _decay_exp, _gather
 
 
 @triton.jit

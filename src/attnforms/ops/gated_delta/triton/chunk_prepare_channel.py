@@ -38,17 +38,7 @@ import triton
 import triton.language as tl
 
 from .chunk_prepare_dense import _chunk_inverse, _split, _store_square, _store_values, _weighted_rows
-from .common import _anchor_factors, _anchor_level, _chunk_bounds, _chunk_end_decay, _decay_exp
-
-
-@triton.jit
-def _gather(x, rows, o_k, start, valid, i_h, H: tl.constexpr, K: tl.constexpr):
-    """x `[rows, H, K]` at the chunk rows `rows` `[BT]` (any order, repeats allowed) and
-    channels o_k `[BK]` -> `[BT, BK]` float32; zero for rows outside [0, valid) and
-    channels past K (the addresses are clamped too: masked lanes still compute them)."""
-    m = ((rows >= 0) & (rows < valid))[:, None] & (o_k < K)[None, :]
-    safe = tl.minimum(tl.maximum(rows, 0), valid - 1)
-    return tl.load(x + ((start + safe[:, None]) * H + i_h) * K + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+from .common import _anchor_factors, _anchor_level, _chunk_bounds, _chunk_end_decay, _decay_exp, _gather
 
 
 @triton.jit

@@ -19,25 +19,31 @@ def _chunk_end_decay(G, start, valid, i_h, o_k, H: tl.constexpr, K: tl.constexpr
     return tl.load(G + ((start + valid - 1) * H + i_h) * K + o_k, mask=o_k < K, other=0.0)
 
 
+@triton.jit
+def _gather(x, rows, o_k, start, valid, i_h, H: tl.constexpr, K: tl.constexpr):
+    """x `[rows, H, K]` at the chunk rows `rows` `[BT]` (any order, repeats allowed) and
+    channels o_k `[BK]` -> `[BT, BK]` float32; zero for rows outside [0, valid) and
+    channels past K (the addresses are clamped too: masked lanes still compute them)."""
+    m = ((rows >= 0) & (rows < valid))[:, None] & (o_k < K)[None, :]
+    safe = tl.minimum(tl.maximum(rows, 0), valid - 1)
+    return tl.load(x + ((start + safe[:, None]) * H + i_h) * K + o_k[None, :], mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _rows_of(G, rows, o_k, start, valid, i_h, H: tl.constexpr, K: tl.constexpr):
-    """`G [rows, H, K]` at the chunk rows `rows` `[BT]` (clamped into [0, valid)) and
-    channels o_k `[BK]` -> `[BT, BK]` (0 past K)."""
-    safe = tl.minimum(tl.maximum(rows, 0), valid - 1)
-    return tl.load(G + ((start + safe[:, None]) * H + i_h) * K + o_k[None, :], mask=(o_k < K)[None, :], other=0.0)
+def _block_ends(level, valid, BT: tl.constexpr):
+    """(first, last) `[BT]`: the first and last step of each row's aligned block of
+    2^level steps, the last block cut at `valid`."""
+    first = (tl.arange(0, BT) >> level) << level
+    return first, tl.minimum(first + (1 << level) - 1, valid - 1)
 
 
 @triton.jit
 def _block_span(G, start, valid, i_h, o_k, level, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr):
     """The largest decay over one of a chunk's aligned blocks of 2^level steps (the last
     one cut at `valid`) on the channels o_k: max of G_first − G_last, a scalar."""
-    o_t = tl.arange(0, BT)
-    first = (o_t >> level) << level
-    last = tl.minimum(first + (1 << level) - 1, valid - 1)
-    span = _rows_of(G, first, o_k, start, valid, i_h, H, K) - _rows_of(G, last, o_k, start, valid, i_h, H, K)
-    return tl.max(tl.max(tl.where((o_t < valid)[:, None], span, 0.0), axis=1), axis=0)
+    first, last = _block_ends(level, valid, BT)
+    span = _gather(G, first, o_k, start, valid, i_h, H, K) - _gather(G, last, o_k, start, valid, i_h, H, K)
+    return tl.max(tl.max(tl.where((tl.arange(0, BT) < valid)[:, None], span, 0.0), axis=1), axis=0)
 
 
 @triton.jit
@@ -66,9 +72,8 @@ def _anchor_factors(b_G, G, o_k, start, valid, i_h, level, H: tl.constexpr, K: t
     r (zero past `valid`), a = the middle step of r's aligned block of 2^level steps;
     b_G `[BT, BK]` is G on the rows and channels o_k. Bounded by the blocks' decay
     (_anchor_level)."""
-    o_t = tl.arange(0, BT)
-    first = (o_t >> level) << level
-    anchor = first + (tl.minimum(first + (1 << level) - 1, valid - 1) - first) // 2
-    rows = (o_t < valid)[:, None]
-    d = tl.where(rows, b_G - _rows_of(G, anchor, o_k, start, valid, i_h, H, K), 0.0)  # no overflow past valid
+    first, last = _block_ends(level, valid, BT)
+    rows = (tl.arange(0, BT) < valid)[:, None]
+    anchor = _gather(G, first + (last - first) // 2, o_k, start, valid, i_h, H, K)
+    d = tl.where(rows, b_G - anchor, 0.0)  # no overflow past valid
     return tl.where(rows, tl.exp(d), 0.0), tl.where(rows, tl.exp(-d), 0.0)
