@@ -5,7 +5,7 @@ import triton
 import triton.language as tl
 
 from attnforms.kernels.sequences import (
-    chunk_bounds, chunk_bounds_ref, chunk_tables, cu_seqlens_tensor, sequence_head_program,
+    chunk_bounds, chunk_bounds_ref, chunk_tables, cu_seqlens_tensor, segment_tables, sequence_head_program,
     sequence_head_program_ref, sequence_offsets,
 )
 
@@ -59,3 +59,39 @@ def test_sequence_head_program_matches_its_reference():
     _program_kernel[(tiles, 3 * H)](cu_seqlens, out, H=H)
     expected = [[list(sequence_head_program_ref(cu_seqlens, v, nh, H)) for nh in range(3 * H)] for v in range(tiles)]
     assert out.tolist() == expected
+
+
+def test_segments_cover_every_chunk_once_in_order():
+    """`segment_tables` on a ragged packing: each segment's chunks are the packing's rows
+    for chunks [s·count, (s + 1)·count) of every sequence, its bounds the rows of those
+    chunks (empty past a sequence's end) and its chunk_base their global ids."""
+    offsets = (0, 1, 66, 130, 330)
+    BT, count = 64, 2
+    device = torch.device("cpu")
+    chunk_indices, chunk_base = chunk_tables(offsets, BT, device)
+    segments = segment_tables(offsets, BT, count, device)
+    assert len(segments) == 2  # the longest sequence (200 rows) has 4 chunks
+    rows = torch.cat([segment.chunk_indices for segment in segments])
+    assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, chunk_indices.tolist()))
+    for s, segment in enumerate(segments):
+        for n, (start, end) in enumerate(zip(offsets, offsets[1:])):
+            first, last = min(start + s * count * BT, end), min(start + (s + 1) * count * BT, end)
+            assert segment.bounds[n].tolist() == [first, last]
+            assert int(segment.chunk_base[n]) == int(chunk_base[n]) + s * count
+            mine = [t for m, t in segment.chunk_indices.tolist() if m == n]
+            assert mine == list(range(s * count, s * count + triton.cdiv(last - first, BT)))
+
+
+@triton.jit
+def _segment_program_kernel(bounds, out, H: tl.constexpr):
+    _, i_nh, _, _, bos, eos = sequence_head_program(bounds, H, 2)
+    tl.store(out + i_nh * 2, bos)
+    tl.store(out + i_nh * 2 + 1, eos)
+
+
+def test_sequence_head_program_reads_a_segment_table_at_stride_2():
+    offsets, H = (0, 1, 66, 130, 330), 2
+    segment = segment_tables(offsets, 64, 2, torch.device("cpu"))[1]
+    out = torch.empty(4 * H, 2, dtype=torch.int64)
+    _segment_program_kernel[(1, 4 * H)](segment.bounds, out, H=H)
+    assert out.tolist() == segment.bounds.repeat_interleave(H, dim=0).tolist()

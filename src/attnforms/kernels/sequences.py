@@ -8,6 +8,7 @@ then never a compile-time constant, so a new length never recompiles a kernel.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
@@ -47,6 +48,45 @@ def chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.device
     return chunk_indices, chunk_base
 
 
+class Segment(NamedTuple):
+    """One segment of every sequence of a packing: each sequence's chunks
+    `[first, first + count)` (fewer where a sequence ends sooner, none past its end).
+
+    bounds: `[N, 2]` int64 (first row, end row) per sequence (a sequential pass's
+    `cu_seqlens` at STRIDE 2); chunk_indices: `[chunks in the segment, 2]` int32, the
+    packing's rows for the segment's chunks (a chunked kernel's table, read with the
+    packing's cu_seqlens); chunk_base: `[N]` int64 global id of each sequence's first
+    chunk in the segment.
+    """
+
+    bounds: torch.Tensor
+    chunk_indices: torch.Tensor
+    chunk_base: torch.Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def segment_tables(offsets: tuple[int, ...], chunk_size: int, segment_chunks: int,
+                   device: torch.device) -> tuple[Segment, ...]:
+    """The packing cut into segments of `segment_chunks` chunks of every sequence, in
+    order: a pass that carries a state can walk segment s while a chunked kernel works on
+    segment s + 1 (the gated delta rule's pipelined forward)."""
+    starts, ends = offsets[:-1], offsets[1:]
+    counts = [triton.cdiv(end - start, chunk_size) for start, end in zip(starts, ends)]
+    bases = [sum(counts[:n]) for n in range(len(counts))]
+    segments = []
+    for first in range(0, max(counts, default=0), segment_chunks):
+        span = segment_chunks * chunk_size
+        bounds = [(min(start + first * chunk_size, end), min(start + first * chunk_size + span, end))
+                  for start, end in zip(starts, ends)]
+        rows = [[n, t] for n, count in enumerate(counts) for t in range(first, min(first + segment_chunks, count))]
+        segments.append(Segment(
+            torch.tensor(bounds, dtype=torch.int64, device=device).reshape(-1, 2),
+            torch.tensor(rows, dtype=torch.int32, device=device).reshape(-1, 2),
+            torch.tensor([base + first for base in bases], dtype=torch.int64, device=device),
+        ))
+    return tuple(segments)
+
+
 @triton.jit
 def chunk_bounds(chunk_indices, cu_seqlens, i_c, BT: tl.constexpr):
     """The sequence of global chunk i_c: (sequence index, first token row of the chunk,
@@ -73,13 +113,15 @@ def chunk_head_program(chunk_indices, cu_seqlens, H: tl.constexpr, BT: tl.conste
 
 
 @triton.jit
-def sequence_head_program(cu_seqlens, H: tl.constexpr):
+def sequence_head_program(cu_seqlens, H: tl.constexpr, STRIDE: tl.constexpr = 1):
     """A program of a grid `(value tiles, N·H)` over packed sequences: (value tile, sequence
-    and head i_nh, sequence, head, first row, end row of the sequence), int64."""
+    and head i_nh, sequence, head, first row, end row of the sequence), int64.
+    STRIDE 2: `cu_seqlens` is a `[N, 2]` table of (first row, end row) per sequence
+    instead, which can name one segment of every sequence (`segment_tables`)."""
     i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_n = i_nh // H
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    bos = tl.load(cu_seqlens + i_n * STRIDE).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n * STRIDE + 1).to(tl.int64)
     return i_v, i_nh, i_n, i_nh % H, bos, eos
 
 

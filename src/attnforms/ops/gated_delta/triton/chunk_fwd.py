@@ -83,7 +83,7 @@ def _chunk_output(b_q, b_k, b_S_op, b_u_op, b_G, Aqk, start, valid, i_h, scale, 
 
 
 @triton.jit(do_not_specialize=["T"])
-def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, cu_seqlens, scale, T,
+def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, chunk_base, cu_seqlens, scale, T,
                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                    LOW: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                    BV: tl.constexpr):
@@ -91,9 +91,12 @@ def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, cu_seqlens, sc
     from the states and Ũ the sequential pass stored (`[chunks, H, K, V]`, `[rows, H, V]`;
     with a per-channel decay `q` is the preparation's scale·Q ⊙ γ):
     the split forward for few sequences·heads, where the sequential pass alone is the
-    critical path and the output need not sit on it."""
+    critical path and the output need not sit on it. `chunk_indices` may name any subset
+    of the packing's chunks (one segment of the pipelined forward): a chunk's state is
+    found by its global id, `chunk_base` (`[N]`, each sequence's first) + its index."""
     i_v, i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
-    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    i_n, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    i_g = tl.load(chunk_base + i_n) + tl.load(chunk_indices + i_c * 2 + 1).to(tl.int64)
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
@@ -104,7 +107,7 @@ def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, cu_seqlens, sc
     p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
     b_q = tl.load(q + p_tk, mask=m_t[:, None] & m_k[None, :], other=0.0)
     b_k = tl.load(k + p_tk, mask=m_t[:, None] & m_k[None, :], other=0.0)
-    b_S = tl.load(states + (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]),
+    b_S = tl.load(states + (i_g * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :]),
                   mask=m_k[:, None] & m_v[None, :], other=0.0)
     b_u = tl.load(v_new + p_tv, mask=m_t[:, None] & m_v[None, :], other=0.0)
     b_G = _gate_tile(G, start, valid, i_h, H, GATE, BT)
@@ -119,15 +122,17 @@ def _state_output_kernel(q, k, v, w, G, Aqk, o, states, v_new, initial, final, c
                          GATE: tl.constexpr, USE_BETA: tl.constexpr, USE_INITIAL: tl.constexpr,
                          STORE_FINAL: tl.constexpr, SAVE: tl.constexpr, WRITE_O: tl.constexpr,
                          LOW: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                         BV: tl.constexpr):
+                         BV: tl.constexpr, SEQ_STRIDE: tl.constexpr = 1):
     """With beta, `v` and `w` are the chunks' U and W (`[rows, H, V]`, `[rows, H, K]`);
     with a per-channel decay, `q` and `k` are the preparation's decayed scale·Q ⊙ γ and
     K ⊙ exp(G_C − G) (chunk_prepare_channel.py).
     Writes o `[rows, H, V]` (WRITE_O); with SAVE, or without WRITE_O (then `_output_kernel`
     forms o in parallel over the chunks), the entering states `[chunks, H, K, V]` and
-    (with beta) Ũ `[rows, H, V]`, in their buffers' dtypes."""
+    (with beta) Ũ `[rows, H, V]`, in their buffers' dtypes. SEQ_STRIDE 2: `cu_seqlens`
+    and `chunk_base` name one segment of every sequence (the pipelined forward; initial
+    and final are then the states entering and leaving the segment)."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_S = state_slice(
-        initial, cu_seqlens, H, K, V, USE_INITIAL, BK, BV)
+        initial, cu_seqlens, H, K, V, USE_INITIAL, BK, BV, SEQ_STRIDE)
     first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
     for i_t in range(tl.cdiv(eos - bos, BT)):

@@ -5,6 +5,8 @@ Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packe
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import NamedTuple
 
 import torch
@@ -15,7 +17,7 @@ from ....kernels.occupancy import narrowed_value_tile, too_few_to_fill
 from ....kernels.precision import dot_precision
 from ....kernels.sequences import (
     batch_cu_seqlens as _batch_cu_seqlens, chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens,
-    sequence_offsets,
+    segment_tables as _segment_tables, sequence_offsets,
 )
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
@@ -92,6 +94,18 @@ SPLIT_STATE_STAGES = 3
 # backward narrows only below half the multiprocessors.
 NARROW_FORWARD_FILL = 1.0
 NARROW_BACKWARD_FILL = 0.5
+# The pipelined forward (`_pipelined`): with few sequences·heads the sequential state
+# pass leaves most multiprocessors idle while the preparation waits its turn (GDN at S3
+# on an H100: preparation 0.39 then state pass 0.75 ms, KDA 1.48 then 0.93). Cut every
+# sequence into PIPELINE_SEGMENTS segments of at least PIPELINE_MIN_CHUNKS chunks and
+# prepare segment s + 1 while the state pass walks segment s: the critical path becomes
+# one segment's preparation plus the state pass. "auto": below one sequence·head per
+# PIPELINE_PER_MULTIPROCESSOR multiprocessors; "always" / "never" for measurements and
+# tests. Off until timed on the GPU (device_pending.sh 20).
+PIPELINE_FORWARD = "never"
+PIPELINE_PER_MULTIPROCESSOR = 2
+PIPELINE_SEGMENTS = 8
+PIPELINE_MIN_CHUNKS = 4
 OUTPUT_BV, OUTPUT_WARPS = 64, 4
 # The recurrent kernel's state slice and warps (a decode step streams the state once:
 # many programs, each with enough bytes in flight).
@@ -272,14 +286,9 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     precision = dot_precision(q)
     f32 = dict(dtype=torch.float32, device=device)
 
-    G = None
-    if GATE:
-        GK = K if GATE == 2 else 1
-        G = torch.empty(rows, H, GK, **f32)
-        _cumsum_kernel[(num_chunks, H)](
-            g.contiguous(), G, chunk_indices, cu_seqlens, T, H=H, K=K, GK=GK, BT=BT,
-            BK=triton.next_power_of_2(GK),
-        )
+    GK = K if GATE == 2 else 1
+    G = torch.empty(rows, H, GK, **f32) if GATE else None
+    g = g.contiguous() if GATE else None
     beta = beta.contiguous() if use_beta else None
     # A_qk is formed inside the sequential pass unless the backward reads it or the
     # decay is per channel.
@@ -301,9 +310,6 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         qd, kd = (torch.empty(rows, H, K, **operand) for _ in range(2))
         if use_beta and save:
             kg = torch.empty(rows, H, K, **operand)
-    if store_aqk or use_beta:
-        _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunk_indices, cu_seqlens, scale,
-                 GATE=GATE, store_aqk=store_aqk, save=save, low=low, BT=BT)
     q_pass, k_pass = (qd, kd) if GATE == 2 else (q, k)
     tiling = STATE_FORWARD[GATE, use_beta]
     if K > 128:
@@ -320,23 +326,136 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     v_new = torch.empty(rows, H, V, **kept) if (save or split) and use_beta else None
     final = torch.empty(N, H, K, V, **f32) if output_final_state else None
     o = torch.empty(B, T, H, V, dtype=out_dtype or v.dtype, device=device)
-    _state_output_kernel[(triton.cdiv(V, BV), N * H)](
-        q_pass, k_pass, u if use_beta else v, w, G, Aqk, o, states, v_new, initial_state, final, chunk_base,
-        cu_seqlens, scale, T, H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta,
-        USE_INITIAL=initial_state is not None, STORE_FINAL=output_final_state, SAVE=save,
-        WRITE_O=not split, LOW=low, DOT_PRECISION=precision, BT=BT, BK=BK, BV=BV,
-        num_warps=tiling.warps, num_stages=tiling.stages,
-    )
-    if split:
+
+    def prepare(chunks):
+        """The cumsum and the per-chunk preparation of the chunks `chunks` names."""
+        if GATE:
+            _cumsum_kernel[(len(chunks), H)](g, G, chunks, cu_seqlens, T, H=H, K=K, GK=GK, BT=BT,
+                                             BK=triton.next_power_of_2(GK))
+        if store_aqk or use_beta:
+            _prepare(q, k, v, G, beta, Aqk, Akk, M, w, u, qd, kd, kg, chunks, cu_seqlens, scale,
+                     GATE=GATE, store_aqk=store_aqk, save=save, low=low, BT=BT)
+
+    def state_pass(bounds, first_chunks, entering, leaving, stride):
+        """The sequential pass over the rows `bounds` names (cu_seqlens at stride 1, a
+        segment's `[N, 2]` table at 2) from the state `entering` (None: zeros), storing
+        the state it ends with in `leaving` (None: not stored)."""
+        _state_output_kernel[(triton.cdiv(V, BV), N * H)](
+            q_pass, k_pass, u if use_beta else v, w, G, Aqk, o, states, v_new, entering, leaving, first_chunks,
+            bounds, scale, T, H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta,
+            USE_INITIAL=entering is not None, STORE_FINAL=leaving is not None, SAVE=save,
+            WRITE_O=not split, LOW=low, DOT_PRECISION=precision, BT=BT, BK=BK, BV=BV,
+            SEQ_STRIDE=stride, num_warps=tiling.warps, num_stages=tiling.stages,
+        )
+
+    def output_pass(chunks):
+        """The split forward's output of the chunks `chunks` names, from their states."""
         BVO = min(OUTPUT_BV, triton.next_power_of_2(V))
-        _output_kernel[(triton.cdiv(V, BVO), num_chunks, H)](
-            q_pass, k_pass, v_new if use_beta else v, G, Aqk, states, o, chunk_indices, cu_seqlens, scale, T,
+        _output_kernel[(triton.cdiv(V, BVO), len(chunks), H)](
+            q_pass, k_pass, v_new if use_beta else v, G, Aqk, states, o, chunks, chunk_base, cu_seqlens, scale, T,
             H=H, K=K, V=V, GATE=GATE, LOW=low, DOT_PRECISION=precision, BT=BT,
             BK=triton.next_power_of_2(K), BV=BVO,
             num_warps=OUTPUT_WARPS,
         )
+
+    segments = _pipeline_segments(offsets, BT, N * H, device)
+    if segments is None:
+        prepare(chunk_indices)
+        state_pass(cu_seqlens, chunk_base, initial_state, final, 1)
+        if split:
+            output_pass(chunk_indices)
+    else:
+        _pipelined(segments, prepare, state_pass, output_pass if split else None, initial_state, final,
+                   (N, H, K, V), device)
     saved = ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v, qd, kd, kg) if save else None
     return o, final, saved
+
+
+def _pipeline_segments(offsets: tuple[int, ...], BT: int, sequences_heads: int, device):
+    """The segments the pipelined forward walks (`PIPELINE_FORWARD`), or None to run
+    unsegmented (off, enough sequences·heads, or too short for two segments)."""
+    if PIPELINE_FORWARD == "never" or (
+            PIPELINE_FORWARD == "auto" and not too_few_to_fill(sequences_heads, PIPELINE_PER_MULTIPROCESSOR, device)):
+        return None
+    longest = max((triton.cdiv(end - start, BT) for start, end in zip(offsets, offsets[1:])), default=0)
+    per_segment = max(PIPELINE_MIN_CHUNKS, triton.cdiv(longest, PIPELINE_SEGMENTS))
+    return _segment_tables(offsets, BT, per_segment, device) if per_segment < longest else None
+
+
+def _pipelined(segments, prepare, state_pass, output_pass, initial, final, state_shape, device):
+    """The forward segment by segment: every segment's preparation in order on the
+    current stream; the state pass of segment s, once its preparation is done, on a
+    high-priority stream (the chain of chunk steps is the critical path; the
+    preparation fills the multiprocessors it leaves idle); the split output pass of
+    segment s after its state pass, back on the current stream. The state crosses from
+    segment to segment in float32 (two buffers in turn), as it would stay in registers.
+    Off the GPU the same launches run in that order on one stream."""
+    last = len(segments) - 1
+    handoff = [torch.empty(state_shape, dtype=torch.float32, device=device) for _ in range(min(2, last))]
+    streams = _PipelineStreams(device)
+    for segment in segments:
+        prepare(segment.chunk_indices)
+        streams.prepared()
+    entering = initial
+    with streams.state_stream():
+        for s, segment in enumerate(segments):
+            streams.wait_prepared(s)
+            leaving = final if s == last else handoff[s % 2]
+            state_pass(segment.bounds, segment.chunk_base, entering, leaving, 2)
+            streams.passed()
+            entering = leaving
+    if output_pass is not None:
+        for s, segment in enumerate(segments):
+            streams.wait_passed(s)
+            output_pass(segment.chunk_indices)
+    streams.join()
+
+
+class _PipelineStreams:
+    """The pipelined forward's two streams and the events between them (no-ops off CUDA)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.events = {"prepared": [], "passed": []}
+        if self.cuda:
+            self.main = torch.cuda.current_stream(device)
+            self.state = _high_priority_stream(device)
+            self.state.wait_stream(self.main)
+
+    def _record(self, kind: str):
+        if self.cuda:
+            event = torch.cuda.Event()
+            event.record()
+            self.events[kind].append(event)
+
+    def prepared(self):
+        self._record("prepared")
+
+    def passed(self):
+        self._record("passed")
+
+    def wait_prepared(self, s: int):
+        if self.cuda:
+            self.state.wait_event(self.events["prepared"][s])
+
+    def wait_passed(self, s: int):
+        if self.cuda:
+            self.main.wait_event(self.events["passed"][s])
+
+    def state_stream(self):
+        return torch.cuda.stream(self.state) if self.cuda else contextlib.nullcontext()
+
+    def join(self):
+        if self.cuda:
+            self.main.wait_stream(self.state)
+
+
+@functools.lru_cache(maxsize=8)
+def _high_priority_stream(device: torch.device) -> "torch.cuda.Stream":
+    """One stream per device for the pipelined forward's state passes, at a high priority
+    (a lower number: the default stream's is 0), so the block scheduler places their
+    programs before the preparation's waiting ones."""
+    return torch.cuda.Stream(device, priority=-1)
 
 
 def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermediates, do,

@@ -8,12 +8,13 @@ from ....kernels.sequences import sequence_head_program
 
 @triton.jit
 def state_slice(initial, cu_seqlens, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                USE_INITIAL: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                USE_INITIAL: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, STRIDE: tl.constexpr = 1):
     """Program (i_v, i_nh) owns value columns i_v·BV.. of head i_nh % H of sequence
     i_nh // H. Returns (sequence index, head, first row, end row, key offsets `[BK]`,
     value offsets `[BV]`, their masks, the slice's offsets and mask `[BK, BV]` into a
-    `[N, H, K, V]` state, and the initial slice in float32, zeros without one)."""
-    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H)
+    `[N, H, K, V]` state, and the initial slice in float32, zeros without one).
+    STRIDE: of `cu_seqlens` (`sequence_head_program`)."""
+    i_v, i_nh, i_n, i_h, bos, eos = sequence_head_program(cu_seqlens, H, STRIDE)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k = o_k < K
