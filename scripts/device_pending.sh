@@ -131,14 +131,17 @@
 # a chunk's decay span is at most ONE_ANCHOR_SPAN (the bench's gates: always), against the
 # tree everywhere (None), KDA and GLA checked against float64 and timed at S1, S2, S3;
 # then at S1, S2 with log-gates of about -2.4 per step (16-step blocks; about 7 minutes in all).
-# Part 20 (session 19, CPU only so far): the pipelined forward (launch.PIPELINE_FORWARD:
+# Part 20 (session 19, CPU only so far): the pipelined passes (launch.PIPELINE_FORWARD:
 # each sequence cut into segments; segment s + 1 prepared on the current stream while
-# the state pass walks segment s on a high-priority stream). Exact under the
-# interpreter (bit for bit the unsegmented forward); the streams only run here. GDN and
-# KDA, then simple GLA and GLA, at S2 and S3 (16 / 32 sequences·heads: "auto" pipelines
-# both), checked against float64 (the checks' 8 sequences·heads pipeline too), beside
-# the defaults; with the state pass not narrowed (its programs leave room) and with 16
-# segments, time only. About 8 minutes.
+# the state pass walks segment s on a high-priority stream; PIPELINE_BACKWARD: each
+# segment's chunk gradients beside the reverse pass of the segments before it). Exact
+# under the interpreter (bit for bit the unsegmented passes); the streams only run
+# here. GDN and KDA, then simple GLA and GLA, at S2 and S3 (16 / 32 sequences·heads:
+# "auto" pipelines both), checked against float64 (the checks' 8 sequences·heads
+# pipeline too), beside the defaults; then, time only, with the sequential passes not
+# narrowed (narrowed, their programs take about every multiprocessor: KDA's state pass
+# at 8 warps and 188 registers leaves no room for a 255-register preparation program
+# beside it) and with 16 segments. About 8 minutes.
 #
 # Only 8 files come back from a device call, so every step's output goes into one
 # folder and the folder into $OUT/pending.tgz; each step's last lines also go to stdout.
@@ -235,11 +238,12 @@ elif [ "$part" = 15 ]; then
     step mlstm_state_bwd_bv32_w4_s2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4 --set STATE_STAGES=2
 elif [ "$part" = 20 ]; then
+    both='PIPELINE_FORWARD=auto;PIPELINE_BACKWARD=auto'
     step pipeline_gdn_kda 330 env OPS=GDN,KDA SHAPES=S2+S3 python3 scripts/device_gdr_variants.py \
-        '' 'PIPELINE_FORWARD=auto' 'PIPELINE_FORWARD=auto;NARROW_FORWARD_FILL=0;CHECK=0' \
-        'PIPELINE_FORWARD=auto;PIPELINE_SEGMENTS=16;CHECK=0'
+        '' "$both" "$both;NARROW_FORWARD_FILL=0;NARROW_BACKWARD_FILL=0;CHECK=0" \
+        "$both;NARROW_FORWARD_FILL=0.5;NARROW_BACKWARD_FILL=0;PIPELINE_SEGMENTS=16;CHECK=0"
     step pipeline_gla 170 env OPS="simple GLA,GLA" SHAPES=S2+S3 python3 scripts/device_gdr_variants.py \
-        '' 'PIPELINE_FORWARD=auto'
+        '' "$both"
 elif [ "$part" = 19 ]; then
     # Part 17's bench for the per-channel ops alone (KDA, GLA against fla), when device
     # time is short.

@@ -100,6 +100,14 @@ def chunk_bounds(chunk_indices, cu_seqlens, i_c, BT: tl.constexpr):
 
 
 @triton.jit
+def global_chunk_id(chunk_indices, chunk_base, i_c, i_n):
+    """The global id (index into `[chunks, ...]` per-chunk tensors) of row i_c of
+    `chunk_indices`, a chunk of sequence i_n: equal to i_c for the whole packing's
+    table, and right for a segment's subset too (`segment_tables`), int64."""
+    return tl.load(chunk_base + i_n) + tl.load(chunk_indices + i_c * 2 + 1).to(tl.int64)
+
+
+@triton.jit
 def chunk_head_program(chunk_indices, cu_seqlens, H: tl.constexpr, BT: tl.constexpr):
     """A program of a grid `(chunks, H)` over one whole chunk of one head: (chunk i_c,
     head i_h, sequence i_n, the chunk's first token row, its valid rows, the rows' index

@@ -14,6 +14,8 @@ head (GATE 0 / 1) or per key channel (GATE 2). Derivation in ../README.md ("Back
 import triton
 import triton.language as tl
 
+from ....kernels.sequences import global_chunk_id
+
 from .chunk_fwd import _operand
 from .common import _chunk_bounds, _chunk_end_decay, _decay_exp
 from .state_slice import state_slice
@@ -24,16 +26,19 @@ def _state_bwd_kernel(q, k, qd, kd, kg, G, beta, M, Aqk, do, dstates, dR, dv, df
                       cu_seqlens, scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                       GATE: tl.constexpr, USE_BETA: tl.constexpr, USE_DFINAL: tl.constexpr,
                       STORE_DINITIAL: tl.constexpr, LOW: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                      BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                      BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SEQ_STRIDE: tl.constexpr = 1):
     """The reverse pass over one sequence's chunks for value columns i_v·BV..: dS `[BK,
     BV]` float32 in registers. A decay per head scales rows of the `[BT, BV]` tiles, so q
     and k enter the products as loaded; a per-channel one through the forward's decayed
     qd = scale·Q ⊙ γ, kd = K ⊙ exp(G_C − G) and (with beta) kg = γ ⊙ K `[rows, H, K]`
     (chunk_prepare_channel.py).
     LOW: 16-bit operands (q, k, dO as loaded; A_qk, M, dS, dŨ rounded), float32
-    accumulation, as in the forward pass (chunk_fwd.py); DOT_PRECISION as there."""
+    accumulation, as in the forward pass (chunk_fwd.py); DOT_PRECISION as there.
+    SEQ_STRIDE 2: `cu_seqlens` and `chunk_base` name one segment of every sequence (the
+    pipelined backward; dfinal and dinitial are then the gradients of the states leaving
+    and entering the segment)."""
     i_n, i_h, bos, eos, o_k, o_v, m_k, m_v, m_kv, p_state, b_dS = state_slice(
-        dfinal, cu_seqlens, H, K, V, USE_DFINAL, BK, BV)
+        dfinal, cu_seqlens, H, K, V, USE_DFINAL, BK, BV, SEQ_STRIDE)
     first_chunk = tl.load(chunk_base + i_n).to(tl.int64)
     o_t = tl.arange(0, BT)
     n_chunks = tl.cdiv(eos - bos, BT)
@@ -106,7 +111,7 @@ def _state_bwd_kernel(q, k, qd, kd, kg, G, beta, M, Aqk, do, dstates, dR, dv, df
 @triton.jit(do_not_specialize=["T"])
 def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR,
                       dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part,
-                      chunk_indices, cu_seqlens, scale, T,
+                      chunk_indices, chunk_base, cu_seqlens, scale, T,
                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, GATE: tl.constexpr,
                       USE_BETA: tl.constexpr, LOW: tl.constexpr, DOT_PRECISION: tl.constexpr, BT: tl.constexpr,
                       BK: tl.constexpr, BV: tl.constexpr):
@@ -118,9 +123,12 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
     coefficient matrices and the other parts in float32 and `_channel_bwd_kernel`
     finishes dq, dk and dg. LOW: 16-bit product operands (the inputs as loaded, the
     float32 intermediates rounded), float32 accumulation and float32 elementwise sums;
-    DOT_PRECISION: the products' `input_precision` (chunk_fwd.py)."""
+    DOT_PRECISION: the products' `input_precision` (chunk_fwd.py). `chunk_indices` may
+    name any subset of the chunks (one segment of the pipelined backward): a chunk's
+    state is found by its global id, `chunk_base` of its sequence + its index."""
     i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    _, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    i_n, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
+    i_g = global_chunk_id(chunk_indices, chunk_base, i_c, i_n)
     o_t = tl.arange(0, BT)
     m_t = o_t < valid
     p_tt = ((start + o_t[:, None]) * H + i_h) * BT + o_t[None, :]
@@ -199,7 +207,7 @@ def _chunk_bwd_kernel(q, k, v, G, beta, Aqk, Akk, states, v_new, do, dstates, dR
             m_tv = m_t[:, None] & m_v[None, :]
             m_kv = m_k[:, None] & m_v[None, :]
             p_tv = ((start + o_t[:, None]) * H + i_h) * V + o_v[None, :]
-            p_kv = (i_c * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :])
+            p_kv = (i_g * H + i_h) * K * V + (o_k[:, None] * V + o_v[None, :])
             b_do = _operand(tl.load(do + p_tv, mask=m_tv, other=0.0), LOW, q)
             b_u = _operand(tl.load(v_new + p_tv, mask=m_tv, other=0.0), LOW, q)
             b_S = tl.load(states + p_kv, mask=m_kv, other=0.0).to(tl.float32)

@@ -25,6 +25,8 @@ Gate layout switch GATE: 0 none, 1 one per head, 2 one per key channel.
 import triton
 import triton.language as tl
 
+from ....kernels.sequences import global_chunk_id
+
 from .common import _chunk_bounds, _chunk_end_decay, _decay_exp
 from .state_slice import state_slice
 
@@ -96,7 +98,7 @@ def _output_kernel(q, k, v_new, G, Aqk, states, o, chunk_indices, chunk_base, cu
     found by its global id, `chunk_base` (`[N]`, each sequence's first) + its index."""
     i_v, i_c, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     i_n, start, valid = _chunk_bounds(chunk_indices, cu_seqlens, i_c, BT)
-    i_g = tl.load(chunk_base + i_n) + tl.load(chunk_indices + i_c * 2 + 1).to(tl.int64)
+    i_g = global_chunk_id(chunk_indices, chunk_base, i_c, i_n)
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)

@@ -103,6 +103,10 @@ NARROW_BACKWARD_FILL = 0.5
 # PIPELINE_PER_MULTIPROCESSOR multiprocessors; "always" / "never" for measurements and
 # tests. Off until timed on the GPU (device_pending.sh 20).
 PIPELINE_FORWARD = "never"
+# The backward's twin (`_pipelined_backward`): the reverse pass walks the segments from
+# the last, and each segment's chunk gradients (for KDA the per-chunk backward and the
+# tree, 6.3 of 10.4 ms at S2) run beside the reverse pass of the segments before it.
+PIPELINE_BACKWARD = "never"
 PIPELINE_PER_MULTIPROCESSOR = 2
 PIPELINE_SEGMENTS = 8
 PIPELINE_MIN_CHUNKS = 4
@@ -358,7 +362,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
             num_warps=OUTPUT_WARPS,
         )
 
-    segments = _pipeline_segments(offsets, BT, N * H, device)
+    segments = _pipeline_segments(PIPELINE_FORWARD, offsets, BT, N * H, device)
     if segments is None:
         prepare(chunk_indices)
         state_pass(cu_seqlens, chunk_base, initial_state, final, 1)
@@ -371,11 +375,14 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
     return o, final, saved
 
 
-def _pipeline_segments(offsets: tuple[int, ...], BT: int, sequences_heads: int, device):
-    """The segments the pipelined forward walks (`PIPELINE_FORWARD`), or None to run
-    unsegmented (off, enough sequences·heads, or too short for two segments)."""
-    if PIPELINE_FORWARD == "never" or (
-            PIPELINE_FORWARD == "auto" and not too_few_to_fill(sequences_heads, PIPELINE_PER_MULTIPROCESSOR, device)):
+def _pipeline_segments(setting: str, offsets: tuple[int, ...], BT: int, sequences_heads: int, device):
+    """The segments a pipelined pass walks under `setting` (PIPELINE_FORWARD or
+    PIPELINE_BACKWARD), or None to run unsegmented (off, enough sequences·heads, or too
+    short for two segments)."""
+    if setting not in ("never", "auto", "always"):
+        raise ValueError(f"a pipeline setting is 'never', 'auto' or 'always', got {setting!r}")
+    if setting == "never" or (
+            setting == "auto" and not too_few_to_fill(sequences_heads, PIPELINE_PER_MULTIPROCESSOR, device)):
         return None
     longest = max((triton.cdiv(end - start, BT) for start, end in zip(offsets, offsets[1:])), default=0)
     per_segment = max(PIPELINE_MIN_CHUNKS, triton.cdiv(longest, PIPELINE_SEGMENTS))
@@ -408,6 +415,28 @@ def _pipelined(segments, prepare, state_pass, output_pass, initial, final, state
         for s, segment in enumerate(segments):
             streams.wait_passed(s)
             output_pass(segment.chunk_indices)
+    streams.join()
+
+
+def _pipelined_backward(segments, reverse_pass, chunk_grads, dfinal, dinitial, state_shape, device):
+    """The backward segment by segment, the last first: the reverse pass of each
+    segment on a high-priority stream, handing the state's gradient to the segment
+    before it in float32 (two buffers in turn, as `_pipelined` hands the state); each
+    segment's chunk gradients on the current stream once its reverse pass is done, so
+    they run beside the reverse pass of the segments before it."""
+    last = len(segments) - 1
+    handoff = [torch.empty(state_shape, dtype=torch.float32, device=device) for _ in range(min(2, last))]
+    streams = _PipelineStreams(device)
+    leaving = dfinal
+    with streams.state_stream():
+        for s in range(last, -1, -1):
+            entering = dinitial if s == 0 else handoff[(s - 1) % 2]
+            reverse_pass(segments[s].bounds, segments[s].chunk_base, leaving, entering, 2)
+            streams.passed()
+            leaving = entering
+    for done, s in enumerate(range(last, -1, -1)):
+        streams.wait_passed(done)
+        chunk_grads(segments[s].chunk_indices)
     streams.join()
 
 
@@ -481,15 +510,6 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     dR = torch.empty(B * T, H, V, **kept) if use_beta else None
     dv = torch.empty_like(v)
     dinitial = torch.empty(N, H, K, V, **f32) if initial_state is not None else None
-    _state_bwd_kernel[(triton.cdiv(V, BV), N * H)](
-        q, k, saved.qd, saved.kd, saved.kg, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
-        None if dfinal is None else dfinal.contiguous(), dinitial, chunk_base, cu_seqlens, scale, T,
-        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_DFINAL=dfinal is not None,
-        STORE_DINITIAL=dinitial is not None, LOW=low_precision_products(q), DOT_PRECISION=precision,
-        BT=BT, BK=BK, BV=BV,
-        # `[BT, K]` tiles of 256 columns: one stage keeps them in shared memory.
-        num_warps=STATE_BACKWARD.warps, num_stages=STATE_BACKWARD.stages if K <= 128 else 1,
-    )
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty_like(g) if GATE else None
     dbeta = torch.empty_like(beta) if use_beta else None
@@ -498,33 +518,60 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     Pqk = torch.empty(B * T, H, BT, **f32) if channel else None
     Pkk = torch.empty(B * T, H, BT, **f32) if channel and use_beta else None
     dq_part, dk_part, dG_part = (torch.empty(B * T, H, K, **f32) if channel else None for _ in range(3))
-    _chunk_bwd_kernel[(num_chunks, H)](
-        q, k, v, saved.G, beta, saved.Aqk, saved.Akk, saved.states, saved.v_new, do, dstates, dR,
-        dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part, chunk_indices, cu_seqlens, scale, T,
-        H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, LOW=low_precision_products(q),
-        DOT_PRECISION=precision, BT=BT, BK=min(BWD_BK, triton.next_power_of_2(K)),
-        BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
-    )
-    if channel and CHANNEL_BACKWARD == "tree":
-        BKC = min(CHANNEL_BWD_TREE_BK, triton.next_power_of_2(K))
-        NK = triton.cdiv(K, BKC)
-        adjacent = CHANNEL_BWD_TREE_SLICES_ADJACENT
-        _channel_bwd_tree_kernel[(num_chunks * NK, H) if adjacent else (num_chunks, H, NK)](
-            q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
-            cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
-            PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
-            LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC,
-            NK=NK, ADJACENT_SLICES=adjacent, SPAN_LIMIT=_span_limit(),
-            num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
-            num_stages=CHANNEL_BWD_TREE_STAGES,
+
+    def reverse_pass(bounds, first_chunks, leaving, entering, stride):
+        """The reverse pass over the rows `bounds` names (cu_seqlens at stride 1, a
+        segment's `[N, 2]` table at 2) from the gradient `leaving` of the state they end
+        with (None: zeros), storing the gradient of the state they start from in
+        `entering` (None: not stored)."""
+        _state_bwd_kernel[(triton.cdiv(V, BV), N * H)](
+            q, k, saved.qd, saved.kd, saved.kg, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
+            leaving, entering, first_chunks, bounds, scale, T,
+            H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_DFINAL=leaving is not None,
+            STORE_DINITIAL=entering is not None, LOW=low_precision_products(q), DOT_PRECISION=precision,
+            BT=BT, BK=BK, BV=BV, SEQ_STRIDE=stride,
+            # `[BT, K]` tiles of 256 columns: one stage keeps them in shared memory.
+            num_warps=STATE_BACKWARD.warps, num_stages=STATE_BACKWARD.stages if K <= 128 else 1,
         )
-    elif channel:
-        BKC = min(SCORE_BK, triton.next_power_of_2(K))
-        _channel_bwd_kernel[(num_chunks, H, triton.cdiv(K, BKC))](
-            q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunk_indices,
-            cu_seqlens, T, H=H, K=K, USE_BETA=use_beta, DOT_PRECISION=precision, BT=BT, BC=SUBCHUNK,
-            BK=BKC,
+
+    def chunk_grads(chunks):
+        """dq, dk, dg, dβ of the chunks `chunks` names, once the reverse pass has stored
+        their states' gradients."""
+        _chunk_bwd_kernel[(len(chunks), H)](
+            q, k, v, saved.G, beta, saved.Aqk, saved.Akk, saved.states, saved.v_new, do, dstates, dR,
+            dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part, chunks, chunk_base, cu_seqlens, scale, T,
+            H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, LOW=low_precision_products(q),
+            DOT_PRECISION=precision, BT=BT, BK=min(BWD_BK, triton.next_power_of_2(K)),
+            BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
         )
+        if channel and CHANNEL_BACKWARD == "tree":
+            BKC = min(CHANNEL_BWD_TREE_BK, triton.next_power_of_2(K))
+            NK = triton.cdiv(K, BKC)
+            adjacent = CHANNEL_BWD_TREE_SLICES_ADJACENT
+            _channel_bwd_tree_kernel[(len(chunks) * NK, H) if adjacent else (len(chunks), H, NK)](
+                q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunks,
+                cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
+                PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
+                LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC,
+                NK=NK, ADJACENT_SLICES=adjacent, SPAN_LIMIT=_span_limit(),
+                num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
+                num_stages=CHANNEL_BWD_TREE_STAGES,
+            )
+        elif channel:
+            BKC = min(SCORE_BK, triton.next_power_of_2(K))
+            _channel_bwd_kernel[(len(chunks), H, triton.cdiv(K, BKC))](
+                q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunks,
+                cu_seqlens, T, H=H, K=K, USE_BETA=use_beta, DOT_PRECISION=precision, BT=BT, BC=SUBCHUNK,
+                BK=BKC,
+            )
+
+    dfinal = None if dfinal is None else dfinal.contiguous()
+    segments = _pipeline_segments(PIPELINE_BACKWARD, offsets, BT, N * H, device)
+    if segments is None:
+        reverse_pass(cu_seqlens, chunk_base, dfinal, dinitial, 1)
+        chunk_grads(chunk_indices)
+    else:
+        _pipelined_backward(segments, reverse_pass, chunk_grads, dfinal, dinitial, (N, H, K, V), device)
     return dq, dk, dv, dg, dbeta, dinitial
 
 
