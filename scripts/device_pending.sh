@@ -237,6 +237,14 @@ elif [ "$part" = 15 ]; then
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4
     step mlstm_state_bwd_bv32_w4_s2 70 python3 scripts/device_mlstm_check.py --sections time --shapes S1,S3 \
         --set 'STATE_ELEMENTS=128*32' --set STATE_WARPS=4 --set STATE_STAGES=2
+elif [ "$part" = 22 ]; then
+    # Parts 18 and 20 cut to fit one call: the block anchors against the tree (KDA, GLA),
+    # then both pipelines with and without narrowing (GDN, KDA at S2 and S3).
+    step kda_one_anchor 270 env OPS=KDA,GLA SHAPES=S1+S2+S3 python3 scripts/device_gdr_variants.py \
+        '' 'ONE_ANCHOR_SPAN=None'
+    both='PIPELINE_FORWARD=auto;PIPELINE_BACKWARD=auto'
+    step pipeline_gdn_kda 250 env OPS=GDN,KDA SHAPES=S2+S3 python3 scripts/device_gdr_variants.py \
+        '' "$both" "$both;NARROW_FORWARD_FILL=0;NARROW_BACKWARD_FILL=0;CHECK=0"
 elif [ "$part" = 20 ]; then
     both='PIPELINE_FORWARD=auto;PIPELINE_BACKWARD=auto'
     step pipeline_gdn_kda 330 env OPS=GDN,KDA SHAPES=S2+S3 python3 scripts/device_gdr_variants.py \
