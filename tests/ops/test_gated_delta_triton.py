@@ -243,11 +243,13 @@ def test_channel_one_anchor_backward_matches_reference(beta, spans, chunk_size, 
     _check_channel_backward(beta, chunk_size, monkeypatch, spans=spans, CHANNEL_BACKWARD="tree")
 
 
+@pytest.mark.parametrize("adjacent", [False, True], ids=["slices_apart", "slices_adjacent"])
 @pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])
-def test_channel_tree_backward_with_adjacent_key_slices(beta, monkeypatch):
-    """CHANNEL_BWD_TREE_SLICES_ADJACENT: the tree kernel on grid (chunks·slices, H), here
-    K 40 in two key slices of 32, the second partial."""
-    _check_channel_backward(beta, 16, monkeypatch, CHANNEL_BACKWARD="tree", CHANNEL_BWD_TREE_SLICES_ADJACENT=True)
+def test_channel_tree_backward_in_either_slice_layout(beta, adjacent, monkeypatch):
+    """CHANNEL_BWD_TREE_SLICES_ADJACENT: the tree kernel on grid (chunks·slices, H) or
+    (chunks, H, slices), here K 40 in two key slices of 32, the second partial."""
+    _check_channel_backward(beta, 16, monkeypatch, CHANNEL_BACKWARD="tree",
+                            CHANNEL_BWD_TREE_SLICES_ADJACENT=adjacent)
 
 
 @pytest.mark.parametrize("beta", [False, True], ids=["nobeta", "beta"])

@@ -57,7 +57,11 @@ STATE_FORWARD = {
     # KDA: 8 warps, 0.69 against 0.85 ms at 4 (416 bytes of spills) at S1 on an H100.
     (2, True): StateTiling(128 * 64, 8, 2),
 }
-STATE_BACKWARD = StateTiling(128 * 32, 8, 2)
+# The reverse pass: 4 warps hold it in 115 KB of shared memory, two programs per
+# multiprocessor, where 8 warps took 119 KB and one (H100, session 19,
+# device_pending.sh 16 and a follow-up at S2 / S3): GDN forward + backward 3.51 -> 3.18
+# ms at S1, 4.05 -> 3.81 at S2, 3.41 -> 3.26 at S3; KDA within 1% either way.
+STATE_BACKWARD = StateTiling(128 * 32, 4, 2)
 # The intermediates a backward reads, the chunks' states and Ũ from the forward and dS
 # and dR from the reverse pass, in the 16-bit inputs' dtype (float32 otherwise): each is
 # a tensor-core operand, rounded to that dtype at its use anyway, except in the sums
@@ -101,7 +105,14 @@ NARROW_BACKWARD_FILL = 0.5
 # prepare segment s + 1 while the state pass walks segment s: the critical path becomes
 # one segment's preparation plus the state pass. "auto": below one sequence·head per
 # PIPELINE_PER_MULTIPROCESSOR multiprocessors; "always" / "never" for measurements and
-# tests. Off until timed on the GPU (device_pending.sh 20).
+# tests. Off: timed on an H100 (session 19, device_pending.sh 22) with the backward's
+# twin, forward / forward + backward ms, defaults -> both pipelines (narrowed as usual)
+# -> both with no narrowing: GDN S2 1.25 / 4.02 -> 1.54 / 4.15 -> 1.92 / 4.31, S3
+# 1.14 / 3.43 -> 1.23 / 4.15 -> 1.14 / 3.82; KDA S2 2.32 / 8.32 -> 2.31 / 8.23 -> 2.40 /
+# 7.60, S3 2.12 / 7.55 -> 2.28 / 7.77 -> 2.11 / 7.57. No forward gained: the parallel
+# kernels' programs do not fit beside the sequential pass's on a multiprocessor
+# (registers), and the launches and events cost more than the idle multiprocessors
+# give back. KDA's backward without narrowing is the one gain (S2 8.3 -> 7.6 ms).
 PIPELINE_FORWARD = "never"
 # The backward's twin (`_pipelined_backward`): the reverse pass walks the segments from
 # the last, and each segment's chunk gradients (for KDA the per-chunk backward and the
@@ -166,9 +177,9 @@ CHANNEL_BWD_TREE_LEAF = CHANNEL_LEAF
 # chunk's four [BT, BT] float32 coefficient blocks (64 KB per chunk and head; 268 MB in
 # all at S2), so adjacent slices could find them in L2 where today each is read from
 # memory once per slice. The kernel holds 255 registers at 8 warps (one program per
-# multiprocessor): 4.6 of KDA's 10.4 ms forward + backward at S2 (session 17). Off until
-# timed (device_pending.sh 16).
-CHANNEL_BWD_TREE_SLICES_ADJACENT = False
+# multiprocessor). H100, session 19 (device_pending.sh 16), forward + backward at S2:
+# KDA 8.35 -> 8.17 ms, GLA 5.26 -> 5.16.
+CHANNEL_BWD_TREE_SLICES_ADJACENT = True
 # Tiles of the per-chunk backward kernel: key and value tiles, warps, stages.
 # (4 warps and one stage: 1.20 ms for GDN at S1 on an H100, against 1.90 ms with 8 warps
 # and two stages, 1.33 ms with BV 128; device_gdr_variants.py, bench/NOTES-gated-delta.md.)
