@@ -8,7 +8,7 @@ compile errors and shared-memory overflows at no device time.
 
 NAME=VALUE (or family.NAME=VALUE, family one of gated_delta, softmax, mlstm, aaren) sets
 a module constant of the launcher that has it first (e.g. BWD_BK=64,
-STATE_BACKWARD=StateTiling(4096,4,2), DENSE_PREPARE_PRECISION=tf32), to compare tile choices; a case is a substring of the case names (e.g. "K128 V128").
+STATE_BACKWARD={(1,True):StateTiling(8192,8,2)}, DENSE_PREPARE_PRECISION=tf32), to compare tile choices; a case is a substring of the case names (e.g. "K128 V128").
 
 How: Triton's launch path is kept, but the active driver is replaced by one that
 reports an sm_90 target, and every launch is turned into a warm-up (compile, no run);

@@ -57,11 +57,20 @@ STATE_FORWARD = {
     # KDA: 8 warps, 0.69 against 0.85 ms at 4 (416 bytes of spills) at S1 on an H100.
     (2, True): StateTiling(128 * 64, 8, 2),
 }
-# The reverse pass: 4 warps hold it in 115 KB of shared memory, two programs per
-# multiprocessor, where 8 warps took 119 KB and one (H100, session 19,
-# device_pending.sh 16 and a follow-up at S2 / S3): GDN forward + backward 3.51 -> 3.18
-# ms at S1, 4.05 -> 3.81 at S2, 3.41 -> 3.26 at S3; KDA within 1% either way.
-STATE_BACKWARD = StateTiling(128 * 32, 4, 2)
+# The reverse pass, by (gate layout, beta) as STATE_FORWARD. 4 warps hold it in 115 KB
+# of shared memory, two programs per multiprocessor, where 8 warps took 119 KB and one
+# (H100, session 19, device_pending.sh 16 and a follow-up at S2 / S3): GDN forward +
+# backward 3.51 -> 3.18 ms at S1, 4.05 -> 3.81 at S2, 3.41 -> 3.26 at S3. KDA: the
+# larger 8-warp slice 7.08 ms at S1 against 7.29 at 4 warps and 7.31 at 8 with half the
+# slice, even at S2 / S3 (8.37 / 7.51 against 8.32 / 7.47).
+STATE_BACKWARD = {
+    (0, False): StateTiling(128 * 32, 4, 2),
+    (0, True): StateTiling(128 * 32, 4, 2),
+    (1, False): StateTiling(128 * 32, 4, 2),
+    (1, True): StateTiling(128 * 32, 4, 2),
+    (2, False): StateTiling(128 * 32, 4, 2),
+    (2, True): StateTiling(128 * 64, 8, 2),
+}
 # The intermediates a backward reads, the chunks' states and Ũ from the forward and dS
 # and dR from the reverse pass, in the 16-bit inputs' dtype (float32 otherwise): each is
 # a tensor-core operand, rounded to that dtype at its use anyway, except in the sums
@@ -514,8 +523,8 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
     f32 = dict(dtype=torch.float32, device=device)
     precision = dot_precision(q)
-    BK, BV = _sequential_value_tile(K, V, STATE_BACKWARD.elements, N * H, NARROW_BACKWARD_FILL,
-                                    device)
+    tiling = STATE_BACKWARD[GATE, use_beta]
+    BK, BV = _sequential_value_tile(K, V, tiling.elements, N * H, NARROW_BACKWARD_FILL, device)
     kept = dict(dtype=q.dtype, device=device) if low_precision_products(q) and KEEP_16BIT else f32
     dstates = torch.empty(num_chunks, H, K, V, **kept)
     dR = torch.empty(B * T, H, V, **kept) if use_beta else None
@@ -542,7 +551,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
             STORE_DINITIAL=entering is not None, LOW=low_precision_products(q), DOT_PRECISION=precision,
             BT=BT, BK=BK, BV=BV, SEQ_STRIDE=stride,
             # `[BT, K]` tiles of 256 columns: one stage keeps them in shared memory.
-            num_warps=STATE_BACKWARD.warps, num_stages=STATE_BACKWARD.stages if K <= 128 else 1,
+            num_warps=tiling.warps, num_stages=tiling.stages if K <= 128 else 1,
         )
 
     def chunk_grads(chunks):
