@@ -5,8 +5,6 @@ Every launcher takes time-major tensors (`[B, T, H, D]`, or `[1, T, H, D]` packe
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 from typing import NamedTuple
 
 import torch
@@ -26,6 +24,7 @@ from .chunk_fwd import _output_kernel, _state_output_kernel
 from .chunk_cumsum import _cumsum_kernel
 from .chunk_prepare_channel import _channel_prepare_kernel
 from .chunk_prepare_dense import _dense_prepare_kernel
+from .pipeline import pipelined_backward, pipelined_forward
 from .recurrent_fwd import _recurrent_kernel
 
 # The per-channel backward's sub-blocks (tl.dot needs >= 16) and key slice (it bounds
@@ -107,7 +106,7 @@ SPLIT_STATE_STAGES = 3
 # backward narrows only below half the multiprocessors.
 NARROW_FORWARD_FILL = 1.0
 NARROW_BACKWARD_FILL = 0.5
-# The pipelined forward (`_pipelined`): with few sequences·heads the sequential state
+# The pipelined forward (pipeline.py): with few sequences·heads the sequential state
 # pass leaves most multiprocessors idle while the preparation waits its turn (GDN at S3
 # on an H100: preparation 0.39 then state pass 0.75 ms, KDA 1.48 then 0.93). Cut every
 # sequence into PIPELINE_SEGMENTS segments of at least PIPELINE_MIN_CHUNKS chunks and
@@ -123,7 +122,7 @@ NARROW_BACKWARD_FILL = 0.5
 # (registers), and the launches and events cost more than the idle multiprocessors
 # give back. KDA's backward without narrowing is the one gain (S2 8.3 -> 7.6 ms).
 PIPELINE_FORWARD = "never"
-# The backward's twin (`_pipelined_backward`): the reverse pass walks the segments from
+# The backward's twin (pipeline.py): the reverse pass walks the segments from
 # the last, and each segment's chunk gradients (for KDA the per-chunk backward and the
 # tree, 6.3 of 10.4 ms at S2) run beside the reverse pass of the segments before it.
 PIPELINE_BACKWARD = "never"
@@ -389,7 +388,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
         if split:
             output_pass(chunk_indices)
     else:
-        _pipelined(segments, prepare, state_pass, output_pass if split else None, initial_state, final,
+        pipelined_forward(segments, prepare, state_pass, output_pass if split else None, initial_state, final,
                    (N, H, K, V), device)
     saved = ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v, qd, kd, kg) if save else None
     return o, final, saved
@@ -407,104 +406,6 @@ def _pipeline_segments(setting: str, offsets: tuple[int, ...], BT: int, sequence
     longest = max((triton.cdiv(end - start, BT) for start, end in zip(offsets, offsets[1:])), default=0)
     per_segment = max(PIPELINE_MIN_CHUNKS, triton.cdiv(longest, PIPELINE_SEGMENTS))
     return _segment_tables(offsets, BT, per_segment, device) if per_segment < longest else None
-
-
-def _pipelined(segments, prepare, state_pass, output_pass, initial, final, state_shape, device):
-    """The forward segment by segment: every segment's preparation in order on the
-    current stream; the state pass of segment s, once its preparation is done, on a
-    high-priority stream (the chain of chunk steps is the critical path; the
-    preparation fills the multiprocessors it leaves idle); the split output pass of
-    segment s after its state pass, back on the current stream. The state crosses from
-    segment to segment in float32 (two buffers in turn), as it would stay in registers.
-    Off the GPU the same launches run in that order on one stream."""
-    last = len(segments) - 1
-    handoff = [torch.empty(state_shape, dtype=torch.float32, device=device) for _ in range(min(2, last))]
-    streams = _PipelineStreams(device)
-    for segment in segments:
-        prepare(segment.chunk_indices)
-        streams.prepared()
-    entering = initial
-    with streams.state_stream():
-        for s, segment in enumerate(segments):
-            streams.wait_prepared(s)
-            leaving = final if s == last else handoff[s % 2]
-            state_pass(segment.bounds, segment.chunk_base, entering, leaving, 2)
-            streams.passed()
-            entering = leaving
-    if output_pass is not None:
-        for s, segment in enumerate(segments):
-            streams.wait_passed(s)
-            output_pass(segment.chunk_indices)
-    streams.join()
-
-
-def _pipelined_backward(segments, reverse_pass, chunk_grads, dfinal, dinitial, state_shape, device):
-    """The backward segment by segment, the last first: the reverse pass of each
-    segment on a high-priority stream, handing the state's gradient to the segment
-    before it in float32 (two buffers in turn, as `_pipelined` hands the state); each
-    segment's chunk gradients on the current stream once its reverse pass is done, so
-    they run beside the reverse pass of the segments before it."""
-    last = len(segments) - 1
-    handoff = [torch.empty(state_shape, dtype=torch.float32, device=device) for _ in range(min(2, last))]
-    streams = _PipelineStreams(device)
-    leaving = dfinal
-    with streams.state_stream():
-        for s in range(last, -1, -1):
-            entering = dinitial if s == 0 else handoff[(s - 1) % 2]
-            reverse_pass(segments[s].bounds, segments[s].chunk_base, leaving, entering, 2)
-            streams.passed()
-            leaving = entering
-    for done, s in enumerate(range(last, -1, -1)):
-        streams.wait_passed(done)
-        chunk_grads(segments[s].chunk_indices)
-    streams.join()
-
-
-class _PipelineStreams:
-    """The pipelined forward's two streams and the events between them (no-ops off CUDA)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.events = {"prepared": [], "passed": []}
-        if self.cuda:
-            self.main = torch.cuda.current_stream(device)
-            self.state = _high_priority_stream(device)
-            self.state.wait_stream(self.main)
-
-    def _record(self, kind: str):
-        if self.cuda:
-            event = torch.cuda.Event()
-            event.record()
-            self.events[kind].append(event)
-
-    def prepared(self):
-        self._record("prepared")
-
-    def passed(self):
-        self._record("passed")
-
-    def wait_prepared(self, s: int):
-        if self.cuda:
-            self.state.wait_event(self.events["prepared"][s])
-
-    def wait_passed(self, s: int):
-        if self.cuda:
-            self.main.wait_event(self.events["passed"][s])
-
-    def state_stream(self):
-        return torch.cuda.stream(self.state) if self.cuda else contextlib.nullcontext()
-
-    def join(self):
-        if self.cuda:
-            self.main.wait_stream(self.state)
-
-
-@functools.lru_cache(maxsize=8)
-def _high_priority_stream(device: torch.device) -> "torch.cuda.Stream":
-    """One stream per device for the pipelined forward's state passes, at a high priority
-    (a lower number: the default stream's is 0), so the block scheduler places their
-    programs before the preparation's waiting ones."""
-    return torch.cuda.Stream(device, priority=-1)
 
 
 def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermediates, do,
@@ -591,7 +492,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         reverse_pass(cu_seqlens, chunk_base, dfinal, dinitial, 1)
         chunk_grads(chunk_indices)
     else:
-        _pipelined_backward(segments, reverse_pass, chunk_grads, dfinal, dinitial, (N, H, K, V), device)
+        pipelined_backward(segments, reverse_pass, chunk_grads, dfinal, dinitial, (N, H, K, V), device)
     return dq, dk, dv, dg, dbeta, dinitial
 
 
