@@ -8,6 +8,7 @@ then never a compile-time constant, so a new length never recompiles a kernel.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import NamedTuple
 
 import torch
@@ -34,6 +35,11 @@ def batch_cu_seqlens(B: int, T: int, device: torch.device) -> torch.Tensor:
     return torch.arange(0, B * T + 1, T, dtype=torch.int64, device=device)
 
 
+def chunk_counts(offsets: tuple[int, ...], chunk_size: int) -> list[int]:
+    """How many chunks of `chunk_size` rows each sequence of a packing has."""
+    return [triton.cdiv(end - start, chunk_size) for start, end in zip(offsets, offsets[1:])]
+
+
 @functools.lru_cache(maxsize=64)
 def chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.device):
     """Chunk tables of one packing, made once per (offsets, chunk size, device).
@@ -41,7 +47,7 @@ def chunk_tables(offsets: tuple[int, ...], chunk_size: int, device: torch.device
     Returns chunk_indices `[chunks, 2]` int32 (sequence, chunk in sequence) and
     chunk_base `[N]` int64 (global id of each sequence's first chunk).
     """
-    counts = [triton.cdiv(end - start, chunk_size) for start, end in zip(offsets, offsets[1:])]
+    counts = chunk_counts(offsets, chunk_size)
     chunk_indices = torch.tensor([[n, t] for n, count in enumerate(counts) for t in range(count)],
                                  dtype=torch.int32, device=device).reshape(-1, 2)
     chunk_base = torch.tensor([0] + counts[:-1], device=device).cumsum(0)
@@ -71,11 +77,11 @@ def segment_tables(offsets: tuple[int, ...], chunk_size: int, segment_chunks: in
     order: a pass that carries a state can walk segment s while a chunked kernel works on
     segment s + 1 (the gated delta rule's pipelined forward)."""
     starts, ends = offsets[:-1], offsets[1:]
-    counts = [triton.cdiv(end - start, chunk_size) for start, end in zip(starts, ends)]
-    bases = [sum(counts[:n]) for n in range(len(counts))]
+    counts = chunk_counts(offsets, chunk_size)
+    bases = [0, *itertools.accumulate(counts)][:-1]
+    span = segment_chunks * chunk_size
     segments = []
     for first in range(0, max(counts, default=0), segment_chunks):
-        span = segment_chunks * chunk_size
         bounds = [(min(start + first * chunk_size, end), min(start + first * chunk_size + span, end))
                   for start, end in zip(starts, ends)]
         rows = [[n, t] for n, count in enumerate(counts) for t in range(first, min(first + segment_chunks, count))]

@@ -14,8 +14,8 @@ from ....kernels import host
 from ....kernels.occupancy import narrowed_value_tile, too_few_to_fill
 from ....kernels.precision import dot_precision
 from ....kernels.sequences import (
-    batch_cu_seqlens as _batch_cu_seqlens, chunk_tables as _chunk_tables, cu_seqlens_tensor as _cu_seqlens,
-    segment_tables as _segment_tables, sequence_offsets,
+    batch_cu_seqlens as _batch_cu_seqlens, chunk_counts as _chunk_counts, chunk_tables as _chunk_tables,
+    cu_seqlens_tensor as _cu_seqlens, segment_tables as _segment_tables, sequence_offsets,
 )
 from .chunk_bwd import _chunk_bwd_kernel, _state_bwd_kernel
 from .chunk_bwd_channel import _channel_bwd_kernel
@@ -389,7 +389,7 @@ def chunk_forward(q, k, v, g, beta, scale, initial_state, output_final_state, of
             output_pass(chunk_indices)
     else:
         pipelined_forward(segments, prepare, state_pass, output_pass if split else None, initial_state, final,
-                   (N, H, K, V), device)
+                          (N, H, K, V), device)
     saved = ChunkIntermediates(G, Aqk, Akk, M, states, v_new if use_beta else v, qd, kd, kg) if save else None
     return o, final, saved
 
@@ -403,7 +403,7 @@ def _pipeline_segments(setting: str, offsets: tuple[int, ...], BT: int, sequence
     if setting == "never" or (
             setting == "auto" and not too_few_to_fill(sequences_heads, PIPELINE_PER_MULTIPROCESSOR, device)):
         return None
-    longest = max((triton.cdiv(end - start, BT) for start, end in zip(offsets, offsets[1:])), default=0)
+    longest = max(_chunk_counts(offsets, BT), default=0)
     per_segment = max(PIPELINE_MIN_CHUNKS, triton.cdiv(longest, PIPELINE_SEGMENTS))
     return _segment_tables(offsets, BT, per_segment, device) if per_segment < longest else None
 
@@ -424,9 +424,10 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
     f32 = dict(dtype=torch.float32, device=device)
     precision = dot_precision(q)
+    low = low_precision_products(q)
     tiling = STATE_BACKWARD[GATE, use_beta]
     BK, BV = _sequential_value_tile(K, V, tiling.elements, N * H, NARROW_BACKWARD_FILL, device)
-    kept = dict(dtype=q.dtype, device=device) if low_precision_products(q) and KEEP_16BIT else f32
+    kept = dict(dtype=q.dtype, device=device) if low and KEEP_16BIT else f32
     dstates = torch.empty(num_chunks, H, K, V, **kept)
     dR = torch.empty(B * T, H, V, **kept) if use_beta else None
     dv = torch.empty_like(v)
@@ -449,7 +450,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
             q, k, saved.qd, saved.kd, saved.kg, saved.G, beta, saved.M, saved.Aqk, do, dstates, dR, dv,
             leaving, entering, first_chunks, bounds, scale, T,
             H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, USE_DFINAL=leaving is not None,
-            STORE_DINITIAL=entering is not None, LOW=low_precision_products(q), DOT_PRECISION=precision,
+            STORE_DINITIAL=entering is not None, LOW=low, DOT_PRECISION=precision,
             BT=BT, BK=BK, BV=BV, SEQ_STRIDE=stride,
             # `[BT, K]` tiles of 256 columns: one stage keeps them in shared memory.
             num_warps=tiling.warps, num_stages=tiling.stages if K <= 128 else 1,
@@ -461,7 +462,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
         _chunk_bwd_kernel[(len(chunks), H)](
             q, k, v, saved.G, beta, saved.Aqk, saved.Akk, saved.states, saved.v_new, do, dstates, dR,
             dq, dk, dg, dbeta, Pqk, Pkk, dq_part, dk_part, dG_part, chunks, chunk_base, cu_seqlens, scale, T,
-            H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, LOW=low_precision_products(q),
+            H=H, K=K, V=V, GATE=GATE, USE_BETA=use_beta, LOW=low,
             DOT_PRECISION=precision, BT=BT, BK=min(BWD_BK, triton.next_power_of_2(K)),
             BV=min(BWD_BV, triton.next_power_of_2(V)), num_warps=BWD_WARPS, num_stages=BWD_STAGES,
         )
@@ -472,7 +473,7 @@ def chunk_backward(q, k, v, g, beta, scale, initial_state, saved: ChunkIntermedi
             _channel_bwd_tree_kernel[(len(chunks) * NK, H) if adjacent else (len(chunks), H, NK)](
                 q, k, saved.G, Pqk, Pkk, dq_part, dk_part, dG_part, dq, dk, dg, chunks,
                 cu_seqlens, T, H=H, K=K, USE_BETA=use_beta,
-                PRECISION=CHANNEL_SCORE_PRECISION if low_precision_products(q) else "ieee", BT=BT,
+                PRECISION=CHANNEL_SCORE_PRECISION if low else "ieee", BT=BT,
                 LEVELS=BT.bit_length() - 1, LOG_BC=min(CHANNEL_BWD_TREE_LEAF, BT).bit_length() - 1, BK=BKC,
                 NK=NK, ADJACENT_SLICES=adjacent, SPAN_LIMIT=_span_limit(),
                 num_warps=CHANNEL_BWD_TREE_WARPS[use_beta],
